@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything underlay's tests and demo need on a fresh Debian 12 machine. Idempotent; fast when warm.
+#   Debian packages (sshd for the transport tests), npm packages (npm ci), the pinned Temporal CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(openssh-server openssh-client)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo -n)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci only when the lock file changed since the last install (node_modules/.package-lock.json mirrors it).
+if [ ! -f node_modules/.underlay-lock-stamp ] || ! cmp -s package-lock.json node_modules/.underlay-lock-stamp; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+  cp package-lock.json node_modules/.underlay-lock-stamp
+fi
+
+bash scripts/install-temporal.sh

@@ -1,0 +1,113 @@
+/**
+ * Step 5, hypervisor install. KVM on Linux: install the virtualization stack with the OS's package manager,
+ * start libvirtd, and verify /dev/kvm, the daemon and `virsh version`. Undo purges exactly the packages that
+ * were not installed before, so the package set returns to the snapshot.
+ */
+import { UnsupportedHardwareError, UnsupportedPlatformError, VerificationError } from '../common/errors';
+import { join, sh } from '../drivers/shell';
+import { installPackages, installedPackages, purgePackages, readOsFamily, unitState } from '../drivers/linux/packages';
+import type { OsFamily } from '../drivers/linux/parse/text';
+import type { ServerSpec } from '../spec/server';
+import { pollUntilHolds, type Problem } from './poll';
+import type { Change, Step, StepIo } from './step';
+
+export interface HypervisorState {
+  family: OsFamily;
+  /** Every installed package (names), sorted: the snapshot an undo restores. */
+  packages: string[];
+  libvirtdActive: boolean;
+}
+
+const DEFAULT_PACKAGES: Record<OsFamily, string[]> = {
+  debian: ['qemu-system-x86', 'libvirt-daemon-system', 'libvirt-clients'],
+  rhel: ['qemu-kvm', 'libvirt', 'virt-install'],
+};
+const OVS_PACKAGE: Record<OsFamily, string> = { debian: 'openvswitch-switch', rhel: 'openvswitch' };
+
+/** Hypervisor kinds this build can install (the others come with their vendor drivers). */
+export const INSTALLABLE_HYPERVISORS = ['kvm'] as const;
+
+export function kvmPackages(spec: ServerSpec, family: OsFamily): string[] {
+  const base = spec.hypervisor.kind === 'kvm' && spec.hypervisor.packages ? spec.hypervisor.packages : DEFAULT_PACKAGES[family];
+  return spec.attach?.kind === 'ovs' ? [...base, OVS_PACKAGE[family]] : base;
+}
+
+function requireKvm(io: StepIo): void {
+  if (io.spec.hypervisor.kind !== 'kvm') {
+    throw new UnsupportedPlatformError(`no ${io.spec.hypervisor.kind} installer in this build`, { host: io.host.label, step: 'hypervisor', field: 'hypervisor.kind', expected: INSTALLABLE_HYPERVISORS.join('|'), observed: io.spec.hypervisor.kind });
+  }
+}
+
+async function observe(io: StepIo): Promise<HypervisorState> {
+  requireKvm(io);
+  const flags = Number((await io.host.read(sh`grep -Ec '(vmx|svm)' /proc/cpuinfo || true`, { description: 'count vmx/svm CPU flags', privileged: false })).trim());
+  if (!flags) {
+    throw new UnsupportedHardwareError('the CPU offers no hardware virtualization (enable VT-x/AMD-V in firmware)', { host: io.host.label, step: 'hypervisor', expected: 'vmx or svm in /proc/cpuinfo', observed: 'neither' });
+  }
+  const family = await readOsFamily(io.host);
+  const [packages, libvirtd] = await Promise.all([installedPackages(io.host, family), unitState(io.host, 'libvirtd')]);
+  return { family, packages, libvirtdActive: libvirtd === 'active' };
+}
+
+function plan(spec: ServerSpec, observed: HypervisorState): Change[] {
+  const missing = kvmPackages(spec, observed.family).filter((p) => !observed.packages.includes(p));
+  const changes: Change[] = missing.map((p) => ({ field: `package ${p}`, from: 'absent', to: 'installed' }));
+  if (!observed.libvirtdActive) changes.push({ field: 'libvirtd', from: 'inactive', to: 'active' });
+  return changes;
+}
+
+async function apply(io: StepIo, observed: HypervisorState): Promise<void> {
+  const missing = kvmPackages(io.spec, observed.family).filter((p) => !observed.packages.includes(p));
+  if (missing.length) {
+    await io.host.run(installPackages(observed.family, missing), { description: `install ${missing.join(' ')}`, timeoutMs: 45 * 60_000 });
+  }
+  // /dev/kvm needs the vendor module; libvirtd is socket-activated on Debian but enable it for boot too.
+  await io.host.run(join('&&', [sh`(modprobe kvm_intel 2>/dev/null || modprobe kvm_amd 2>/dev/null || true)`, sh`systemctl enable --now libvirtd`]), {
+    description: 'load kvm module and start libvirtd',
+  });
+}
+
+async function check(io: StepIo): Promise<Problem[]> {
+  const problems: Problem[] = [];
+  const kvm = await io.host.run(sh`test -c /dev/kvm`, { description: 'test -c /dev/kvm', okExitCodes: [0, 1], privileged: false });
+  if (kvm.exitCode !== 0) problems.push({ field: '/dev/kvm', expected: 'character device', observed: 'absent', final: true });
+  const libvirtd = await unitState(io.host, 'libvirtd');
+  if (libvirtd !== 'active') problems.push({ field: 'libvirtd', expected: 'active', observed: libvirtd });
+  else {
+    const v = await io.host.run(sh`virsh -c qemu:///system version`, { description: 'virsh version', okExitCodes: [0, 1] });
+    if (v.exitCode !== 0 || !/Running hypervisor:\s*QEMU/i.test(v.stdout)) {
+      problems.push({ field: 'virsh version', expected: 'Running hypervisor: QEMU', observed: (v.stdout + v.stderr).trim().split('\n').pop() ?? '' });
+    }
+  }
+  return problems;
+}
+
+async function undo(io: StepIo, pre: HypervisorState, now: HypervisorState): Promise<void> {
+  const added = now.packages.filter((p) => !pre.packages.includes(p));
+  if (added.length) await io.host.run(purgePackages(pre.family, added), { description: `purge ${added.length} package(s) installed since the snapshot`, timeoutMs: 30 * 60_000 });
+  const missing = pre.packages.filter((p) => !now.packages.includes(p));
+  if (missing.length) throw new VerificationError('packages present before are missing now; not reinstalling them blindly', { host: io.host.label, step: 'hypervisor', expected: 'installed', observed: missing.join(' ') });
+  if (pre.libvirtdActive !== now.libvirtdActive && !added.some((p) => p.startsWith('libvirt'))) {
+    await io.host.run(pre.libvirtdActive ? sh`systemctl start libvirtd` : sh`systemctl disable --now libvirtd libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket`, { description: 'restore libvirtd state' });
+  }
+}
+
+function diff(a: HypervisorState, b: HypervisorState): Change[] {
+  const onlyA = a.packages.filter((p) => !b.packages.includes(p));
+  const onlyB = b.packages.filter((p) => !a.packages.includes(p));
+  const changes: Change[] = [];
+  if (onlyA.length || onlyB.length) changes.push({ field: 'packages', from: onlyA, to: onlyB });
+  if (a.libvirtdActive !== b.libvirtdActive) changes.push({ field: 'libvirtd', from: a.libvirtdActive ? 'active' : 'inactive', to: b.libvirtdActive ? 'active' : 'inactive' });
+  return changes;
+}
+
+export const hypervisorStep: Step<HypervisorState> = {
+  name: 'hypervisor',
+  observe,
+  plan,
+  apply,
+  verify: (io) => pollUntilHolds(io, 'KVM', () => check(io), { timeoutMs: 60_000, intervalMs: 2_000 }),
+  undo,
+  diff,
+  summary: (spec) => (spec.hypervisor.kind === 'kvm' ? `KVM · ${(spec.hypervisor.packages ?? DEFAULT_PACKAGES.debian).join(' ')}${spec.attach?.kind === 'ovs' ? ' + Open vSwitch' : ''}` : spec.hypervisor.kind),
+};

@@ -1,0 +1,132 @@
+/**
+ * Runs a Step as a Temporal activity: connect once, observe, plan, apply, verify — and undo.
+ *
+ * Retries remember the pre-state: the first attempt heartbeats what it observed before touching the host, and
+ * later attempts read it back from `heartbeatDetails`, so a retry after a half-applied change still knows (and
+ * returns) the true pre-state. Failures leave as ApplicationFailures typed by error class, non-retryable when
+ * the error says so, with StepFailureDetails the workflow uses to compensate a half-applied step.
+ */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { RollbackVerificationError, UnderlayError } from '../common/errors';
+import { parseServerSpec } from '../spec/validate';
+import type { ServerSpec } from '../spec/server';
+import type { RemoteHost } from '../drivers/remote';
+import type { Step, StepFailureDetails, StepIo, StepResult, UndoResult } from './step';
+
+/** Opens the host for one activity; the runner closes it. */
+export type Connector = (spec: ServerSpec, step: Step<unknown>['name'], onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(): void }>;
+
+interface Carried<S> {
+  pre?: S;
+  touched?: boolean;
+}
+
+const HEARTBEAT_EVERY_MS = 5_000;
+
+async function withStepIo<T>(step: Step<unknown>, spec: ServerSpec, connect: Connector, beat: () => void, fn: (io: StepIo) => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const timer = setInterval(beat, HEARTBEAT_EVERY_MS);
+  let conn: { host: RemoteHost; close(): void } | undefined;
+  try {
+    const work = (async () => {
+      conn = await connect(spec, step.name, () => beat());
+      const io: StepIo = {
+        host: conn.host,
+        spec,
+        sleep: (ms) => ctx.sleep(ms),
+        progress: (note) => {
+          ctx.log.debug(note, { step: step.name, server: spec.id });
+          beat();
+        },
+      };
+      return fn(io);
+    })();
+    // Cancellation reaches us through heartbeats; stop waiting on the host at once when it does.
+    return await Promise.race([work, ctx.cancelled]);
+  } finally {
+    clearInterval(timer);
+    conn?.close();
+  }
+}
+
+function toFailure(err: unknown, details: StepFailureDetails): Error {
+  if (err instanceof CancelledFailure) return new CancelledFailure(err.message, [details]);
+  if (err instanceof ApplicationFailure) return err;
+  if (err instanceof UnderlayError) {
+    return ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: !err.retryable, details: [details, err.context] });
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  return ApplicationFailure.create({ type: e.name || 'Error', message: e.message, nonRetryable: false, details: [details] });
+}
+
+export async function runStep<S>(step: Step<S>, rawSpec: unknown, connect: Connector): Promise<StepResult> {
+  const ctx = Context.current();
+  const { attempt } = ctx.info;
+  const carried = (ctx.info.heartbeatDetails ?? {}) as Carried<S>;
+  let pre = carried.pre;
+  let touched = carried.touched ?? false;
+  let hostLabel = '?';
+  const beat = () => ctx.heartbeat({ pre, touched } satisfies Carried<S>);
+  try {
+    const spec = parseServerSpec(rawSpec, 'activity input');
+    hostLabel = spec.id;
+    return await withStepIo(step as Step<unknown>, spec, connect, beat, async (io) => {
+      const observed = await step.observe(io);
+      if (pre === undefined) {
+        pre = observed;
+        beat();
+      }
+      const changes = step.plan(spec, observed);
+      if (changes.length) {
+        touched = true;
+        beat();
+        io.progress(`${step.name}: applying ${changes.length} change(s)`);
+        await step.apply(io, observed, changes);
+      }
+      await step.verify(io);
+      // An earlier attempt may have applied already: what counts is the distance from the pre-state.
+      const sincePre = step.diff(pre, observed);
+      return {
+        step: step.name,
+        changed: changes.length > 0 || sincePre.length > 0,
+        changes: changes.length ? changes : sincePre,
+        pre,
+        attempt,
+        summary: step.summary(spec),
+      };
+    });
+  } catch (err) {
+    throw toFailure(err, { step: step.name, host: hostLabel, attempt, touched, pre });
+  }
+}
+
+export async function undoStep<S>(step: Step<S>, rawSpec: unknown, pre: S, connect: Connector): Promise<UndoResult> {
+  const ctx = Context.current();
+  let hostLabel = '?';
+  try {
+    const spec = parseServerSpec(rawSpec, 'activity input');
+    hostLabel = spec.id;
+    return await withStepIo(step as Step<unknown>, spec, connect, () => ctx.heartbeat(), async (io) => {
+      const now = await step.observe(io);
+      const changes = step.diff(now, pre);
+      if (!changes.length) return { step: step.name, changes };
+      io.progress(`${step.name}: restoring ${changes.length} field(s) to the pre-state`);
+      await step.undo(io, pre, now);
+      const after = await step.observe(io);
+      const remaining = step.diff(after, pre);
+      if (remaining.length) {
+        throw new RollbackVerificationError('the host did not return to its pre-state', {
+          host: spec.id,
+          step: step.name,
+          field: remaining.map((c) => c.field).join(', '),
+          expected: remaining.map((c) => c.to),
+          observed: remaining.map((c) => c.from),
+        });
+      }
+      return { step: step.name, changes };
+    });
+  } catch (err) {
+    throw toFailure(err, { step: step.name, host: hostLabel, attempt: ctx.info.attempt, touched: true, pre });
+  }
+}

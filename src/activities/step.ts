@@ -1,0 +1,69 @@
+/**
+ * The shape every onboarding step has — observe / plan / apply / verify / undo — and the types the workflow
+ * sees. Steps are written against a RemoteHost; the runner (run-step.ts) supplies the connection, heartbeats,
+ * retries' memory of the pre-state, and typed failures.
+ */
+import type { StepName } from '../common/steps';
+import type { ServerSpec } from '../spec/server';
+import type { RemoteHost } from '../drivers/remote';
+
+/** One difference between two states: what `field` is and what it should become. */
+export interface Change {
+  field: string;
+  from: unknown;
+  to: unknown;
+}
+
+export interface StepIo {
+  host: RemoteHost;
+  spec: ServerSpec;
+  /** Cancellation-aware sleep that keeps heartbeating. */
+  sleep(ms: number): Promise<void>;
+  /** Records progress (also keeps the heartbeat alive). */
+  progress(note: string): void;
+}
+
+export interface Step<S> {
+  name: StepName;
+  /** Reads the live state this step owns. Read-only. */
+  observe(io: StepIo): Promise<S>;
+  /** What apply would change, from the observed state to the spec. Pure; empty means the step already holds. */
+  plan(spec: ServerSpec, observed: S): Change[];
+  /** Converges the host to the spec. Idempotent: applying twice equals applying once. */
+  apply(io: StepIo, observed: S, changes: Change[]): Promise<void>;
+  /** Confirms the spec holds on the host (polling, bounded), or throws VerificationError / NotConvergedError. */
+  verify(io: StepIo): Promise<void>;
+  /** Converges the host back to `pre`, given what it is `now`. */
+  undo(io: StepIo, pre: S, now: S): Promise<void>;
+  /** The differences between two observations that this step is responsible for (used to verify an undo). */
+  diff(a: S, b: S): Change[];
+  /** One line for the UI: `bond0 ← eth1,eth2 · 802.3ad · fast`. */
+  summary(spec: ServerSpec): string;
+}
+
+export interface StepResult {
+  step: StepName;
+  /** True when the host differs from the pre-state afterwards, i.e. there is something to compensate. */
+  changed: boolean;
+  changes: Change[];
+  /** The state observed before this step first touched the host (kept across retries). */
+  pre: unknown;
+  attempt: number;
+  summary: string;
+}
+
+export interface UndoResult {
+  step: StepName;
+  /** What the undo changed on the host (empty when the host already was in the pre-state). */
+  changes: Change[];
+}
+
+/** Carried in a step's ApplicationFailure details, so the workflow can compensate a half-applied step. */
+export interface StepFailureDetails {
+  step: StepName;
+  host: string;
+  attempt: number;
+  /** Whether any attempt began changing the host. */
+  touched: boolean;
+  pre?: unknown;
+}

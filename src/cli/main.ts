@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+/**
+ * underlay — onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows.
+ *
+ *   underlay worker                     run a worker (workflows + SSH step activities)
+ *   underlay onboard <spec> [--watch]   start onboarding the server a spec describes
+ *   underlay status <serverId>          per-step status of an onboarding
+ *   underlay validate <spec...>         check spec files; exit 1 listing every bad field
+ *   underlay schema                     JSON Schema of the spec (for editors)
+ */
+import { Command } from 'commander';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { onboardingWorkflowId } from '../common/config';
+import { UnderlayError, InvalidSpecError } from '../common/errors';
+import { devServerSearchAttributeFlags } from '../common/search-attributes';
+import { loadSpecFile, validateSpecFile } from '../spec/load';
+import { serverSpecJsonSchema } from '../spec/validate';
+import { connectClient, connectWorker } from '../workers/connection';
+import { createWorker } from '../workers/worker';
+import { describeFailure, queryStatus, startOnboarding } from './onboarding';
+import { renderStatus } from './render';
+import { watchOnboarding } from './watch';
+
+const program = new Command('underlay').description('Onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows');
+
+program
+  .command('worker')
+  .description('run a worker: onboarding workflows and step activities (SSH with pinned host keys)')
+  .action(async () => {
+    const { connection, namespace } = await connectWorker();
+    const worker = await createWorker({ connection, namespace });
+    console.log(`underlay worker polling task queue "underlay" in namespace ${namespace}`);
+    await worker.run();
+  });
+
+program
+  .command('onboard <spec>')
+  .description('start onboarding the server described by a spec file (YAML or JSON)')
+  .option('-w, --watch', 'follow progress until the onboarding ends')
+  .action(async (file: string, opts: { watch?: boolean }) => {
+    const spec = await loadSpecFile(file);
+    const client = await connectClient();
+    const handle = await startOnboarding(client, spec);
+    console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);
+    console.log(`Web UI: http://127.0.0.1:8233/namespaces/${client.options.namespace}/workflows/${handle.workflowId}`);
+    if (opts.watch) process.exitCode = await watchOnboarding(client, spec.id, process.stdout);
+    await client.connection.close();
+  });
+
+program
+  .command('status <serverId>')
+  .description('per-step status of the latest onboarding of a server')
+  .option('--json', 'print JSON')
+  .option('-w, --watch', 'follow progress until the onboarding ends')
+  .action(async (serverId: string, opts: { json?: boolean; watch?: boolean }) => {
+    const client = await connectClient();
+    try {
+      if (opts.watch) {
+        process.exitCode = await watchOnboarding(client, serverId, process.stdout);
+        return;
+      }
+      const status = await queryStatus(client, serverId);
+      console.log(opts.json ? JSON.stringify(status, null, 2) : renderStatus(status));
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new Error(`no onboarding found for ${serverId} (workflow ${onboardingWorkflowId(serverId)})`);
+      throw err;
+    } finally {
+      await client.connection.close();
+    }
+  });
+
+program
+  .command('validate <specs...>')
+  .description('validate spec files; exit 1 listing the path of every bad field')
+  .action(async (files: string[]) => {
+    let bad = 0;
+    for (const f of files) {
+      const r = await validateSpecFile(f);
+      if (r.ok) console.log(`${f}: ok (${r.spec.id}, ${r.spec.hypervisor.kind})`);
+      else {
+        bad++;
+        console.error(`${f}: ${r.issues.length} problem(s)`);
+        for (const i of r.issues) console.error(`  ${i.path}: ${i.message}`);
+      }
+    }
+    if (bad) process.exitCode = 1;
+  });
+
+program
+  .command('schema')
+  .description('print the JSON Schema of a server spec')
+  .action(() => {
+    console.log(JSON.stringify(serverSpecJsonSchema(), null, 2));
+  });
+
+program
+  .command('dev-server-flags', { hidden: true })
+  .description('print the search-attribute flags for `temporal server start-dev`')
+  .action(() => {
+    console.log(devServerSearchAttributeFlags().join(' '));
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof InvalidSpecError) {
+    console.error(err.message.split(': ')[0] + ':');
+    for (const i of err.issues) console.error(`  ${i.path}: ${i.message}`);
+  } else if (err instanceof UnderlayError) console.error(`underlay: ${err.message}`);
+  else console.error(`underlay: ${describeFailure(err)}`);
+  process.exit(1);
+});

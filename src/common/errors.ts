@@ -1,0 +1,155 @@
+/**
+ * Typed errors shared by transports, drivers and activities.
+ *
+ * Pure TypeScript (no Node builtins) so workflows may import the type names.
+ * An activity that throws one of these is reported to Temporal as an ApplicationFailure whose `type` is the
+ * class name; `retryable` decides whether Temporal may try again. Messages name the host, the step, the field,
+ * what was expected and what was observed — and never carry a secret (credentials travel by reference only).
+ */
+import type { StepName } from './steps';
+
+export interface ErrorContext {
+  host?: string;
+  step?: StepName;
+  /** Spec path (e.g. `bond.members[1]`) or observed attribute the error is about. */
+  field?: string;
+  expected?: unknown;
+  observed?: unknown;
+  /** Short description of the command that failed (never its secrets: commands carry none). */
+  command?: string;
+  exitCode?: number | null;
+  stderr?: string;
+}
+
+export abstract class UnderlayError extends Error {
+  /** Whether Temporal may retry the activity that threw this. */
+  abstract readonly retryable: boolean;
+  readonly context: ErrorContext;
+
+  constructor(message: string, context: ErrorContext = {}) {
+    super(formatMessage(message, context));
+    this.name = new.target.name;
+    this.context = context;
+  }
+}
+
+function show(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+function formatMessage(message: string, c: ErrorContext): string {
+  const where = [c.step && `step ${c.step}`, c.host && `host ${c.host}`].filter(Boolean).join(', ');
+  const parts = [where ? `${where}: ${message}` : message];
+  if (c.field) parts.push(`field ${c.field}`);
+  if (c.expected !== undefined) parts.push(`expected ${show(c.expected)}`);
+  if (c.observed !== undefined) parts.push(`observed ${show(c.observed)}`);
+  if (c.command) parts.push(`command: ${c.command}`);
+  if (c.exitCode !== undefined) parts.push(`exit code ${c.exitCode}`);
+  if (c.stderr) parts.push(`stderr: ${c.stderr.trim().slice(-500)}`);
+  return parts.join('; ');
+}
+
+// ---- input -------------------------------------------------------------------------------------------------
+/** The spec (or an activity's input) is invalid. `issues` lists every bad field by path. */
+export class InvalidSpecError extends UnderlayError {
+  readonly retryable = false;
+  constructor(
+    message: string,
+    readonly issues: Array<{ path: string; message: string }> = [],
+    context: ErrorContext = {},
+  ) {
+    super(issues.length ? `${message}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}` : message, context);
+  }
+}
+
+/** A credential reference cannot be resolved (env var unset, file unreadable, no agent socket). */
+export class CredentialUnavailableError extends UnderlayError {
+  readonly retryable = false;
+}
+
+// ---- transport ---------------------------------------------------------------------------------------------
+/** The host presented a key whose SHA256 fingerprint differs from the pinned one. Never retried. */
+export class HostKeyMismatchError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** The host refused our credentials. */
+export class AuthenticationError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** Could not reach the host, or the connection dropped: worth retrying with backoff. */
+export class ConnectionError extends UnderlayError {
+  readonly retryable = true;
+}
+
+/** A remote command exited non-zero. Retryable unless the caller knows the failure is deterministic. */
+export class CommandFailedError extends UnderlayError {
+  constructor(
+    message: string,
+    context: ErrorContext,
+    readonly retryable: boolean = true,
+  ) {
+    super(message, context);
+  }
+}
+
+/** A remote command did not finish within its timeout; it was signalled and its channel closed. */
+export class CommandTimeoutError extends UnderlayError {
+  readonly retryable = true;
+}
+
+// ---- host state ----------------------------------------------------------------------------------------------
+/** A command's output did not have the shape its parser expects. */
+export class UnexpectedOutputError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** The host lacks something the spec needs (no virtualization flags, no SR-IOV on the PF, ...). */
+export class UnsupportedHardwareError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** The step has no driver for this platform / OS family in this build. */
+export class UnsupportedPlatformError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** After applying, the observed state still differs from the spec. */
+export class VerificationError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** The state is converging but has not yet (LACP negotiating, LLDP neighbour not yet heard): retry later. */
+export class NotConvergedError extends UnderlayError {
+  readonly retryable = true;
+}
+
+/** The change would touch the interface that carries the management session: refused to avoid a lockout. */
+export class LockoutRiskError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** A rollback ran but the host did not return to the observed pre-state. */
+export class RollbackVerificationError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/** Names Temporal must never retry; workflows pass this list as `nonRetryableErrorTypes` too. */
+export const NON_RETRYABLE_ERROR_TYPES = [
+  'InvalidSpecError',
+  'CredentialUnavailableError',
+  'HostKeyMismatchError',
+  'AuthenticationError',
+  'UnexpectedOutputError',
+  'UnsupportedHardwareError',
+  'UnsupportedPlatformError',
+  'VerificationError',
+  'LockoutRiskError',
+  'RollbackVerificationError',
+] as const;

@@ -1,0 +1,204 @@
+/**
+ * The server spec: everything underlay needs to onboard one bare-metal server.
+ *
+ * This is the only place input is trusted from. Every object is strict (an unknown key is an error, so a
+ * `password:` field is rejected rather than ignored), every identifier matches a pattern that admits no shell
+ * metacharacter, and credentials are references (env var, file, SSH agent) — never the secret itself.
+ */
+import { z } from 'zod';
+import {
+  Cidr,
+  EnvVarName,
+  FilePath,
+  HostAddress,
+  HostKeyFingerprint,
+  IfName,
+  IpAddress,
+  Label,
+  MacAddress,
+  ObjectName,
+  PackageName,
+  PortId,
+  SafeUrl,
+  ServerId,
+  UserName,
+} from './identifiers';
+
+const Port = z.number().int().min(1).max(65535);
+
+/** How to authenticate over SSH: by reference only. */
+export const SshCredentialRef = z.union(
+  [
+    z.strictObject({
+      privateKeyFile: FilePath.describe('Path of an OpenSSH private key file on the worker'),
+      passphraseEnv: EnvVarName.optional().describe('Env var on the worker holding the key passphrase'),
+    }),
+    z.strictObject({
+      privateKeyEnv: EnvVarName.describe('Env var on the worker holding an OpenSSH private key (PEM)'),
+      passphraseEnv: EnvVarName.optional(),
+    }),
+    z.strictObject({
+      agent: z.literal(true).describe('Use the worker’s ssh-agent (SSH_AUTH_SOCK)'),
+      agentSocketEnv: EnvVarName.optional().describe('Env var naming the agent socket; default SSH_AUTH_SOCK'),
+    }),
+  ],
+  { message: 'must be one of {privateKeyFile}, {privateKeyEnv} or {agent: true} — a reference, never the secret' },
+);
+
+/** Username/password for an HTTP API, by reference. */
+export const HttpCredentialRef = z.union(
+  [
+    z.strictObject({ usernameEnv: EnvVarName, passwordEnv: EnvVarName }),
+    z.strictObject({ file: FilePath.describe('File with two lines: username, password') }),
+  ],
+  { message: 'must be {usernameEnv, passwordEnv} or {file} — a reference, never the secret' },
+);
+
+export const Management = z.strictObject({
+  address: HostAddress.describe('Where the host’s SSH (or WinRM) answers'),
+  port: Port.default(22),
+  user: UserName.default('root'),
+  hostKey: HostKeyFingerprint.describe('Pinned SHA256 fingerprint of the host key; any other key is refused'),
+  credentials: SshCredentialRef,
+});
+
+export const LldpNeighbour = z.strictObject({
+  switch: Label.describe('System name the switch announces over LLDP'),
+  port: PortId.describe('Port id (or description) the switch announces for this cable'),
+});
+
+export const Nic = z.strictObject({
+  name: IfName,
+  mac: MacAddress.optional().describe('Permanent MAC; when set, the cable check matches the NIC by it'),
+  speedMbps: z.number().int().positive().describe('Expected negotiated speed in Mb/s'),
+  lldp: LldpNeighbour.optional().describe('Expected neighbour at the other end of the cable'),
+});
+
+export const Bond = z.strictObject({
+  name: IfName.default('bond0'),
+  members: z.array(IfName).min(1).max(8),
+  mode: z.enum(['802.3ad', 'active-backup', 'balance-alb', 'balance-tlb']).default('802.3ad'),
+  lacpRate: z.enum(['slow', 'fast']).default('fast'),
+  xmitHashPolicy: z.enum(['layer2', 'layer2+3', 'layer3+4', 'encap2+3', 'encap3+4']).default('layer3+4'),
+  miimon: z.number().int().min(0).max(10000).default(100),
+});
+
+export const Vlan = z.strictObject({
+  id: z.number().int().min(1, { message: 'VLAN id must be 1–4094' }).max(4094, { message: 'VLAN id must be 1–4094' }),
+  parent: IfName.describe('Bond or NIC carrying the tag'),
+  name: IfName.optional().describe('Interface name; default <parent>.<id>'),
+  address: Cidr.optional(),
+  gateway: IpAddress.optional().describe('Address pinged to verify the VLAN carries traffic'),
+});
+
+export const Sriov = z.strictObject({
+  pf: IfName.describe('Physical function'),
+  numVfs: z.number().int().min(1).max(1024),
+  vfioPci: z.boolean().default(false).describe('Bind every VF to vfio-pci for device assignment'),
+});
+
+const KvmHypervisor = z.strictObject({
+  kind: z.literal('kvm'),
+  packages: z.array(PackageName).min(1).optional().describe('Override the package set (default per OS family)'),
+});
+const XenHypervisor = z.strictObject({
+  kind: z.literal('xen'),
+  dom0MemoryMb: z.number().int().min(512).max(65536).optional(),
+});
+const Bmc = z.strictObject({
+  address: HostAddress,
+  port: Port.default(443),
+  systemId: ObjectName.optional().describe('Redfish ComputerSystem id; default the only one'),
+  credentials: HttpCredentialRef,
+  tls: z.union([
+    z.strictObject({ caFile: FilePath }),
+    z.strictObject({ fingerprint: z.string().regex(/^sha256\/[A-Za-z0-9+/]{43}=$/, { message: 'must be sha256/<base64 of the DER certificate hash>' }) }),
+  ]),
+});
+const EsxiHypervisor = z.strictObject({
+  kind: z.literal('esxi'),
+  bmc: Bmc,
+  installerIso: SafeUrl,
+  kickstart: SafeUrl.optional(),
+});
+const HypervHypervisor = z.strictObject({
+  kind: z.literal('hyperv'),
+  transport: z.enum(['ssh', 'winrm']).default('ssh'),
+});
+export const Hypervisor = z.discriminatedUnion('kind', [KvmHypervisor, XenHypervisor, EsxiHypervisor, HypervHypervisor]);
+
+const MacvtapAttach = z.strictObject({
+  kind: z.literal('macvtap'),
+  network: ObjectName.default('underlay-macvtap').describe('libvirt network name'),
+  device: IfName.optional().describe('Lower device; default the bond'),
+  mode: z.enum(['bridge', 'vepa', 'private', 'passthrough']).default('bridge'),
+});
+const OvsAttach = z.strictObject({
+  kind: z.literal('ovs'),
+  bridge: IfName.default('br-underlay'),
+  uplink: IfName.optional().describe('Port carrying the bridge’s traffic; default the bond'),
+  vlanPorts: z
+    .array(z.strictObject({ name: IfName, vlan: z.number().int().min(1).max(4094) }))
+    .default([])
+    .describe('Internal ports with an access tag'),
+  network: ObjectName.optional().describe('Also define a libvirt network on the bridge'),
+});
+const BridgeAttach = z.strictObject({
+  kind: z.literal('bridge'),
+  name: IfName.default('xenbr0'),
+  uplink: IfName.optional().describe('Default the bond'),
+});
+const VdsAttach = z.strictObject({
+  kind: z.literal('vds'),
+  vcenter: z.strictObject({ address: HostAddress, port: Port.default(443), credentials: HttpCredentialRef, caFile: FilePath.optional() }),
+  switch: ObjectName,
+  portgroup: ObjectName,
+  vlan: z.number().int().min(0).max(4094).optional(),
+  uplinks: z.array(IfName).min(1),
+  lacp: z.boolean().default(false),
+});
+const SetAttach = z.strictObject({
+  kind: z.literal('set'),
+  switchName: ObjectName.default('SETswitch'),
+  nics: z.array(IfName).min(1).max(8).optional().describe('Default the bond members'),
+  loadBalancing: z.enum(['HyperVPort', 'Dynamic']).default('Dynamic'),
+  managementVlan: z.number().int().min(1).max(4094).optional(),
+});
+export const Attach = z.discriminatedUnion('kind', [MacvtapAttach, OvsAttach, BridgeAttach, VdsAttach, SetAttach]);
+
+/** Which attach kinds each hypervisor supports. The documented matrix; enforced below. */
+export const ATTACH_MATRIX = {
+  kvm: ['macvtap', 'ovs'],
+  xen: ['bridge'],
+  esxi: ['vds'],
+  hyperv: ['set'],
+} as const satisfies Record<z.infer<typeof Hypervisor>['kind'], ReadonlyArray<z.infer<typeof Attach>['kind']>>;
+
+export const ServerSpecShape = z.strictObject({
+  apiVersion: z.literal('underlay/v1').default('underlay/v1'),
+  id: ServerId,
+  site: Label,
+  rack: Label,
+  management: Management,
+  nics: z.array(Nic).min(1),
+  bond: Bond.optional(),
+  vlans: z.array(Vlan).default([]),
+  sriov: Sriov.optional(),
+  hypervisor: Hypervisor,
+  attach: Attach.optional(),
+});
+
+export type ServerSpec = z.output<typeof ServerSpecShape>;
+export type ServerSpecInput = z.input<typeof ServerSpecShape>;
+export type NicSpec = z.output<typeof Nic>;
+export type BondSpec = z.output<typeof Bond>;
+export type VlanSpec = z.output<typeof Vlan>;
+export type SriovSpec = z.output<typeof Sriov>;
+export type HypervisorSpec = z.output<typeof Hypervisor>;
+export type AttachSpec = z.output<typeof Attach>;
+export type SshCredentialRefSpec = z.output<typeof SshCredentialRef>;
+
+/** The interface name a VLAN gets on the host. */
+export function vlanIfName(v: Pick<VlanSpec, 'id' | 'parent' | 'name'>): string {
+  return v.name ?? `${v.parent}.${v.id}`;
+}

@@ -1,0 +1,272 @@
+/**
+ * Parsing and validation of server specs: shape (zod), cross-field rules, and the no-inline-secret rule.
+ *
+ * Every problem is reported with the path of the bad field, all at once, so an operator fixes a spec in one
+ * pass. Cross-field rules run even when the shape has errors (they tolerate missing pieces).
+ */
+import { z } from 'zod';
+import { InvalidSpecError } from '../common/errors';
+import { ATTACH_MATRIX, ServerSpecShape, vlanIfName, type ServerSpec } from './server';
+
+export interface SpecIssue {
+  path: string;
+  message: string;
+}
+
+export type SpecResult = { ok: true; spec: ServerSpec } | { ok: false; issues: SpecIssue[] };
+
+/** Formats a zod path as `a.b[2].c`. */
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out || '(root)';
+}
+
+// Keys that name a credential *reference* are fine; any other secret-looking key holds the secret itself.
+const REFERENCE_KEY = /(Env|File)$/;
+const SECRET_KEY = /pass(word|wd|phrase)?$|secret|token|api[-_]?key|private[-_]?key|credential[s]?$|^key$/i;
+
+/** Walks the raw input for inline secrets: a secret-looking key with a literal value, or a PEM block. */
+function findInlineSecrets(value: unknown, path: PropertyKey[] = [], out: SpecIssue[] = []): SpecIssue[] {
+  if (typeof value === 'string') {
+    if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(value)) {
+      out.push({ path: formatPath(path), message: 'holds a private key; reference it with privateKeyFile or privateKeyEnv instead' });
+    }
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => findInlineSecrets(v, [...path, i], out));
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (SECRET_KEY.test(k) && !REFERENCE_KEY.test(k) && (typeof v === 'string' || typeof v === 'number')) {
+        out.push({
+          path: formatPath([...path, k]),
+          message: 'inline secrets are refused: credentials travel by reference (…Env, …File, or agent)',
+        });
+        continue;
+      }
+      findInlineSecrets(v, [...path, k], out);
+    }
+  }
+  return out;
+}
+
+type Loose = Record<string, unknown>;
+const obj = (v: unknown): Loose => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Loose) : {});
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+function ipv4ToInt(a: string): number | undefined {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
+  if (!m) return undefined;
+  return m.slice(1).reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+/** An IPv6 address as a 128-bit integer (`::` compression and a dotted IPv4 tail allowed), else undefined. */
+function ipv6ToBigInt(a: string): bigint | undefined {
+  let text = a;
+  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (tail) {
+    const v4 = ipv4ToInt(tail[1] ?? '');
+    if (v4 === undefined) return undefined;
+    text = `${text.slice(0, -(tail[1] ?? '').length)}${(v4 >>> 16).toString(16)}:${(v4 & 0xffff).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const groups = (h: string | undefined) => (h ? h.split(':') : []);
+  const head = groups(halves[0]);
+  const rest = groups(halves[1]);
+  const fill = 8 - head.length - rest.length;
+  if (halves.length === 1 ? fill !== 0 : fill < 1) return undefined;
+  const all = [...head, ...Array<string>(halves.length === 1 ? 0 : fill).fill('0'), ...rest];
+  let out = 0n;
+  for (const g of all) {
+    if (!/^[0-9A-Fa-f]{1,4}$/.test(g)) return undefined;
+    out = (out << 16n) | BigInt(parseInt(g, 16));
+  }
+  return out;
+}
+
+/** An address as (family, 32- or 128-bit integer), or undefined when it is neither. */
+function parseIp(a: string): { bits: 32 | 128; value: bigint } | undefined {
+  const v4 = ipv4ToInt(a);
+  if (v4 !== undefined) return { bits: 32, value: BigInt(v4) };
+  const v6 = a.includes(':') ? ipv6ToBigInt(a) : undefined;
+  return v6 === undefined ? undefined : { bits: 128, value: v6 };
+}
+
+// Cross-field messages name the values they are about. Those values come from the raw input, unchecked, and
+// issues end up in logs and Temporal history, which must never carry a secret: a private key pasted into
+// nics[0].name used to be echoed back whole in "bond.members[0]: … is not one of the spec's NICs (<the key>, …)".
+// Only a value that looks like a plain name or address is shown.
+const SHOWABLE = /^[A-Za-z0-9._:/@+-]{1,64}$/;
+const plain = (s: string): string => (SHOWABLE.test(s) ? s : '<value not shown>');
+const q = (s: string): string => (SHOWABLE.test(s) ? `"${s}"` : '<value not shown>');
+
+/** Rules that relate fields to each other. Written against the raw input so they run alongside shape errors. */
+function crossFieldIssues(raw: unknown): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const add = (path: PropertyKey[], message: string) => issues.push({ path: formatPath(path), message });
+  const spec = obj(raw);
+
+  const nics = arr(spec.nics).map(obj);
+  const nicNames = new Set<string>();
+  const macs = new Set<string>();
+  nics.forEach((n, i) => {
+    const name = str(n.name);
+    if (name && nicNames.has(name)) add(['nics', i, 'name'], `duplicate NIC name ${q(name)}`);
+    if (name) nicNames.add(name);
+    const mac = str(n.mac)?.toLowerCase();
+    if (mac && macs.has(mac)) add(['nics', i, 'mac'], `duplicate MAC ${plain(mac)}`);
+    if (mac) macs.add(mac);
+  });
+
+  const bond = spec.bond === undefined ? undefined : obj(spec.bond);
+  const bondName = bond ? (str(bond.name) ?? 'bond0') : undefined;
+  const members = new Set<string>();
+  if (bond) {
+    if (bondName && nicNames.has(bondName)) add(['bond', 'name'], `${q(bondName)} is already a NIC name`);
+    arr(bond.members).forEach((m, i) => {
+      const name = str(m);
+      if (!name) return;
+      if (!nicNames.has(name)) add(['bond', 'members', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
+      if (members.has(name)) add(['bond', 'members', i], `${q(name)} is listed twice`);
+      members.add(name);
+    });
+  }
+
+  const linkNames = new Set<string>([...nicNames, ...(bondName ? [bondName] : [])]);
+  const vlanKeys = new Set<string>();
+  arr(spec.vlans).forEach((rv, i) => {
+    const v = obj(rv);
+    const parent = str(v.parent);
+    const id = typeof v.id === 'number' ? v.id : undefined;
+    if (parent && !linkNames.has(parent)) {
+      add(['vlans', i, 'parent'], `${q(parent)} is neither the bond nor a NIC (${[...linkNames].map(plain).join(', ') || 'none'})`);
+    }
+    if (parent && members.has(parent)) add(['vlans', i, 'parent'], `${q(parent)} is a bond member; tag the bond instead`);
+    if (parent && id !== undefined) {
+      const key = `${parent}.${id}`;
+      const twice = vlanKeys.has(key);
+      if (twice) add(['vlans', i, 'id'], `VLAN ${id} is defined twice on ${plain(parent)}`);
+      vlanKeys.add(key);
+      const ifname = vlanIfName({ id, parent, name: str(v.name) });
+      if (ifname.length > 15) add(['vlans', i, 'name'], `interface name ${q(ifname)} is longer than 15 characters; set vlans[${i}].name`);
+      // A VLAN interface named like a NIC, the bond or another VLAN (`name: eth1`) used to pass: the host cannot
+      // have two links of one name, so the VLAN step would fail late or, worse, reconfigure the other link.
+      if (!twice && linkNames.has(ifname)) add(['vlans', i, 'name'], `interface name ${q(ifname)} is already a NIC, the bond or another VLAN`);
+      linkNames.add(ifname);
+    }
+    const address = str(v.address);
+    const gateway = str(v.gateway);
+    if (address && gateway) {
+      // This check used to parse IPv4 only, so an IPv6 gateway outside its subnet — or an IPv6 gateway for an
+      // IPv4 address, or the reverse — passed silently. Both families are compared now.
+      const [ip, prefixText] = address.split('/');
+      const a = parseIp(ip ?? '');
+      const g = parseIp(gateway);
+      const prefix = Number(prefixText);
+      if (a && g && a.bits !== g.bits) {
+        add(['vlans', i, 'gateway'], `${plain(gateway)} is IPv${g.bits === 32 ? 4 : 6} but the address ${plain(address)} is IPv${a.bits === 32 ? 4 : 6}`);
+      } else if (a && g && Number.isInteger(prefix) && prefix >= 0 && prefix <= a.bits) {
+        const width = BigInt(a.bits);
+        const mask = ((1n << width) - 1n) ^ ((1n << (width - BigInt(prefix))) - 1n);
+        // fe80::/10: an IPv6 link-local gateway (the usual router address) is on-link whatever the prefix.
+        const linkLocal = g.bits === 128 && g.value >> 118n === 0x3fan;
+        if (!linkLocal && (a.value & mask) !== (g.value & mask)) add(['vlans', i, 'gateway'], `${plain(gateway)} is outside ${plain(address)}`);
+        if (a.value === g.value) add(['vlans', i, 'gateway'], `the gateway ${plain(gateway)} is the VLAN's own address`);
+      }
+    }
+  });
+
+  const sriov = spec.sriov === undefined ? undefined : obj(spec.sriov);
+  const pf = sriov ? str(sriov.pf) : undefined;
+  if (pf && !nicNames.has(pf)) add(['sriov', 'pf'], `${q(pf)} is not one of the spec's NICs`);
+
+  const hvKind = str(obj(spec.hypervisor).kind);
+  const attach = spec.attach === undefined ? undefined : obj(spec.attach);
+  const attachKind = attach ? str(attach.kind) : undefined;
+  // Object.hasOwn, not `in`: `in` walks the prototype, so kind "toString" or "constructor" reached
+  // ATTACH_MATRIX[kind].includes(...) on a function and validateServerSpec threw a TypeError instead of reporting.
+  if (hvKind && attachKind && Object.hasOwn(ATTACH_MATRIX, hvKind)) {
+    const allowed: readonly string[] = ATTACH_MATRIX[hvKind as keyof typeof ATTACH_MATRIX];
+    if (!allowed.includes(attachKind)) {
+      add(['attach', 'kind'], `${q(attachKind)} does not fit hypervisor ${hvKind}; use ${allowed.join(' or ')}`);
+    }
+  }
+  if (attach && attachKind) {
+    // The link the attachment sits on must be something the spec creates or names.
+    const lower = str(attach.device) ?? str(attach.uplink);
+    if ((attachKind === 'macvtap' || attachKind === 'ovs' || attachKind === 'bridge') && !lower && !bondName) {
+      add(['attach', attachKind === 'macvtap' ? 'device' : 'uplink'], 'no bond in the spec to default to; name the lower device');
+    }
+    if (lower && !linkNames.has(lower)) add(['attach', attach.device ? 'device' : 'uplink'], `${q(lower)} is not a NIC, the bond or a VLAN of the spec`);
+    if (attachKind === 'set') {
+      if (bond && (str(bond.mode) ?? '802.3ad') === '802.3ad') {
+        add(['bond', 'mode'], 'Switch Embedded Teaming is switch-independent; it cannot run over an 802.3ad (LACP) bond');
+      }
+      // attach.nics defaults to the bond members; with neither, SET had no NIC to team and still passed.
+      if (!bond && attach.nics === undefined) add(['attach', 'nics'], 'no bond in the spec to default to; list the NICs to team');
+      arr(attach.nics).forEach((n, i) => {
+        const name = str(n);
+        if (name && !nicNames.has(name)) add(['attach', 'nics', i], `${q(name)} is not one of the spec's NICs`);
+      });
+    }
+    if (attachKind === 'vds') {
+      // The SET attach checked its NICs, the vds one did not: a typo in uplinks surfaced only after the whole
+      // ESXi install, at the last step. The uplinks are physical NICs (vmnicN), so they must be in nics[].
+      arr(attach.uplinks).forEach((n, i) => {
+        const name = str(n);
+        if (name && !nicNames.has(name)) add(['attach', 'uplinks', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
+      });
+    }
+    if (attachKind === 'ovs' || attachKind === 'bridge') {
+      // The bridge is a new link on the host; like the OVS vlanPorts it must not reuse an existing name.
+      const field = attachKind === 'ovs' ? 'bridge' : 'name';
+      const bridge = str(attach[field]) ?? (attachKind === 'ovs' ? 'br-underlay' : 'xenbr0');
+      if (linkNames.has(bridge)) add(['attach', field], `${q(bridge)} clashes with an interface of the spec`);
+      linkNames.add(bridge);
+    }
+    if (attachKind === 'ovs') {
+      arr(attach.vlanPorts).forEach((p, i) => {
+        const name = str(obj(p).name);
+        if (name && linkNames.has(name)) add(['attach', 'vlanPorts', i, 'name'], `${q(name)} clashes with an interface of the spec`);
+        // Two internal ports of one name clashed with each other unnoticed.
+        if (name) linkNames.add(name);
+      });
+    }
+  }
+  return issues;
+}
+
+export function validateServerSpec(raw: unknown): SpecResult {
+  const issues = findInlineSecrets(raw);
+  const parsed = ServerSpecShape.safeParse(raw);
+  if (!parsed.success) {
+    for (const i of parsed.error.issues) {
+      const path = formatPath(i.path);
+      // An inline secret also shows up as an unknown key; say it once, the clearer way.
+      if (i.code === 'unrecognized_keys') {
+        for (const k of i.keys) {
+          const p = formatPath([...i.path, k]);
+          if (!issues.some((x) => x.path === p)) issues.push({ path: p, message: 'unknown field' });
+        }
+        continue;
+      }
+      issues.push({ path, message: i.message });
+    }
+  }
+  for (const c of crossFieldIssues(raw)) if (!issues.some((x) => x.path === c.path && x.message === c.message)) issues.push(c);
+  if (issues.length || !parsed.success) return { ok: false, issues };
+  return { ok: true, spec: parsed.data };
+}
+
+/** Parses or throws a non-retryable InvalidSpecError listing every bad field. */
+export function parseServerSpec(raw: unknown, source = 'spec'): ServerSpec {
+  const r = validateServerSpec(raw);
+  if (!r.ok) throw new InvalidSpecError(`${source} is invalid`, r.issues);
+  return r.spec;
+}
+
+/** The JSON Schema of a spec file (input form: defaults are optional). */
+export function serverSpecJsonSchema(): unknown {
+  return z.toJSONSchema(ServerSpecShape, { io: 'input', target: 'draft-2020-12' });
+}

@@ -1,0 +1,1 @@
+export { onboardServer } from './onboard';

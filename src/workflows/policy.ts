@@ -1,0 +1,35 @@
+/**
+ * Timeouts and retry policies per step, as data. Transient faults (SSH drops, timeouts, LACP still
+ * negotiating) retry with exponential backoff; the error types in NON_RETRYABLE_ERROR_TYPES never do.
+ */
+import { ActivityCancellationType, type ActivityOptions } from '@temporalio/workflow';
+import type { Duration } from '@temporalio/common';
+import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors';
+import type { StepName } from '../common/steps';
+
+const nonRetryableErrorTypes = [...NON_RETRYABLE_ERROR_TYPES];
+
+function policy(startToClose: Duration, maximumAttempts: number, heartbeat: Duration = '30s'): ActivityOptions {
+  return {
+    startToCloseTimeout: startToClose,
+    heartbeatTimeout: heartbeat,
+    // On cancellation, wait for the step to stop touching the host (and report its pre-state) before the
+    // workflow starts compensating: rolling back under a still-running change would race it.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts, nonRetryableErrorTypes },
+  };
+}
+
+export const STEP_POLICY: Record<StepName, ActivityOptions> = {
+  // LLDP can take a full 30 s advertisement interval to be heard; a verify pass waits up to 75 s.
+  cable: policy('3m', 4),
+  bond: policy('5m', 5),
+  vlan: policy('3m', 5),
+  sriov: policy('3m', 5),
+  // Package installs are long and stream output (heartbeats); a retry resumes on apt's own idempotence.
+  hypervisor: policy('60m', 3, '2m'),
+  attach: policy('5m', 5),
+};
+
+/** Rollbacks must finish: more attempts, generous timeouts. */
+export const ROLLBACK_POLICY: ActivityOptions = policy('45m', 8, '2m');

@@ -1,0 +1,95 @@
+/**
+ * Fault injection for workflow tests: six Steps over an in-memory "host", run through the real activity
+ * runner (run-step.ts) so retries, heartbeated pre-states, failure details and cancellation are the real ones.
+ * Only the host is simulated — it is the one thing a real peer cannot fail on cue.
+ */
+import type { StepSet } from '../../src/activities';
+import { diffState } from '../../src/activities/diff';
+import type { Connector } from '../../src/activities/run-step';
+import type { Step } from '../../src/activities/step';
+import { RemoteHost } from '../../src/drivers/remote';
+import { STEPS, type StepName } from '../../src/common/steps';
+
+export type Phase = 'observe' | 'apply' | 'verify' | 'undo';
+
+export interface Fault {
+  step: StepName;
+  phase: Phase;
+  /** Builds the error to throw. */
+  error: () => Error;
+  /** How many times it fires (default: always). */
+  times?: number;
+  /** Instead of throwing, wait (heartbeating) until cancelled. */
+  block?: boolean;
+}
+
+export class FakeHost {
+  state: Record<StepName, string> = Object.fromEntries(STEPS.map((s) => [s, 'pristine'])) as Record<StepName, string>;
+  calls: string[] = [];
+  faults: Fault[] = [];
+  /** Resolves when a blocking fault starts waiting (so a test can cancel mid-step). */
+  blocked!: Promise<void>;
+  private markBlocked!: () => void;
+
+  constructor() {
+    this.resetBlocked();
+  }
+
+  resetBlocked(): void {
+    this.blocked = new Promise((r) => (this.markBlocked = r));
+  }
+
+  async hit(step: StepName, phase: Phase, sleep: (ms: number) => Promise<void>): Promise<void> {
+    const f = this.faults.find((x) => x.step === step && x.phase === phase && (x.times ?? Infinity) > 0);
+    if (!f) return;
+    if (f.times !== undefined) f.times--;
+    if (f.block) {
+      this.markBlocked();
+      for (let i = 0; i < 600; i++) await sleep(100); // bounded: 60 s, cancellation ends it sooner
+      return;
+    }
+    throw f.error();
+  }
+
+  undoCalls(): string[] {
+    return this.calls.filter((c) => c.startsWith('undo:')).map((c) => c.slice(5));
+  }
+}
+
+type S = { value: string };
+
+function fakeStep(name: StepName, host: FakeHost): Step<S> {
+  return {
+    name,
+    async observe(io) {
+      await host.hit(name, 'observe', io.sleep);
+      return { value: host.state[name] };
+    },
+    plan: (_spec, o) => (o.value === 'applied' ? [] : [{ field: name, from: o.value, to: 'applied' }]),
+    async apply(io) {
+      host.calls.push(`apply:${name}`);
+      host.state[name] = 'applied';
+      await host.hit(name, 'apply', io.sleep);
+    },
+    async verify(io) {
+      await host.hit(name, 'verify', io.sleep);
+    },
+    async undo(io, pre) {
+      host.calls.push(`undo:${name}`);
+      await host.hit(name, 'undo', io.sleep);
+      host.state[name] = pre.value;
+    },
+    diff: (a, b) => diffState(a, b),
+    summary: () => `fake ${name}`,
+  };
+}
+
+export function fakeSteps(host: FakeHost): StepSet {
+  return Object.fromEntries(STEPS.map((s) => [s, fakeStep(s, host)])) as StepSet;
+}
+
+/** A connector that opens nothing: fake steps never run commands. */
+export const nullConnector: Connector = async (spec, step) => ({
+  host: new RemoteHost({ exec: () => Promise.reject(new Error('fake host runs no commands')) }, spec.id, true, step),
+  close: () => undefined,
+});

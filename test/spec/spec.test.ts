@@ -1,0 +1,861 @@
+/**
+ * Tests of the server spec: the examples, every rejection rule (by exact field path), file loading and the
+ * JSON Schema. Run: node --import tsx --test test/spec/*.test.ts
+ */
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { extname, join, resolve } from 'node:path';
+import { InvalidSpecError } from '../../src/common/errors';
+import { loadSpecFile, parseSpecText, validateSpecFile } from '../../src/spec/load';
+import { ATTACH_MATRIX, ServerSpecShape, vlanIfName } from '../../src/spec/server';
+import { formatPath, parseServerSpec, serverSpecJsonSchema, validateServerSpec, type SpecIssue } from '../../src/spec/validate';
+
+// ---- helpers ---------------------------------------------------------------------------------------------------
+
+const EXAMPLES_DIR = resolve(__dirname, '../../examples');
+const SPEC_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+const exampleFiles = readdirSync(EXAMPLES_DIR)
+  .filter((f) => SPEC_EXTENSIONS.has(extname(f)))
+  .sort();
+
+type Key = string | number;
+type Obj = Record<Key, unknown>;
+
+/** A fresh, mutable copy of an example's raw (pre-validation) content. */
+function example(file: string): Obj {
+  const raw = parseSpecText(readFileSync(join(EXAMPLES_DIR, file), 'utf8'), file);
+  assert.ok(raw && typeof raw === 'object', `${file} is not a mapping`);
+  return structuredClone(raw) as Obj;
+}
+
+function container(root: unknown, path: readonly Key[]): Obj {
+  let cur = root;
+  for (const k of path.slice(0, -1)) {
+    const next = (cur as Obj)[k];
+    assert.ok(next && typeof next === 'object', `no object at ${String(k)} of ${path.join('.')}`);
+    cur = next;
+  }
+  return cur as Obj;
+}
+function setAt(root: unknown, path: readonly Key[], value: unknown): void {
+  container(root, path)[path[path.length - 1] as Key] = value;
+}
+function deleteAt(root: unknown, path: readonly Key[]): void {
+  delete container(root, path)[path[path.length - 1] as Key];
+}
+function getAt(root: unknown, path: readonly Key[]): unknown {
+  return path.reduce<unknown>((cur, k) => (cur as Obj | undefined)?.[k], root);
+}
+
+/** Validates and returns the issues, failing the test if the spec was accepted. */
+function issuesOf(raw: unknown): SpecIssue[] {
+  const r = validateServerSpec(raw);
+  if (r.ok) assert.fail('expected the spec to be rejected, but it validated');
+  assert.ok(r.issues.length > 0);
+  return r.issues;
+}
+const show = (issues: SpecIssue[]) => issues.map((i) => `  ${i.path}: ${i.message}`).join('\n');
+
+/** Asserts an issue at exactly `path` (optionally whose message matches) and returns the issues. */
+function assertIssueAt(raw: unknown, path: string, message?: RegExp): SpecIssue[] {
+  const issues = issuesOf(raw);
+  const hit = issues.some((i) => i.path === path && (!message || message.test(i.message)));
+  assert.ok(hit, `expected an issue at ${path}${message ? ` matching ${message}` : ''}; got:\n${show(issues)}`);
+  return issues;
+}
+
+function assertValid(raw: unknown) {
+  const r = validateServerSpec(raw);
+  if (!r.ok) assert.fail(`expected the spec to validate; got:\n${show(r.issues)}`);
+  return r.spec;
+}
+
+const tmp = mkdtempSync(join(tmpdir(), 'underlay-spec-test-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+let tmpCount = 0;
+function tmpFile(name: string, text: string): string {
+  const p = join(tmp, `${tmpCount++}-${name}`);
+  writeFileSync(p, text);
+  return p;
+}
+
+const PEM = [
+  '-----BEGIN OPENSSH PRIVATE KEY-----',
+  'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW',
+  '-----END OPENSSH PRIVATE KEY-----',
+  '',
+].join('\n');
+
+// ---- examples ----------------------------------------------------------------------------------------------------
+
+describe('examples/', () => {
+  test('holds the documented examples', () => {
+    for (const f of ['kvm-macvtap.yaml', 'kvm-ovs.yaml', 'xen-bridge.yaml', 'esxi-vds.yaml', 'hyperv-set.yaml', 'kvm-minimal.json']) {
+      assert.ok(exampleFiles.includes(f), `examples/${f} is missing`);
+    }
+  });
+
+  for (const file of exampleFiles) {
+    describe(file, () => {
+      test('validates via validateSpecFile', async () => {
+        const r = await validateSpecFile(join(EXAMPLES_DIR, file));
+        if (!r.ok) assert.fail(`examples/${file} is invalid:\n${show(r.issues)}`);
+      });
+
+      test('loads via loadSpecFile and parses with the zod schema alone', async () => {
+        const spec = await loadSpecFile(join(EXAMPLES_DIR, file));
+        assert.equal(spec.apiVersion, 'underlay/v1');
+        const parsed = ServerSpecShape.safeParse(example(file));
+        assert.ok(parsed.success, parsed.success ? '' : parsed.error.message);
+        assert.deepEqual(parsed.data, spec);
+      });
+
+      test('attach kind fits the hypervisor', () => {
+        const spec = assertValid(example(file));
+        if (spec.attach) {
+          const allowed: readonly string[] = ATTACH_MATRIX[spec.hypervisor.kind];
+          assert.ok(allowed.includes(spec.attach.kind));
+        }
+      });
+
+      test('uses only documentation addresses and example.net host names', () => {
+        const strings: Array<[string, string]> = [];
+        const walk = (v: unknown, path: Key[]) => {
+          if (typeof v === 'string') strings.push([formatPath(path), v]);
+          else if (v && typeof v === 'object') for (const [k, c] of Object.entries(v)) walk(c, [...path, Array.isArray(v) ? Number(k) : k]);
+        };
+        walk(example(file), []);
+        const inDocRange = (ip: string) => {
+          const o = ip.split('.').map(Number);
+          return (o[0] === 192 && o[1] === 0 && o[2] === 2) || (o[0] === 198 && (o[1] === 18 || o[1] === 19));
+        };
+        for (const [path, s] of strings) {
+          for (const ip of s.match(/\b\d{1,3}(?:\.\d{1,3}){3}\b/g) ?? []) {
+            assert.ok(inDocRange(ip), `${path}: ${ip} is not in 192.0.2.0/24 or 198.18.0.0/15`);
+          }
+          const host = /^https?:\/\/([^/:?#]+)/.exec(s)?.[1] ?? (/(address)$/.test(path) && /[a-z]/i.test(s) && !s.includes(':') ? s : undefined);
+          if (host) assert.match(host, /(^|\.)example\.net$/, `${path}: host ${host} is not under example.net`);
+        }
+      });
+
+      test('pins a canonical SHA256 host key fingerprint', () => {
+        const spec = assertValid(example(file));
+        const b64 = spec.management.hostKey.slice('SHA256:'.length);
+        const bytes = Buffer.from(b64, 'base64');
+        assert.equal(bytes.length, 32, 'a SHA-256 digest is 32 bytes');
+        assert.equal(bytes.toString('base64').replace(/=+$/, ''), b64, 'not canonical base64');
+      });
+    });
+  }
+
+  test('defaults are applied (kvm-minimal.json)', () => {
+    const spec = assertValid(example('kvm-minimal.json'));
+    assert.equal(spec.apiVersion, 'underlay/v1');
+    assert.equal(spec.management.port, 22);
+    assert.equal(spec.management.user, 'root');
+    assert.deepEqual(spec.vlans, []);
+    assert.ok(spec.bond);
+    assert.equal(spec.bond.name, 'bond0');
+    assert.equal(spec.bond.mode, '802.3ad');
+    assert.equal(spec.bond.lacpRate, 'fast');
+    assert.equal(spec.bond.xmitHashPolicy, 'layer3+4');
+    assert.equal(spec.bond.miimon, 100);
+    assert.deepEqual(spec.attach, { kind: 'macvtap', network: 'underlay-macvtap', mode: 'bridge' });
+  });
+
+  test('defaults are applied (other examples)', () => {
+    const ovs = assertValid(example('kvm-ovs.yaml'));
+    assert.equal(ovs.management.port, 22);
+    assert.equal(ovs.bond?.mode, '802.3ad');
+    assert.equal(ovs.bond?.name, 'bond0');
+
+    const macvtap = assertValid(example('kvm-macvtap.yaml'));
+    assert.equal(macvtap.nics[0]?.mac, '0c:42:a1:3b:7e:10', 'MACs are normalised to lowercase');
+    assert.equal(macvtap.sriov?.vfioPci, true);
+    assert.equal(vlanIfName(macvtap.vlans[0] ?? assert.fail('no VLAN')), 'bond0.100');
+
+    const esxi = assertValid(example('esxi-vds.yaml'));
+    assert.equal(esxi.management.port, 22);
+    assert.equal(esxi.attach?.kind === 'vds' && esxi.attach.vcenter.port, 443);
+    assert.deepEqual(esxi.vlans, []);
+
+    const hv = assertValid(example('hyperv-set.yaml'));
+    assert.equal(hv.hypervisor.kind === 'hyperv' && hv.hypervisor.transport, 'ssh');
+
+    const raw = example('kvm-minimal.json');
+    setAt(raw, ['hypervisor'], { kind: 'hyperv' });
+    setAt(raw, ['bond', 'mode'], 'active-backup');
+    setAt(raw, ['attach'], { kind: 'set' });
+    const set = assertValid(raw);
+    assert.deepEqual(set.attach, { kind: 'set', switchName: 'SETswitch', loadBalancing: 'Dynamic' });
+
+    const xen = example('xen-bridge.yaml');
+    deleteAt(xen, ['attach', 'name']);
+    deleteAt(xen, ['hypervisor', 'dom0MemoryMb']);
+    const xs = assertValid(xen);
+    assert.equal(xs.attach?.kind === 'bridge' ? xs.attach.name : undefined, 'xenbr0');
+
+    const ovsRaw = example('kvm-ovs.yaml');
+    deleteAt(ovsRaw, ['attach', 'vlanPorts']);
+    deleteAt(ovsRaw, ['attach', 'bridge']);
+    const o = assertValid(ovsRaw);
+    assert.deepEqual(o.attach?.kind === 'ovs' ? [o.attach.bridge, o.attach.vlanPorts] : undefined, ['br-underlay', []]);
+
+    const esxiRaw = example('esxi-vds.yaml');
+    deleteAt(esxiRaw, ['hypervisor', 'bmc', 'port']);
+    deleteAt(esxiRaw, ['attach', 'lacp']);
+    const e = assertValid(esxiRaw);
+    assert.equal(e.hypervisor.kind === 'esxi' && e.hypervisor.bmc.port, 443);
+    assert.equal(e.attach?.kind === 'vds' && e.attach.lacp, false);
+  });
+});
+
+// ---- rejections ----------------------------------------------------------------------------------------------------
+
+describe('rejections', () => {
+  test('VLAN id 0 and 4095 (and a non-integer)', () => {
+    for (const id of [0, 4095, -1, 100.5]) {
+      const raw = example('kvm-macvtap.yaml');
+      setAt(raw, ['vlans', 0, 'id'], id);
+      assertIssueAt(raw, 'vlans[0].id');
+    }
+    for (const id of [1, 4094]) {
+      const raw = example('kvm-macvtap.yaml');
+      setAt(raw, ['vlans', 0, 'id'], id);
+      setAt(raw, ['attach', 'device'], `bond0.${id}`);
+      assertValid(raw);
+    }
+    const ovs = example('kvm-ovs.yaml');
+    setAt(ovs, ['attach', 'vlanPorts', 1, 'vlan'], 4095);
+    assertIssueAt(ovs, 'attach.vlanPorts[1].vlan');
+  });
+
+  describe('interface names with ";" or a space', () => {
+    const places: Array<[string, Key[]]> = [
+      ['nics[].name', ['nics', 1, 'name']],
+      ['bond.members', ['bond', 'members', 1]],
+      ['vlans[].parent', ['vlans', 0, 'parent']],
+    ];
+    for (const [label, path] of places) {
+      for (const bad of ['ens1f1;reboot', 'ens1f1 x', 'ens1f1;', ' ens1f1']) {
+        test(`${label} = ${JSON.stringify(bad)}`, () => {
+          const raw = example('kvm-macvtap.yaml');
+          setAt(raw, path, bad);
+          assertIssueAt(raw, formatPath(path), /^must be an interface name/);
+        });
+      }
+    }
+  });
+
+  test('a bond member that is not a NIC', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['bond', 'members', 1], 'ens9f9');
+    assertIssueAt(raw, 'bond.members[1]', /not one of the spec's NICs/);
+  });
+
+  test('a bond member listed twice, and a bond named like a NIC', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['bond', 'members'], ['ens1f0', 'ens1f0']);
+    assertIssueAt(raw, 'bond.members[1]', /listed twice/);
+    const named = example('kvm-macvtap.yaml');
+    setAt(named, ['bond', 'name'], 'ens2f0');
+    assertIssueAt(named, 'bond.name', /already a NIC/);
+  });
+
+  test('a VLAN parent that does not exist, or is a bond member', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['vlans', 0, 'parent'], 'bond1');
+    assertIssueAt(raw, 'vlans[0].parent', /neither the bond nor a NIC/);
+    const member = example('kvm-macvtap.yaml');
+    setAt(member, ['vlans', 0, 'parent'], 'ens1f0');
+    assertIssueAt(member, 'vlans[0].parent', /bond member/);
+  });
+
+  test('a VLAN defined twice on one parent; a VLAN interface name too long or clashing', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['vlans', 1], { id: 100, parent: 'bond0' });
+    assertIssueAt(raw, 'vlans[1].id', /defined twice/);
+
+    const long = example('kvm-macvtap.yaml');
+    setAt(long, ['bond', 'name'], 'bond-uplink0');
+    setAt(long, ['bond', 'members'], ['ens1f0', 'ens1f1']);
+    setAt(long, ['vlans', 0, 'parent'], 'bond-uplink0');
+    setAt(long, ['attach', 'device'], 'bond-uplink0');
+    assertIssueAt(long, 'vlans[0].name', /longer than 15/);
+
+    for (const name of ['ens2f0', 'bond0']) {
+      const clash = example('kvm-macvtap.yaml');
+      setAt(clash, ['vlans', 0, 'name'], name);
+      setAt(clash, ['attach', 'device'], 'bond0');
+      assertIssueAt(clash, 'vlans[0].name', /already a NIC, the bond or another VLAN/);
+    }
+    const twoVlans = example('kvm-macvtap.yaml');
+    setAt(twoVlans, ['vlans', 1], { id: 101, parent: 'bond0', name: 'bond0.100' });
+    assertIssueAt(twoVlans, 'vlans[1].name', /already/);
+  });
+
+  test('SR-IOV on something that is not a NIC', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['sriov', 'pf'], 'bond0');
+    assertIssueAt(raw, 'sriov.pf', /not one of the spec's NICs/);
+    const zero = example('kvm-macvtap.yaml');
+    setAt(zero, ['sriov', 'numVfs'], 0);
+    assertIssueAt(zero, 'sriov.numVfs');
+  });
+
+  describe('inline secrets', () => {
+    const cases: Array<[string, string, Key[], unknown]> = [
+      ['management.password', 'kvm-macvtap.yaml', ['management', 'password'], 'hunter2'],
+      ['management.credentials.password', 'kvm-macvtap.yaml', ['management', 'credentials', 'password'], 'hunter2'],
+      ['management.credentials.passphrase', 'kvm-macvtap.yaml', ['management', 'credentials', 'passphrase'], 'correct horse'],
+      ['management.credentials as a string', 'kvm-minimal.json', ['management', 'credentials'], 'hunter2'],
+      ['a numeric password', 'kvm-minimal.json', ['management', 'password'], 123456],
+      ['hypervisor.bmc.credentials.password', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'password'], 'calvin'],
+      ['hypervisor.bmc.password', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'password'], 'calvin'],
+      ['attach.vcenter.credentials.password', 'esxi-vds.yaml', ['attach', 'vcenter', 'credentials', 'password'], 'VMware1!'],
+      ['attach.vcenter.token', 'esxi-vds.yaml', ['attach', 'vcenter', 'token'], 'abc123'],
+      ['management.apiKey', 'kvm-minimal.json', ['management', 'apiKey'], 'abc'],
+      ['management.secret', 'kvm-minimal.json', ['management', 'secret'], 'abc'],
+    ];
+    for (const [label, file, path, value] of cases) {
+      test(label, () => {
+        const raw = example(file);
+        setAt(raw, path, value);
+        const issues = assertIssueAt(raw, formatPath(path), /inline secrets are refused/);
+        // Said once, not again as a bare "unknown field".
+        assert.equal(issues.filter((i) => i.path === formatPath(path) && i.message === 'unknown field').length, 0);
+        assert.ok(!JSON.stringify(issues).includes(String(value)), 'an issue echoes the secret');
+      });
+    }
+
+    test('credential references are not mistaken for secrets', () => {
+      assertValid(example('esxi-vds.yaml')); // passwordEnv, usernameEnv, file, caFile
+      assertValid(example('kvm-macvtap.yaml')); // privateKeyFile, passphraseEnv
+      assertValid(example('xen-bridge.yaml')); // privateKeyEnv
+    });
+
+    test('a URL carrying user:password is refused', () => {
+      for (const url of ['https://admin:hunter2@repo.example.net/esxi.iso', 'https://ghp_token@repo.example.net/esxi.iso']) {
+        const raw = example('esxi-vds.yaml');
+        setAt(raw, ['hypervisor', 'installerIso'], url);
+        assertIssueAt(raw, 'hypervisor.installerIso', /credentials/);
+      }
+      const ok = example('esxi-vds.yaml');
+      setAt(ok, ['hypervisor', 'kickstart'], 'https://repo.example.net/pkg@1.0/ks.cfg');
+      assertValid(ok);
+    });
+  });
+
+  describe('a PEM private key pasted anywhere', () => {
+    const places: Array<[string, Key[]]> = [
+      ['kvm-macvtap.yaml', ['management', 'credentials', 'privateKeyEnv']],
+      ['kvm-minimal.json', ['management', 'credentials']],
+      ['kvm-minimal.json', ['management', 'hostKey']],
+      ['kvm-minimal.json', ['site']],
+      ['kvm-minimal.json', ['notes']],
+      ['kvm-minimal.json', ['nics', 0, 'name']],
+      ['kvm-ovs.yaml', ['hypervisor', 'packages', 1]],
+      ['esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'file']],
+      ['esxi-vds.yaml', ['attach', 'vcenter', 'credentials']],
+    ];
+    for (const [file, path] of places) {
+      test(`${file}: ${formatPath(path)}`, () => {
+        const raw = example(file);
+        setAt(raw, path, PEM);
+        const issues = assertIssueAt(raw, formatPath(path), /private key|inline secrets/);
+        assert.ok(!JSON.stringify(issues).includes('b3BlbnNzaC1rZXkt'), 'an issue echoes the key');
+      });
+    }
+    test('every PEM private key flavour', () => {
+      for (const kind of ['RSA ', 'EC ', 'DSA ', 'ENCRYPTED ', '', 'OPENSSH ']) {
+        const raw = example('kvm-minimal.json');
+        setAt(raw, ['rack'], `-----BEGIN ${kind}PRIVATE KEY-----\nAAAA\n-----END ${kind}PRIVATE KEY-----`);
+        assertIssueAt(raw, 'rack', /private key/);
+      }
+    });
+    test('in a YAML block scalar of a spec file', async () => {
+      const text = readFileSync(join(EXAMPLES_DIR, 'kvm-macvtap.yaml'), 'utf8').replace(
+        /credentials:\n {4}privateKeyFile: .*\n {4}passphraseEnv: .*\n/,
+        `credentials:\n    privateKey: |\n${PEM.split('\n').map((l) => `      ${l}`).join('\n')}\n`,
+      );
+      assert.ok(text.includes('BEGIN OPENSSH'), 'the fixture edit did not apply');
+      const r = await validateSpecFile(tmpFile('pem.yaml', text));
+      assert.equal(r.ok, false);
+      assert.ok(!r.ok && r.issues.some((i) => i.path === 'management.credentials.privateKey'), JSON.stringify(r));
+    });
+  });
+
+  test('a missing credential reference', () => {
+    const raw = example('kvm-minimal.json');
+    deleteAt(raw, ['management', 'credentials']);
+    assertIssueAt(raw, 'management.credentials', /reference/);
+
+    const empty = example('kvm-minimal.json');
+    setAt(empty, ['management', 'credentials'], {});
+    assertIssueAt(empty, 'management.credentials', /reference/);
+
+    const notAgent = example('kvm-minimal.json');
+    setAt(notAgent, ['management', 'credentials'], { agent: false });
+    assertIssueAt(notAgent, 'management.credentials');
+
+    const bmc = example('esxi-vds.yaml');
+    deleteAt(bmc, ['hypervisor', 'bmc', 'credentials']);
+    assertIssueAt(bmc, 'hypervisor.bmc.credentials', /reference/);
+
+    const half = example('esxi-vds.yaml');
+    deleteAt(half, ['hypervisor', 'bmc', 'credentials', 'passwordEnv']);
+    assertIssueAt(half, 'hypervisor.bmc.credentials');
+
+    const vc = example('esxi-vds.yaml');
+    deleteAt(vc, ['attach', 'vcenter', 'credentials']);
+    assertIssueAt(vc, 'attach.vcenter.credentials');
+  });
+
+  test('a missing or malformed host key', () => {
+    const raw = example('kvm-minimal.json');
+    deleteAt(raw, ['management', 'hostKey']);
+    assertIssueAt(raw, 'management.hostKey');
+    for (const bad of ['SHA256:tooShort', 'MD5:aa:bb:cc', 'sha256:R4iZu63XzWCEoDDkDbdqbJhFYZC4Gg2wlyEV4xTQYoQ', 'SHA256:R4iZu63XzWCEoDDkDbdqbJhFYZC4Gg2wlyEV4xTQYoQ=']) {
+      const r = example('kvm-minimal.json');
+      setAt(r, ['management', 'hostKey'], bad);
+      assertIssueAt(r, 'management.hostKey', /SHA256 fingerprint/);
+    }
+  });
+
+  test('SET attach over an 802.3ad bond (explicit or by default) → bond.mode', () => {
+    const raw = example('hyperv-set.yaml');
+    setAt(raw, ['bond', 'mode'], '802.3ad');
+    assertIssueAt(raw, 'bond.mode', /switch-independent/);
+    const byDefault = example('hyperv-set.yaml');
+    deleteAt(byDefault, ['bond', 'mode']);
+    assertIssueAt(byDefault, 'bond.mode', /switch-independent/);
+  });
+
+  test('SET attach: NICs that are not in nics[], and no NICs at all', () => {
+    const raw = example('hyperv-set.yaml');
+    setAt(raw, ['attach', 'nics', 1], 'NIC3');
+    assertIssueAt(raw, 'attach.nics[1]', /not one of the spec's NICs/);
+
+    const noBond = example('hyperv-set.yaml');
+    deleteAt(noBond, ['bond']);
+    deleteAt(noBond, ['attach', 'nics']);
+    assertIssueAt(noBond, 'attach.nics', /no bond/);
+
+    const listed = example('hyperv-set.yaml');
+    deleteAt(listed, ['bond']);
+    assertValid(listed);
+  });
+
+  test('vds uplinks that are not NICs', () => {
+    const raw = example('esxi-vds.yaml');
+    setAt(raw, ['attach', 'uplinks', 1], 'vmnic7');
+    assertIssueAt(raw, 'attach.uplinks[1]', /not one of the spec's NICs/);
+  });
+
+  test('an attach kind that does not fit the hypervisor: kvm + vds → attach.kind', () => {
+    const raw = example('kvm-minimal.json');
+    const esxi = example('esxi-vds.yaml');
+    setAt(raw, ['attach'], esxi.attach);
+    setAt(raw, ['attach', 'uplinks'], ['eth0', 'eth1']);
+    const issues = assertIssueAt(raw, 'attach.kind', /does not fit hypervisor kvm/);
+    assert.deepEqual(issues.map((i) => i.path), ['attach.kind'], 'the vds attach itself is well formed');
+  });
+
+  describe('the full hypervisor × attach matrix', () => {
+    const attaches: Record<string, Obj> = {
+      macvtap: { kind: 'macvtap' },
+      ovs: { kind: 'ovs' },
+      bridge: { kind: 'bridge' },
+      vds: (example('esxi-vds.yaml').attach ?? {}) as Obj,
+      set: { kind: 'set', nics: ['vmnic0', 'vmnic1'] },
+    };
+    const base = example('esxi-vds.yaml');
+    setAt(base, ['bond'], { members: ['vmnic0', 'vmnic1'], mode: 'active-backup' });
+    const hypervisors: Record<string, unknown> = {
+      kvm: { kind: 'kvm' },
+      xen: { kind: 'xen' },
+      esxi: base.hypervisor,
+      hyperv: { kind: 'hyperv' },
+    };
+    for (const [hv, hvSpec] of Object.entries(hypervisors)) {
+      for (const [kind, attach] of Object.entries(attaches)) {
+        const fits = (ATTACH_MATRIX[hv as keyof typeof ATTACH_MATRIX] as readonly string[]).includes(kind);
+        test(`${hv} + ${kind} ${fits ? 'is accepted' : 'is refused at attach.kind'}`, () => {
+          const raw = structuredClone(base);
+          setAt(raw, ['hypervisor'], hvSpec);
+          setAt(raw, ['attach'], attach);
+          if (fits) assertValid(raw);
+          else assert.deepEqual(issuesOf(raw).map((i) => i.path), ['attach.kind']);
+        });
+      }
+    }
+  });
+
+  test('an unknown hypervisor or attach kind', () => {
+    const raw = example('kvm-minimal.json');
+    setAt(raw, ['hypervisor', 'kind'], 'vmware');
+    assertIssueAt(raw, 'hypervisor.kind');
+    const att = example('kvm-minimal.json');
+    setAt(att, ['attach', 'kind'], 'sriov');
+    assertIssueAt(att, 'attach.kind');
+  });
+
+  test('a hypervisor kind named like an Object.prototype member is reported, not thrown', () => {
+    for (const kind of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+      const raw = example('kvm-minimal.json');
+      setAt(raw, ['hypervisor', 'kind'], kind);
+      assertIssueAt(raw, 'hypervisor.kind');
+    }
+  });
+
+  test('cross-field messages never echo a value that is not a plain name', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['nics', 0, 'name'], 'hunter2 correct horse battery staple');
+    setAt(raw, ['vlans', 0, 'parent'], 'x'.repeat(200));
+    const text = JSON.stringify(issuesOf(raw));
+    assert.ok(!text.includes('correct horse'), text);
+    assert.ok(!text.includes('x'.repeat(65)), text);
+    assert.match(text, /<value not shown>/);
+  });
+
+  describe('gateway outside the VLAN subnet', () => {
+    const cases: Array<[string, string, string, boolean]> = [
+      ['IPv4 other subnet', '198.18.100.17/24', '198.18.101.1', false],
+      ['IPv4 /30 edge', '198.18.100.5/30', '198.18.100.8', false],
+      ['IPv4 /31 peer', '198.18.100.0/31', '198.18.100.1', true],
+      ['IPv4 its own address', '198.18.100.17/24', '198.18.100.17', false],
+      ['IPv4 inside', '198.18.100.17/23', '198.18.101.254', true],
+      ['IPv6 other subnet', '2001:db8:100::17/64', '2001:db8:101::1', false],
+      ['IPv6 inside', '2001:db8:100::17/64', '2001:db8:100::1', true],
+      ['IPv6 inside, v4 tail', '::ffff:198.18.100.17/120', '::ffff:198.18.100.1', true],
+      ['IPv6 link-local gateway', '2001:db8:100::17/64', 'fe80::1', true],
+      ['IPv6 gateway for an IPv4 address', '198.18.100.17/24', '2001:db8:100::1', false],
+      ['IPv4 gateway for an IPv6 address', '2001:db8:100::17/64', '198.18.100.1', false],
+    ];
+    for (const [label, address, gateway, ok] of cases) {
+      test(`${label}: ${address} via ${gateway}`, () => {
+        const raw = example('kvm-macvtap.yaml');
+        setAt(raw, ['vlans', 0, 'address'], address);
+        setAt(raw, ['vlans', 0, 'gateway'], gateway);
+        if (ok) assertValid(raw);
+        else assert.deepEqual(issuesOf(raw).map((i) => i.path), ['vlans[0].gateway']);
+      });
+    }
+  });
+
+  test('duplicate NIC names and MACs', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['nics', 2, 'name'], 'ens1f0');
+    setAt(raw, ['sriov', 'pf'], 'ens1f0');
+    assertIssueAt(raw, 'nics[2].name', /duplicate NIC name/);
+    const mac = example('kvm-macvtap.yaml');
+    setAt(mac, ['nics', 1, 'mac'], '0C:42:A1:3B:7E:10');
+    assertIssueAt(mac, 'nics[1].mac', /duplicate MAC/);
+  });
+
+  test('an attach lower device / uplink / bridge that clashes or does not exist', () => {
+    const dev = example('kvm-macvtap.yaml');
+    setAt(dev, ['attach', 'device'], 'bond0.200');
+    assertIssueAt(dev, 'attach.device', /not a NIC, the bond or a VLAN/);
+
+    const up = example('kvm-ovs.yaml');
+    setAt(up, ['attach', 'uplink'], 'bond1');
+    assertIssueAt(up, 'attach.uplink');
+
+    const noBond = example('kvm-minimal.json');
+    deleteAt(noBond, ['bond']);
+    assertIssueAt(noBond, 'attach.device', /no bond/);
+
+    const port = example('kvm-ovs.yaml');
+    setAt(port, ['attach', 'vlanPorts', 0, 'name'], 'bond0.210');
+    assertIssueAt(port, 'attach.vlanPorts[0].name', /clashes/);
+
+    const twin = example('kvm-ovs.yaml');
+    setAt(twin, ['attach', 'vlanPorts', 1, 'name'], 'vlan300');
+    assertIssueAt(twin, 'attach.vlanPorts[1].name', /clashes/);
+
+    const bridge = example('kvm-ovs.yaml');
+    setAt(bridge, ['attach', 'bridge'], 'bond0');
+    assertIssueAt(bridge, 'attach.bridge', /clashes/);
+
+    const xen = example('xen-bridge.yaml');
+    setAt(xen, ['attach', 'name'], 'eno1');
+    assertIssueAt(xen, 'attach.name', /clashes/);
+  });
+
+  test('unknown keys are errors, not ignored', () => {
+    const raw = example('kvm-minimal.json');
+    setAt(raw, ['nics', 0, 'speed'], 10000);
+    setAt(raw, ['hostname'], 'kvm-lab-01');
+    const issues = issuesOf(raw);
+    assert.ok(issues.some((i) => i.path === 'nics[0].speed' && i.message === 'unknown field'), show(issues));
+    assert.ok(issues.some((i) => i.path === 'hostname' && i.message === 'unknown field'), show(issues));
+  });
+
+  test('not an object at all', () => {
+    for (const raw of [null, [], 'id: x', 42]) assertIssueAt(raw, '(root)');
+  });
+
+  // Every identifier field of the schema, with a shell metacharacter injected into an otherwise good value.
+  describe('shell metacharacters in every kind of identifier field', () => {
+    const META = [';', '|', '&', '$(id)', '`id`', ' ', '\t', '\n', "'", '"', '<', '>', '\\', '*', '!', '{a,b}', '[x]', '\0'];
+    const plain = (good: string) => (m: string) => `${good}${m}x`;
+    const url = (m: string) => `https://repo.example.net/esxi${m}.iso`;
+    type Row = [string, string, Key[], (m: string) => string];
+    const rows: Row[] = [
+      ['server id', 'kvm-minimal.json', ['id'], plain('kvm')],
+      ['site', 'kvm-minimal.json', ['site'], plain('fra1')],
+      ['rack', 'kvm-minimal.json', ['rack'], plain('r1')],
+      ['management address', 'kvm-minimal.json', ['management', 'address'], (m) => `kvm${m}.example.net`],
+      ['management user', 'kvm-minimal.json', ['management', 'user'], plain('root')],
+      ['host key', 'kvm-minimal.json', ['management', 'hostKey'], (m) => `SHA256:${'A'.repeat(43 - m.length)}${m}`],
+      ['ssh key file path', 'kvm-macvtap.yaml', ['management', 'credentials', 'privateKeyFile'], (m) => `/etc/underlay/k${m}`],
+      ['ssh passphrase env var', 'kvm-macvtap.yaml', ['management', 'credentials', 'passphraseEnv'], plain('KEY')],
+      ['ssh key env var', 'xen-bridge.yaml', ['management', 'credentials', 'privateKeyEnv'], plain('KEY')],
+      ['agent socket env var', 'kvm-minimal.json', ['management', 'credentials', 'agentSocketEnv'], plain('SOCK')],
+      ['NIC name', 'kvm-macvtap.yaml', ['nics', 0, 'name'], plain('eth')],
+      ['MAC', 'kvm-macvtap.yaml', ['nics', 0, 'mac'], (m) => `52:54:00:12:34${m}`],
+      ['LLDP switch name', 'kvm-macvtap.yaml', ['nics', 0, 'lldp', 'switch'], plain('leaf-01')],
+      ['LLDP port id', 'kvm-macvtap.yaml', ['nics', 0, 'lldp', 'port'], plain('swp1')],
+      ['bond name', 'kvm-macvtap.yaml', ['bond', 'name'], plain('bond')],
+      ['bond member', 'kvm-macvtap.yaml', ['bond', 'members', 0], plain('ens1f')],
+      ['VLAN parent', 'kvm-macvtap.yaml', ['vlans', 0, 'parent'], plain('bond')],
+      ['VLAN name', 'xen-bridge.yaml', ['vlans', 0, 'name'], plain('vlan')],
+      ['VLAN address', 'kvm-macvtap.yaml', ['vlans', 0, 'address'], (m) => `198.18.100.17/24${m}`],
+      ['VLAN gateway', 'kvm-macvtap.yaml', ['vlans', 0, 'gateway'], (m) => `198.18.100.1${m}`],
+      ['SR-IOV PF', 'kvm-macvtap.yaml', ['sriov', 'pf'], plain('ens2f')],
+      ['package name', 'kvm-ovs.yaml', ['hypervisor', 'packages', 0], plain('qemu-kvm')],
+      ['BMC address', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'address'], (m) => `bmc${m}.example.net`],
+      ['Redfish system id', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'systemId'], plain('System.Embedded.1')],
+      ['BMC user env var', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'usernameEnv'], plain('BMC_USER')],
+      ['BMC password env var', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'passwordEnv'], plain('BMC_PASS')],
+      ['BMC TLS fingerprint', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'tls', 'fingerprint'], (m) => `sha256/${'A'.repeat(43 - m.length)}${m}=`],
+      ['installer ISO URL', 'esxi-vds.yaml', ['hypervisor', 'installerIso'], url],
+      ['kickstart URL', 'esxi-vds.yaml', ['hypervisor', 'kickstart'], (m) => `https://repo.example.net/ks.cfg${m}`],
+      ['URL host', 'esxi-vds.yaml', ['hypervisor', 'installerIso'], (m) => `https://repo${m}.example.net/esxi.iso`],
+      ['vCenter address', 'esxi-vds.yaml', ['attach', 'vcenter', 'address'], (m) => `vcenter.example.net${m}`],
+      ['vCenter credentials file', 'esxi-vds.yaml', ['attach', 'vcenter', 'credentials', 'file'], (m) => `/etc/underlay/vc${m}.cred`],
+      ['vCenter CA file', 'esxi-vds.yaml', ['attach', 'vcenter', 'caFile'], (m) => `/etc/underlay/ca${m}.pem`],
+      ['distributed switch', 'esxi-vds.yaml', ['attach', 'switch'], plain('dvs')],
+      ['portgroup', 'esxi-vds.yaml', ['attach', 'portgroup'], plain('pg')],
+      ['vds uplink', 'esxi-vds.yaml', ['attach', 'uplinks', 0], plain('vmnic')],
+      ['libvirt network (macvtap)', 'kvm-macvtap.yaml', ['attach', 'network'], plain('net')],
+      ['macvtap device', 'kvm-macvtap.yaml', ['attach', 'device'], plain('bond0')],
+      ['OVS bridge', 'kvm-ovs.yaml', ['attach', 'bridge'], plain('br')],
+      ['OVS uplink', 'kvm-ovs.yaml', ['attach', 'uplink'], plain('bond0')],
+      ['OVS vlan port', 'kvm-ovs.yaml', ['attach', 'vlanPorts', 0, 'name'], plain('vlan')],
+      ['libvirt network (ovs)', 'kvm-ovs.yaml', ['attach', 'network'], plain('net')],
+      ['Linux bridge', 'xen-bridge.yaml', ['attach', 'name'], plain('xenbr')],
+      ['bridge uplink', 'xen-bridge.yaml', ['attach', 'uplink'], plain('bond')],
+      ['SET switch name', 'hyperv-set.yaml', ['attach', 'switchName'], plain('SET')],
+      ['SET NIC', 'hyperv-set.yaml', ['attach', 'nics', 0], plain('NIC')],
+    ];
+    for (const [label, file, path, inject] of rows) {
+      test(`${label} (${formatPath(path)})`, () => {
+        // The good value is good: the row tests the pattern, not some other rule.
+        assert.ok(getAt(example(file), path.slice(0, -1)) !== undefined, `${file} has no ${formatPath(path.slice(0, -1))}`);
+        for (const m of META) {
+          const raw = example(file);
+          setAt(raw, path, inject(m));
+          // Messages of the shape checks start with "must"; cross-field messages ("… is not a NIC") do not, so a
+          // rule elsewhere cannot stand in for the pattern.
+          assertIssueAt(raw, formatPath(path), /^must /);
+        }
+      });
+    }
+    test('a hostile value is refused by the pattern even where a cross-field rule also fires', () => {
+      const raw = example('kvm-macvtap.yaml');
+      setAt(raw, ['bond', 'members', 0], 'ens1f0;reboot');
+      const issues = issuesOf(raw).filter((i) => i.path === 'bond.members[0]');
+      assert.ok(issues.some((i) => /^must be an interface name/.test(i.message)), show(issues));
+    });
+  });
+
+  test('several bad fields at once are all reported in one result', () => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['site'], 'fra1;rm');
+    setAt(raw, ['management', 'password'], 'hunter2');
+    setAt(raw, ['management', 'port'], 70000);
+    setAt(raw, ['nics', 1, 'name'], 'ens1f0');
+    setAt(raw, ['nics', 0, 'speedMbps'], -1);
+    setAt(raw, ['bond', 'members', 1], 'ens7');
+    setAt(raw, ['vlans', 0, 'id'], 4095);
+    setAt(raw, ['vlans', 0, 'gateway'], '198.18.200.1');
+    setAt(raw, ['sriov', 'pf'], 'ens9');
+    setAt(raw, ['attach'], { kind: 'set' });
+    const expected = [
+      'site',
+      'management.password',
+      'management.port',
+      'nics[1].name',
+      'nics[0].speedMbps',
+      'bond.members[1]',
+      'vlans[0].id',
+      'vlans[0].gateway',
+      'sriov.pf',
+      'attach.kind',
+      'bond.mode',
+    ];
+    const issues = issuesOf(raw);
+    const paths = new Set(issues.map((i) => i.path));
+    for (const p of expected) assert.ok(paths.has(p), `missing ${p}; got:\n${show(issues)}`);
+  });
+
+  test('parseServerSpec throws a non-retryable InvalidSpecError naming every path', () => {
+    const raw = example('kvm-minimal.json');
+    setAt(raw, ['site'], 'a b');
+    setAt(raw, ['rack'], 'r;1');
+    assert.throws(
+      () => parseServerSpec(raw, 'kvm-lab-01.json'),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidSpecError);
+        assert.equal(err.retryable, false);
+        assert.deepEqual(err.issues.map((i) => i.path).sort(), ['rack', 'site']);
+        assert.match(err.message, /^kvm-lab-01\.json is invalid: /);
+        assert.match(err.message, /site: must be/);
+        return true;
+      },
+    );
+    assert.equal(parseServerSpec(example('kvm-minimal.json')).id, 'kvm-lab-01');
+  });
+
+  test('formatPath', () => {
+    assert.equal(formatPath([]), '(root)');
+    assert.equal(formatPath(['nics', 0, 'lldp', 'port']), 'nics[0].lldp.port');
+    assert.equal(formatPath(['attach', 'vlanPorts', 2, 'name']), 'attach.vlanPorts[2].name');
+  });
+});
+
+// ---- loading ---------------------------------------------------------------------------------------------------
+
+describe('loading spec files', () => {
+  const minimal = () => example('kvm-minimal.json');
+
+  test('a JSON file', async () => {
+    const p = tmpFile('spec.json', JSON.stringify(minimal(), null, 2));
+    const r = await validateSpecFile(p);
+    assert.ok(r.ok, JSON.stringify(r));
+    const spec = await loadSpecFile(p);
+    assert.equal(spec.id, 'kvm-lab-01');
+    assert.equal(spec.bond?.mode, '802.3ad');
+  });
+
+  test('a YAML file', async () => {
+    const yaml = [
+      'id: kvm-lab-02',
+      'site: lab',
+      'rack: r01',
+      'management:',
+      '  address: 198.18.0.11',
+      '  hostKey: SHA256:R4iZu63XzWCEoDDkDbdqbJhFYZC4Gg2wlyEV4xTQYoQ',
+      '  credentials: { agent: true }',
+      'nics:',
+      '  - { name: eth0, speedMbps: 10000 }',
+      'hypervisor: { kind: kvm }',
+      '',
+    ].join('\n');
+    const spec = await loadSpecFile(tmpFile('spec.yaml', yaml));
+    assert.equal(spec.id, 'kvm-lab-02');
+    assert.equal(spec.management.port, 22);
+  });
+
+  test('an invalid spec file: validateSpecFile reports, loadSpecFile throws', async () => {
+    const raw = minimal();
+    setAt(raw, ['bond', 'members', 1], 'eth7');
+    const p = tmpFile('bad.json', JSON.stringify(raw));
+    const r = await validateSpecFile(p);
+    assert.ok(!r.ok && r.issues.some((i) => i.path === 'bond.members[1]'), JSON.stringify(r));
+    await assert.rejects(loadSpecFile(p), (err: unknown) => {
+      assert.ok(err instanceof InvalidSpecError);
+      assert.ok(err.message.startsWith(`${p} is invalid`));
+      assert.ok(err.issues.some((i) => i.path === 'bond.members[1]'));
+      return true;
+    });
+  });
+
+  test('invalid YAML reports the line', async () => {
+    const yaml = ['id: kvm-lab-03', 'site: lab', 'rack: r01', 'management:', '  address: 198.18.0.12', ' hostKey: [unclosed', 'nics: []', ''].join('\n');
+    const p = tmpFile('broken.yaml', yaml);
+    const r = await validateSpecFile(p);
+    assert.equal(r.ok, false);
+    assert.ok(!r.ok);
+    assert.ok(r.issues.length > 0);
+    for (const i of r.issues) assert.match(i.path, /^line \d+$/, `not a line: ${JSON.stringify(i)}`);
+    assert.ok(r.issues.some((i) => i.path === 'line 6'), JSON.stringify(r.issues));
+    await assert.rejects(loadSpecFile(p), (err: unknown) => err instanceof InvalidSpecError && /line \d+/.test(err.message));
+  });
+
+  test('invalid JSON reports the line', async () => {
+    const json = '{\n  "id": "kvm-lab-04",\n  "site": "lab",,\n  "rack": "r01"\n}\n';
+    const r = await validateSpecFile(tmpFile('broken.json', json));
+    assert.ok(!r.ok && r.issues.some((i) => i.path === 'line 3'), JSON.stringify(r));
+  });
+
+  test('a duplicate key is an error with its line, not a silent override', async () => {
+    const text = readFileSync(join(EXAMPLES_DIR, 'kvm-ovs.yaml'), 'utf8') + 'site: ams2\n';
+    const lines = text.split('\n').length - 1;
+    const r = await validateSpecFile(tmpFile('dup.yaml', text));
+    assert.ok(!r.ok && r.issues.some((i) => i.path === `line ${lines}`), JSON.stringify(r));
+  });
+
+  test('parseSpecText throws InvalidSpecError on syntax errors', () => {
+    assert.throws(() => parseSpecText('a: [1, 2\nb: 3\n', 'inline'), InvalidSpecError);
+    assert.deepEqual(parseSpecText('a: 1\n', 'inline'), { a: 1 });
+  });
+
+  test('an empty file is an invalid spec, not a crash', async () => {
+    const r = await validateSpecFile(tmpFile('empty.yaml', ''));
+    assert.ok(!r.ok && r.issues.some((i) => i.path === '(root)'), JSON.stringify(r));
+  });
+
+  test('a missing file is an error', async () => {
+    await assert.rejects(validateSpecFile(join(tmp, 'does-not-exist.yaml')), /ENOENT/);
+  });
+});
+
+// ---- JSON schema -------------------------------------------------------------------------------------------------
+
+describe('serverSpecJsonSchema()', () => {
+  const schema = serverSpecJsonSchema() as {
+    $schema?: string;
+    type?: string;
+    properties?: Record<string, unknown>;
+    required?: string[];
+    additionalProperties?: unknown;
+  };
+
+  test('is an object schema with the spec properties', () => {
+    assert.equal(schema.type, 'object');
+    assert.ok(schema.properties);
+    for (const p of ['apiVersion', 'id', 'site', 'rack', 'management', 'nics', 'bond', 'vlans', 'sriov', 'hypervisor', 'attach']) {
+      assert.ok(p in schema.properties, `no property ${p}`);
+    }
+    assert.equal(schema.additionalProperties, false, 'unknown keys are errors, editors should say so');
+    assert.match(schema.$schema ?? '', /2020-12/);
+  });
+
+  test('marks the required fields, and not the defaulted ones', () => {
+    const required = new Set(schema.required);
+    for (const p of ['id', 'site', 'rack', 'management', 'nics', 'hypervisor']) assert.ok(required.has(p), `${p} should be required`);
+    for (const p of ['apiVersion', 'vlans', 'bond', 'sriov', 'attach']) assert.ok(!required.has(p), `${p} should be optional`);
+    const mgmt = schema.properties?.management as { required?: string[] } | undefined;
+    assert.deepEqual(new Set(mgmt?.required), new Set(['address', 'hostKey', 'credentials']));
+  });
+
+  test('is JSON-serialisable without loss', () => {
+    const text = JSON.stringify(schema);
+    assert.deepEqual(JSON.parse(text), schema);
+    assert.ok(text.includes('"pattern"'), 'identifier patterns reach the editor');
+  });
+
+  test('every example uses only properties the schema declares, and validates against the zod schema', () => {
+    for (const file of exampleFiles) {
+      const raw = example(file);
+      for (const k of Object.keys(raw)) assert.ok(schema.properties && k in schema.properties, `${file}: ${k} not in the JSON schema`);
+      const r = ServerSpecShape.safeParse(raw);
+      assert.ok(r.success, `${file}: ${r.success ? '' : r.error.message}`);
+    }
+  });
+});
