@@ -17,7 +17,7 @@ import { loadSpecFile, validateSpecFile } from '../spec/load';
 import { serverSpecJsonSchema } from '../spec/validate';
 import { connectClient, connectWorker } from '../workers/connection';
 import { createWorker } from '../workers/worker';
-import { describeFailure, queryStatus, startOnboarding } from './onboarding';
+import { assertOnboardable, describeFailure, queryStatus, startOnboarding } from './onboarding';
 import { renderStatus } from './render';
 import { watchOnboarding } from './watch';
 
@@ -39,6 +39,7 @@ program
   .option('-w, --watch', 'follow progress until the onboarding ends')
   .action(async (file: string, opts: { watch?: boolean }) => {
     const spec = await loadSpecFile(file);
+    assertOnboardable(spec);
     const client = await connectClient();
     const handle = await startOnboarding(client, spec);
     console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);

@@ -23,11 +23,15 @@ export interface StartOptions {
   taskQueue?: string;
 }
 
-export async function startOnboarding(client: Client, spec: ServerSpec, opts: StartOptions = {}): Promise<WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>> {
+/** Refuses, before anything touches the host, a spec this build has no drivers for. */
+export function assertOnboardable(spec: ServerSpec): void {
   if (!(INSTALLABLE_HYPERVISORS as readonly string[]).includes(spec.hypervisor.kind)) {
-    // Refuse before anything touches the host.
     throw new UnsupportedPlatformError(`no ${spec.hypervisor.kind} installer in this build`, { host: spec.id, field: 'hypervisor.kind', expected: INSTALLABLE_HYPERVISORS.join('|'), observed: spec.hypervisor.kind });
   }
+}
+
+export async function startOnboarding(client: Client, spec: ServerSpec, opts: StartOptions = {}): Promise<WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>> {
+  assertOnboardable(spec);
   const steps = STEPS.filter((s) => stepApplies(s, spec));
   try {
     return await client.workflow.start<typeof onboardServer>('onboardServer', {

@@ -32,7 +32,11 @@ function render(v: ShellValue): string {
   return quote(v as string | number);
 }
 
-/** Tagged template: literal parts are trusted program text, interpolations are quoted. */
+/**
+ * Tagged template: literal parts are trusted program text, interpolations are quoted.
+ * Literal text is the template's cooked string, as in any JS template: write `\${` for a shell `${`, and
+ * note `\t`/`\n` become real tab/newline characters (inside single quotes printf prints them the same).
+ */
 export function sh(strings: TemplateStringsArray, ...values: ShellValue[]): Shell {
   let out = strings[0] ?? '';
   values.forEach((v, i) => {

@@ -34,8 +34,9 @@ export function parseInstalledPackages(text: string, ctx: ErrorContext = {}): st
   for (const line of lines(text)) {
     const [name, status] = line.split('\t');
     if (!name || status === undefined) throw new UnexpectedOutputError('package listing: expected "name<TAB>status"', { ...ctx, observed: line });
-    // dpkg: "ii " installed; "rc " removed with config left: not installed.
-    if (status.startsWith('ii') || status.startsWith('hi')) out.add(name.split(':')[0] ?? name);
+    // ${db:Status-Abbrev}: "ii " installed, "hi " held, "rc " removed with config left (not installed).
+    // ${Status}: "install ok installed", "hold ok installed", "deinstall ok config-files".
+    if (/^[ih]i/.test(status) || /^\S+ ok installed$/.test(status)) out.add(name.split(':')[0] ?? name);
   }
   return [...out].sort();
 }

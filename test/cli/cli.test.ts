@@ -1,0 +1,59 @@
+/** The CLI as an operator runs it (bin/underlay), for the commands that need no Temporal server. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, test } from 'node:test';
+
+const root = resolve(__dirname, '../..');
+const tmp = mkdtempSync(join(tmpdir(), 'underlay-cli-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+function underlay(...args: string[]) {
+  const r = spawnSync(join(root, 'bin/underlay'), args, { cwd: root, encoding: 'utf8', timeout: 60_000, env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' } });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test('validate: every example is valid (exit 0)', () => {
+  const files = readdirSync(join(root, 'examples')).map((f) => join('examples', f));
+  const r = underlay('validate', ...files);
+  assert.equal(r.code, 0, r.err);
+  for (const f of files) assert.match(r.out, new RegExp(`${f}: ok`));
+});
+
+test('validate: a bad spec exits 1 and names every bad field', () => {
+  const bad = join(tmp, 'bad.yaml');
+  writeFileSync(
+    bad,
+    [
+      'id: srv-1',
+      'site: ams1',
+      'rack: r1',
+      'management: { address: 192.0.2.10, hostKey: "SHA256:nope", password: hunter2, credentials: { agent: true } }',
+      'nics: [{ name: "eth1;reboot", speedMbps: 10000 }]',
+      'bond: { members: [eth9] }',
+      'vlans: [{ id: 4095, parent: bond0 }]',
+      'hypervisor: { kind: kvm }',
+    ].join('\n'),
+  );
+  const r = underlay('validate', bad);
+  assert.equal(r.code, 1);
+  for (const path of ['management.hostKey', 'management.password', 'nics[0].name', 'bond.members[0]', 'vlans[0].id']) assert.match(r.err, new RegExp(path.replace(/[[\].]/g, '\\$&')));
+  assert.doesNotMatch(r.err + r.out, /hunter2/, 'the secret is never echoed');
+});
+
+test('schema prints a JSON Schema of the spec', () => {
+  const r = underlay('schema');
+  assert.equal(r.code, 0, r.err);
+  const schema = JSON.parse(r.out) as { $schema?: string; properties?: Record<string, unknown> };
+  assert.ok(schema.$schema);
+  for (const k of ['id', 'management', 'nics', 'bond', 'vlans', 'sriov', 'hypervisor', 'attach']) assert.ok(schema.properties?.[k], k);
+});
+
+test('onboard refuses a hypervisor without a driver before connecting anywhere', () => {
+  const r = underlay('onboard', 'examples/hyperv-set.yaml');
+  assert.equal(r.code, 1);
+  assert.match(r.err, /no hyperv installer in this build/);
+  assert.match(r.err, /hypervisor\.kind/);
+});
