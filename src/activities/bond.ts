@@ -7,6 +7,7 @@ import { LockoutRiskError } from '../common/errors';
 import { join, sh, type Shell } from '../drivers/shell';
 import { listAddresses, listLinks, managementInterface } from '../drivers/linux/net';
 import { LACP_IN_SERVICE, NO_PARTNER_MAC } from '../drivers/linux/parse/ip-link';
+import { parseChurnedMembers } from '../drivers/linux/parse/text';
 import type { BondSpec, ServerSpec } from '../spec/server';
 import { diffState } from './diff';
 import { pollUntilHolds, type Problem } from './poll';
@@ -148,23 +149,14 @@ async function check(io: StepIo): Promise<Problem[]> {
   if (ad.numPorts !== b.members.length) problems.push({ field: `${b.name}.ports`, expected: b.members.length, observed: ad.numPorts });
   if (!problems.length) {
     const churned = await readChurn(io, b.name);
-    if (churned.length) problems.push({ field: `${b.name}.churn`, expected: 'none', observed: churned.join(', ') });
+    if (churned.length) problems.push({ field: `${b.name}.churn`, expected: 'no churned member', observed: churned.join(', ') });
   }
   return problems;
 }
 
-/** Members whose actor or partner churn state is not "none" (only /proc/net/bonding shows churn). */
+/** Members LACP churned on (only /proc/net/bonding shows churn). */
 async function readChurn(io: StepIo, bond: string): Promise<string[]> {
-  const text = await io.host.read(sh`cat ${`/proc/net/bonding/${bond}`}`, { description: `read /proc/net/bonding/${bond}` });
-  const out: string[] = [];
-  let member = '';
-  for (const line of text.split('\n')) {
-    const slave = /^Slave Interface:\s*(\S+)/.exec(line);
-    if (slave) member = slave[1]!;
-    const churn = /^(Actor|Partner) Churn State:\s*(\S+)/.exec(line);
-    if (churn && churn[2] !== 'none' && member) out.push(`${member} ${churn[1]!.toLowerCase()} ${churn[2]}`);
-  }
-  return out;
+  return parseChurnedMembers(await io.host.read(sh`cat ${`/proc/net/bonding/${bond}`}`, { description: `read /proc/net/bonding/${bond}` }));
 }
 
 async function undo(io: StepIo, pre: BondState, now: BondState): Promise<void> {

@@ -51,7 +51,7 @@ async function observe(io: StepIo): Promise<CableState> {
 }
 
 function plan(spec: ServerSpec, observed: CableState): Change[] {
-  return spec.nics.filter((n) => !observed.nics[n.name]?.up).map((n) => ({ field: `${n.name}.up`, from: false, to: true }));
+  return spec.nics.filter((n) => n.cabled && !observed.nics[n.name]?.up).map((n) => ({ field: `${n.name}.up`, from: false, to: true }));
 }
 
 async function apply(io: StepIo, _observed: CableState, changes: Change[]): Promise<void> {
@@ -61,16 +61,16 @@ async function apply(io: StepIo, _observed: CableState, changes: Change[]): Prom
 
 async function check(io: StepIo): Promise<Problem[]> {
   const sysfs = await readNicSysfs(io.host);
-  const wantLldp = io.spec.nics.some((n) => n.lldp);
+  const wantLldp = io.spec.nics.some((n) => n.cabled && n.lldp);
   const neighbours = wantLldp ? await readLldpNeighbours(io.host) : new Map();
   const problems: Problem[] = [];
-  for (const nic of io.spec.nics) {
+  for (const nic of io.spec.nics.filter((n) => n.cabled)) {
     const s = sysfs.get(nic.name);
     if (!s?.carrier) {
       problems.push({ field: `${nic.name}.carrier`, expected: 'link up', observed: s?.carrier === false ? 'no carrier' : 'unknown' });
       continue;
     }
-    if (s.speedMbps !== nic.speedMbps) {
+    if (nic.speedMbps !== undefined && s.speedMbps !== nic.speedMbps) {
       // Speed settles within a second or two of carrier; a stable wrong speed is a wrong cable/optic/port.
       problems.push({ field: `${nic.name}.speed`, expected: `${nic.speedMbps} Mb/s`, observed: s.speedMbps ? `${s.speedMbps} Mb/s` : 'unknown' });
     }
@@ -98,7 +98,10 @@ export const cableStep: Step<CableState> = {
   undo,
   diff: (a, b) => diffState(a.nics, b.nics),
   summary: (spec) =>
-    spec.nics.map((n) => `${n.name}→${n.lldp ? `${n.lldp.switch}/${n.lldp.port}` : '?'}`).join(', ') + ` · ${speedLabel(spec.nics[0]?.speedMbps)}`,
+    spec.nics
+      .filter((n) => n.cabled)
+      .map((n) => `${n.name}→${n.lldp ? `${n.lldp.switch}/${n.lldp.port}` : '?'}${n.speedMbps ? ` @${speedLabel(n.speedMbps)}` : ''}`)
+      .join(', '),
 };
 
 function speedLabel(mbps: number | undefined): string {

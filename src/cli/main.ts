@@ -10,7 +10,7 @@
  */
 import { Command } from 'commander';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { onboardingWorkflowId } from '../common/config';
+import { onboardingWorkflowId, TASK_QUEUE } from '../common/config';
 import { UnderlayError, InvalidSpecError } from '../common/errors';
 import { devServerSearchAttributeFlags } from '../common/search-attributes';
 import { loadSpecFile, validateSpecFile } from '../spec/load';
@@ -26,10 +26,11 @@ const program = new Command('underlay').description('Onboard bare-metal servers 
 program
   .command('worker')
   .description('run a worker: onboarding workflows and step activities (SSH with pinned host keys)')
-  .action(async () => {
+  .option('--task-queue <name>', 'task queue to poll', TASK_QUEUE)
+  .action(async (opts: { taskQueue: string }) => {
     const { connection, namespace } = await connectWorker();
-    const worker = await createWorker({ connection, namespace });
-    console.log(`underlay worker polling task queue "underlay" in namespace ${namespace}`);
+    const worker = await createWorker({ connection, namespace, taskQueue: opts.taskQueue });
+    console.log(`underlay worker polling task queue "${opts.taskQueue}" in namespace ${namespace}`);
     await worker.run();
   });
 
@@ -37,11 +38,12 @@ program
   .command('onboard <spec>')
   .description('start onboarding the server described by a spec file (YAML or JSON)')
   .option('-w, --watch', 'follow progress until the onboarding ends')
-  .action(async (file: string, opts: { watch?: boolean }) => {
+  .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
+  .action(async (file: string, opts: { watch?: boolean; taskQueue: string }) => {
     const spec = await loadSpecFile(file);
     assertOnboardable(spec);
     const client = await connectClient();
-    const handle = await startOnboarding(client, spec);
+    const handle = await startOnboarding(client, spec, { taskQueue: opts.taskQueue });
     console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);
     console.log(`Web UI: http://127.0.0.1:8233/namespaces/${client.options.namespace}/workflows/${handle.workflowId}`);
     if (opts.watch) process.exitCode = await watchOnboarding(client, spec.id, process.stdout);

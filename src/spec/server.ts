@@ -70,8 +70,12 @@ export const LldpNeighbour = z.strictObject({
 export const Nic = z.strictObject({
   name: IfName,
   mac: MacAddress.optional().describe('Permanent MAC; when set, the cable check matches the NIC by it'),
-  speedMbps: z.number().int().positive().describe('Expected negotiated speed in Mb/s'),
+  speedMbps: z.number().int().positive().optional().describe('Expected negotiated speed in Mb/s (unchecked when absent)'),
   lldp: LldpNeighbour.optional().describe('Expected neighbour at the other end of the cable'),
+  cabled: z
+    .boolean()
+    .default(true)
+    .describe('False for a NIC with no cable to check (e.g. an SR-IOV PF used only for its VFs): the cable check skips it'),
 });
 
 export const Bond = z.strictObject({

@@ -7,7 +7,7 @@ import { UnexpectedOutputError } from '../../../src/common/errors';
 import { LACP_IN_SERVICE, NO_PARTNER_MAC, parseIpLink } from '../../../src/drivers/linux/parse/ip-link';
 import { parseIpAddr } from '../../../src/drivers/linux/parse/ip-addr';
 import { describeNeighbour, neighbourMatches, parseLldpJson0 } from '../../../src/drivers/linux/parse/lldp';
-import { osFamily, parseInstalledPackages, parseNicSysfs, parseOsRelease, parseVirshNetInfo } from '../../../src/drivers/linux/parse/text';
+import { osFamily, parseChurnedMembers, parseInstalledPackages, parseNicSysfs, parseOsRelease, parseVirshNetInfo } from '../../../src/drivers/linux/parse/text';
 import { parsePfState } from '../../../src/drivers/linux/sriov';
 
 const fixture = (name: string) => readFileSync(join(__dirname, '../../fixtures/linux', name), 'utf8');
@@ -127,4 +127,11 @@ test('virsh net-info', () => {
   const text = 'Name:           underlay-macvtap\nUUID:           6f1c\nActive:         yes\nPersistent:     yes\nAutostart:      no\nBridge:         \n';
   assert.deepEqual(parseVirshNetInfo(text), { active: true, autostart: false, persistent: true });
   assert.throws(() => parseVirshNetInfo('error: failed to get network'), UnexpectedOutputError);
+});
+
+test('/proc/net/bonding churn: "monitoring" is healthy, "churned" is not', () => {
+  assert.deepEqual(parseChurnedMembers(fixture('proc-net-bonding-bond0.lacp-up.txt')), []);
+  assert.deepEqual(parseChurnedMembers(fixture('proc-net-bonding-bond0.negotiating.txt')), []);
+  const churned = parseChurnedMembers(fixture('proc-net-bonding-bond0.partner-down-churned.txt'));
+  assert.ok(churned.includes('eth1 partner churned') && churned.includes('eth2 partner churned'), churned.join(', '));
 });

@@ -79,3 +79,19 @@ export function parseVirshNetInfo(text: string, ctx: ErrorContext = {}): { activ
 export function lines(text: string): string[] {
   return text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
 }
+
+/**
+ * /proc/net/bonding/<bond> → members whose actor or partner churn state is "churned" (LACP could not agree
+ * within the churn detection time). "monitoring" is normal for the first ~60 s after a change; "none" after.
+ */
+export function parseChurnedMembers(text: string): string[] {
+  const out: string[] = [];
+  let member = '';
+  for (const line of lines(text)) {
+    const slave = /^Slave Interface:\s*(\S+)/.exec(line);
+    if (slave) member = slave[1]!;
+    const churn = /^(Actor|Partner) Churn State:\s*(\S+)/.exec(line);
+    if (churn && churn[2] === 'churned' && member) out.push(`${member} ${churn[1]!.toLowerCase()} churned`);
+  }
+  return out;
+}

@@ -1,0 +1,68 @@
+/**
+ * The QEMU lab for end-to-end tests: a fresh lab per test run (lab/up.sh), the spec of each server, and a
+ * snapshot of a host's network/SR-IOV/package/libvirt state to prove a rollback returns it exactly.
+ */
+import { execFileSync } from 'node:child_process';
+import { resolve } from 'node:path';
+import { labSpec, labVm, type LabSpecOptions } from '../../lab/spec';
+import { sshTarget } from '../../src/activities/connect';
+import { SshSession } from '../../src/transports/ssh';
+import type { ServerSpec } from '../../src/spec/server';
+
+const root = resolve(__dirname, '../..');
+
+/** Boots a fresh lab with `servers` server VMs (tearing down any previous one). Prints lab/up.sh progress. */
+export function freshLab(servers: number): void {
+  execFileSync('bash', [resolve(root, 'lab/down.sh')], { stdio: 'inherit' });
+  execFileSync('bash', [resolve(root, 'lab/up.sh')], { stdio: 'inherit', env: { ...process.env, UNDERLAY_LAB_SERVERS: String(servers) }, timeout: 20 * 60_000 });
+}
+
+export function stopLab(): void {
+  execFileSync('bash', [resolve(root, 'lab/down.sh')], { stdio: 'inherit' });
+}
+
+export { labSpec, labVm, type LabSpecOptions };
+
+/** Runs commands on a lab VM over one SSH session (pinned host key, lab key by reference). */
+export async function onHost<T>(spec: ServerSpec, fn: (run: (cmd: string) => Promise<string>) => Promise<T>): Promise<T> {
+  const s = await SshSession.connect(sshTarget(spec));
+  try {
+    return await fn(async (cmd) => (await s.run(cmd, { timeoutMs: 60_000 })).stdout);
+  } finally {
+    s.close();
+  }
+}
+
+interface LinkJson {
+  ifname: string;
+  flags: string[];
+  mtu: number;
+  master?: string;
+  link?: string;
+  address?: string;
+  linkinfo?: { info_kind?: string };
+  addr_info?: Array<{ family?: string; local?: string; prefixlen?: number; scope?: string }>;
+}
+
+/**
+ * What onboarding may change, in a comparable form: links (name, flags, mtu, master, parent, MAC, kind),
+ * addresses (without lifetimes), the PF's VF count, installed packages, libvirt networks and OVS bridges.
+ */
+export async function snapshot(spec: ServerSpec): Promise<Record<string, unknown>> {
+  return onHost(spec, async (run) => {
+    const links = JSON.parse(await run('ip -j -d link show')) as LinkJson[];
+    const addrs = JSON.parse(await run('ip -j addr show')) as LinkJson[];
+    return {
+      links: links
+        .map((l) => ({ name: l.ifname, flags: [...l.flags].sort(), mtu: l.mtu, master: l.master ?? null, parent: l.link ?? null, mac: l.address, kind: l.linkinfo?.info_kind ?? null }))
+        .sort((a, b) => a.name.localeCompare(b.name)),
+      addresses: Object.fromEntries(
+        addrs.map((l) => [l.ifname, (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen} ${a.scope}`).sort()]),
+      ),
+      numVfs: (await run('cat /sys/class/net/eth3/device/sriov_numvfs')).trim(),
+      packages: (await run("dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n'")).trim().split('\n').sort(),
+      libvirtNetworks: (await run('command -v virsh >/dev/null && virsh -q -c qemu:///system net-list --all --name || true')).trim(),
+      ovsBridges: (await run('command -v ovs-vsctl >/dev/null && ovs-vsctl list-br || true')).trim(),
+    };
+  });
+}

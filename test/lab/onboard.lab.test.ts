@@ -1,0 +1,162 @@
+/**
+ * End to end on the QEMU lab: real Debian hosts (Debian's kernel: bonding, 8021q, netdevsim, openvswitch), a
+ * switch VM that is a real LACP partner with lldpd, the real workflow on a real Temporal dev server, and the
+ * real SSH activities. One fresh lab per run (≈ 2 min to boot); the KVM install is real (offline apt repo).
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WorkflowFailedError } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
+import { createActivities, LINUX_STEPS, type StepSet } from '../../src/activities';
+import type { Step } from '../../src/activities/step';
+import { VerificationError } from '../../src/common/errors';
+import { STEPS } from '../../src/common/steps';
+import { startOnboarding } from '../../src/cli/onboarding';
+import type { ServerSpec } from '../../src/spec/server';
+import { createWorker } from '../../src/workers/worker';
+import { statusQuery, type OnboardingFailureReport } from '../../src/workflows/messages';
+import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/lab';
+import { startTemporal, workflowBundle } from '../helpers/temporal';
+
+const root = resolve(__dirname, '../..');
+let env: TestWorkflowEnvironment;
+
+before(async () => {
+  freshLab(2);
+  env = await startTemporal();
+  await workflowBundle();
+});
+after(async () => {
+  await env?.teardown();
+  stopLab();
+});
+
+async function inProcessWorker(taskQueue: string, steps: StepSet = LINUX_STEPS): Promise<Worker> {
+  return createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(undefined, steps) });
+}
+
+/** Onboards with an in-process worker; resolves with the result or the failure. */
+async function onboard(spec: ServerSpec, steps: StepSet = LINUX_STEPS) {
+  const taskQueue = `lab-${spec.id}-${Date.now()}`;
+  const worker = await inProcessWorker(taskQueue, steps);
+  return worker.runUntil(async () => {
+    const handle = await startOnboarding(env.client, spec, { taskQueue });
+    const outcome = await handle.result().then(
+      (result) => ({ ok: true as const, result }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+    return { handle, outcome };
+  });
+}
+
+function report(error: unknown): OnboardingFailureReport {
+  assert.ok(error instanceof WorkflowFailedError, String(error));
+  return (error.cause as { details?: unknown[] }).details?.[0] as OnboardingFailureReport;
+}
+
+/** Host facts the onboarding must produce, read independently of the step code. */
+async function assertOnboarded(spec: ServerSpec): Promise<void> {
+  const switchMac = await onHost(labSpecOfSwitch(), async (run) => JSON.parse(await run('ip -j link show po' + spec.id.replace(/^lab-server/, '')))[0].address as string);
+  await onHost(spec, async (run) => {
+    const links = JSON.parse(await run('ip -j -d link show')) as Array<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const bond = links.find((l) => l.ifname === 'bond0')!;
+    const ad = bond.linkinfo.info_data.ad_info;
+    assert.equal(ad.partner_mac, switchMac, 'LACP partner is the switch');
+    assert.equal(ad.num_ports, 2);
+    for (const m of ['eth1', 'eth2']) assert.equal(links.find((l) => l.ifname === m)!.linkinfo.info_slave_data.ad_aggregator_id, ad.aggregator, `${m} in the active aggregator`);
+    await run('ping -c 1 -W 2 -I bond0.100 192.0.2.1');
+    await run('ping -c 1 -W 2 -I bond0.200 198.18.1.1');
+    assert.equal((await run('cat /sys/class/net/eth3/device/sriov_numvfs')).trim(), '4');
+    assert.match(await run('virsh -c qemu:///system version'), /Running hypervisor: QEMU/);
+  });
+}
+
+function labSpecOfSwitch(): ServerSpec {
+  // The switch is reached like any lab VM; only its management block matters here.
+  const s = labSpec('server1');
+  const sw = labVm('switch');
+  return { ...s, id: 'lab-switch', management: { ...s.management, port: sw.port, hostKey: sw.hostKey } };
+}
+
+/** Steps as on Linux, but the last one fails after applying — a fault a real host will not produce on cue. */
+function failingAttach(): StepSet {
+  const attach = LINUX_STEPS.attach as Step<unknown>;
+  return { ...LINUX_STEPS, attach: { ...attach, verify: async (io) => { throw new VerificationError('injected failure after apply', { host: io.host.label, step: 'attach' }); } } };
+}
+
+describe('onboarding real Debian hosts in the QEMU lab', () => {
+  test('miscabling: swapped ports fail the cable check naming each NIC; nothing is applied', async () => {
+    const spec = labSpec('server2', { swapCables: true });
+    const before = await snapshot(spec);
+    const { outcome } = await onboard(spec);
+    assert.ok(!outcome.ok);
+    const r = report(outcome.error);
+    assert.equal(r.failedStep, 'cable');
+    assert.match(r.error, /eth1\.lldp: expected leaf-01\/swp4, observed leaf-01\/swp3/);
+    assert.match(r.error, /eth2\.lldp: expected leaf-01\/swp3, observed leaf-01\/swp4/);
+    assert.deepEqual(await snapshot(spec), before, 'host unchanged');
+  });
+
+  test('rollback: a failure at the last step restores the host to its pre-onboarding snapshot', async () => {
+    const spec = labSpec('server2');
+    const before = await snapshot(spec);
+    const { outcome } = await onboard(spec, failingAttach());
+    assert.ok(!outcome.ok);
+    const r = report(outcome.error);
+    assert.equal(r.failedStep, 'attach');
+    assert.deepEqual(r.compensations.map((c) => c.step), ['attach', 'hypervisor', 'sriov', 'vlan', 'bond']);
+    assert.ok(r.compensations.every((c) => c.outcome === 'restored'), JSON.stringify(r.compensations));
+    assert.deepEqual(await snapshot(spec), before);
+  });
+
+  test('resume: the worker dies during the bond step; a new worker finishes without repeating steps; macvtap attached', async () => {
+    const spec = labSpec('server1');
+    const taskQueue = `lab-resume-${Date.now()}`;
+    const child: ChildProcess = spawn(resolve(root, 'bin/underlay'), ['worker', '--task-queue', taskQueue], {
+      env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' },
+      stdio: 'ignore',
+    });
+    try {
+      const handle = await startOnboarding(env.client, spec, { taskQueue });
+      // Bounded wait (≤ 5 min) for the bond step to be running, then kill the worker without warning.
+      let killed = false;
+      for (let i = 0; i < 1500 && !killed; i++) {
+        const st = await handle.query(statusQuery).catch(() => undefined);
+        if (st?.currentStep === 'bond' && st.steps.bond.state === 'running') {
+          child.kill('SIGKILL');
+          killed = true;
+        } else await sleep(200);
+      }
+      assert.ok(killed, 'caught the bond step running');
+      const worker = await inProcessWorker(taskQueue);
+      const result = await worker.runUntil(handle.result());
+      for (const s of STEPS) assert.equal(result.steps[s].state, 'done', s);
+      assert.ok((result.steps.bond.attempts ?? 0) >= 2, 'bond retried on the new worker');
+      const history = await handle.fetchHistory();
+      const scheduled = (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name);
+      assert.deepEqual(scheduled, ['checkCabling', 'configureBond', 'configureVlans', 'enableSriov', 'installHypervisor', 'attachNetwork'], 'each step scheduled once: completed steps are not repeated');
+      await assertOnboarded(spec);
+      await onHost(spec, async (run) => assert.match(await run('virsh -c qemu:///system net-info underlay-macvtap'), /Active:\s+yes/));
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  test('OVS attach: the same host re-onboarded with an Open vSwitch attach; everything else already holds', async () => {
+    const spec = labSpec('server1', { attach: 'ovs' });
+    const { outcome } = await onboard(spec);
+    assert.ok(outcome.ok, String(!outcome.ok && outcome.error));
+    for (const s of ['cable', 'bond', 'vlan', 'sriov'] as const) assert.equal(outcome.result.steps[s].state, 'unchanged', s);
+    assert.equal(outcome.result.steps.hypervisor.state, 'done', 'installs openvswitch-switch');
+    assert.equal(outcome.result.steps.attach.state, 'done');
+    await onHost(spec, async (run) => {
+      assert.deepEqual((await run('ovs-vsctl list-ports br-underlay')).trim().split('\n').sort(), ['bond0', 'vm-v100']);
+      assert.equal((await run('ovs-vsctl get port vm-v100 tag')).trim(), '100');
+    });
+    await assertOnboarded(spec);
+  });
+});
