@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything underlay's tests and demo need on a fresh Debian 12 machine. Idempotent; fast when warm.
-#   Debian packages (sshd for the transport tests), npm packages (npm ci), the pinned Temporal CLI.
+#   Debian packages (sshd for the transport tests, QEMU & co. for the lab), npm packages (npm ci), the pinned
+#   Temporal CLI. The lab's guest image is built (and cached) on first use by lab/up.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,4 @@ if [ ! -f node_modules/.underlay-lock-stamp ] || ! cmp -s package-lock.json node
 fi
 
 bash scripts/install-temporal.sh
+bash lab/install-host-deps.sh

@@ -3,7 +3,7 @@
  * start libvirtd, and verify /dev/kvm, the daemon and `virsh version`. Undo purges exactly the packages that
  * were not installed before, so the package set returns to the snapshot.
  */
-import { UnsupportedHardwareError, UnsupportedPlatformError, VerificationError } from '../common/errors';
+import { CommandFailedError, UnsupportedHardwareError, UnsupportedPlatformError, VerificationError } from '../common/errors';
 import { join, sh } from '../drivers/shell';
 import { installPackages, installedPackages, purgePackages, readOsFamily, unitState } from '../drivers/linux/packages';
 import type { OsFamily } from '../drivers/linux/parse/text';
@@ -59,7 +59,16 @@ function plan(spec: ServerSpec, observed: HypervisorState): Change[] {
 async function apply(io: StepIo, observed: HypervisorState): Promise<void> {
   const missing = kvmPackages(io.spec, observed.family).filter((p) => !observed.packages.includes(p));
   if (missing.length) {
-    await io.host.run(installPackages(observed.family, missing), { description: `install ${missing.join(' ')}`, timeoutMs: 45 * 60_000 });
+    const r = await io.host.run(installPackages(observed.family, missing), { description: `install ${missing.join(' ')}`, timeoutMs: 45 * 60_000, okExitCodes: [0, 1, 100] });
+    if (r.exitCode !== 0) {
+      // A package the host's repositories do not carry will not appear on retry; a lock or a mirror hiccup may.
+      const missingFromRepo = /Unable to locate package|has no installation candidate|No match for argument/.test(r.stderr);
+      throw new CommandFailedError(
+        missingFromRepo ? 'the host’s package repositories do not offer the hypervisor packages' : 'package installation failed',
+        { host: io.host.label, step: 'hypervisor', command: `install ${missing.join(' ')}`, exitCode: r.exitCode, stderr: r.stderr.trim().split('\n').slice(-5).join(' | ') },
+        !missingFromRepo,
+      );
+    }
   }
   // /dev/kvm needs the vendor module; libvirtd is socket-activated on Debian but enable it for boot too.
   await io.host.run(join('&&', [sh`(modprobe kvm_intel 2>/dev/null || modprobe kvm_amd 2>/dev/null || true)`, sh`systemctl enable --now libvirtd`]), {

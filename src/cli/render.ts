@@ -24,7 +24,7 @@ function elapsed(a?: string, b?: string): string {
 export function renderStatus(s: OnboardingStatus): string {
   const rows = STEPS.map((step) => {
     const st = s.steps[step];
-    const detail = [st.summary, st.attempts && st.attempts > 1 ? `${st.attempts} attempts` : '', st.error].filter(Boolean).join(' · ');
+    const detail = [st.summary, st.attempts && st.attempts > 1 ? `${st.attempts} attempts` : '', st.error?.split('\n')[0]].filter(Boolean).join(' · ');
     return `  ${MARK[st.state]} ${STEP_TITLES[step].padEnd(18)} ${st.state.padEnd(19)} ${elapsed(st.startedAt, st.endedAt).padStart(7)}  ${detail}`.trimEnd();
   });
   return [`${s.serverId}: ${s.phase}${s.currentStep ? ` (${s.currentStep})` : ''}`, ...rows].join('\n');
