@@ -8,10 +8,13 @@ import { bondStep } from './bond';
 import { cableStep } from './cable';
 import { sshConnector } from './connect';
 import { hypervisorStep } from './hypervisor';
+import { planOnboarding } from './plan';
 import { runStep, undoStep, type Connector } from './run-step';
 import { sriovStep } from './sriov';
 import { vlanStep } from './vlan';
 import type { Step, StepResult, UndoResult } from './step';
+
+import { Context } from '@temporalio/activity';
 
 export type { StepResult, UndoResult, StepFailureDetails, Change } from './step';
 
@@ -44,7 +47,18 @@ export function createActivities(connect: Connector = sshConnector, steps: StepS
     rollbackSriov: undo('sriov'),
     rollbackHypervisor: undo('hypervisor'),
     rollbackNetworkAttach: undo('attach'),
+
+    /** Dry run: every step's pending changes, nothing applied. */
+    planOnboarding: (spec: unknown) => planOnboarding(spec, connect, steps, () => heartbeatIfActivity()),
   };
 }
 
 export type Activities = ReturnType<typeof createActivities>;
+
+function heartbeatIfActivity(): void {
+  try {
+    Context.current().heartbeat();
+  } catch {
+    // Not inside an activity (the CLI runs plans directly).
+  }
+}

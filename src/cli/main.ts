@@ -9,6 +9,9 @@
  *   underlay schema                     JSON Schema of the spec (for editors)
  */
 import { Command } from 'commander';
+import { LINUX_STEPS } from '../activities';
+import { sshConnector } from '../activities/connect';
+import { planOnboarding, renderPlan } from '../activities/plan';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { onboardingWorkflowId, TASK_QUEUE } from '../common/config';
 import { UnderlayError, InvalidSpecError } from '../common/errors';
@@ -70,6 +73,15 @@ program
     } finally {
       await client.connection.close();
     }
+  });
+
+program
+  .command('plan <spec>')
+  .description('dry run: observe the host over SSH and print what onboarding would change (changes nothing)')
+  .option('--json', 'print JSON')
+  .action(async (file: string, opts: { json?: boolean }) => {
+    const plan = await planOnboarding(await loadSpecFile(file), sshConnector, LINUX_STEPS);
+    console.log(opts.json ? JSON.stringify(plan, null, 2) : renderPlan(plan));
   });
 
 program

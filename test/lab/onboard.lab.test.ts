@@ -13,6 +13,8 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import { createActivities, LINUX_STEPS, type StepSet } from '../../src/activities';
 import type { Step } from '../../src/activities/step';
+import { sshConnector } from '../../src/activities/connect';
+import { planOnboarding, renderPlan } from '../../src/activities/plan';
 import { VerificationError } from '../../src/common/errors';
 import { STEPS } from '../../src/common/steps';
 import { startOnboarding } from '../../src/cli/onboarding';
@@ -89,6 +91,16 @@ function failingAttach(): StepSet {
 }
 
 describe('onboarding real Debian hosts in the QEMU lab', () => {
+  test('plan on a fresh host lists the pending changes and touches nothing', async () => {
+    const spec = labSpec('server2');
+    const before = await snapshot(spec);
+    const plan = await planOnboarding(spec, sshConnector, LINUX_STEPS);
+    const changed = plan.steps.filter((s) => s.changes.length).map((s) => s.step);
+    assert.deepEqual(changed, ['bond', 'vlan', 'sriov', 'hypervisor', 'attach'], renderPlan(plan));
+    assert.ok(plan.steps.every((s) => !s.error), renderPlan(plan));
+    assert.deepEqual(await snapshot(spec), before, 'host unchanged');
+  });
+
   test('miscabling: swapped ports fail the cable check naming each NIC; nothing is applied', async () => {
     const spec = labSpec('server2', { swapCables: true });
     const before = await snapshot(spec);
@@ -158,5 +170,7 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       assert.equal((await run('ovs-vsctl get port vm-v100 tag')).trim(), '100');
     });
     await assertOnboarded(spec);
+    const plan = await planOnboarding(spec, sshConnector, LINUX_STEPS);
+    assert.ok(plan.steps.every((s) => !s.changes.length && !s.error), renderPlan(plan));
   });
 });

@@ -1,0 +1,68 @@
+/**
+ * The dry run: observe every step's live state over one SSH session and diff it against the spec. Changes
+ * nothing. On a fresh host it lists what onboarding would do; on an onboarded host, nothing (or the drift).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UnderlayError } from '../common/errors';
+import { STEPS, stepApplies, type StepName } from '../common/steps';
+import { parseServerSpec } from '../spec/validate';
+import type { StepSet } from '.';
+import type { Connector } from './run-step';
+import type { Change, StepIo } from './step';
+
+export interface StepPlan {
+  step: StepName;
+  /** False when the spec does not ask for this step. */
+  applies: boolean;
+  changes: Change[];
+  /** Why the step could not be planned (e.g. unsupported hardware); the others are still planned. */
+  error?: string;
+}
+
+export interface OnboardingPlan {
+  serverId: string;
+  steps: StepPlan[];
+}
+
+export async function planOnboarding(rawSpec: unknown, connect: Connector, steps: StepSet, onProgress: (note: string) => void = () => undefined): Promise<OnboardingPlan> {
+  const spec = parseServerSpec(rawSpec, 'spec');
+  const conn = await connect(spec, 'cable', onProgress);
+  try {
+    const out: StepPlan[] = [];
+    for (const name of STEPS) {
+      if (!stepApplies(name, spec)) {
+        out.push({ step: name, applies: false, changes: [] });
+        continue;
+      }
+      const io: StepIo = { host: conn.host.forStep(name), spec, sleep: (ms) => sleep(ms), progress: onProgress };
+      try {
+        const observed = await steps[name].observe(io);
+        out.push({ step: name, applies: true, changes: steps[name].plan(spec, observed) });
+      } catch (err) {
+        // Host-state problems belong in the plan; transport trouble (unreachable, wrong host key) aborts it.
+        if (err instanceof UnderlayError && !err.retryable && err.name !== 'HostKeyMismatchError' && err.name !== 'AuthenticationError') {
+          out.push({ step: name, applies: true, changes: [], error: err.message });
+        } else throw err;
+      }
+    }
+    return { serverId: spec.id, steps: out };
+  } finally {
+    conn.close();
+  }
+}
+
+export function renderPlan(plan: OnboardingPlan): string {
+  const lines = [`plan for ${plan.serverId}:`];
+  for (const s of plan.steps) {
+    if (!s.applies) lines.push(`  - ${s.step}: not in the spec`);
+    else if (s.error) lines.push(`  ! ${s.step}: cannot plan: ${s.error}`);
+    else if (!s.changes.length) lines.push(`  = ${s.step}: nothing to do`);
+    else {
+      lines.push(`  ~ ${s.step}: ${s.changes.length} change(s)`);
+      for (const c of s.changes) lines.push(`      ${c.field}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`);
+    }
+  }
+  const n = plan.steps.filter((s) => s.changes.length).length;
+  lines.push(n ? `${n} step(s) would change the host.` : 'The host already matches the spec.');
+  return lines.join('\n');
+}
