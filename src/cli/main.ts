@@ -7,6 +7,7 @@
  *   underlay status <serverId>          per-step status of an onboarding
  *   underlay validate <spec...>         check spec files; exit 1 listing every bad field
  *   underlay schema                     JSON Schema of the spec (for editors)
+ *   underlay drift …                    drift sweeps, their schedule, reports and approvals (drift.ts)
  */
 import { Command } from 'commander';
 import { LINUX_STEPS } from '../activities';
@@ -20,6 +21,7 @@ import { loadSpecFile, validateSpecFile } from '../spec/load';
 import { serverSpecJsonSchema } from '../spec/validate';
 import { connectClient, connectWorker } from '../workers/connection';
 import { createWorker } from '../workers/worker';
+import { registerDriftCommands } from './drift';
 import { assertOnboardable, describeFailure, queryStatus, startOnboarding } from './onboarding';
 import { renderStatus } from './render';
 import { watchOnboarding } from './watch';
@@ -107,6 +109,8 @@ program
   .action(() => {
     console.log(JSON.stringify(serverSpecJsonSchema(), null, 2));
   });
+
+registerDriftCommands(program);
 
 program
   .command('dev-server-flags', { hidden: true })

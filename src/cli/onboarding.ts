@@ -1,7 +1,13 @@
 /** Starting and following onboardings from a client (CLI, tests, other services). */
-import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  type Client,
+  type WorkflowHandleWithFirstExecutionRunId,
+} from '@temporalio/client';
 import { INSTALLABLE_HYPERVISORS } from '../activities/hypervisor';
-import { onboardingWorkflowId, TASK_QUEUE } from '../common/config';
+import { driftWorkflowId, onboardingWorkflowId, TASK_QUEUE } from '../common/config';
 import { UnsupportedPlatformError } from '../common/errors';
 import { SA_HYPERVISOR, SA_RACK, SA_SERVER_ID, SA_SITE, SA_OUTCOME } from '../common/search-attributes';
 import { STEPS, stepApplies } from '../common/steps';
@@ -19,6 +25,35 @@ export class OnboardingAlreadyRunningError extends Error {
   }
 }
 
+/** Onboarding is refused while a drift check that may change the host (remediate / approve) runs. */
+export class DriftRemediationRunningError extends Error {
+  constructor(
+    readonly serverId: string,
+    readonly mode: string,
+    raced = false,
+  ) {
+    super(
+      `server ${serverId} has a drift check in ${mode} mode running (workflow ${driftWorkflowId(serverId)}), which may change the host; ` +
+        `onboarding is refused until it ends — reject its approval with \`underlay drift approve ${serverId} --reject\`, or cancel it` +
+        (raced ? ' (it started while this onboarding was starting: the onboarding was cancelled before its first change)' : ''),
+    );
+    this.name = 'DriftRemediationRunningError';
+  }
+}
+
+/** The mode of a running `drift-<id>` that may change the host, or undefined (none, or report mode). */
+export async function blockingDriftCheck(client: Client, serverId: string): Promise<string | undefined> {
+  try {
+    const d = await client.workflow.getHandle(driftWorkflowId(serverId)).describe();
+    if (d.status.name !== 'RUNNING') return undefined;
+    const mode = typeof d.memo?.mode === 'string' ? d.memo.mode : 'unknown';
+    return mode === 'report' ? undefined : mode;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
+}
+
 export interface StartOptions {
   taskQueue?: string;
 }
@@ -30,11 +65,23 @@ export function assertOnboardable(spec: ServerSpec): void {
   }
 }
 
+/**
+ * Starts `onboard-<id>`, refused while the server is being onboarded or has a remediating drift check.
+ *
+ * Mutual exclusion with drift remediation: each side makes itself visible first and looks for the other after.
+ * A drift check is visible (running `drift-<id>`) before it looks for a running onboarding; here the drift check
+ * is looked for both before starting and after (when `onboard-<id>` is visible). If the second look finds one,
+ * the drift check may have looked before this start: the new onboarding is cancelled (its first step, the cable
+ * check, changes nothing on an onboarded host) — at worst both yield, never both change the host.
+ */
 export async function startOnboarding(client: Client, spec: ServerSpec, opts: StartOptions = {}): Promise<WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>> {
   assertOnboardable(spec);
   const steps = STEPS.filter((s) => stepApplies(s, spec));
+  const before = await blockingDriftCheck(client, spec.id);
+  if (before) throw new DriftRemediationRunningError(spec.id, before);
+  let handle: WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>;
   try {
-    return await client.workflow.start<typeof onboardServer>('onboardServer', {
+    handle = await client.workflow.start<typeof onboardServer>('onboardServer', {
       taskQueue: opts.taskQueue ?? TASK_QUEUE,
       workflowId: onboardingWorkflowId(spec.id),
       workflowIdConflictPolicy: 'FAIL',
@@ -53,6 +100,12 @@ export async function startOnboarding(client: Client, spec: ServerSpec, opts: St
     if (err instanceof WorkflowExecutionAlreadyStartedError) throw new OnboardingAlreadyRunningError(spec.id);
     throw err;
   }
+  const after = await blockingDriftCheck(client, spec.id);
+  if (after) {
+    await handle.cancel();
+    throw new DriftRemediationRunningError(spec.id, after, true);
+  }
+  return handle;
 }
 
 export async function queryStatus(client: Client, serverId: string): Promise<OnboardingStatus> {

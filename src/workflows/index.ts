@@ -1,1 +1,2 @@
 export { onboardServer } from './onboard';
+export { driftCheck, driftSweep } from './drift';

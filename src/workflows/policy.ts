@@ -33,3 +33,14 @@ export const STEP_POLICY: Record<StepName, ActivityOptions> = {
 
 /** Rollbacks must finish: more attempts, generous timeouts. */
 export const ROLLBACK_POLICY: ActivityOptions = policy('45m', 8, '2m');
+
+/**
+ * Drift sweeps. Observation is read-only and opens one SSH session for all steps; lookups talk to Temporal only.
+ * None of them changes a host, so they retry freely (except on the typed non-retryable errors).
+ */
+export const DRIFT_POLICY = {
+  inventory: { startToCloseTimeout: '5m', heartbeatTimeout: '1m', retry: { initialInterval: '2s', maximumAttempts: 3, nonRetryableErrorTypes } },
+  lookup: { startToCloseTimeout: '1m', retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 10, nonRetryableErrorTypes } },
+  unmanaged: { startToCloseTimeout: '15m', heartbeatTimeout: '1m', retry: { initialInterval: '2s', maximumAttempts: 5, nonRetryableErrorTypes } },
+  observe: policy('5m', 3),
+} satisfies Record<string, ActivityOptions>;

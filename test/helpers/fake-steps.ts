@@ -54,27 +54,50 @@ export class FakeHost {
   undoCalls(): string[] {
     return this.calls.filter((c) => c.startsWith('undo:')).map((c) => c.slice(5));
   }
+
+  applyCalls(): string[] {
+    return this.calls.filter((c) => c.startsWith('apply:')).map((c) => c.slice(6));
+  }
+
+  /** Someone changed the host by hand: these steps no longer hold. */
+  drift(...steps: StepName[]): void {
+    for (const s of steps) this.state[s] = 'drifted';
+  }
+}
+
+/** Several servers behind one StepSet, one FakeHost per spec id (created on first use) — for drift sweeps. */
+export class FakeFleet {
+  readonly hosts = new Map<string, FakeHost>();
+
+  host(serverId: string): FakeHost {
+    let h = this.hosts.get(serverId);
+    if (!h) this.hosts.set(serverId, (h = new FakeHost()));
+    return h;
+  }
 }
 
 type S = { value: string };
 
-function fakeStep(name: StepName, host: FakeHost): Step<S> {
+function fakeStep(name: StepName, hostOf: (serverId: string) => FakeHost): Step<S> {
   return {
     name,
     async observe(io) {
+      const host = hostOf(io.spec.id);
       await host.hit(name, 'observe', io.sleep);
       return { value: host.state[name] };
     },
     plan: (_spec, o) => (o.value === 'applied' ? [] : [{ field: name, from: o.value, to: 'applied' }]),
     async apply(io) {
+      const host = hostOf(io.spec.id);
       host.calls.push(`apply:${name}`);
       host.state[name] = 'applied';
       await host.hit(name, 'apply', io.sleep);
     },
     async verify(io) {
-      await host.hit(name, 'verify', io.sleep);
+      await hostOf(io.spec.id).hit(name, 'verify', io.sleep);
     },
     async undo(io, pre) {
+      const host = hostOf(io.spec.id);
       host.calls.push(`undo:${name}`);
       await host.hit(name, 'undo', io.sleep);
       host.state[name] = pre.value;
@@ -85,7 +108,12 @@ function fakeStep(name: StepName, host: FakeHost): Step<S> {
 }
 
 export function fakeSteps(host: FakeHost): StepSet {
-  return Object.fromEntries(STEPS.map((s) => [s, fakeStep(s, host)])) as StepSet;
+  return Object.fromEntries(STEPS.map((s) => [s, fakeStep(s, () => host)])) as StepSet;
+}
+
+/** The six steps over a fleet: each server's steps act on its own FakeHost. */
+export function fleetSteps(fleet: FakeFleet): StepSet {
+  return Object.fromEntries(STEPS.map((s) => [s, fakeStep(s, (id) => fleet.host(id))])) as StepSet;
 }
 
 /** A connector that opens nothing: fake steps never run commands. */

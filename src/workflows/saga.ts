@@ -1,0 +1,149 @@
+/**
+ * The step saga shared by onboarding and drift remediation: apply steps in runbook order with the step
+ * activities and policies of policy.ts; every step that changed the host (or failed half-way after touching it)
+ * pushes a compensation restoring the pre-state it observed; on failure or cancellation the compensations run
+ * newest first in a non-cancellable scope, one failing not stopping the others.
+ *
+ * The callers keep their own bookkeeping (status, search attributes) in the hooks; the hooks run at the same
+ * points, in the same order, as the commands they may issue, so the command sequence is the saga's alone.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  CancelledFailure,
+  isCancellation,
+  log,
+  proxyActivities,
+  TimeoutFailure,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities, StepFailureDetails, StepResult, UndoResult } from '../activities';
+import type { StepName } from '../common/steps';
+import type { ServerSpec } from '../spec/server';
+import type { CompensationOutcome } from './messages';
+import { ROLLBACK_POLICY, STEP_POLICY } from './policy';
+
+type StepFn = (spec: ServerSpec) => Promise<StepResult>;
+type UndoFn = (spec: ServerSpec, pre: unknown) => Promise<UndoResult>;
+
+export const applyStep: Record<StepName, StepFn> = {
+  cable: proxyActivities<Activities>(STEP_POLICY.cable).checkCabling,
+  bond: proxyActivities<Activities>(STEP_POLICY.bond).configureBond,
+  vlan: proxyActivities<Activities>(STEP_POLICY.vlan).configureVlans,
+  sriov: proxyActivities<Activities>(STEP_POLICY.sriov).enableSriov,
+  hypervisor: proxyActivities<Activities>(STEP_POLICY.hypervisor).installHypervisor,
+  attach: proxyActivities<Activities>(STEP_POLICY.attach).attachNetwork,
+};
+
+const rollbacks = proxyActivities<Activities>(ROLLBACK_POLICY);
+export const undoStep: Record<StepName, UndoFn> = {
+  cable: rollbacks.rollbackCabling,
+  bond: rollbacks.rollbackBond,
+  vlan: rollbacks.rollbackVlans,
+  sriov: rollbacks.rollbackSriov,
+  hypervisor: rollbacks.rollbackHypervisor,
+  attach: rollbacks.rollbackNetworkAttach,
+};
+
+export interface SagaHooks {
+  stepStarted?(step: StepName): void;
+  stepDone?(step: StepName, result: StepResult): void;
+  stepFailed?(step: StepName, err: unknown, details: StepFailureDetails | undefined): void;
+  /** A compensation is about to run (the first call means compensating has begun). */
+  compensating?(step: StepName): void;
+  compensated?(step: StepName, outcome: CompensationOutcome): void;
+}
+
+export type SagaOutcome =
+  | { ok: true; results: Partial<Record<StepName, StepResult>> }
+  | {
+      ok: false;
+      error: unknown;
+      cancelled: boolean;
+      /** null when the failure came from outside a step (e.g. cancellation between steps). */
+      failedStep: StepName | null;
+      attempts: number | null;
+      compensations: CompensationOutcome[];
+      results: Partial<Record<StepName, StepResult>>;
+    };
+
+interface Compensation {
+  step: StepName;
+  pre: unknown;
+}
+
+/** Applies `steps` in the given order; on failure compensates what changed and returns the failure. */
+export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], hooks: SagaHooks = {}): Promise<SagaOutcome> {
+  const compensations: Compensation[] = [];
+  const results: Partial<Record<StepName, StepResult>> = {};
+  let failedStep: StepName | null = null;
+  let attempts: number | null = null;
+  try {
+    for (const step of steps) {
+      hooks.stepStarted?.(step);
+      let result: StepResult;
+      try {
+        result = await applyStep[step](spec);
+      } catch (err) {
+        failedStep = step;
+        const details = stepFailureDetails(err, step);
+        attempts = details?.attempt ?? null;
+        hooks.stepFailed?.(step, err, details);
+        // A step that failed half-way may have changed the host: it is compensated first.
+        if (details?.touched && details.pre !== undefined) compensations.unshift({ step, pre: details.pre });
+        throw err;
+      }
+      results[step] = result;
+      hooks.stepDone?.(step, result);
+      if (result.changed) compensations.unshift({ step, pre: result.pre });
+    }
+    return { ok: true, results };
+  } catch (err) {
+    const outcomes = await CancellationScope.nonCancellable(() => compensate(spec, compensations, hooks));
+    return { ok: false, error: err, cancelled: isCancellation(err), failedStep, attempts, compensations: outcomes, results };
+  }
+}
+
+/** Runs the compensations newest-first; one failing does not stop the others. */
+async function compensate(spec: ServerSpec, compensations: Compensation[], hooks: SagaHooks): Promise<CompensationOutcome[]> {
+  const outcomes: CompensationOutcome[] = [];
+  for (const { step, pre } of compensations) {
+    hooks.compensating?.(step);
+    let outcome: CompensationOutcome;
+    try {
+      const r = await undoStep[step](spec, pre);
+      outcome = { step, outcome: r.changes.length ? 'restored' : 'already-restored', changes: r.changes.length };
+    } catch (err) {
+      outcome = { step, outcome: 'failed', error: rootMessage(err) };
+      log.error('compensation failed', { step, error: rootMessage(err) });
+    }
+    outcomes.push(outcome);
+    hooks.compensated?.(step, outcome);
+  }
+  return outcomes;
+}
+
+/** The StepFailureDetails a step activity attached to its failure (or its last heartbeat, on a timeout). */
+export function stepFailureDetails(err: unknown, step: StepName): StepFailureDetails | undefined {
+  if (!(err instanceof ActivityFailure)) return undefined;
+  const cause = err.cause;
+  if (cause instanceof ApplicationFailure || cause instanceof CancelledFailure) return cause.details?.[0] as StepFailureDetails | undefined;
+  if (cause instanceof TimeoutFailure) {
+    const hb = cause.lastHeartbeatDetails as { pre?: unknown; touched?: boolean } | undefined;
+    return hb && { step, host: workflowInfo().workflowId, attempt: 0, touched: hb.touched ?? false, pre: hb.pre };
+  }
+  return undefined;
+}
+
+/** The innermost message of a failure chain (the activity's own error, not "Activity task failed"). */
+export function rootMessage(err: unknown): string {
+  let e: unknown = err;
+  while (e instanceof Error && (e as { cause?: unknown }).cause instanceof Error) e = (e as { cause: unknown }).cause;
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** One line per compensation: `vlan restored, bond FAILED (…)`. */
+export function describeCompensations(outcomes: CompensationOutcome[]): string {
+  return outcomes.length ? outcomes.map((c) => `${c.step} ${c.outcome === 'failed' ? `FAILED (${c.error})` : c.outcome}`).join(', ') : 'nothing to roll back';
+}
