@@ -131,7 +131,17 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
     const child: ChildProcess = spawn(resolve(root, 'bin/underlay'), ['worker', '--task-queue', taskQueue], {
       env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' },
       stdio: 'ignore',
+      // Its own process group: bin/underlay runs tsx, which runs the worker in a child node process, and the
+      // kill must take the whole worker down at once (killing only tsx would leave the worker running).
+      detached: true,
     });
+    const killWorker = () => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    };
     try {
       const handle = await startOnboarding(env.client, spec, { taskQueue });
       // Bounded wait (≤ 5 min) for the bond step to be running, then kill the worker without warning.
@@ -139,7 +149,7 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       for (let i = 0; i < 1500 && !killed; i++) {
         const st = await handle.query(statusQuery).catch(() => undefined);
         if (st?.currentStep === 'bond' && st.steps.bond.state === 'running') {
-          child.kill('SIGKILL');
+          killWorker();
           killed = true;
         } else await sleep(200);
       }
@@ -156,7 +166,7 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       await assertOnboarded(spec);
       await onHost(spec, async (run) => assert.match(await run('virsh -c qemu:///system net-info underlay-macvtap'), /Active:\s+yes/));
     } finally {
-      child.kill('SIGKILL');
+      killWorker();
     }
   });
 
