@@ -16,12 +16,18 @@ export async function watchOnboarding(client: Client, serverId: string, out: Nod
     },
   );
   void result.finally(() => (done = true));
-  let last = '';
+  // Re-render when a step changes state, and otherwise every 30 s (elapsed times tick every poll).
+  let lastKey = '';
+  let lastAt = 0;
   while (!done) {
     try {
-      const text = renderStatus(await queryStatus(client, serverId));
-      if (text !== last) out.write(`${text}\n\n`);
-      last = text;
+      const status = await queryStatus(client, serverId);
+      const key = JSON.stringify([status.phase, status.currentStep, Object.values(status.steps).map((s) => [s.state, s.attempts, s.error])]);
+      if (key !== lastKey || Date.now() - lastAt >= 30_000) {
+        out.write(`${renderStatus(status)}\n\n`);
+        lastKey = key;
+        lastAt = Date.now();
+      }
     } catch {
       // The query needs a worker; keep waiting (the result promise ends the loop).
     }
