@@ -5,17 +5,12 @@
  */
 import type { Client } from '@temporalio/client';
 import type { StepName } from '../common/steps';
-import { attachStep } from './attach';
-import { bondStep } from './bond';
-import { cableStep } from './cable';
 import { sshConnector } from './connect';
 import { findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
-import { hypervisorStep } from './hypervisor';
+import { PLATFORM_STEP_SET, type StepSet } from './platforms';
 import { planOnboarding } from './plan';
 import { runStep, undoStep, type Connector } from './run-step';
-import { sriovStep } from './sriov';
-import { vlanStep } from './vlan';
-import type { Step, StepResult, UndoResult } from './step';
+import type { StepResult, UndoResult } from './step';
 
 import { Context } from '@temporalio/activity';
 
@@ -23,27 +18,17 @@ export type { StepResult, UndoResult, StepFailureDetails, Change } from './step'
 export type { InventoryPage, InventoryPageInput, InvalidSpecFile, OnboardingState, UnmanagedServers } from './drift';
 export type { OnboardingPlan, StepPlan } from './plan';
 
-export type StepSet = { [K in StepName]: Step<any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-/** The Linux (KVM) implementations of the six steps. */
-export const LINUX_STEPS: StepSet = {
-  cable: cableStep,
-  bond: bondStep,
-  vlan: vlanStep,
-  sriov: sriovStep,
-  hypervisor: hypervisorStep,
-  attach: attachStep,
-};
+export { LINUX_STEPS, PLATFORM_STEP_SET, type StepSet } from './platforms';
 
 export interface ActivityDeps {
   /** The Temporal client of the lookups (default: the worker's own, `Context.current().client`). */
   client?: () => Client;
 }
 
-export function createActivities(connect: Connector = sshConnector, steps: StepSet = LINUX_STEPS, deps: ActivityDeps = {}) {
+export function createActivities(connect: Connector = sshConnector, steps: StepSet = PLATFORM_STEP_SET, deps: ActivityDeps = {}) {
   const client = deps.client ?? (() => Context.current().client);
-  const run = (s: StepName) => (spec: unknown): Promise<StepResult> => runStep(steps[s], spec, connect);
-  const undo = (s: StepName) => (spec: unknown, pre: unknown): Promise<UndoResult> => undoStep(steps[s], spec, pre, connect);
+  const run = (s: StepName) => (spec: unknown): Promise<StepResult> => runStep(s, steps[s], spec, connect);
+  const undo = (s: StepName) => (spec: unknown, pre: unknown): Promise<UndoResult> => undoStep(s, steps[s], spec, pre, connect);
   return {
     checkCabling: run('cable'),
     configureBond: run('bond'),

@@ -7,8 +7,9 @@ import { UnderlayError } from '../common/errors';
 import { STEPS, stepApplies, type StepName } from '../common/steps';
 import { parseServerSpec } from '../spec/validate';
 import type { StepSet } from '.';
-import type { Connector } from './run-step';
-import type { Change, StepIo } from './step';
+import type { RemoteHost } from '../drivers/remote';
+import { noShell, type Connector } from './run-step';
+import { chooseStep, type Change, type StepIo } from './step';
 
 export interface StepPlan {
   step: StepName;
@@ -26,7 +27,9 @@ export interface OnboardingPlan {
 
 export async function planOnboarding(rawSpec: unknown, connect: Connector, steps: StepSet, onProgress: (note: string) => void = () => undefined): Promise<OnboardingPlan> {
   const spec = parseServerSpec(rawSpec, 'spec');
-  const conn = await connect(spec, 'cable', onProgress);
+  // One SSH session for every step that needs one, opened when the first does (an ESXi plan needs none).
+  let conn: Promise<{ host: RemoteHost; close(): void }> | undefined;
+  const shell = async (name: StepName) => (await (conn ??= connect(spec, name, onProgress))).host.forStep(name);
   try {
     const out: StepPlan[] = [];
     for (const name of STEPS) {
@@ -34,10 +37,12 @@ export async function planOnboarding(rawSpec: unknown, connect: Connector, steps
         out.push({ step: name, applies: false, changes: [] });
         continue;
       }
-      const io: StepIo = { host: conn.host.forStep(name), spec, sleep: (ms) => sleep(ms), progress: onProgress };
       try {
-        const observed = await steps[name].observe(io);
-        out.push({ step: name, applies: true, changes: steps[name].plan(spec, observed) });
+        const step = chooseStep(steps[name], spec);
+        const host = step.connection === 'none' ? noShell(spec, name) : await shell(name);
+        const io: StepIo = { host, spec, sleep: (ms) => sleep(ms), progress: onProgress, marks: {}, mark: () => undefined };
+        const observed = await step.observe(io);
+        out.push({ step: name, applies: true, changes: step.plan(spec, observed) });
       } catch (err) {
         // Host-state problems belong in the plan; transport trouble (unreachable, wrong host key) aborts it.
         if (err instanceof UnderlayError && !err.retryable && err.name !== 'HostKeyMismatchError' && err.name !== 'AuthenticationError') {
@@ -47,7 +52,7 @@ export async function planOnboarding(rawSpec: unknown, connect: Connector, steps
     }
     return { serverId: spec.id, steps: out };
   } finally {
-    conn.close();
+    if (conn) (await conn.catch(() => undefined))?.close();
   }
 }
 

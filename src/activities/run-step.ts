@@ -11,32 +11,52 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { RollbackVerificationError, UnderlayError } from '../common/errors';
 import { parseServerSpec } from '../spec/validate';
 import type { ServerSpec } from '../spec/server';
-import type { RemoteHost } from '../drivers/remote';
-import type { Step, StepFailureDetails, StepIo, StepResult, UndoResult } from './step';
+import { RemoteHost } from '../drivers/remote';
+import type { StepName } from '../common/steps';
+import { chooseStep, type Step, type StepChoice, type StepFailureDetails, type StepIo, type StepResult, type UndoResult } from './step';
 
 /** Opens the host for one activity; the runner closes it. */
-export type Connector = (spec: ServerSpec, step: Step<unknown>['name'], onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(): void }>;
+export type Connector = (spec: ServerSpec, step: StepName, onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(): void }>;
 
 interface Carried<S> {
   pre?: S;
   touched?: boolean;
+  marks?: Record<string, unknown>;
 }
 
 const HEARTBEAT_EVERY_MS = 5_000;
 
-async function withStepIo<T>(step: Step<unknown>, spec: ServerSpec, connect: Connector, beat: () => void, fn: (io: StepIo) => Promise<T>): Promise<T> {
+/** The `host` of a step that opens no SSH session: using it is a programming error, said plainly. */
+export function noShell(spec: ServerSpec, step: StepName): RemoteHost {
+  const refuse = () => Promise.reject(new Error(`the ${step} step of ${spec.id} opens no SSH session (connection: 'none')`));
+  return new RemoteHost({ exec: refuse }, spec.id, true, step);
+}
+
+async function withStepIo<T>(
+  step: Step<unknown>,
+  spec: ServerSpec,
+  connect: Connector,
+  carried: { marks: Record<string, unknown>; beat: () => void },
+  fn: (io: StepIo) => Promise<T>,
+): Promise<T> {
   const ctx = Context.current();
+  const { beat, marks } = carried;
   const timer = setInterval(beat, HEARTBEAT_EVERY_MS);
   let conn: { host: RemoteHost; close(): void } | undefined;
   try {
     const work = (async () => {
-      conn = await connect(spec, step.name, () => beat());
+      conn = step.connection === 'none' ? { host: noShell(spec, step.name), close: () => undefined } : await connect(spec, step.name, () => beat());
       const io: StepIo = {
         host: conn.host,
         spec,
         sleep: (ms) => ctx.sleep(ms),
         progress: (note) => {
           ctx.log.debug(note, { step: step.name, server: spec.id });
+          beat();
+        },
+        marks,
+        mark: (key, value) => {
+          marks[key] = value;
           beat();
         },
       };
@@ -60,18 +80,20 @@ function toFailure(err: unknown, details: StepFailureDetails): Error {
   return ApplicationFailure.create({ type: e.name || 'Error', message: e.message, nonRetryable: false, details: [details] });
 }
 
-export async function runStep<S>(step: Step<S>, rawSpec: unknown, connect: Connector): Promise<StepResult> {
+export async function runStep(name: StepName, choice: StepChoice, rawSpec: unknown, connect: Connector): Promise<StepResult> {
   const ctx = Context.current();
   const { attempt } = ctx.info;
-  const carried = (ctx.info.heartbeatDetails ?? {}) as Carried<S>;
+  const carried = (ctx.info.heartbeatDetails ?? {}) as Carried<unknown>;
   let pre = carried.pre;
   let touched = carried.touched ?? false;
+  const marks = { ...carried.marks };
   let hostLabel = '?';
-  const beat = () => ctx.heartbeat({ pre, touched } satisfies Carried<S>);
+  const beat = () => ctx.heartbeat({ pre, touched, marks } satisfies Carried<unknown>);
   try {
     const spec = parseServerSpec(rawSpec, 'activity input');
     hostLabel = spec.id;
-    return await withStepIo(step as Step<unknown>, spec, connect, beat, async (io) => {
+    const step = chooseStep(choice, spec);
+    return await withStepIo(step, spec, connect, { marks, beat }, async (io) => {
       const observed = await step.observe(io);
       if (pre === undefined) {
         pre = observed;
@@ -97,17 +119,19 @@ export async function runStep<S>(step: Step<S>, rawSpec: unknown, connect: Conne
       };
     });
   } catch (err) {
-    throw toFailure(err, { step: step.name, host: hostLabel, attempt, touched, pre });
+    throw toFailure(err, { step: name, host: hostLabel, attempt, touched, pre });
   }
 }
 
-export async function undoStep<S>(step: Step<S>, rawSpec: unknown, pre: S, connect: Connector): Promise<UndoResult> {
+export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unknown, pre: unknown, connect: Connector): Promise<UndoResult> {
   const ctx = Context.current();
+  const marks = { ...((ctx.info.heartbeatDetails ?? {}) as Carried<unknown>).marks };
   let hostLabel = '?';
   try {
     const spec = parseServerSpec(rawSpec, 'activity input');
     hostLabel = spec.id;
-    return await withStepIo(step as Step<unknown>, spec, connect, () => ctx.heartbeat(), async (io) => {
+    const step = chooseStep(choice, spec);
+    return await withStepIo(step, spec, connect, { marks, beat: () => ctx.heartbeat({ marks } satisfies Carried<unknown>) }, async (io) => {
       const now = await step.observe(io);
       const changes = step.diff(now, pre);
       if (!changes.length) return { step: step.name, changes };
@@ -127,6 +151,6 @@ export async function undoStep<S>(step: Step<S>, rawSpec: unknown, pre: S, conne
       return { step: step.name, changes };
     });
   } catch (err) {
-    throw toFailure(err, { step: step.name, host: hostLabel, attempt: ctx.info.attempt, touched: true, pre });
+    throw toFailure(err, { step: name, host: hostLabel, attempt: ctx.info.attempt, touched: true, pre });
   }
 }

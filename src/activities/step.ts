@@ -7,6 +7,14 @@ import type { StepName } from '../common/steps';
 import type { ServerSpec } from '../spec/server';
 import type { RemoteHost } from '../drivers/remote';
 
+/** A step, or the choice of one by the spec (e.g. the hypervisor install differs per hypervisor kind). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type StepChoice = Step<any> | ((spec: ServerSpec) => Step<any>);
+
+export function chooseStep(choice: StepChoice, spec: ServerSpec): Step<unknown> {
+  return typeof choice === 'function' ? choice(spec) : choice;
+}
+
 /** One difference between two states: what `field` is and what it should become. */
 export interface Change {
   field: string;
@@ -15,16 +23,30 @@ export interface Change {
 }
 
 export interface StepIo {
+  /** The host's shell over SSH. A step with `connection: 'none'` has none: touching it throws. */
   host: RemoteHost;
   spec: ServerSpec;
   /** Cancellation-aware sleep that keeps heartbeating. */
   sleep(ms: number): Promise<void>;
   /** Records progress (also keeps the heartbeat alive). */
   progress(note: string): void;
+  /**
+   * Durable checkpoints of this activity: what `mark` recorded in an earlier attempt (or before a worker
+   * restart) is here again on the retry. Steps use them not to repeat an action that must happen once — a
+   * power cycle, a reboot — while they wait for its effect.
+   */
+  readonly marks: Readonly<Record<string, unknown>>;
+  /** Records a checkpoint in the activity's heartbeat details (sent at once). Values must be JSON. */
+  mark(key: string, value: unknown): void;
 }
 
 export interface Step<S> {
   name: StepName;
+  /**
+   * What the runner opens before calling the step: an SSH session to the host (default), or nothing — for steps
+   * that talk to a vendor API (Redfish BMC, vCenter) and build their own clients from the spec.
+   */
+  connection?: 'ssh' | 'none';
   /** Reads the live state this step owns. Read-only. */
   observe(io: StepIo): Promise<S>;
   /** What apply would change, from the observed state to the spec. Pure; empty means the step already holds. */

@@ -6,7 +6,7 @@ import {
   type Client,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
-import { INSTALLABLE_HYPERVISORS } from '../activities/hypervisor';
+import { missingSteps } from '../activities/platforms';
 import { driftWorkflowId, onboardingWorkflowId, TASK_QUEUE } from '../common/config';
 import { UnsupportedPlatformError } from '../common/errors';
 import { SA_HYPERVISOR, SA_RACK, SA_SERVER_ID, SA_SITE, SA_OUTCOME } from '../common/search-attributes';
@@ -60,8 +60,9 @@ export interface StartOptions {
 
 /** Refuses, before anything touches the host, a spec this build has no drivers for. */
 export function assertOnboardable(spec: ServerSpec): void {
-  if (!(INSTALLABLE_HYPERVISORS as readonly string[]).includes(spec.hypervisor.kind)) {
-    throw new UnsupportedPlatformError(`no ${spec.hypervisor.kind} installer in this build`, { host: spec.id, field: 'hypervisor.kind', expected: INSTALLABLE_HYPERVISORS.join('|'), observed: spec.hypervisor.kind });
+  const missing = missingSteps(spec, (s) => stepApplies(s, spec));
+  if (missing.length) {
+    throw new UnsupportedPlatformError(`no ${missing.join(', ')} step for ${spec.hypervisor.kind} in this build`, { host: spec.id, field: 'hypervisor.kind', expected: 'a hypervisor with every step the spec asks for', observed: spec.hypervisor.kind });
   }
 }
 

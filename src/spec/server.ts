@@ -206,3 +206,4 @@ export type SshCredentialRefSpec = z.output<typeof SshCredentialRef>;
 export function vlanIfName(v: Pick<VlanSpec, 'id' | 'parent' | 'name'>): string {
   return v.name ?? `${v.parent}.${v.id}`;
 }
+export type HypervisorKind = z.output<typeof Hypervisor>['kind'];
