@@ -1,0 +1,496 @@
+/**
+ * JSON over HTTPS for vendor APIs (Redfish BMCs, vCenter): pinned trust, credentials by reference, timeouts,
+ * ETags, and typed errors.
+ *
+ * Trust is pinned, never accept-all. Either
+ *   - `caFile`: the CA bundle is the only trust anchor (node's `ca` option; the system store is not consulted) and
+ *     the certificate must name the host (node's standard identity check); or
+ *   - `fingerprint: sha256/<base64 of the DER certificate's SHA-256>`: the BMC's own (self-signed) certificate is
+ *     the pin. When the client opens, one bare TLS handshake — no request, no credential, closed at once — reads
+ *     the certificate the BMC presents; unless its hash equals the pin the client refuses to open. That exact
+ *     certificate then becomes the only trust anchor (`ca`) of every request, whose `checkServerIdentity` checks
+ *     the hash again, so no request ever runs against an unverified peer.
+ *
+ * Credentials are read from the environment or a file at open time, kept in private fields, and never appear in
+ * an error, a log entry or a result: error bodies are excerpted with secrets redacted.
+ *
+ * Errors: unreachable peers, resets, timeouts, 408/429/5xx are retryable (ConnectionError / HttpStatusError);
+ * other 4xx are not (HttpStatusError with the status and a redacted excerpt); 401/403 are AuthenticationError;
+ * a certificate that is not the pinned one (or not trusted by the CA file) is HostKeyMismatchError.
+ */
+import { X509Certificate, createHash, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Agent, request as httpsRequest } from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
+import { connect as netConnect, isIP } from 'node:net';
+import { connect as tlsConnect, checkServerIdentity as standardIdentityCheck, type PeerCertificate } from 'node:tls';
+import type { z } from 'zod';
+import {
+  AuthenticationError,
+  ConnectionError,
+  CredentialUnavailableError,
+  HostKeyMismatchError,
+  InvalidSpecError,
+  UnderlayError,
+  UnexpectedOutputError,
+  type ErrorContext,
+} from '../common/errors';
+import type { HttpCredentialRef } from '../spec/server';
+
+export type HttpCredentialRefSpec = z.output<typeof HttpCredentialRef>;
+export type TlsTrust = { caFile: string } | { fingerprint: string };
+
+export interface HttpTarget {
+  host: string;
+  port: number;
+  tls: TlsTrust;
+  credentials: HttpCredentialRefSpec;
+  /** Server id, used in error messages. */
+  label: string;
+}
+
+export interface HttpClientOptions {
+  /** Whole request (connect, send, full response). Default 30000. */
+  timeoutMs?: number;
+  /** Extra attempts of an idempotent GET after a transient failure. Default 2. */
+  getRetries?: number;
+  /** Largest response body accepted. Default 8 MiB. */
+  maxBodyBytes?: number;
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  /** Sent as If-Match (optimistic concurrency on a PATCH). */
+  ifMatch?: string;
+  timeoutMs?: number;
+  /** Default true. False sends no credentials (service roots, session login). */
+  authenticate?: boolean;
+}
+
+export interface HttpResponse<T = unknown> {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** Parsed JSON, or undefined for an empty body. */
+  body: T | undefined;
+  /** The ETag header, else the body's `@odata.etag`. */
+  etag?: string;
+  /** The Location header, reduced to a path when it points at this host. */
+  location?: string;
+  /** Retry-After, in ms, when the response carried one. */
+  retryAfterMs?: number;
+}
+
+/** One request as the client saw it: what tests and progress notes read. Never headers or bodies. */
+export interface RequestLogEntry {
+  method: string;
+  path: string;
+  status?: number;
+  error?: string;
+  ms: number;
+}
+
+/** An HTTP status that is an error. Retryable for 408, 429 and 5xx; final for the other 4xx. */
+export class HttpStatusError extends UnderlayError {
+  constructor(
+    message: string,
+    context: ErrorContext,
+    readonly status: number,
+    readonly retryable: boolean,
+    /** What the response said, redacted and cut short. */
+    readonly excerpt: string,
+    /** The response's Retry-After, in ms. */
+    readonly retryAfterMs?: number,
+  ) {
+    super(message, context);
+  }
+}
+
+export const CERT_FINGERPRINT_RE = /^sha256\/[A-Za-z0-9+/]{43}=$/;
+
+/** `sha256/` + base64 of SHA-256 over the DER certificate — the form the spec pins (`openssl x509 -outform der | sha256 | base64`). */
+export function certificateFingerprint(der: Buffer): string {
+  return 'sha256/' + createHash('sha256').update(der).digest('base64');
+}
+
+function sameFingerprint(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a, 'utf8').digest();
+  const hb = createHash('sha256').update(b, 'utf8').digest();
+  return timingSafeEqual(ha, hb);
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_GET_RETRIES = 2;
+const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
+const MAX_RETRY_AFTER_MS = 10_000;
+const LOG_KEEP = 1000;
+const EXCERPT_CHARS = 300;
+/** A request path: no whitespace, quotes, angle brackets or backslashes — nothing a header or URL parser could split. */
+const SAFE_PATH_RE = /^\/[A-Za-z0-9._~:@!$&'()*+,;=%/-]*(?:\?[A-Za-z0-9._~:@!$&'()*+,;=%/?-]*)?$/;
+/** OpenSSL verification codes and node's identity-check code: the peer is not who the pin says. */
+const TLS_TRUST_CODES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME|PINNED/;
+
+interface Secrets {
+  username: string;
+  password: string;
+}
+
+async function resolveCredentials(cred: HttpCredentialRefSpec, host: string): Promise<Secrets> {
+  if ('file' in cred) {
+    let text: string;
+    try {
+      text = await readFile(cred.file, 'utf8');
+    } catch (e) {
+      throw new CredentialUnavailableError(`cannot read credential file ${cred.file} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, { host });
+    }
+    const [username = '', password = ''] = text.split('\n').map((l) => l.replace(/\r$/, ''));
+    if (!username || !password) throw new CredentialUnavailableError(`credential file ${cred.file} must hold two lines: username, password`, { host });
+    return { username, password };
+  }
+  const read = (name: string, what: string): string => {
+    const v = process.env[name];
+    if (v === undefined || v === '') throw new CredentialUnavailableError(`env var $${name} (${what}) is not set`, { host });
+    return v;
+  };
+  return { username: read(cred.usernameEnv, 'username'), password: read(cred.passwordEnv, 'password') };
+}
+
+export class HttpClient {
+  readonly #target: HttpTarget;
+  readonly #secrets: Secrets;
+  readonly #agent: Agent;
+  readonly #timeoutMs: number;
+  readonly #getRetries: number;
+  readonly #maxBody: number;
+  readonly #log: RequestLogEntry[] = [];
+  #session: { token: string; path?: string; loginPath: string } | undefined;
+  #closed = false;
+
+  private constructor(target: HttpTarget, secrets: Secrets, agent: Agent, opts: HttpClientOptions) {
+    this.#target = target;
+    this.#secrets = secrets;
+    this.#agent = agent;
+    this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#getRetries = opts.getRetries ?? DEFAULT_GET_RETRIES;
+    this.#maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  }
+
+  /** Resolves the credentials and the trust anchor; opens no session yet (see `login`). */
+  static async open(target: HttpTarget, opts: HttpClientOptions = {}): Promise<HttpClient> {
+    const host = target.label;
+    const secrets = await resolveCredentials(target.credentials, host);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const servername = isIP(target.host) ? undefined : target.host;
+    let agent: Agent;
+    if ('caFile' in target.tls) {
+      let ca: Buffer;
+      try {
+        ca = await readFile(target.tls.caFile);
+      } catch (e) {
+        throw new InvalidSpecError(`cannot read CA file ${target.tls.caFile} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, [], { host, field: 'tls.caFile' });
+      }
+      // `ca` replaces the system store: only this bundle is trusted. The identity check is node's standard one.
+      agent = new Agent({ keepAlive: true, maxSockets: 4, ca, servername, checkServerIdentity: standardIdentityCheck });
+    } else {
+      const pin = target.tls.fingerprint;
+      if (!CERT_FINGERPRINT_RE.test(pin)) {
+        throw new InvalidSpecError('pinned certificate fingerprint is not sha256/<base64>', [], { host, field: 'tls.fingerprint' });
+      }
+      const cert = await presentedCertificate(target, timeoutMs);
+      const observed = certificateFingerprint(cert.raw);
+      if (!sameFingerprint(observed, pin)) {
+        throw new HostKeyMismatchError(`TLS certificate of ${target.host}:${target.port} is not the pinned one: refusing the connection`, {
+          host,
+          field: 'tls.fingerprint',
+          expected: pin,
+          observed,
+        });
+      }
+      const x509 = new X509Certificate(cert.raw);
+      if (!x509.checkIssued(x509)) {
+        throw new InvalidSpecError(`the certificate of ${target.host}:${target.port} is CA-issued (${x509.issuer.replace(/\n/g, ', ')}): pin it with tls.caFile, not a fingerprint`, [], {
+          host,
+          field: 'tls.fingerprint',
+        });
+      }
+      agent = new Agent({
+        keepAlive: true,
+        maxSockets: 4,
+        ca: x509.toString(),
+        servername,
+        // The chain is verified against the pinned certificate alone; the hash is checked again on every
+        // connection. The host name is not: the pin is stronger, and BMC certificates rarely name their address.
+        checkServerIdentity: (_host: string, peer: PeerCertificate) => {
+          const fp = certificateFingerprint(peer.raw);
+          if (sameFingerprint(fp, pin)) return undefined;
+          return Object.assign(new Error(`certificate ${fp} is not the pinned one`), { code: 'ERR_UNDERLAY_CERT_NOT_PINNED' });
+        },
+      });
+    }
+    return new HttpClient(target, secrets, agent, opts);
+  }
+
+  /** Every request so far (the last 1000): method, path, status or error, duration. */
+  get log(): readonly RequestLogEntry[] {
+    return this.#log;
+  }
+
+  get usesSession(): boolean {
+    return this.#session !== undefined;
+  }
+
+  /** Redfish session login: POST {UserName, Password}, then X-Auth-Token on every request; `close` deletes it. */
+  async login(loginPath: string): Promise<void> {
+    const res = await this.#send('POST', loginPath, { body: { UserName: this.#secrets.username, Password: this.#secrets.password }, authenticate: false });
+    const token = res.headers['x-auth-token'];
+    if (typeof token !== 'string' || !token) {
+      throw new UnexpectedOutputError(`session login at ${loginPath} returned no X-Auth-Token`, { host: this.#target.label, command: `POST ${loginPath}`, observed: `HTTP ${res.status}` });
+    }
+    this.#session = { token, path: res.location, loginPath };
+  }
+
+  async request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<HttpResponse<T>> {
+    const idempotent = method === 'GET' || method === 'HEAD';
+    const attempts = idempotent ? this.#getRetries + 1 : 1;
+    let reloggedIn = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#send<T>(method, path, opts);
+      } catch (err) {
+        // An expired session: log in again once, then repeat the request once.
+        if (err instanceof AuthenticationError && this.#session && !reloggedIn && opts.authenticate !== false) {
+          reloggedIn = true;
+          const loginPath = this.#session.loginPath;
+          this.#session = undefined;
+          await this.login(loginPath);
+          attempt--;
+          continue;
+        }
+        const transient = err instanceof ConnectionError || (err instanceof HttpStatusError && err.retryable);
+        if (!transient || attempt >= attempts) throw err;
+        const hinted = err instanceof HttpStatusError ? err.retryAfterMs : undefined;
+        await delay(Math.min(hinted ?? 500 * 2 ** (attempt - 1), MAX_RETRY_AFTER_MS));
+      }
+    }
+  }
+
+  get<T = unknown>(path: string, opts: Omit<RequestOptions, 'body'> = {}): Promise<HttpResponse<T>> {
+    return this.request<T>('GET', path, opts);
+  }
+
+  /** Deletes the Redfish session (bounded, best effort) and closes the connections. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    const session = this.#session;
+    if (session?.path) {
+      await this.#send('DELETE', session.path, { timeoutMs: 5_000 }).catch(() => undefined);
+    }
+    this.#session = undefined;
+    this.#closed = true;
+    this.#agent.destroy();
+  }
+
+  #send<T>(method: string, path: string, opts: RequestOptions): Promise<HttpResponse<T>> {
+    const host = this.#target.label;
+    const what = `${method} ${path}`;
+    if (this.#closed) return Promise.reject(new ConnectionError(`HTTP client for ${this.#target.host} is closed`, { host, command: what }));
+    if (!SAFE_PATH_RE.test(path)) {
+      return Promise.reject(new UnexpectedOutputError('refusing a request path with unsafe characters', { host, command: `${method} ${JSON.stringify(path.slice(0, 120))}` }));
+    }
+    const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
+    const headers: Record<string, string> = { Accept: 'application/json', 'OData-Version': '4.0' };
+    let payload: Buffer | undefined;
+    if (opts.body !== undefined) {
+      payload = Buffer.from(JSON.stringify(opts.body), 'utf8');
+      headers['Content-Type'] = 'application/json';
+      headers['Content-Length'] = String(payload.length);
+    }
+    if (opts.ifMatch) headers['If-Match'] = opts.ifMatch;
+    if (opts.authenticate !== false) {
+      if (this.#session) headers['X-Auth-Token'] = this.#session.token;
+      else headers.Authorization = 'Basic ' + Buffer.from(`${this.#secrets.username}:${this.#secrets.password}`, 'utf8').toString('base64');
+    }
+    const started = Date.now();
+    const record = (entry: Omit<RequestLogEntry, 'method' | 'path' | 'ms'>) => {
+      this.#log.push({ method, path, ms: Date.now() - started, ...entry });
+      if (this.#log.length > LOG_KEEP) this.#log.splice(0, this.#log.length - LOG_KEEP);
+    };
+
+    return new Promise<HttpResponse<T>>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: UnderlayError, status?: number) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        record({ status, error: err.name });
+        req.destroy();
+        reject(err);
+      };
+      const req = httpsRequest({ host: this.#target.host, port: this.#target.port, method, path, headers, agent: this.#agent }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > this.#maxBody) {
+            fail(new UnexpectedOutputError(`response larger than ${this.#maxBody} bytes`, { host, command: what }));
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on('error', (e) => fail(new ConnectionError(`response from ${this.#target.host} broke off: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { host, command: what })));
+        res.on('end', () => {
+          if (settled) return;
+          const status = res.statusCode ?? 0;
+          const text = Buffer.concat(chunks).toString('utf8');
+          const retryAfterMs = parseRetryAfter(res.headers['retry-after']);
+          if (status >= 400 || status < 200) {
+            fail(this.#statusError(status, what, text, retryAfterMs), status);
+            return;
+          }
+          let body: T | undefined;
+          if (text.trim()) {
+            try {
+              body = JSON.parse(text) as T;
+            } catch {
+              fail(new UnexpectedOutputError(`response is not JSON`, { host, command: what, observed: excerpt(text, this.#secrets) }));
+              return;
+            }
+          }
+          settled = true;
+          clearTimeout(timer);
+          record({ status });
+          const etagHeader = res.headers.etag;
+          const bodyEtag = body && typeof body === 'object' ? (body as Record<string, unknown>)['@odata.etag'] : undefined;
+          resolve({
+            status,
+            headers: res.headers,
+            body,
+            etag: etagHeader ?? (typeof bodyEtag === 'string' ? bodyEtag : undefined),
+            location: this.#localPath(res.headers.location),
+            retryAfterMs,
+          });
+        });
+      });
+      const timer = setTimeout(() => fail(new ConnectionError(`no complete answer from ${this.#target.host}:${this.#target.port} within ${timeoutMs} ms`, { host, command: what })), timeoutMs);
+      req.on('error', (e: NodeJS.ErrnoException) => fail(this.#transportError(e, what)));
+      req.end(payload);
+    });
+  }
+
+  #statusError(status: number, what: string, text: string, retryAfterMs: number | undefined): UnderlayError {
+    const host = this.#target.label;
+    const said = excerpt(redfishMessage(text) ?? text, this.#secrets);
+    if (status === 401 || status === 403) {
+      return new AuthenticationError(`${this.#target.host} answered HTTP ${status} to ${what}${this.#session ? ' (session token)' : ''}`, { host, command: what, observed: said || undefined });
+    }
+    const retryable = status === 408 || status === 429 || status >= 500;
+    return new HttpStatusError(`${this.#target.host} answered HTTP ${status}${said ? `: ${said}` : ''}`, { host, command: what }, status, retryable, said, retryAfterMs);
+  }
+
+  #transportError(e: NodeJS.ErrnoException, what: string): UnderlayError {
+    const host = this.#target.label;
+    const where = `${this.#target.host}:${this.#target.port}`;
+    const code = e.code ?? '';
+    if (TLS_TRUST_CODES.test(code)) {
+      const expected = 'fingerprint' in this.#target.tls ? this.#target.tls.fingerprint : `a certificate for ${this.#target.host} issued by ${this.#target.tls.caFile}`;
+      return new HostKeyMismatchError(`TLS certificate of ${where} is not trusted (${code}): refusing the connection`, { host, field: 'tls', command: what, expected });
+    }
+    return new ConnectionError(`cannot reach ${where}: ${code || e.message}`, { host, command: what });
+  }
+
+  #localPath(location: string | undefined): string | undefined {
+    if (!location) return undefined;
+    if (location.startsWith('/')) return location;
+    try {
+      const u = new URL(location);
+      const sameHost = u.hostname.replace(/^\[|\]$/g, '') === this.#target.host && Number(u.port || 443) === this.#target.port;
+      return sameHost ? u.pathname + u.search : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Reads the certificate the server presents, in a handshake that sends nothing and is closed at once. */
+function presentedCertificate(target: HttpTarget, timeoutMs: number): Promise<PeerCertificate> {
+  const where = `${target.host}:${target.port}`;
+  const host = target.label;
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: target.host,
+      port: target.port,
+      servername: isIP(target.host) ? undefined : target.host,
+      // Chain verification is impossible before we know the certificate: the pin decides, in open(), before any
+      // request or credential is sent; every request afterwards verifies the chain against the pinned certificate.
+      rejectUnauthorized: false,
+    });
+    const timer = setTimeout(() => done(new ConnectionError(`TLS handshake with ${where} took longer than ${timeoutMs} ms`, { host })), timeoutMs);
+    const done = (err?: Error, cert?: PeerCertificate) => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      socket.on('error', () => undefined);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(cert!);
+    };
+    socket.once('secureConnect', () => {
+      const cert = socket.getPeerCertificate(false);
+      if (!cert?.raw) done(new UnexpectedOutputError(`${where} presented no certificate`, { host }));
+      else done(undefined, cert);
+    });
+    socket.once('error', (e: NodeJS.ErrnoException) => done(new ConnectionError(`cannot reach ${where}: ${e.code ?? e.message}`, { host })));
+  });
+}
+
+function parseRetryAfter(v: string | undefined): number | undefined {
+  if (!v) return undefined;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** The message of a Redfish error body (`error.message` and the extended infos), when the body is one. */
+function redfishMessage(text: string): string | undefined {
+  try {
+    const j = JSON.parse(text) as { error?: { message?: unknown; '@Message.ExtendedInfo'?: Array<{ Message?: unknown; MessageId?: unknown }> } };
+    if (!j?.error) return undefined;
+    const parts = [j.error.message, ...(j.error['@Message.ExtendedInfo'] ?? []).map((i) => i.Message ?? i.MessageId)].filter((p): p is string => typeof p === 'string' && p.length > 0);
+    return parts.length ? [...new Set(parts)].join(' | ') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A short, single-line excerpt with anything secret-looking masked, and the credentials themselves removed. */
+export function excerpt(text: string, secrets?: Secrets): string {
+  let s = text.replace(/"([A-Za-z_@.-]*(?:pass|token|secret|auth|cookie|key|credential)[A-Za-z_@.-]*)"\s*:\s*"(?:[^"\\]|\\.)*"/gi, '"$1":"***"');
+  s = s.replace(/\b(Basic|Bearer)\s+[A-Za-z0-9+/=._-]+/g, '$1 ***');
+  for (const secret of secrets ? [secrets.password, secrets.username] : []) {
+    if (secret.length >= 3) s = s.split(secret).join('***');
+  }
+  s = s.replace(/\s+/g, ' ').trim();
+  return s.length > EXCERPT_CHARS ? s.slice(0, EXCERPT_CHARS) + '…' : s;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Whether `host:port` accepts a TCP connection within `timeoutMs` (the connection is closed at once; nothing is
+ * sent). A liveness probe: "the installed host's management service is up", not an identity check.
+ */
+export function tcpAnswers(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = netConnect({ host, port });
+    const done = (up: boolean) => {
+      clearTimeout(timer);
+      socket.removeAllListeners();
+      socket.on('error', () => undefined);
+      socket.destroy();
+      resolve(up);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
