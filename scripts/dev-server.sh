@@ -2,6 +2,8 @@
 # Local Temporal dev server for underlay: 127.0.0.1:7233, Web UI on 127.0.0.1:8233, SQLite state in .data/,
 # and underlay's custom search attributes registered.
 #   scripts/dev-server.sh start | stop | status
+# With payload encryption, UNDERLAY_CODEC_ENDPOINT=http://127.0.0.1:8888 (an `underlay codec-server`) makes the
+# Web UI decode payloads there (--ui-codec-endpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=.data
@@ -18,9 +20,11 @@ start)
   bash scripts/install-temporal.sh
   # shellcheck disable=SC2046 # one flag pair per search attribute, from the project's single definition
   flags=$(node_modules/.bin/tsx src/cli/main.ts dev-server-flags)
+  codec=()
+  if [ -n "${UNDERLAY_CODEC_ENDPOINT:-}" ]; then codec=(--ui-codec-endpoint "$UNDERLAY_CODEC_ENDPOINT"); fi
   # setsid: the server outlives this script and is not killed by the caller's Ctrl-C.
   setsid .tools/bin/temporal server start-dev --ip 127.0.0.1 --port "$port" --ui-port "$ui_port" \
-    --db-filename "$data/temporal.db" --log-level warn $flags >"$data/temporal.log" 2>&1 < /dev/null &
+    --db-filename "$data/temporal.db" --log-level warn $flags "${codec[@]}" >"$data/temporal.log" 2>&1 < /dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 1 60); do
     if .tools/bin/temporal operator cluster health --address "127.0.0.1:$port" >/dev/null 2>&1; then

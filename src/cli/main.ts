@@ -2,12 +2,15 @@
 /**
  * underlay — onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows.
  *
- *   underlay worker                     run a worker (workflows + SSH step activities)
+ *   underlay worker [--metrics h:p]     run a worker (workflows + SSH step activities), optionally with metrics
  *   underlay onboard <spec> [--watch]   start onboarding the server a spec describes
  *   underlay status <serverId>          per-step status of an onboarding
+ *   underlay pause|resume|approve|cancel <serverId>   operator control of a running onboarding (control.ts)
+ *   underlay list [--site …]            onboardings filtered by search attributes (list.ts)
  *   underlay validate <spec...>         check spec files; exit 1 listing every bad field
  *   underlay schema                     JSON Schema of the spec (for editors)
  *   underlay drift …                    drift sweeps, their schedule, reports and approvals (drift.ts)
+ *   underlay codec-server               decrypt payloads for the Web UI (payload encryption: workers/codec-*.ts)
  */
 import { Command } from 'commander';
 import { LINUX_STEPS } from '../activities';
@@ -21,7 +24,10 @@ import { loadSpecFile, validateSpecFile } from '../spec/load';
 import { serverSpecJsonSchema } from '../spec/validate';
 import { connectClient, connectWorker } from '../workers/connection';
 import { createWorker } from '../workers/worker';
+import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
+import { installMetricsRuntime } from '../workers/step-metrics';
 import { registerDriftCommands } from './drift';
+import { registerControlCommands } from './control';
 import { assertOnboardable, describeFailure, queryStatus, startOnboarding } from './onboarding';
 import { renderStatus } from './render';
 import { watchOnboarding } from './watch';
@@ -32,7 +38,10 @@ program
   .command('worker')
   .description('run a worker: onboarding workflows and step activities (SSH with pinned host keys)')
   .option('--task-queue <name>', 'task queue to poll', TASK_QUEUE)
-  .action(async (opts: { taskQueue: string }) => {
+  .option('--metrics <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (default $UNDERLAY_METRICS_ADDRESS; off when unset)')
+  .action(async (opts: { taskQueue: string; metrics?: string }) => {
+    const metrics = installMetricsRuntime(opts.metrics); // before any connection: the Runtime installs once
+    if (metrics) console.log(`underlay worker metrics on http://${metrics}/metrics`);
     const { connection, namespace } = await connectWorker();
     const worker = await createWorker({ connection, namespace, taskQueue: opts.taskQueue });
     console.log(`underlay worker polling task queue "${opts.taskQueue}" in namespace ${namespace}`);
@@ -44,11 +53,12 @@ program
   .description('start onboarding the server described by a spec file (YAML or JSON)')
   .option('-w, --watch', 'follow progress until the onboarding ends')
   .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
-  .action(async (file: string, opts: { watch?: boolean; taskQueue: string }) => {
+  .option('--approve-before <steps>', 'steps that wait for `underlay approve` before they run, e.g. hypervisor (comma-separated)')
+  .action(async (file: string, opts: { watch?: boolean; taskQueue: string; approveBefore?: string }) => {
     const spec = await loadSpecFile(file);
     assertOnboardable(spec);
     const client = await connectClient();
-    const handle = await startOnboarding(client, spec, { taskQueue: opts.taskQueue });
+    const handle = await startOnboarding(client, spec, { taskQueue: opts.taskQueue, approvalBefore: opts.approveBefore });
     console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);
     console.log(`Web UI: http://127.0.0.1:8233/namespaces/${client.options.namespace}/workflows/${handle.workflowId}`);
     if (opts.watch) process.exitCode = await watchOnboarding(client, spec.id, process.stdout);
@@ -111,6 +121,14 @@ program
   });
 
 registerDriftCommands(program);
+registerControlCommands(program);
+
+program
+  .command('codec-server')
+  .description('decrypt/encrypt payloads for the Temporal Web UI and CLI (keys from $UNDERLAY_CODEC_KEYS_FILE or $UNDERLAY_CODEC_KEY)')
+  .option('--listen <host:port>', 'address to listen on', DEFAULT_CODEC_LISTEN)
+  .option('--cors-origin <url...>', 'browser origin(s) allowed to call it, e.g. http://localhost:8233')
+  .action((opts: { listen: string; corsOrigin?: string[] }) => runCodecServer(opts));
 
 program
   .command('dev-server-flags', { hidden: true })

@@ -14,6 +14,7 @@ import { STEPS, stepApplies } from '../common/steps';
 import type { ServerSpec } from '../spec/server';
 import type { onboardServer } from '../workflows/onboard';
 import { statusQuery, type OnboardingStatus } from '../workflows/messages';
+import { onboardingDetails, parseApprovalGates } from './control';
 
 export class OnboardingAlreadyRunningError extends Error {
   constructor(readonly serverId: string) {
@@ -56,6 +57,8 @@ export async function blockingDriftCheck(client: Client, serverId: string): Prom
 
 export interface StartOptions {
   taskQueue?: string;
+  /** Steps that wait for `underlay approve` before they run (refused unless the spec has them); `a,b` or a list. */
+  approvalBefore?: string | readonly string[];
 }
 
 /** Refuses, before anything touches the host, a spec this build has no drivers for. */
@@ -78,6 +81,7 @@ export function assertOnboardable(spec: ServerSpec): void {
 export async function startOnboarding(client: Client, spec: ServerSpec, opts: StartOptions = {}): Promise<WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>> {
   assertOnboardable(spec);
   const steps = STEPS.filter((s) => stepApplies(s, spec));
+  const approvalBefore = parseApprovalGates(opts.approvalBefore, steps);
   const before = await blockingDriftCheck(client, spec.id);
   if (before) throw new DriftRemediationRunningError(spec.id, before);
   let handle: WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>;
@@ -86,7 +90,7 @@ export async function startOnboarding(client: Client, spec: ServerSpec, opts: St
       taskQueue: opts.taskQueue ?? TASK_QUEUE,
       workflowId: onboardingWorkflowId(spec.id),
       workflowIdConflictPolicy: 'FAIL',
-      args: [{ spec }],
+      args: [{ spec, ...(approvalBefore.length ? { approvalBefore } : {}) }],
       typedSearchAttributes: [
         { key: SA_SERVER_ID, value: spec.id },
         { key: SA_SITE, value: spec.site },
@@ -95,7 +99,7 @@ export async function startOnboarding(client: Client, spec: ServerSpec, opts: St
         { key: SA_OUTCOME, value: 'running' },
       ],
       staticSummary: `Onboard ${spec.id} → ${spec.hypervisor.kind} (${spec.site}/${spec.rack})`,
-      staticDetails: `Steps: ${steps.join(' → ')}\n\nManagement: ${spec.management.user}@${spec.management.address}:${spec.management.port}`,
+      staticDetails: onboardingDetails(spec, steps, approvalBefore),
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) throw new OnboardingAlreadyRunningError(spec.id);

@@ -1,11 +1,14 @@
 /**
  * Temporal connection settings from the standard env config (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
  * TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE / config file). Nothing set → the local dev server.
+ * Payload encryption from UNDERLAY_CODEC_KEYS_FILE or UNDERLAY_CODEC_KEY(_ID) (codec-keys.ts); nothing set → off.
  */
 import { Client, Connection } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import { NativeConnection } from '@temporalio/worker';
 import { DEFAULT_TEMPORAL_ADDRESS } from '../common/config';
+import { dataConverterFromEnv, loadCodecKeys } from './codec-keys';
 
 export function temporalSettings() {
   const cfg = loadClientConnectConfig();
@@ -15,13 +18,15 @@ export function temporalSettings() {
   };
 }
 
-export async function connectClient(): Promise<Client> {
+/** A client; with payload encryption when configured (the workers must use the same keys). */
+export async function connectClient(dataConverter: DataConverter | undefined = dataConverterFromEnv()): Promise<Client> {
   const { connectionOptions, namespace } = temporalSettings();
   const connection = await Connection.connect({ ...connectionOptions, apiKey: connectionOptions.apiKey });
-  return new Client({ connection, namespace });
+  return new Client({ connection, namespace, ...(dataConverter ? { dataConverter } : {}) });
 }
 
 export async function connectWorker(): Promise<{ connection: NativeConnection; namespace: string }> {
+  loadCodecKeys(); // a broken encryption setting fails here, before connecting (createWorker uses it)
   const { connectionOptions, namespace } = temporalSettings();
   return { connection: await NativeConnection.connect(connectionOptions), namespace };
 }

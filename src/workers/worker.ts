@@ -1,8 +1,11 @@
 /** The underlay worker: onboarding workflows and the step activities that reach hosts over SSH. */
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import type { Connector } from '../activities/run-step';
 import { TASK_QUEUE } from '../common/config';
+import { dataConverterFromEnv } from './codec-keys';
+import { stepMetricsInterceptor } from './step-metrics';
 
 export interface UnderlayWorkerOptions {
   connection: NativeConnection;
@@ -10,18 +13,31 @@ export interface UnderlayWorkerOptions {
   taskQueue?: string;
   /** How activities reach hosts; default SSH with pinned host keys. */
   connector?: Connector;
-  /** A prebuilt workflow bundle (tests bundle once); default: bundle src/workflows at start. */
+  /**
+   * A prebuilt workflow bundle (tests bundle once); default: bundle src/workflows at start. With payload
+   * encryption, build it with `failureConverterPath: FAILURE_CONVERTER_PATH` (codec-keys.ts), else the
+   * workflow's own failure messages stay in clear.
+   */
   workflowBundle?: WorkerOptions['workflowBundle'];
   activities?: object;
+  /**
+   * Payload (and failure) encryption; default from UNDERLAY_CODEC_KEYS_FILE / UNDERLAY_CODEC_KEY(_ID), none when
+   * unset. Clients must use the same keys (connectClient reads the same settings).
+   */
+  dataConverter?: DataConverter;
 }
 
 export async function createWorker(opts: UnderlayWorkerOptions): Promise<Worker> {
+  const dataConverter = 'dataConverter' in opts ? opts.dataConverter : dataConverterFromEnv();
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     activities: opts.activities ?? createActivities(opts.connector),
+    ...(dataConverter ? { dataConverter } : {}),
+    // Per-step duration histograms and outcome counters, on the Runtime's Prometheus endpoint (step-metrics.ts).
+    interceptors: { activity: [stepMetricsInterceptor] },
     // Workflow state is small, but cap the cache so a large fleet cannot exhaust the worker's heap.
     maxCachedWorkflows: 500,
     // Cancellation reaches an activity only with a heartbeat response; the default throttle (0.8 × the

@@ -17,15 +17,17 @@ import {
   proxyActivities,
   TimeoutFailure,
   workflowInfo,
+  type ActivityFunctionWithOptions,
 } from '@temporalio/workflow';
 import type { Activities, StepFailureDetails, StepResult, UndoResult } from '../activities';
 import type { StepName } from '../common/steps';
 import type { ServerSpec } from '../spec/server';
-import type { CompensationOutcome } from './messages';
+import { activitySummary, type CompensationOutcome } from './messages';
 import { ROLLBACK_POLICY, STEP_POLICY } from './policy';
 
-type StepFn = (spec: ServerSpec) => Promise<StepResult>;
-type UndoFn = (spec: ServerSpec, pre: unknown) => Promise<UndoResult>;
+// Each call carries a one-line summary (messages.ts stepSummary) that the Web UI shows next to the activity.
+type StepFn = ActivityFunctionWithOptions<(spec: ServerSpec) => Promise<StepResult>>;
+type UndoFn = ActivityFunctionWithOptions<(spec: ServerSpec, pre: unknown) => Promise<UndoResult>>;
 
 export const applyStep: Record<StepName, StepFn> = {
   cable: proxyActivities<Activities>(STEP_POLICY.cable).checkCabling,
@@ -47,7 +49,14 @@ export const undoStep: Record<StepName, UndoFn> = {
 };
 
 export interface SagaHooks {
+  /**
+   * Awaited before each step, in the saga's cancellable part: a wait here (pause, approval gate) ends in the
+   * usual compensation when the saga is cancelled while waiting.
+   */
+  beforeStep?(step: StepName): Promise<void>;
   stepStarted?(step: StepName): void;
+  /** Awaited after the last step, still in the cancellable part (a cancellation that raced it can still fail it). */
+  beforeFinish?(): Promise<void>;
   stepDone?(step: StepName, result: StepResult): void;
   stepFailed?(step: StepName, err: unknown, details: StepFailureDetails | undefined): void;
   /** A compensation is about to run (the first call means compensating has begun). */
@@ -81,10 +90,11 @@ export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], 
   let attempts: number | null = null;
   try {
     for (const step of steps) {
+      await hooks.beforeStep?.(step);
       hooks.stepStarted?.(step);
       let result: StepResult;
       try {
-        result = await applyStep[step](spec);
+        result = await applyStep[step].executeWithOptions({ summary: activitySummary(step, spec, 'apply') }, [spec]);
       } catch (err) {
         failedStep = step;
         const details = stepFailureDetails(err, step);
@@ -98,6 +108,7 @@ export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], 
       hooks.stepDone?.(step, result);
       if (result.changed) compensations.unshift({ step, pre: result.pre });
     }
+    await hooks.beforeFinish?.();
     return { ok: true, results };
   } catch (err) {
     const outcomes = await CancellationScope.nonCancellable(() => compensate(spec, compensations, hooks));
@@ -112,7 +123,7 @@ async function compensate(spec: ServerSpec, compensations: Compensation[], hooks
     hooks.compensating?.(step);
     let outcome: CompensationOutcome;
     try {
-      const r = await undoStep[step](spec, pre);
+      const r = await undoStep[step].executeWithOptions({ summary: activitySummary(step, spec, 'undo') }, [spec, pre]);
       outcome = { step, outcome: r.changes.length ? 'restored' : 'already-restored', changes: r.changes.length };
     } catch (err) {
       outcome = { step, outcome: 'failed', error: rootMessage(err) };

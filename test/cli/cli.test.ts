@@ -57,3 +57,21 @@ test('onboard refuses a hypervisor without a driver before connecting anywhere',
   assert.match(r.err, /no hyperv installer in this build/);
   assert.match(r.err, /hypervisor\.kind/);
 });
+
+test('list refuses a filter value that is not what the search attribute holds, before connecting anywhere', () => {
+  const r = underlay('list', '--site', "ams1' OR WorkflowType != '");
+  assert.equal(r.code, 1);
+  assert.match(r.err, /--site: "ams1' OR WorkflowType != '" is not a site label/);
+  const o = underlay('list', '--outcome', 'done');
+  assert.equal(o.code, 1);
+  assert.match(o.err, /--outcome: "done" is not running, paused, awaiting-approval, onboarded/);
+});
+
+test('operator commands are there, and approve --step takes only step names', () => {
+  const help = underlay('--help');
+  for (const c of ['pause', 'resume', 'approve', 'cancel', 'list']) assert.match(help.out, new RegExp(`^  ${c} `, 'm'));
+  assert.match(underlay('onboard', '--help').out, /--approve-before <steps>/);
+  const r = underlay('approve', 'kvm-r12-07', '--step', 'reboot');
+  assert.equal(r.code, 1);
+  assert.match(r.err, /--step: one of cable, bond, vlan, sriov, hypervisor, attach \(got reboot\)/);
+});

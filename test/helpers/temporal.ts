@@ -16,7 +16,12 @@ function installQuietRuntime(): void {
   Runtime.install({ logger: new DefaultLogger('ERROR') });
 }
 
-export async function startTemporal(): Promise<TestWorkflowEnvironment> {
+export interface TemporalOptions {
+  /** Serve the Web UI on this port (127.0.0.1); default: headless. */
+  uiPort?: number;
+}
+
+export async function startTemporal(opts: TemporalOptions = {}): Promise<TestWorkflowEnvironment> {
   installQuietRuntime();
   if (!existsSync(TEMPORAL_BIN)) throw new Error(`${TEMPORAL_BIN} is missing: run \`npm run setup\` (scripts/install-temporal.sh)`);
   return TestWorkflowEnvironment.createLocal({
@@ -25,6 +30,7 @@ export async function startTemporal(): Promise<TestWorkflowEnvironment> {
       ip: '127.0.0.1',
       searchAttributes: SEARCH_ATTRIBUTES,
       log: { format: 'pretty', level: 'warn' },
+      ...(opts.uiPort ? { ui: true, uiPort: opts.uiPort } : {}),
     },
   });
 }
