@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openssh-server openssh-client)
+# chromium: the headless browser of the Web UI test (test/browser, driven by npm playwright-core)
+APT_PACKAGES=(openssh-server openssh-client chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -26,4 +27,6 @@ if [ ! -f node_modules/.underlay-lock-stamp ] || ! cmp -s package-lock.json node
 fi
 
 bash scripts/install-temporal.sh
+bash scripts/install-vcsim.sh
+bash scripts/install-sushy.sh
 bash lab/install-host-deps.sh
