@@ -11,10 +11,18 @@ import type { HypervisorKind, ServerSpec } from '../spec/server';
 import { attachStep } from './attach';
 import { bondStep } from './bond';
 import { cableStep } from './cable';
+import { vdsAttachStep } from './esxi/attach';
+import { redfishCableStep } from './esxi/cable';
+import { esxiInstallStep } from './esxi/install';
 import { hypervisorStep } from './hypervisor';
+import { hypervSetAttachStep } from './hyperv/attach';
+import { hypervCableStep } from './hyperv/cable';
+import { hypervInstallStep } from './hyperv/install';
 import { sriovStep } from './sriov';
 import type { Step, StepChoice } from './step';
 import { vlanStep } from './vlan';
+import { xenBridgeAttachStep } from './xen/attach';
+import { xenInstallStep } from './xen/install';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyStep = Step<any>;
@@ -32,9 +40,9 @@ export const LINUX_STEPS: { [K in StepName]: AnyStep } = {
 
 export const PLATFORM_STEPS: Record<HypervisorKind, Partial<Record<StepName, AnyStep>>> = {
   kvm: LINUX_STEPS,
-  xen: {},
-  esxi: {},
-  hyperv: {},
+  xen: { cable: cableStep, bond: bondStep, vlan: vlanStep, sriov: sriovStep, hypervisor: xenInstallStep, attach: xenBridgeAttachStep },
+  esxi: { cable: redfishCableStep, hypervisor: esxiInstallStep, attach: vdsAttachStep },
+  hyperv: { cable: hypervCableStep, hypervisor: hypervInstallStep, attach: hypervSetAttachStep },
 };
 
 /** The implementation of `step` for the spec's hypervisor, or a non-retryable error naming what is missing. */

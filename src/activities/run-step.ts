@@ -8,12 +8,12 @@
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { RollbackVerificationError, UnderlayError } from '../common/errors';
+import { ConnectionError, RollbackVerificationError, UnderlayError } from '../common/errors';
 import { parseServerSpec } from '../spec/validate';
 import type { ServerSpec } from '../spec/server';
 import { RemoteHost } from '../drivers/remote';
 import type { StepName } from '../common/steps';
-import { chooseStep, type Step, type StepChoice, type StepFailureDetails, type StepIo, type StepResult, type UndoResult } from './step';
+import { chooseStep, REBOOT_MARK, type RebootMark, type Step, type StepChoice, type StepFailureDetails, type StepIo, type StepResult, type UndoResult } from './step';
 
 /** Opens the host for one activity; the runner closes it. */
 export type Connector = (spec: ServerSpec, step: StepName, onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(): void }>;
@@ -25,11 +25,35 @@ interface Carried<S> {
 }
 
 const HEARTBEAT_EVERY_MS = 5_000;
+/** While a step's reboot is pending, how often the runner tries to reach the host again. */
+const REBOOT_RECONNECT_EVERY_MS = 5_000;
 
 /** The `host` of a step that opens no SSH session: using it is a programming error, said plainly. */
 export function noShell(spec: ServerSpec, step: StepName): RemoteHost {
   const refuse = () => Promise.reject(new Error(`the ${step} step of ${spec.id} opens no SSH session (connection: 'none')`));
   return new RemoteHost({ exec: refuse }, spec.id, true, step);
+}
+
+/**
+ * The step's session. When an earlier attempt (or a worker that died) left a reboot pending, the host may be
+ * down right now: keep trying — bounded by the mark's deadline — instead of failing on the first refusal.
+ */
+async function connectForStep(spec: ServerSpec, step: StepName, connect: Connector, marks: Record<string, unknown>, beat: () => void) {
+  const pending = marks[REBOOT_MARK] as RebootMark | null | undefined;
+  if (!pending || pending.back) return connect(spec, step, () => beat());
+  const ctx = Context.current();
+  const rounds = Math.min(1_000, Math.max(1, Math.ceil((pending.waitUntil - Date.now()) / REBOOT_RECONNECT_EVERY_MS) + 1));
+  for (let round = 1; ; round++) {
+    try {
+      return await connect(spec, step, () => beat());
+    } catch (err) {
+      const transient = err instanceof ConnectionError;
+      if (!transient || round >= rounds || Date.now() + REBOOT_RECONNECT_EVERY_MS > pending.waitUntil) throw err;
+      ctx.log.debug('host not answering after the reboot yet', { step, server: spec.id, round });
+      beat();
+      await ctx.sleep(REBOOT_RECONNECT_EVERY_MS);
+    }
+  }
 }
 
 async function withStepIo<T>(
@@ -45,9 +69,13 @@ async function withStepIo<T>(
   let conn: { host: RemoteHost; close(): void } | undefined;
   try {
     const work = (async () => {
-      conn = step.connection === 'none' ? { host: noShell(spec, step.name), close: () => undefined } : await connect(spec, step.name, () => beat());
+      conn = step.connection === 'none' ? { host: noShell(spec, step.name), close: () => undefined } : await connectForStep(spec, step.name, connect, marks, beat);
       const io: StepIo = {
-        host: conn.host,
+        // A getter: reconnect() replaces the session.
+        get host(): RemoteHost {
+          if (!conn) throw new ConnectionError('no SSH session: the last reconnect failed', { host: spec.id, step: step.name });
+          return conn.host;
+        },
         spec,
         sleep: (ms) => ctx.sleep(ms),
         progress: (note) => {
@@ -59,6 +87,16 @@ async function withStepIo<T>(
           marks[key] = value;
           beat();
         },
+        ...(step.connection === 'none'
+          ? {}
+          : {
+              reconnect: async (): Promise<RemoteHost> => {
+                conn?.close();
+                conn = undefined;
+                conn = await connect(spec, step.name, () => beat());
+                return conn.host;
+              },
+            }),
       };
       return fn(io);
     })();

@@ -38,6 +38,30 @@ export interface StepIo {
   readonly marks: Readonly<Record<string, unknown>>;
   /** Records a checkpoint in the activity's heartbeat details (sent at once). Values must be JSON. */
   mark(key: string, value: unknown): void;
+  /**
+   * Closes the step's SSH session and opens a new one — one attempt: an unreachable host throws the transport's
+   * retryable ConnectionError. `host` is the new session afterwards. For steps that reboot the host
+   * (src/activities/reboot.ts). Absent where no session can be reopened (dry-run plans, `connection: 'none'`).
+   */
+  reconnect?(): Promise<RemoteHost>;
+}
+
+/**
+ * The checkpoint a step records while the host reboots on its behalf (src/activities/reboot.ts). While it is
+ * set and not `back`, the runner waits for the host to answer again before the step's observe — bounded by
+ * `waitUntil` — instead of failing the attempt on a refused connection.
+ */
+export const REBOOT_MARK = 'reboot';
+export interface RebootMark {
+  /** The boot identity before the reboot (Linux boot_id, Windows LastBootUpTime). */
+  bootId: string;
+  /** Epoch ms when the reboot was issued, and until when to wait for the host. */
+  issuedAt: number;
+  waitUntil: number;
+  /** The new boot identity, once the host answered with one. */
+  back?: string;
+  /** Epoch ms when the new boot answered. */
+  backAt?: number;
 }
 
 export interface Step<S> {

@@ -50,6 +50,14 @@ export class RemoteHost {
     return new RemoteHost(this.channel, this.label, this.isRoot, step, this.onProgress);
   }
 
+  /**
+   * The connection itself, for hosts without a POSIX shell (Windows: PowerShell, src/drivers/hyperv/run.ts),
+   * where run()'s `timeout … sh -c` wrapping does not exist. Callers quote and bound commands themselves.
+   */
+  rawChannel(): CommandChannel {
+    return this.channel;
+  }
+
   async run(script: Shell, opts: RunOptions): Promise<ExecResult> {
     const timeoutMs = opts.timeoutMs ?? 120_000;
     const secs = Math.ceil(timeoutMs / 1000);

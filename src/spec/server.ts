@@ -124,6 +124,14 @@ const EsxiHypervisor = z.strictObject({
   bmc: Bmc,
   installerIso: SafeUrl,
   kickstart: SafeUrl.optional(),
+  probePort: Port.default(443).describe('TCP port on management.address that accepts connections once ESXi runs (443: hostd)'),
+  installTimeoutSeconds: z
+    .number()
+    .int()
+    .min(10)
+    .max(4 * 3600)
+    .default(2700)
+    .describe('How long the install may take, from the power cycle until the host answers on probePort'),
 });
 const HypervHypervisor = z.strictObject({
   kind: z.literal('hyperv'),
@@ -177,6 +185,35 @@ export const ATTACH_MATRIX = {
   esxi: ['vds'],
   hyperv: ['set'],
 } as const satisfies Record<z.infer<typeof Hypervisor>['kind'], ReadonlyArray<z.infer<typeof Attach>['kind']>>;
+
+/** The sections of a spec that configure the host's own network before the hypervisor (steps bond, vlan, sriov). */
+export const HOST_NETWORK_SECTIONS = ['bond', 'vlans', 'sriov'] as const;
+export type HostNetworkSection = (typeof HOST_NETWORK_SECTIONS)[number];
+
+/**
+ * The platform matrix — hypervisor × attach kind × transport × host-network steps — documented in
+ * docs/platforms.md and enforced by the validator (validate.ts). The attach column is ATTACH_MATRIX itself.
+ *
+ * - `transport`: how underlay reaches the host for each purpose; a transport a spec may name that this build
+ *   lacks is listed under `refusedTransports` (refused at validation, with the field named).
+ * - `sections`: which of bond / vlans / sriov the platform's runbook configures. A spec that sets another one
+ *   is refused: on ESXi the distributed switch carries LACP and the VLAN (attach.lacp, attach.vlan); on Hyper-V
+ *   the SET switch is the team (attach.nics) and the host's VLAN is attach.managementVlan.
+ */
+export const PLATFORM_MATRIX = {
+  kvm: { attach: ATTACH_MATRIX.kvm, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS },
+  xen: { attach: ATTACH_MATRIX.xen, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS },
+  esxi: { attach: ATTACH_MATRIX.esxi, transport: { install: 'redfish', attach: 'vcenter' }, refusedTransports: [], sections: [] },
+  hyperv: { attach: ATTACH_MATRIX.hyperv, transport: { install: 'ssh-powershell', attach: 'ssh-powershell' }, refusedTransports: ['winrm'], sections: [] },
+} as const satisfies Record<
+  z.infer<typeof Hypervisor>['kind'],
+  {
+    attach: ReadonlyArray<z.infer<typeof Attach>['kind']>;
+    transport: { install: 'ssh' | 'redfish' | 'ssh-powershell'; attach: 'ssh' | 'vcenter' | 'ssh-powershell' };
+    refusedTransports: readonly string[];
+    sections: readonly HostNetworkSection[];
+  }
+>;
 
 export const ServerSpecShape = z.strictObject({
   apiVersion: z.literal('underlay/v1').default('underlay/v1'),

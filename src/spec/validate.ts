@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { InvalidSpecError } from '../common/errors';
-import { ATTACH_MATRIX, ServerSpecShape, vlanIfName, type ServerSpec } from './server';
+import { ATTACH_MATRIX, HOST_NETWORK_SECTIONS, PLATFORM_MATRIX, ServerSpecShape, vlanIfName, type HostNetworkSection, type ServerSpec } from './server';
 
 export interface SpecIssue {
   path: string;
@@ -192,6 +192,7 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       add(['attach', 'kind'], `${q(attachKind)} does not fit hypervisor ${hvKind}; use ${allowed.join(' or ')}`);
     }
   }
+  if (hvKind && Object.hasOwn(PLATFORM_MATRIX, hvKind)) platformIssues(hvKind as keyof typeof PLATFORM_MATRIX, spec, add);
   if (attach && attachKind) {
     // The link the attachment sits on must be something the spec creates or names.
     const lower = str(attach.device) ?? str(attach.uplink);
@@ -235,6 +236,50 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
     }
   }
   return issues;
+}
+
+// Why a host-network section is not in a platform's runbook, and what to use instead (named by field).
+const NOT_IN_RUNBOOK: Record<'esxi' | 'hyperv', Record<HostNetworkSection, string>> = {
+  esxi: {
+    bond: 'not in the ESXi runbook: the distributed switch carries the team and LACP — list the NICs in attach.uplinks and set attach.lacp',
+    vlans: 'not in the ESXi runbook: the VLAN is the distributed port group’s — set attach.vlan',
+    sriov: 'not in the ESXi runbook: SR-IOV virtual functions are set in the host’s NIC driver, not by underlay',
+  },
+  hyperv: {
+    bond: 'not in the Hyper-V runbook: the SET switch is the team — list its NICs in attach.nics',
+    vlans: 'not in the Hyper-V runbook: the host’s VLAN is attach.managementVlan; guest VLANs are set per VM',
+    sriov: 'not in the Hyper-V runbook: SR-IOV on Hyper-V is a property of the virtual switch (New-VMSwitch -EnableIov), not configured by this build',
+  },
+};
+
+/** The platform matrix (PLATFORM_MATRIX): host-network sections, transports, and per-platform attach rules. */
+function platformIssues(hv: keyof typeof PLATFORM_MATRIX, spec: Loose, add: (path: PropertyKey[], message: string) => void): void {
+  const row = PLATFORM_MATRIX[hv];
+  const allowed: readonly string[] = row.sections;
+  const present: Record<HostNetworkSection, boolean> = { bond: spec.bond !== undefined, vlans: arr(spec.vlans).length > 0, sriov: spec.sriov !== undefined };
+  for (const section of HOST_NETWORK_SECTIONS) {
+    if (!present[section] || allowed.includes(section)) continue;
+    const why = hv === 'esxi' || hv === 'hyperv' ? NOT_IN_RUNBOOK[hv][section] : `not in the ${hv} runbook`;
+    add([section], why);
+  }
+  const hvSpec = obj(spec.hypervisor);
+  const transport = str(hvSpec.transport);
+  if (transport && (row.refusedTransports as readonly string[]).includes(transport)) {
+    add(['hypervisor', 'transport'], `${q(transport)} is not in this build; use ${row.transport.install} (PowerShell over OpenSSH for Windows)`);
+  }
+  const attach = spec.attach === undefined ? undefined : obj(spec.attach);
+  if (hv === 'esxi' && attach && str(attach.kind) === 'vds' && attach.lacp === true && arr(attach.uplinks).length < 2) {
+    add(['attach', 'lacp'], 'a LACP LAG needs at least two uplinks (attach.uplinks)');
+  }
+  if (hv === 'hyperv') {
+    // The Hyper-V cable check reads Get-NetAdapter (status, speed, MAC): Windows shows no LLDP neighbours.
+    arr(spec.nics).forEach((n, i) => {
+      if (obj(n).lldp !== undefined) add(['nics', i, 'lldp'], 'not checked on Hyper-V: Windows has no LLDP neighbour view in this build (the cable check reads status, speed and MAC); remove it');
+    });
+    if (attach && str(attach.kind) === 'set' && spec.bond !== undefined && attach.nics === undefined) {
+      add(['attach', 'nics'], 'list the NICs to team (Hyper-V takes no bond)');
+    }
+  }
 }
 
 export function validateServerSpec(raw: unknown): SpecResult {

@@ -21,12 +21,23 @@ export function temporalSettings() {
 /** A client; with payload encryption when configured (the workers must use the same keys). */
 export async function connectClient(dataConverter: DataConverter | undefined = dataConverterFromEnv()): Promise<Client> {
   const { connectionOptions, namespace } = temporalSettings();
-  const connection = await Connection.connect({ ...connectionOptions, apiKey: connectionOptions.apiKey });
+  const connection = await Connection.connect({ ...connectionOptions, apiKey: connectionOptions.apiKey }).catch((err: unknown) => {
+    throw unreachable(connectionOptions.address, err);
+  });
   return new Client({ connection, namespace, ...(dataConverter ? { dataConverter } : {}) });
 }
 
 export async function connectWorker(): Promise<{ connection: NativeConnection; namespace: string }> {
   loadCodecKeys(); // a broken encryption setting fails here, before connecting (createWorker uses it)
   const { connectionOptions, namespace } = temporalSettings();
-  return { connection: await NativeConnection.connect(connectionOptions), namespace };
+  const connection = await NativeConnection.connect(connectionOptions).catch((err: unknown) => {
+    throw unreachable(connectionOptions.address, err);
+  });
+  return { connection, namespace };
+}
+
+/** "Failed to connect before the deadline" alone does not say where: name the address and how to change it. */
+function unreachable(address: string, err: unknown): Error {
+  const why = err instanceof Error ? err.message : String(err);
+  return new Error(`cannot reach Temporal at ${address} (${why}); set TEMPORAL_ADDRESS or a TEMPORAL_PROFILE, or start the dev server: scripts/dev-server.sh start`, { cause: err });
 }

@@ -21,6 +21,11 @@ import { startOnboarding } from '../../src/cli/onboarding';
 import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';
 import { statusQuery, type OnboardingFailureReport } from '../../src/workflows/messages';
+import { driftCheck } from '../../src/workflows/drift';
+import { driftProgressQuery, type DriftCheckResult, type DriftMode } from '../../src/workflows/drift-messages';
+import { approveDrift } from '../../src/cli/drift';
+import { driftWorkflowId } from '../../src/common/config';
+import type { WorkflowHandle } from '@temporalio/client';
 import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/lab';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
@@ -88,6 +93,36 @@ function labSpecOfSwitch(): ServerSpec {
 function failingAttach(): StepSet {
   const attach = LINUX_STEPS.attach as Step<unknown>;
   return { ...LINUX_STEPS, attach: { ...attach, verify: async (io) => { throw new VerificationError('injected failure after apply', { host: io.host.label, step: 'attach' }); } } };
+}
+
+/** Steps as on Linux, but `step` fails after applying (for a remediation that must be compensated). */
+function failingAfterApply(step: 'sriov'): StepSet {
+  const impl = LINUX_STEPS[step] as Step<unknown>;
+  return { ...LINUX_STEPS, [step]: { ...impl, verify: async (io: { host: { label: string } }) => { throw new VerificationError('injected failure after apply', { host: io.host.label, step }); } } };
+}
+
+/** One drift check of a lab host, as the sweep would start it, on an in-process worker. */
+async function checkDrift(spec: ServerSpec, mode: DriftMode, opts: { steps?: StepSet; during?: (h: WorkflowHandle<typeof driftCheck>) => Promise<void> } = {}): Promise<DriftCheckResult> {
+  const taskQueue = `lab-drift-${mode}-${Date.now()}`;
+  const worker = await inProcessWorker(taskQueue, opts.steps);
+  return worker.runUntil(async () => {
+    const handle = await env.client.workflow.start(driftCheck, {
+      taskQueue,
+      workflowId: driftWorkflowId(spec.id),
+      memo: { mode },
+      args: [{ spec, mode, approvalTimeout: '10m' }],
+    });
+    await opts.during?.(handle);
+    return handle.result();
+  });
+}
+
+/** What an operator's hands do: delete a VLAN and lose the VF count (as a reboot without persistence would). */
+async function breakHost(spec: ServerSpec): Promise<void> {
+  await onHost(spec, async (run) => {
+    await run('ip link del dev bond0.200');
+    await run('echo 0 > /sys/class/net/eth3/device/sriov_numvfs');
+  });
 }
 
 describe('onboarding real Debian hosts in the QEMU lab', () => {
@@ -184,5 +219,59 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
     await assertOnboarded(spec);
     const plan = await planOnboarding(spec, sshConnector, LINUX_STEPS);
     assert.ok(plan.steps.every((s) => !s.changes.length && !s.error), renderPlan(plan));
+  });
+
+  describe('drift on the onboarded host (server1, OVS attach)', () => {
+    const spec = labSpec('server1', { attach: 'ovs' });
+    let clean: Record<string, unknown>;
+    let drifted: Record<string, unknown>;
+
+    test('report: a deleted VLAN and a lost VF count are exactly the drift; nothing is changed', async () => {
+      clean = await snapshot(spec);
+      await breakHost(spec);
+      drifted = await snapshot(spec);
+      assert.notDeepEqual(drifted, clean);
+      const r = await checkDrift(spec, 'report');
+      assert.equal(r.status, 'drifted', JSON.stringify(r));
+      assert.deepEqual(r.driftedSteps, ['vlan', 'sriov']);
+      assert.deepEqual(await snapshot(spec), drifted, 'report changes nothing');
+    });
+
+    test('a remediation that fails is compensated back to the drifted state and reported', async () => {
+      const r = await checkDrift(spec, 'remediate', { steps: failingAfterApply('sriov') });
+      assert.equal(r.status, 'failed', JSON.stringify(r));
+      assert.equal(r.remediation?.failedStep, 'sriov');
+      assert.match(r.remediation?.error ?? '', /injected failure after apply/);
+      assert.deepEqual(r.remediation?.compensations?.map((c) => [c.step, c.outcome]), [['sriov', 'restored'], ['vlan', 'restored']]);
+      assert.deepEqual(await snapshot(spec), drifted, 'back to the drifted state, not half-fixed');
+    });
+
+    test('remediate: re-applies only the drifted steps and verifies; the host is as onboarded', async () => {
+      const r = await checkDrift(spec, 'remediate');
+      assert.equal(r.status, 'remediated', JSON.stringify(r));
+      assert.deepEqual(r.remediation?.steps, ['vlan', 'sriov']);
+      await assertOnboarded(spec);
+      assert.deepEqual(await snapshot(spec), clean);
+    });
+
+    test('approve: nothing changes until approved, then the drift is remediated', async () => {
+      await breakHost(spec);
+      const r = await checkDrift(spec, 'approve', {
+        during: async (handle) => {
+          let phase: string | undefined;
+          for (let i = 0; i < 600 && phase !== 'awaiting-approval'; i++) {
+            phase = (await handle.query(driftProgressQuery).catch(() => undefined))?.phase;
+            if (phase !== 'awaiting-approval') await sleep(200);
+          }
+          assert.equal(phase, 'awaiting-approval');
+          assert.deepEqual(await snapshot(spec), drifted, 'nothing changed while waiting for approval');
+          const answer = await approveDrift(env.client, spec.id, { by: 'lab' });
+          assert.deepEqual(answer, { serverId: spec.id, decision: 'approved', steps: ['vlan', 'sriov'] });
+        },
+      });
+      assert.equal(r.status, 'remediated', JSON.stringify(r));
+      assert.equal(r.remediation?.approvedBy, 'lab');
+      assert.deepEqual(await snapshot(spec), clean);
+    });
   });
 });

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import { InvalidSpecError } from '../../src/common/errors';
 import { loadSpecFile, parseSpecText, validateSpecFile } from '../../src/spec/load';
-import { ATTACH_MATRIX, ServerSpecShape, vlanIfName } from '../../src/spec/server';
+import { ATTACH_MATRIX, PLATFORM_MATRIX, ServerSpecShape, vlanIfName } from '../../src/spec/server';
 import { formatPath, parseServerSpec, serverSpecJsonSchema, validateServerSpec, type SpecIssue } from '../../src/spec/validate';
 
 // ---- helpers ---------------------------------------------------------------------------------------------------
@@ -186,10 +186,12 @@ describe('examples/', () => {
 
     const raw = example('kvm-minimal.json');
     setAt(raw, ['hypervisor'], { kind: 'hyperv' });
-    setAt(raw, ['bond', 'mode'], 'active-backup');
-    setAt(raw, ['attach'], { kind: 'set' });
+    // Hyper-V takes no bond (the SET switch is the team): the NICs are listed in the attach.
+    const members = getAt(raw, ['bond', 'members']);
+    deleteAt(raw, ['bond']);
+    setAt(raw, ['attach'], { kind: 'set', nics: members });
     const set = assertValid(raw);
-    assert.deepEqual(set.attach, { kind: 'set', switchName: 'SETswitch', loadBalancing: 'Dynamic' });
+    assert.deepEqual(set.attach, { kind: 'set', switchName: 'SETswitch', loadBalancing: 'Dynamic', nics: members });
 
     const xen = example('xen-bridge.yaml');
     deleteAt(xen, ['attach', 'name']);
@@ -426,10 +428,10 @@ describe('rejections', () => {
 
   test('SET attach over an 802.3ad bond (explicit or by default) → bond.mode', () => {
     const raw = example('hyperv-set.yaml');
-    setAt(raw, ['bond', 'mode'], '802.3ad');
+    setAt(raw, ['bond'], { name: 'team0', members: ['NIC1', 'NIC2'], mode: '802.3ad' });
     assertIssueAt(raw, 'bond.mode', /switch-independent/);
     const byDefault = example('hyperv-set.yaml');
-    deleteAt(byDefault, ['bond', 'mode']);
+    setAt(byDefault, ['bond'], { name: 'team0', members: ['NIC1', 'NIC2'] });
     assertIssueAt(byDefault, 'bond.mode', /switch-independent/);
   });
 
@@ -465,14 +467,14 @@ describe('rejections', () => {
 
   describe('the full hypervisor × attach matrix', () => {
     const attaches: Record<string, Obj> = {
-      macvtap: { kind: 'macvtap' },
-      ovs: { kind: 'ovs' },
-      bridge: { kind: 'bridge' },
+      // Lower devices named explicitly: ESXi and Hyper-V take no bond for them to default to.
+      macvtap: { kind: 'macvtap', device: 'vmnic0' },
+      ovs: { kind: 'ovs', uplink: 'vmnic0' },
+      bridge: { kind: 'bridge', uplink: 'vmnic0' },
       vds: (example('esxi-vds.yaml').attach ?? {}) as Obj,
       set: { kind: 'set', nics: ['vmnic0', 'vmnic1'] },
     };
     const base = example('esxi-vds.yaml');
-    setAt(base, ['bond'], { members: ['vmnic0', 'vmnic1'], mode: 'active-backup' });
     const hypervisors: Record<string, unknown> = {
       kvm: { kind: 'kvm' },
       xen: { kind: 'xen' },
@@ -486,6 +488,8 @@ describe('rejections', () => {
           const raw = structuredClone(base);
           setAt(raw, ['hypervisor'], hvSpec);
           setAt(raw, ['attach'], attach);
+          // The Hyper-V cable check has no LLDP view: the example's expected neighbours are not for it.
+          if (hv === 'hyperv') for (const n of raw.nics as Obj[]) delete n.lldp;
           if (fits) assertValid(raw);
           else assert.deepEqual(issuesOf(raw).map((i) => i.path), ['attach.kind']);
         });
@@ -856,6 +860,158 @@ describe('serverSpecJsonSchema()', () => {
       for (const k of Object.keys(raw)) assert.ok(schema.properties && k in schema.properties, `${file}: ${k} not in the JSON schema`);
       const r = ServerSpecShape.safeParse(raw);
       assert.ok(r.success, `${file}: ${r.success ? '' : r.error.message}`);
+    }
+  });
+});
+
+// ---- the platform matrix (hypervisor × attach × transport × host-network steps) --------------------------------
+
+describe('the platform matrix', () => {
+  const only = (raw: unknown, path: string, message: RegExp) => {
+    const issues = assertIssueAt(raw, path, message);
+    assert.deepEqual(issues.map((i) => i.path), [path], `only ${path} is refused:\n${show(issues)}`);
+  };
+
+  describe('ESXi: the distributed switch carries the team, LACP and the VLAN', () => {
+    test('a bond → bond, pointing at attach.uplinks and attach.lacp', () => {
+      for (const mode of ['802.3ad', 'active-backup']) {
+        const raw = example('esxi-vds.yaml');
+        setAt(raw, ['bond'], { members: ['vmnic0', 'vmnic1'], mode });
+        only(raw, 'bond', /not in the ESXi runbook.*attach\.uplinks.*attach\.lacp/);
+      }
+    });
+    test('vlans → vlans, pointing at attach.vlan', () => {
+      const raw = example('esxi-vds.yaml');
+      setAt(raw, ['vlans'], [{ id: 100, parent: 'vmnic0' }]);
+      only(raw, 'vlans', /not in the ESXi runbook.*attach\.vlan/);
+      const none = example('esxi-vds.yaml');
+      setAt(none, ['vlans'], []);
+      assertValid(none);
+    });
+    test('sriov → sriov', () => {
+      const raw = example('esxi-vds.yaml');
+      setAt(raw, ['sriov'], { pf: 'vmnic1', numVfs: 4 });
+      only(raw, 'sriov', /not in the ESXi runbook/);
+    });
+    test('LACP on the vds needs at least two uplinks → attach.lacp', () => {
+      const raw = example('esxi-vds.yaml');
+      setAt(raw, ['attach', 'uplinks'], ['vmnic0']);
+      only(raw, 'attach.lacp', /at least two uplinks/);
+      setAt(raw, ['attach', 'lacp'], false);
+      assertValid(raw);
+    });
+    test('LACP exists only on the distributed switch: lacp is unknown on every other attach', () => {
+      for (const [file, attach] of [
+        ['kvm-macvtap.yaml', 'macvtap'],
+        ['kvm-ovs.yaml', 'ovs'],
+        ['xen-bridge.yaml', 'bridge'],
+        ['hyperv-set.yaml', 'set'],
+      ] as const) {
+        const raw = example(file);
+        setAt(raw, ['attach', 'lacp'], true);
+        assertIssueAt(raw, 'attach.lacp', /unknown field/);
+        assert.equal((getAt(raw, ['attach', 'kind']) as string), attach);
+      }
+    });
+  });
+
+  describe('Hyper-V: SET is the team, attach.managementVlan the host VLAN, PowerShell over SSH', () => {
+    test('a bond of any mode → bond, pointing at attach.nics', () => {
+      for (const mode of ['active-backup', 'balance-tlb']) {
+        const raw = example('hyperv-set.yaml');
+        setAt(raw, ['bond'], { name: 'team0', members: ['NIC1', 'NIC2'], mode });
+        only(raw, 'bond', /not in the Hyper-V runbook.*attach\.nics/);
+      }
+    });
+    test('an 802.3ad bond → bond and bond.mode (SET is switch-independent)', () => {
+      const raw = example('hyperv-set.yaml');
+      setAt(raw, ['bond'], { name: 'team0', members: ['NIC1', 'NIC2'], mode: '802.3ad' });
+      assertIssueAt(raw, 'bond', /Hyper-V runbook/);
+      assertIssueAt(raw, 'bond.mode', /switch-independent/);
+    });
+    test('a bond instead of attach.nics → attach.nics is asked for too', () => {
+      const raw = example('hyperv-set.yaml');
+      setAt(raw, ['bond'], { name: 'team0', members: ['NIC1', 'NIC2'], mode: 'active-backup' });
+      deleteAt(raw, ['attach', 'nics']);
+      assertIssueAt(raw, 'bond', /attach\.nics/);
+      assertIssueAt(raw, 'attach.nics', /list the NICs/);
+    });
+    test('vlans → vlans, pointing at attach.managementVlan', () => {
+      const raw = example('hyperv-set.yaml');
+      setAt(raw, ['vlans'], [{ id: 20, parent: 'NIC1' }]);
+      only(raw, 'vlans', /attach\.managementVlan/);
+    });
+    test('sriov → sriov', () => {
+      const raw = example('hyperv-set.yaml');
+      setAt(raw, ['sriov'], { pf: 'NIC1', numVfs: 8 });
+      only(raw, 'sriov', /not in the Hyper-V runbook/);
+    });
+    test('transport winrm → hypervisor.transport "not in this build"; ssh and the default are accepted', () => {
+      const raw = example('hyperv-set.yaml');
+      setAt(raw, ['hypervisor', 'transport'], 'winrm');
+      only(raw, 'hypervisor.transport', /not in this build/);
+      setAt(raw, ['hypervisor', 'transport'], 'ssh');
+      assertValid(raw);
+      deleteAt(raw, ['hypervisor', 'transport']);
+      const spec = assertValid(raw);
+      assert.equal(spec.hypervisor.kind === 'hyperv' && spec.hypervisor.transport, 'ssh');
+    });
+    test('an expected LLDP neighbour → nics[i].lldp (Windows has no LLDP view)', () => {
+      const raw = example('hyperv-set.yaml');
+      setAt(raw, ['nics', 1, 'lldp'], { switch: 'leaf-lon3-06', port: 'Ethernet1/8' });
+      only(raw, 'nics[1].lldp', /no LLDP neighbour view/);
+    });
+  });
+
+  describe('KVM and Xen: Linux hosts, every host-network step', () => {
+    test('xen with bond, vlans and sriov is accepted', () => {
+      const raw = example('xen-bridge.yaml');
+      setAt(raw, ['sriov'], { pf: 'eno2', numVfs: 8 });
+      const spec = assertValid(raw);
+      assert.ok(spec.bond && spec.vlans.length && spec.sriov);
+    });
+    test('kvm with bond, vlans and sriov is accepted', () => {
+      const spec = assertValid(example('kvm-macvtap.yaml'));
+      assert.ok(spec.bond && spec.vlans.length && spec.sriov);
+    });
+    test('a transport field on kvm/xen is an unknown field', () => {
+      for (const file of ['kvm-minimal.json', 'xen-bridge.yaml']) {
+        const raw = example(file);
+        setAt(raw, ['hypervisor', 'transport'], 'ssh');
+        assertIssueAt(raw, 'hypervisor.transport', /unknown field/);
+      }
+    });
+  });
+
+  test('PLATFORM_MATRIX: the attach column is ATTACH_MATRIX, and the sections match what the validator accepts', () => {
+    for (const [hv, row] of Object.entries(PLATFORM_MATRIX)) {
+      assert.deepEqual(row.attach, ATTACH_MATRIX[hv as keyof typeof ATTACH_MATRIX]);
+    }
+    assert.deepEqual(PLATFORM_MATRIX.esxi.sections, []);
+    assert.deepEqual(PLATFORM_MATRIX.hyperv.sections, []);
+    assert.deepEqual([...PLATFORM_MATRIX.kvm.sections], ['bond', 'vlans', 'sriov']);
+    assert.deepEqual([...PLATFORM_MATRIX.xen.sections], ['bond', 'vlans', 'sriov']);
+  });
+
+  test('docs/platforms.md shows the matrix exactly as PLATFORM_MATRIX has it', () => {
+    const doc = readFileSync(resolve(__dirname, '../../docs/platforms.md'), 'utf8');
+    const start = doc.indexOf('<!-- matrix:start -->');
+    const end = doc.indexOf('<!-- matrix:end -->');
+    assert.ok(start >= 0 && end > start, 'docs/platforms.md has the matrix markers');
+    const rows = doc
+      .slice(start, end)
+      .split('\n')
+      .filter((l) => /^\| `(kvm|xen|esxi|hyperv)`/.test(l))
+      .map((l) => l.split('|').slice(1, -1).map((c) => c.trim()));
+    assert.deepEqual(rows.map((r) => r[0]), ['`kvm`', '`xen`', '`esxi`', '`hyperv`']);
+    const codes = (cell: string) => [...cell.matchAll(/`([^`]+)`/g)].map((m) => m[1]);
+    for (const r of rows) {
+      const row = PLATFORM_MATRIX[codes(r[0]!)[0] as keyof typeof PLATFORM_MATRIX];
+      assert.deepEqual(codes(r[1]!), [...row.attach], `${r[0]} attach`);
+      assert.deepEqual(codes(r[2]!), [row.transport.install], `${r[0]} install transport`);
+      assert.deepEqual(codes(r[3]!), [row.transport.attach], `${r[0]} attach transport`);
+      assert.deepEqual(codes(r[4]!), [...row.sections], `${r[0]} host-network steps`);
+      assert.deepEqual(codes(r[5]!), [...row.refusedTransports], `${r[0]} refused transports`);
     }
   });
 });

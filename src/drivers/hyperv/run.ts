@@ -1,0 +1,75 @@
+/**
+ * Runs PowerShell on a Windows host over its OpenSSH server. RemoteHost.run wraps commands in `timeout … sh -c`,
+ * which Windows lacks, so this goes to the raw channel with its own deadline: on the host (boundedScript: a job
+ * stopped after the timeout, exit 124) and on the client (the SSH exec timeout, a little later, as a backstop).
+ */
+import type { z } from 'zod';
+import { CommandFailedError, CommandTimeoutError, UnexpectedOutputError } from '../../common/errors';
+import type { RemoteHost } from '../remote';
+import { boundedScript, powershellCommandLine, toJson, type Ps } from './powershell';
+
+export interface PsRunOptions {
+  /** What it does, for errors ("New-VMSwitch SETswitch"). */
+  description: string;
+  timeoutMs?: number;
+  /** False when a failure is deterministic (bad argument): Temporal must not retry it. */
+  retryable?: boolean;
+}
+
+export interface PsResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** PowerShell's serialized error/progress streams (`#< CLIXML` …) are noise in an error message. */
+export function cleanStderr(s: string): string {
+  return s
+    .replace(/^#< CLIXML\s*/m, '')
+    .replace(/<Objs[\s\S]*?<\/Objs>/g, '')
+    .trim();
+}
+
+export async function runPs(host: RemoteHost, body: Ps, opts: PsRunOptions): Promise<PsResult> {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const where = { host: host.label, step: host.step, command: opts.description };
+  const r = await host
+    .rawChannel()
+    .exec(powershellCommandLine(boundedScript(body, timeoutMs / 1000)), { timeoutMs: timeoutMs + 30_000, description: opts.description })
+    .catch((err: unknown) => {
+      if (err instanceof CommandTimeoutError) throw new CommandTimeoutError(`${opts.description} did not answer within ${Math.round(timeoutMs / 1000) + 30}s`, where);
+      throw err;
+    });
+  if (r.exitCode === 124) throw new CommandTimeoutError(`${opts.description} timed out after ${Math.ceil(timeoutMs / 1000)}s`, where);
+  if (r.exitCode !== 0) {
+    const err = cleanStderr(r.stderr || r.stdout);
+    throw new CommandFailedError(`${opts.description} failed`, { ...where, exitCode: r.exitCode, stderr: err.length > 800 ? '…' + err.slice(-800) : err }, opts.retryable ?? true);
+  }
+  return { stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Parses ConvertTo-Json output as a list: `[...]`, a single object (PowerShell unwraps one-element arrays), or nothing. */
+export function parsePsJsonList<T extends z.ZodType>(schema: T, text: string, what: string, ctx: { host?: string; step?: RemoteHost['step'] } = {}): Array<z.output<T>> {
+  const body = text.replace(/^\uFEFF/, '').trim();
+  if (!body) return [];
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body);
+  } catch {
+    throw new UnexpectedOutputError(`${what}: not JSON`, { ...ctx, observed: body.slice(0, 200) });
+  }
+  const items = Array.isArray(raw) ? raw : [raw];
+  return items.map((item, i) => {
+    const r = schema.safeParse(item);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      throw new UnexpectedOutputError(`${what}[${i}]: ${issue ? `${issue.path.join('.') || '(item)'}: ${issue.message}` : 'bad shape'}`, { ...ctx, observed: JSON.stringify(item).slice(0, 200) });
+    }
+    return r.data;
+  });
+}
+
+/** Runs `expr`, returns what it yields as parsed, validated JSON objects. */
+export async function readPs<T extends z.ZodType>(host: RemoteHost, expr: Ps, schema: T, opts: PsRunOptions): Promise<Array<z.output<T>>> {
+  const r = await runPs(host, toJson(expr), opts);
+  return parsePsJsonList(schema, r.stdout, opts.description, { host: host.label, step: host.step });
+}
