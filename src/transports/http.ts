@@ -20,24 +20,22 @@
  */
 import { X509Certificate, createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { excerpt, resolveCredentials, type HttpCredentialRefSpec, type Secrets } from './http-credentials';
 import { Agent, request as httpsRequest } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
 import { connect as netConnect, isIP } from 'node:net';
 import { connect as tlsConnect, checkServerIdentity as standardIdentityCheck, type PeerCertificate } from 'node:tls';
-import type { z } from 'zod';
 import {
   AuthenticationError,
   ConnectionError,
-  CredentialUnavailableError,
   HostKeyMismatchError,
   InvalidSpecError,
   UnderlayError,
   UnexpectedOutputError,
   type ErrorContext,
 } from '../common/errors';
-import type { HttpCredentialRef } from '../spec/server';
 
-export type HttpCredentialRefSpec = z.output<typeof HttpCredentialRef>;
+export type { HttpCredentialRefSpec };
 export type TlsTrust = { caFile: string } | { fingerprint: string };
 
 export interface HttpTarget {
@@ -123,36 +121,10 @@ const DEFAULT_GET_RETRIES = 2;
 const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
 const MAX_RETRY_AFTER_MS = 10_000;
 const LOG_KEEP = 1000;
-const EXCERPT_CHARS = 300;
 /** A request path: no whitespace, quotes, angle brackets or backslashes — nothing a header or URL parser could split. */
 const SAFE_PATH_RE = /^\/[A-Za-z0-9._~:@!$&'()*+,;=%/-]*(?:\?[A-Za-z0-9._~:@!$&'()*+,;=%/?-]*)?$/;
 /** OpenSSL verification codes and node's identity-check code: the peer is not who the pin says. */
 const TLS_TRUST_CODES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME|PINNED/;
-
-interface Secrets {
-  username: string;
-  password: string;
-}
-
-async function resolveCredentials(cred: HttpCredentialRefSpec, host: string): Promise<Secrets> {
-  if ('file' in cred) {
-    let text: string;
-    try {
-      text = await readFile(cred.file, 'utf8');
-    } catch (e) {
-      throw new CredentialUnavailableError(`cannot read credential file ${cred.file} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, { host });
-    }
-    const [username = '', password = ''] = text.split('\n').map((l) => l.replace(/\r$/, ''));
-    if (!username || !password) throw new CredentialUnavailableError(`credential file ${cred.file} must hold two lines: username, password`, { host });
-    return { username, password };
-  }
-  const read = (name: string, what: string): string => {
-    const v = process.env[name];
-    if (v === undefined || v === '') throw new CredentialUnavailableError(`env var $${name} (${what}) is not set`, { host });
-    return v;
-  };
-  return { username: read(cred.usernameEnv, 'username'), password: read(cred.passwordEnv, 'password') };
-}
 
 export class HttpClient {
   readonly #target: HttpTarget;
@@ -458,17 +430,6 @@ function redfishMessage(text: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** A short, single-line excerpt with anything secret-looking masked, and the credentials themselves removed. */
-export function excerpt(text: string, secrets?: Secrets): string {
-  let s = text.replace(/"([A-Za-z_@.-]*(?:pass|token|secret|auth|cookie|key|credential)[A-Za-z_@.-]*)"\s*:\s*"(?:[^"\\]|\\.)*"/gi, '"$1":"***"');
-  s = s.replace(/\b(Basic|Bearer)\s+[A-Za-z0-9+/=._-]+/g, '$1 ***');
-  for (const secret of secrets ? [secrets.password, secrets.username] : []) {
-    if (secret.length >= 3) s = s.split(secret).join('***');
-  }
-  s = s.replace(/\s+/g, ' ').trim();
-  return s.length > EXCERPT_CHARS ? s.slice(0, EXCERPT_CHARS) + '…' : s;
 }
 
 function delay(ms: number): Promise<void> {

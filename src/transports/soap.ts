@@ -20,22 +20,20 @@
  * transient kinds (ConcurrentAccess, TaskInProgress, HostCommunication, ...).
  */
 import { readFile } from 'node:fs/promises';
+import { excerpt, resolveCredentials, type HttpCredentialRefSpec, type Secrets } from './http-credentials';
 import { Agent, request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import { checkServerIdentity } from 'node:tls';
 import { XMLParser } from 'fast-xml-parser';
-import type { z } from 'zod';
 import {
   AuthenticationError,
   ConnectionError,
-  CredentialUnavailableError,
   HostKeyMismatchError,
   InvalidSpecError,
   UnderlayError,
   UnexpectedOutputError,
   type ErrorContext,
 } from '../common/errors';
-import type { HttpCredentialRef } from '../spec/server';
 
 // ---- building XML ------------------------------------------------------------------------------------------
 
@@ -140,7 +138,7 @@ export function parseXml(text: string): Record<string, unknown> {
 
 // ---- the client --------------------------------------------------------------------------------------------
 
-export type HttpCredentialRefSpec = z.output<typeof HttpCredentialRef>;
+export type { HttpCredentialRefSpec };
 
 export interface SoapTarget {
   host: string;
@@ -197,34 +195,7 @@ const TLS_TRUST_CODES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_BODY = 16 * 1024 * 1024;
 const LOG_KEEP = 1000;
-const EXCERPT_CHARS = 300;
 const SESSION_COOKIE = 'vmware_soap_session';
-
-interface Secrets {
-  username: string;
-  password: string;
-}
-
-/** Reads an HTTP credential reference: `{usernameEnv, passwordEnv}` or `{file}` (two lines: user, password). */
-async function resolveCredentials(cred: HttpCredentialRefSpec, host: string): Promise<Secrets> {
-  if ('file' in cred) {
-    let text: string;
-    try {
-      text = await readFile(cred.file, 'utf8');
-    } catch (e) {
-      throw new CredentialUnavailableError(`cannot read credential file ${cred.file} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, { host });
-    }
-    const [username = '', password = ''] = text.split('\n').map((l) => l.replace(/\r$/, ''));
-    if (!username || !password) throw new CredentialUnavailableError(`credential file ${cred.file} must hold two lines: username, password`, { host });
-    return { username, password };
-  }
-  const read = (name: string, what: string): string => {
-    const v = process.env[name];
-    if (v === undefined || v === '') throw new CredentialUnavailableError(`env var $${name} (${what}) is not set`, { host });
-    return v;
-  };
-  return { username: read(cred.usernameEnv, 'username'), password: read(cred.passwordEnv, 'password') };
-}
 
 export class SoapClient {
   readonly #target: SoapTarget;
@@ -390,14 +361,14 @@ export class SoapClient {
     const host = this.#target.label;
     const isXml = /^\s*<(\?xml|[A-Za-z_][\w.-]*:?[\w.-]*[\s>])/.test(text);
     if (!isXml) {
-      const said = this.#excerpt(text);
+      const said = excerpt(text, this.#secrets);
       if (status >= 500 || status === 408 || status === 429) return { err: new ConnectionError(`${this.#target.host} answered HTTP ${status}${said ? `: ${said}` : ''}`, { host, command: operation }) };
       if (status === 401 || status === 403) return { err: new AuthenticationError(`${this.#target.host} answered HTTP ${status}`, { host, command: operation }) };
       return { err: new UnexpectedOutputError(`${this.#target.host} answered HTTP ${status} without a SOAP envelope`, { host, command: operation, observed: said || undefined }) };
     }
     const doc = parseXml(text);
     const body = record(record(doc.Envelope)?.Body);
-    if (!body) return { err: new UnexpectedOutputError('answer is not a SOAP envelope', { host, command: operation, observed: this.#excerpt(text) }) };
+    if (!body) return { err: new UnexpectedOutputError('answer is not a SOAP envelope', { host, command: operation, observed: excerpt(text, this.#secrets) }) };
     const fault = record(body.Fault);
     if (fault) return { err: this.#faultError(operation, fault) };
     if (status < 200 || status >= 300) return { err: new UnexpectedOutputError(`${this.#target.host} answered HTTP ${status}`, { host, command: operation }) };
@@ -410,7 +381,7 @@ export class SoapClient {
 
   #faultError(operation: string, fault: Record<string, unknown>): UnderlayError {
     const host = this.#target.label;
-    const faultstring = typeof fault.faultstring === 'string' ? this.#excerpt(fault.faultstring) : '';
+    const faultstring = typeof fault.faultstring === 'string' ? excerpt(fault.faultstring, this.#secrets) : '';
     const detail = record(fault.detail) ?? {};
     const [elName, elValue] = Object.entries(detail).find(([k]) => !k.startsWith('@_')) ?? [];
     const obj = record(elValue) ?? {};
@@ -434,14 +405,6 @@ export class SoapClient {
       });
     }
     return new ConnectionError(`cannot reach ${where}: ${code || e.message}`, { host: t.label, command: operation });
-  }
-
-  /** One line, short, with the credentials removed. */
-  #excerpt(text: string): string {
-    let s = text;
-    for (const secret of [this.#secrets.password, this.#secrets.username]) if (secret.length >= 3) s = s.split(secret).join('***');
-    s = s.replace(/\s+/g, ' ').trim();
-    return s.length > EXCERPT_CHARS ? s.slice(0, EXCERPT_CHARS) + '…' : s;
   }
 }
 

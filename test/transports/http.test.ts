@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AuthenticationError, ConnectionError, CredentialUnavailableError, HostKeyMismatchError, InvalidSpecError } from '../../src/common/errors';
-import { HttpClient, HttpStatusError, excerpt, tcpAnswers, type HttpTarget } from '../../src/transports/http';
+import { HttpClient, HttpStatusError, tcpAnswers, type HttpTarget } from '../../src/transports/http';
+import { excerpt } from '../../src/transports/http-credentials';
 import { freePort } from '../helpers/sshd';
 import { makeCertificate, startSushy, type Sushy } from '../helpers/sushy';
 
