@@ -2,8 +2,8 @@
  * Which implementation of each step runs for which hypervisor: the platform matrix in code.
  *
  * KVM and Xen run on a Linux host reached over SSH (Xen differs in the install and the attach); ESXi is
- * installed through the BMC (Redfish) and attached through vCenter; Hyper-V is Windows reached by PowerShell
- * over SSH. A step a platform does not list is not in its runbook — the spec schema rejects specs asking for it.
+ * installed through the BMC (Redfish) and attached through vCenter (distributed switch) or over SSH (standard
+ * vSwitch); Hyper-V is Windows reached by PowerShell over SSH. A step a platform does not list is not in its runbook — the spec schema rejects specs asking for it.
  */
 import { UnsupportedPlatformError } from '../common/errors';
 import { STEPS, type StepName } from '../common/steps';
@@ -12,6 +12,7 @@ import { attachStep } from './attach';
 import { bondStep } from './bond';
 import { cableStep } from './cable';
 import { vdsAttachStep } from './esxi/attach';
+import { esxiVswitchStep } from './esxi/vswitch';
 import { redfishCableStep } from './esxi/cable';
 import { esxiInstallStep } from './esxi/install';
 import { hypervisorStep } from './hypervisor';
@@ -19,7 +20,7 @@ import { hypervSetAttachStep } from './hyperv/attach';
 import { hypervCableStep } from './hyperv/cable';
 import { hypervInstallStep } from './hyperv/install';
 import { sriovStep } from './sriov';
-import type { Step, StepChoice } from './step';
+import { chooseStep, type Step, type StepChoice } from './step';
 import { vlanStep } from './vlan';
 import { xenBridgeAttachStep } from './xen/attach';
 import { xenInstallStep } from './xen/install';
@@ -38,10 +39,14 @@ export const LINUX_STEPS: { [K in StepName]: AnyStep } = {
   attach: attachStep,
 };
 
-export const PLATFORM_STEPS: Record<HypervisorKind, Partial<Record<StepName, AnyStep>>> = {
+/** The ESXi attach: a distributed switch through vCenter, or a standard vSwitch over SSH — as the spec's attach.kind says. */
+const esxiAttach = (spec: ServerSpec): AnyStep => (spec.attach?.kind === 'vswitch' ? esxiVswitchStep : vdsAttachStep);
+
+/** A value is a step, or a chooser of one by the spec (where one platform has several for a step). */
+export const PLATFORM_STEPS: Record<HypervisorKind, Partial<Record<StepName, StepChoice>>> = {
   kvm: LINUX_STEPS,
   xen: { cable: cableStep, bond: bondStep, vlan: vlanStep, sriov: sriovStep, hypervisor: xenInstallStep, attach: xenBridgeAttachStep },
-  esxi: { cable: redfishCableStep, hypervisor: esxiInstallStep, attach: vdsAttachStep },
+  esxi: { cable: redfishCableStep, hypervisor: esxiInstallStep, attach: esxiAttach },
   hyperv: { cable: hypervCableStep, hypervisor: hypervInstallStep, attach: hypervSetAttachStep },
 };
 
@@ -57,7 +62,7 @@ export function platformStep(step: StepName, spec: ServerSpec): AnyStep {
       observed: spec.hypervisor.kind,
     });
   }
-  return impl;
+  return chooseStep(impl, spec);
 }
 
 /** Every step chosen by the spec's hypervisor: what the worker registers. */

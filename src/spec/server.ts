@@ -169,6 +169,19 @@ const VdsAttach = z.strictObject({
   uplinks: z.array(IfName).min(1),
   lacp: z.boolean().default(false),
 });
+/** ESXi without vCenter: a standard vSwitch configured with esxcli over SSH on the installed host. */
+const VswitchAttach = z.strictObject({
+  kind: z.literal('vswitch'),
+  name: ObjectName.default('vSwitch1').describe('Standard vSwitch name on the ESXi host'),
+  uplinks: z.array(IfName).min(1).max(32).describe('Physical NICs (vmnicN) of the spec, all active in this order'),
+  teaming: z
+    .enum(['portid', 'iphash', 'mac'])
+    .default('portid')
+    .describe('Load balancing: originating port id, IP hash (static EtherChannel on the switch side; no LACP), source MAC hash'),
+  portgroup: ObjectName,
+  vlan: z.number().int().min(0).max(4095).optional().describe('Port group VLAN id: 0 untagged, 4095 all VLANs (guest tagging)'),
+  mtu: z.number().int().min(1280).max(9000).optional().describe('vSwitch MTU; unset leaves it as it is'),
+});
 const SetAttach = z.strictObject({
   kind: z.literal('set'),
   switchName: ObjectName.default('SETswitch'),
@@ -176,15 +189,17 @@ const SetAttach = z.strictObject({
   loadBalancing: z.enum(['HyperVPort', 'Dynamic']).default('Dynamic'),
   managementVlan: z.number().int().min(1).max(4094).optional(),
 });
-export const Attach = z.discriminatedUnion('kind', [MacvtapAttach, OvsAttach, BridgeAttach, VdsAttach, SetAttach]);
+export const Attach = z.discriminatedUnion('kind', [MacvtapAttach, OvsAttach, BridgeAttach, VdsAttach, VswitchAttach, SetAttach]);
 
 /** Which attach kinds each hypervisor supports. The documented matrix; enforced below. */
 export const ATTACH_MATRIX = {
   kvm: ['macvtap', 'ovs'],
   xen: ['bridge'],
-  esxi: ['vds'],
+  esxi: ['vds', 'vswitch'],
   hyperv: ['set'],
 } as const satisfies Record<z.infer<typeof Hypervisor>['kind'], ReadonlyArray<z.infer<typeof Attach>['kind']>>;
+
+type AttachTransport = 'ssh' | 'vcenter' | 'ssh-powershell';
 
 /** The sections of a spec that configure the host's own network before the hypervisor (steps bond, vlan, sriov). */
 export const HOST_NETWORK_SECTIONS = ['bond', 'vlans', 'sriov'] as const;
@@ -203,13 +218,14 @@ export type HostNetworkSection = (typeof HOST_NETWORK_SECTIONS)[number];
 export const PLATFORM_MATRIX = {
   kvm: { attach: ATTACH_MATRIX.kvm, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS },
   xen: { attach: ATTACH_MATRIX.xen, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS },
-  esxi: { attach: ATTACH_MATRIX.esxi, transport: { install: 'redfish', attach: 'vcenter' }, refusedTransports: [], sections: [] },
+  esxi: { attach: ATTACH_MATRIX.esxi, transport: { install: 'redfish', attach: { vds: 'vcenter', vswitch: 'ssh' } }, refusedTransports: [], sections: [] },
   hyperv: { attach: ATTACH_MATRIX.hyperv, transport: { install: 'ssh-powershell', attach: 'ssh-powershell' }, refusedTransports: ['winrm'], sections: [] },
 } as const satisfies Record<
   z.infer<typeof Hypervisor>['kind'],
   {
     attach: ReadonlyArray<z.infer<typeof Attach>['kind']>;
-    transport: { install: 'ssh' | 'redfish' | 'ssh-powershell'; attach: 'ssh' | 'vcenter' | 'ssh-powershell' };
+    /** `attach` is one transport, or one per attach kind where they differ (ESXi: vCenter for vds, SSH for vswitch). */
+    transport: { install: 'ssh' | 'redfish' | 'ssh-powershell'; attach: AttachTransport | Partial<Record<z.infer<typeof Attach>['kind'], AttachTransport>> };
     refusedTransports: readonly string[];
     sections: readonly HostNetworkSection[];
   }

@@ -211,12 +211,16 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
         if (name && !nicNames.has(name)) add(['attach', 'nics', i], `${q(name)} is not one of the spec's NICs`);
       });
     }
-    if (attachKind === 'vds') {
+    if (attachKind === 'vds' || attachKind === 'vswitch') {
       // The SET attach checked its NICs, the vds one did not: a typo in uplinks surfaced only after the whole
       // ESXi install, at the last step. The uplinks are physical NICs (vmnicN), so they must be in nics[].
+      const seen = new Set<string>();
       arr(attach.uplinks).forEach((n, i) => {
         const name = str(n);
         if (name && !nicNames.has(name)) add(['attach', 'uplinks', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
+        // esxcli refuses an uplink added twice, and the failover order would name it twice.
+        if (name && attachKind === 'vswitch' && seen.has(name)) add(['attach', 'uplinks', i], `${q(name)} is listed twice`);
+        if (name) seen.add(name);
       });
     }
     if (attachKind === 'ovs' || attachKind === 'bridge') {

@@ -1009,9 +1009,64 @@ describe('the platform matrix', () => {
       const row = PLATFORM_MATRIX[codes(r[0]!)[0] as keyof typeof PLATFORM_MATRIX];
       assert.deepEqual(codes(r[1]!), [...row.attach], `${r[0]} attach`);
       assert.deepEqual(codes(r[2]!), [row.transport.install], `${r[0]} install transport`);
-      assert.deepEqual(codes(r[3]!), [row.transport.attach], `${r[0]} attach transport`);
+      // One transport, or one per attach kind (ESXi: `vcenter` (vds), `ssh` (vswitch)) in the attach column's order.
+      const attachOver: Record<string, string> | string = row.transport.attach;
+      const perKind = typeof attachOver === 'string' ? [attachOver] : row.attach.map((k) => attachOver[k]);
+      assert.deepEqual(codes(r[3]!), perKind, `${r[0]} attach transport`);
       assert.deepEqual(codes(r[4]!), [...row.sections], `${r[0]} host-network steps`);
       assert.deepEqual(codes(r[5]!), [...row.refusedTransports], `${r[0]} refused transports`);
     }
+  });
+});
+
+// ---- ESXi standard vSwitch (attach.kind vswitch: esxcli over SSH) ---------------------------------------------
+
+describe('attach.kind vswitch (ESXi standard vSwitch)', () => {
+  const vswitch = (attach: Record<string, unknown> = {}) => {
+    const raw = example('esxi-vds.yaml');
+    setAt(raw, ['attach'], { kind: 'vswitch', uplinks: ['vmnic0', 'vmnic1'], portgroup: 'pg-vlan100', vlan: 100, ...attach });
+    return raw;
+  };
+
+  test('accepted on esxi, with defaults: name vSwitch1, teaming portid; vlan and mtu optional', () => {
+    const spec = assertValid(vswitch());
+    assert.deepEqual(spec.attach, { kind: 'vswitch', name: 'vSwitch1', uplinks: ['vmnic0', 'vmnic1'], teaming: 'portid', portgroup: 'pg-vlan100', vlan: 100 });
+    const full = assertValid(vswitch({ name: 'vSwitch2', teaming: 'iphash', vlan: 4095, mtu: 9000 }));
+    assert.equal(full.attach?.kind === 'vswitch' && full.attach.teaming, 'iphash');
+    const bare = vswitch();
+    deleteAt(bare, ['attach', 'vlan']);
+    assertValid(bare);
+  });
+
+  test('refused on every other hypervisor at attach.kind', () => {
+    for (const file of ['kvm-macvtap.yaml', 'xen-bridge.yaml', 'hyperv-set.yaml']) {
+      const raw = example(file);
+      setAt(raw, ['attach'], { kind: 'vswitch', uplinks: [getAt(raw, ['nics', 0, 'name'])], portgroup: 'pg-1' });
+      assertIssueAt(raw, 'attach.kind', /does not fit hypervisor/);
+    }
+  });
+
+  test('uplinks must be NICs of the spec, each once (validated like the vds uplinks)', () => {
+    assertIssueAt(vswitch({ uplinks: ['vmnic0', 'vmnic9'] }), 'attach.uplinks[1]', /"vmnic9" is not one of the spec's NICs/);
+    assertIssueAt(vswitch({ uplinks: ['vmnic0', 'vmnic0'] }), 'attach.uplinks[1]', /listed twice/);
+    assertIssueAt(vswitch({ uplinks: [] }), 'attach.uplinks');
+    assertIssueAt(vswitch({ uplinks: ['vmnic0; reboot'] }), 'attach.uplinks[0]');
+  });
+
+  test('teaming, VLAN, MTU, names: closed sets and ranges; no LACP on a standard vSwitch', () => {
+    assertIssueAt(vswitch({ teaming: 'lacp' }), 'attach.teaming');
+    assertIssueAt(vswitch({ vlan: 4096 }), 'attach.vlan');
+    assertIssueAt(vswitch({ vlan: -1 }), 'attach.vlan');
+    assertIssueAt(vswitch({ mtu: 9216 }), 'attach.mtu');
+    assertIssueAt(vswitch({ portgroup: 'VM Network' }), 'attach.portgroup');
+    assertIssueAt(vswitch({ name: "vSwitch1'" }), 'attach.name');
+    assertIssueAt(vswitch({ lacp: true }), 'attach.lacp', /unknown field/);
+    assertIssueAt(vswitch({ vcenter: { address: 'vc.example.net', credentials: { file: '/x' } } }), 'attach.vcenter', /unknown field/);
+  });
+
+  test('the ESXi runbook still refuses bond / vlans / sriov with a vswitch attach', () => {
+    const raw = vswitch();
+    setAt(raw, ['vlans'], [{ id: 100, parent: 'vmnic0' }]);
+    assertIssueAt(raw, 'vlans', /not in the ESXi runbook/);
   });
 });

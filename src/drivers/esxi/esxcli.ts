@@ -16,8 +16,7 @@
  * line per structure, each line ending in a comma. test/fixtures/esxi/SOURCES.md says where the samples come
  * from (no ESXi host runs here).
  *
- * Not wired into a step: the spec's ESXi attach is a distributed switch (docs/esxi-vsphere.md describes how a
- * standard-vSwitch step would use these).
+ * Used by the ESXi standard-vSwitch attach step (src/activities/esxi/vswitch.ts, attach kind `vswitch`).
  */
 import { z } from 'zod';
 import { UnexpectedOutputError } from '../../common/errors';
@@ -314,4 +313,36 @@ export function standardVswitchCommands(vswitches: StandardVswitch[], portgroups
   if (!pg) cmds.push(esxcli.portgroupAdd(want.vswitch, want.portgroup));
   if (!pg || pg.vlanId !== want.vlan) cmds.push(esxcli.portgroupSetVlan(want.portgroup, want.vlan));
   return cmds;
+}
+
+/** Further reads and a write of the standard-vSwitch attach step (src/activities/esxi/vswitch.ts). */
+export const nicList = (): Shell => sh`esxcli --formatter=xml network nic list`;
+export const failoverGet = (vswitch: string): Shell => sh`esxcli --formatter=xml network vswitch standard policy failover get --vswitch-name=${vswitch}`;
+export const mtuSet = (vswitch: string, mtu: number): Shell => sh`esxcli network vswitch standard set --mtu=${mtu} --vswitch-name=${vswitch}`;
+
+// esxcli's `get` prints the policy in the vSphere API's words (srcport, srcmac…); `set` takes portid, mac….
+const TEAMING: Record<string, string> = { srcport: 'portid', portid: 'portid', iphash: 'iphash', srcmac: 'mac', mac: 'mac', explicit: 'explicit', failover_explicit: 'explicit' };
+export const SETTABLE_TEAMING = new Set<string>(['portid', 'iphash', 'mac', 'explicit']);
+
+const FailoverRecord = z.looseObject({ LoadBalancing: z.string().min(1), ActiveAdapters: z.array(z.string()) });
+const NicRecord = z.looseObject({ Name: z.string().min(1) });
+
+function oneRecord<T extends z.ZodType>(schema: T, rec: unknown, command: string): z.output<T> {
+  const r = schema.safeParse(rec);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  throw new UnexpectedOutputError('esxcli output lacks an expected field', { command, field: issue?.path.join('.'), observed: issue?.message });
+}
+
+/** `esxcli --formatter=xml network vswitch standard policy failover get`: one structure. */
+export function parseFailoverGet(xml: string, command: string): { teaming: string; active: string[] } {
+  const recs = parseEsxcliXml(xml, command);
+  if (recs.length !== 1) throw new UnexpectedOutputError(`esxcli printed ${recs.length} failover policies for one vSwitch`, { command });
+  const r = oneRecord(FailoverRecord, recs[0], command);
+  return { teaming: TEAMING[r.LoadBalancing] ?? r.LoadBalancing, active: r.ActiveAdapters };
+}
+
+/** `esxcli --formatter=xml network nic list` → the physical NICs' names. */
+export function parseNicNames(xml: string, command: string): string[] {
+  return parseEsxcliXml(xml, command).map((rec) => oneRecord(NicRecord, rec, command).Name);
 }
