@@ -1,19 +1,7 @@
 /** Plain-text rendering of an onboarding's progress for terminals and logs. */
 import { STEP_TITLES, STEPS, type StepName } from '../common/steps';
-import type { OnboardingStatus, StepState, TimelineEntry } from '../workflows/messages';
+import { STEP_MARK, type OnboardingStatus, type TimelineEntry } from '../workflows/messages';
 
-const MARK: Record<StepState, string> = {
-  pending: '·',
-  skipped: '-',
-  running: '▶',
-  done: '✓',
-  unchanged: '=',
-  failed: '✗',
-  compensating: '↺',
-  compensated: '↩',
-  'compensation-failed': '!',
-  'not-run': '·',
-};
 
 /** Braille spinner frames for the running step (terminals only). */
 export const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -67,7 +55,7 @@ export function renderStatus(s: OnboardingStatus, o: RenderOptions = {}): string
   const rows = STEPS.map((step: StepName) => {
     const st = s.steps[step];
     const running = st.state === 'running' || st.state === 'compensating';
-    const mark = running && o.frame !== undefined ? SPINNER[o.frame % SPINNER.length]! : MARK[st.state];
+    const mark = running && o.frame !== undefined ? SPINNER[o.frame % SPINNER.length]! : STEP_MARK[st.state];
     const liveAttempt = running && o.live ? o.live.attempt : undefined;
     const attempts = liveAttempt ?? st.attempts;
     const gate = c?.approvalBefore.includes(step) ? (c.approvals.find((a) => a.step === step) ? `approved by ${c.approvals.find((a) => a.step === step)!.by}` : 'needs approval') : '';

@@ -97,6 +97,20 @@ export interface OnboardingFailureReport {
   cancelledBy?: OperatorAction;
 }
 
+/** One character per step state, shared by the Web UI's details table and the CLI's frames. */
+export const STEP_MARK: Record<StepState, string> = {
+  pending: '·',
+  skipped: '–',
+  running: '▶',
+  done: '✓',
+  unchanged: '=',
+  failed: '✗',
+  compensating: '↺',
+  compensated: '↩',
+  'compensation-failed': '!',
+  'not-run': '·',
+};
+
 export const statusQuery = defineQuery<OnboardingStatus>('status');
 
 // ---- operator control (updates with validators: a refused request leaves no trace in the history) -------------

@@ -31,6 +31,7 @@ import {
   pauseUpdate,
   resumeUpdate,
   statusQuery,
+  STEP_MARK,
   stepSummary,
   type CompensationOutcome,
   type ControlAnswer,
@@ -326,18 +327,6 @@ function cancelMessage(r: OnboardingFailureReport, by: OperatorAction): string {
 
 // ---- current details: what the Web UI shows live (workflow metadata query) --------------------------------------
 
-const MARK: Record<StepState, string> = {
-  pending: '·',
-  skipped: '–',
-  running: '▶',
-  done: '✓',
-  unchanged: '=',
-  failed: '✗',
-  compensating: '↺',
-  compensated: '↩',
-  'compensation-failed': '!',
-  'not-run': '·',
-};
 
 /** A markdown table cell: one line, no pipe breaking the table, clipped. */
 function cell(v: string | number | null | undefined, max = 90): string {
@@ -366,7 +355,7 @@ function renderDetails(s: OnboardingStatus): string {
     const tries = st.attempts && st.attempts > 1 ? `${st.attempts} attempts` : '';
     const gate = c.approvalBefore.includes(step) ? (c.approvals.some((a) => a.step === step) ? 'approved' : 'needs approval') : '';
     const state = [st.state, time, tries, gate].filter(Boolean).join(' · ');
-    lines.push(`| ${MARK[st.state]} ${STEP_TITLES[step]} | ${state} | ${cell(st.error ?? st.summary)} |`);
+    lines.push(`| ${STEP_MARK[st.state]} ${STEP_TITLES[step]} | ${state} | ${cell(st.error ?? st.summary)} |`);
   }
   if (s.phase === 'compensating' || s.phase === 'failed' || s.phase === 'cancelled') {
     lines.push('', '**Timeline**', '', '| step | result | error | rollback |', '|---|---|---|---|');
