@@ -14,6 +14,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { redfishCableStep } from '../../src/activities/esxi/cable';
 import { MARK_CYCLE, MARK_DOWN, MARK_KICKSTART, esxiInstallStep, type EsxiInstallState } from '../../src/activities/esxi/install';
 import { platformStep } from '../../src/activities/platforms';
+import { RedfishBmc, type BmcSpec } from '../../src/drivers/redfish/bmc';
 import { runStep, undoStep, type Connector } from '../../src/activities/run-step';
 import type { StepResult, UndoResult } from '../../src/activities/step';
 import { parseServerSpec } from '../../src/spec/validate';
@@ -248,6 +249,11 @@ describe('ESXi install through the BMC', () => {
     });
     assert.ok(Date.now() - t0 < 30_000);
     const pre = { power: 'Off', bootOverride: { target: 'Hdd', enabled: 'Continuous' }, media: { image: null, inserted: false }, answers: false };
+    // sushy's fake driver lands a Reset 1–11 s after it was accepted and reports the old PowerState until then (a
+    // real BMC says PoweringOn), so a 10 s timeout can end before the power-on is visible. Wait until it is, so the
+    // undo below has a powered server to turn off, as after a real failed install.
+    const bmc = await RedfishBmc.connect(raw.hypervisor.bmc as BmcSpec, 'esx01');
+    await bmc.waitPowerState('On', { timeoutMs: 20_000, intervalMs: 500 }).finally(() => bmc.close());
     // The compensation after a failed install: everything the BMC holds goes back.
     const u = await undo(mockEnv(), raw, pre);
     assert.deepEqual(u.changes.map((c) => c.field).sort(), ['bootOverride.target', 'media.image', 'media.inserted', 'power']);
