@@ -21,7 +21,8 @@
 import { X509Certificate, createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { excerpt, resolveCredentials, type HttpCredentialRefSpec, type Secrets } from './http-credentials';
-import { Agent, request as httpsRequest } from 'node:https';
+import { Agent } from 'node:https';
+import { httpsExchange } from './https-exchange';
 import type { IncomingHttpHeaders } from 'node:http';
 import { connect as netConnect, isIP } from 'node:net';
 import { connect as tlsConnect, checkServerIdentity as standardIdentityCheck, type PeerCertificate } from 'node:tls';
@@ -261,12 +262,12 @@ export class HttpClient {
     this.#agent.destroy();
   }
 
-  #send<T>(method: string, path: string, opts: RequestOptions): Promise<HttpResponse<T>> {
+  async #send<T>(method: string, path: string, opts: RequestOptions): Promise<HttpResponse<T>> {
     const host = this.#target.label;
     const what = `${method} ${path}`;
-    if (this.#closed) return Promise.reject(new ConnectionError(`HTTP client for ${this.#target.host} is closed`, { host, command: what }));
+    if (this.#closed) throw new ConnectionError(`HTTP client for ${this.#target.host} is closed`, { host, command: what });
     if (!SAFE_PATH_RE.test(path)) {
-      return Promise.reject(new UnexpectedOutputError('refusing a request path with unsafe characters', { host, command: `${method} ${JSON.stringify(path.slice(0, 120))}` }));
+      throw new UnexpectedOutputError('refusing a request path with unsafe characters', { host, command: `${method} ${JSON.stringify(path.slice(0, 120))}` });
     }
     const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
     const headers: Record<string, string> = { Accept: 'application/json', 'OData-Version': '4.0' };
@@ -287,65 +288,45 @@ export class HttpClient {
       if (this.#log.length > LOG_KEEP) this.#log.splice(0, this.#log.length - LOG_KEEP);
     };
 
-    return new Promise<HttpResponse<T>>((resolve, reject) => {
-      let settled = false;
-      const fail = (err: UnderlayError, status?: number) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        record({ status, error: err.name });
-        req.destroy();
-        reject(err);
-      };
-      const req = httpsRequest({ host: this.#target.host, port: this.#target.port, method, path, headers, agent: this.#agent }, (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > this.#maxBody) {
-            fail(new UnexpectedOutputError(`response larger than ${this.#maxBody} bytes`, { host, command: what }));
-            return;
-          }
-          chunks.push(c);
-        });
-        res.on('error', (e) => fail(new ConnectionError(`response from ${this.#target.host} broke off: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { host, command: what })));
-        res.on('end', () => {
-          if (settled) return;
-          const status = res.statusCode ?? 0;
-          const text = Buffer.concat(chunks).toString('utf8');
-          const retryAfterMs = parseRetryAfter(res.headers['retry-after']);
-          if (status >= 400 || status < 200) {
-            fail(this.#statusError(status, what, text, retryAfterMs), status);
-            return;
-          }
-          let body: T | undefined;
-          if (text.trim()) {
-            try {
-              body = JSON.parse(text) as T;
-            } catch {
-              fail(new UnexpectedOutputError(`response is not JSON`, { host, command: what, observed: excerpt(text, this.#secrets) }));
-              return;
-            }
-          }
-          settled = true;
-          clearTimeout(timer);
-          record({ status });
-          const etagHeader = res.headers.etag;
-          const bodyEtag = body && typeof body === 'object' ? (body as Record<string, unknown>)['@odata.etag'] : undefined;
-          resolve({
-            status,
-            headers: res.headers,
-            body,
-            etag: etagHeader ?? (typeof bodyEtag === 'string' ? bodyEtag : undefined),
-            location: this.#localPath(res.headers.location),
-            retryAfterMs,
-          });
-        });
-      });
-      const timer = setTimeout(() => fail(new ConnectionError(`no complete answer from ${this.#target.host}:${this.#target.port} within ${timeoutMs} ms`, { host, command: what })), timeoutMs);
-      req.on('error', (e: NodeJS.ErrnoException) => fail(this.#transportError(e, what)));
-      req.end(payload);
-    });
+    const fail = (err: UnderlayError, status?: number): never => {
+      record({ status, error: err.name });
+      throw err;
+    };
+    const answer = await httpsExchange({
+      host: this.#target.host,
+      port: this.#target.port,
+      method,
+      path,
+      headers,
+      body: payload,
+      agent: this.#agent,
+      timeoutMs,
+      maxBody: this.#maxBody,
+      context: { host, command: what },
+      transportError: (e) => this.#transportError(e, what),
+    }).catch((e: UnderlayError) => fail(e));
+    const { status, text } = answer;
+    const retryAfterMs = parseRetryAfter(answer.headers['retry-after']);
+    if (status >= 400 || status < 200) return fail(this.#statusError(status, what, text, retryAfterMs), status);
+    let body: T | undefined;
+    if (text.trim()) {
+      try {
+        body = JSON.parse(text) as T;
+      } catch {
+        return fail(new UnexpectedOutputError(`response is not JSON`, { host, command: what, observed: excerpt(text, this.#secrets) }), status);
+      }
+    }
+    record({ status });
+    const etagHeader = answer.headers.etag;
+    const bodyEtag = body && typeof body === 'object' ? (body as Record<string, unknown>)['@odata.etag'] : undefined;
+    return {
+      status,
+      headers: answer.headers,
+      body,
+      etag: etagHeader ?? (typeof bodyEtag === 'string' ? bodyEtag : undefined),
+      location: this.#localPath(answer.headers.location),
+      retryAfterMs,
+    };
   }
 
   #statusError(status: number, what: string, text: string, retryAfterMs: number | undefined): UnderlayError {

@@ -21,7 +21,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { excerpt, resolveCredentials, type HttpCredentialRefSpec, type Secrets } from './http-credentials';
-import { Agent, request as httpsRequest } from 'node:https';
+import { Agent } from 'node:https';
+import { httpsExchange } from './https-exchange';
 import { isIP } from 'node:net';
 import { checkServerIdentity } from 'node:tls';
 import { XMLParser } from 'fast-xml-parser';
@@ -289,10 +290,10 @@ export class SoapClient {
     this.#agent.destroy();
   }
 
-  #post(operation: string, payload: XmlFragment, timeoutMs = this.#timeoutMs): Promise<Record<string, unknown>> {
+  async #post(operation: string, payload: XmlFragment, timeoutMs = this.#timeoutMs): Promise<Record<string, unknown>> {
     const t = this.#target;
     const host = t.label;
-    if (this.#closed) return Promise.reject(new ConnectionError(`SOAP client for ${t.host} is closed`, { host, command: operation }));
+    if (this.#closed) throw new ConnectionError(`SOAP client for ${t.host} is closed`, { host, command: operation });
     const envelope = xml`<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>${payload}</soapenv:Body></soapenv:Envelope>`;
     const body = Buffer.from(envelope.text, 'utf8');
     const headers: Record<string, string> = {
@@ -307,54 +308,35 @@ export class SoapClient {
       if (this.#log.length > LOG_KEEP) this.#log.splice(0, this.#log.length - LOG_KEEP);
     };
 
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
-      let settled = false;
-      const fail = (err: UnderlayError, status?: number) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        record({ status, error: err instanceof SoapFaultError ? err.fault : err.name });
-        req.destroy();
-        reject(err);
-      };
-      const req = httpsRequest({ host: t.host, port: t.port, method: 'POST', path: t.path, headers, agent: this.#agent }, (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > this.#maxBody) {
-            fail(new UnexpectedOutputError(`response larger than ${this.#maxBody} bytes`, { host, command: operation }));
-            return;
-          }
-          chunks.push(c);
-        });
-        res.on('error', (e) => fail(new ConnectionError(`response from ${t.host} broke off: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { host, command: operation })));
-        res.on('end', () => {
-          if (settled) return;
-          const status = res.statusCode ?? 0;
-          const cookie = sessionCookie(res.headers['set-cookie']);
-          if (cookie) this.#cookie = cookie;
-          const text = Buffer.concat(chunks).toString('utf8');
-          let outcome: { ok: Record<string, unknown> } | { err: UnderlayError };
-          try {
-            outcome = this.#interpret(operation, status, text);
-          } catch (e) {
-            outcome = { err: e instanceof UnderlayError ? e : new UnexpectedOutputError(`unreadable answer: ${(e as Error).message}`, { host, command: operation }) };
-          }
-          if ('err' in outcome) {
-            fail(outcome.err, status);
-            return;
-          }
-          settled = true;
-          clearTimeout(timer);
-          record({ status });
-          resolve(outcome.ok);
-        });
-      });
-      const timer = setTimeout(() => fail(new ConnectionError(`no complete answer from ${t.host}:${t.port} within ${timeoutMs} ms`, { host, command: operation })), timeoutMs);
-      req.on('error', (e: NodeJS.ErrnoException) => fail(this.#transportError(e, operation)));
-      req.end(body);
-    });
+    const fail = (err: UnderlayError, status?: number): never => {
+      record({ status, error: err instanceof SoapFaultError ? err.fault : err.name });
+      throw err;
+    };
+    const answer = await httpsExchange({
+      host: t.host,
+      port: t.port,
+      method: 'POST',
+      path: t.path,
+      headers,
+      body,
+      agent: this.#agent,
+      timeoutMs,
+      maxBody: this.#maxBody,
+      context: { host, command: operation },
+      transportError: (e) => this.#transportError(e, operation),
+    }).catch((e: UnderlayError) => fail(e));
+    const { status, text } = answer;
+    const cookie = sessionCookie(answer.headers['set-cookie']);
+    if (cookie) this.#cookie = cookie;
+    let outcome: { ok: Record<string, unknown> } | { err: UnderlayError };
+    try {
+      outcome = this.#interpret(operation, status, text);
+    } catch (e) {
+      outcome = { err: e instanceof UnderlayError ? e : new UnexpectedOutputError(`unreadable answer: ${(e as Error).message}`, { host, command: operation }) };
+    }
+    if ('err' in outcome) return fail(outcome.err, status);
+    record({ status });
+    return outcome.ok;
   }
 
   #interpret(operation: string, status: number, text: string): { ok: Record<string, unknown> } | { err: UnderlayError } {

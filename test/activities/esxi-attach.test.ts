@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { ApplicationFailure } from '@temporalio/common';
 import { DefaultLogger } from '@temporalio/worker';
 import { platformStep } from '../../src/activities/platforms';
 import { runStep, undoStep, type Connector } from '../../src/activities/run-step';
@@ -16,6 +15,7 @@ import type { VsphereClient } from '../../src/drivers/vsphere/client';
 import type { Mor } from '../../src/drivers/vsphere/schema';
 import { parseServerSpec } from '../../src/spec/validate';
 import { addClusterHost, createDvs, makeCertificate, startVcsim, type Vcsim } from '../helpers/vcsim';
+import { applicationFailureOf } from '../helpers/failures';
 
 const HOST = 'esxi-01.lab.test';
 const SWITCH = 'DSwitch-underlay';
@@ -58,14 +58,6 @@ async function run(spec: unknown): Promise<StepResult> {
 }
 async function undo(spec: unknown, pre: unknown): Promise<UndoResult> {
   return mockEnv().run(() => undoStep('attach', vdsAttachStep, spec, pre, noSsh));
-}
-async function failure(p: Promise<unknown>): Promise<ApplicationFailure> {
-  const err = await p.then(
-    () => assert.fail('expected the step to fail'),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ApplicationFailure, String(err));
-  return err;
 }
 
 describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
@@ -176,7 +168,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
   });
 
   test('LACP without a LAG on the switch: refused before any change, not retryable', async () => {
-    const f = await failure(run(specFor(vc, { lacp: true })));
+    const f = await applicationFailureOf(run(specFor(vc, { lacp: true })));
     assert.equal(f.type, 'UnsupportedPlatformError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /no link aggregation group/);
@@ -186,7 +178,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
 
   test('an uplink the host does not have: UnsupportedHardwareError naming the field, nothing changed', async () => {
     const spec = specFor(vc, { uplinks: ['vmnic0', 'vmnic7'] }, { nics: [{ name: 'vmnic0' }, { name: 'vmnic7' }] });
-    const f = await failure(run(spec));
+    const f = await applicationFailureOf(run(spec));
     assert.equal(f.type, 'UnsupportedHardwareError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /field attach\.uplinks/);
@@ -195,12 +187,12 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
   });
 
   test('a switch or host vCenter does not know: InvalidSpecError naming the field', async () => {
-    const noSwitch = await failure(run(specFor(vc, { switch: 'DSwitch-absent' })));
+    const noSwitch = await applicationFailureOf(run(specFor(vc, { switch: 'DSwitch-absent' })));
     assert.equal(noSwitch.type, 'InvalidSpecError');
     assert.match(noSwitch.message, /field attach\.switch/);
     const spec = specFor(vc);
     (spec.management as { address: string }).address = 'esxi-99.lab.test';
-    const noHost = await failure(run(spec));
+    const noHost = await applicationFailureOf(run(spec));
     assert.equal(noHost.type, 'InvalidSpecError');
     assert.match(noHost.message, /field management\.address/);
   });
@@ -210,7 +202,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
     process.env[wrong] = 'wrong-password-xyz';
     try {
       const spec = specFor(vc, { vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: wrong }, caFile: vc.caFile } });
-      const f = await failure(run(spec));
+      const f = await applicationFailureOf(run(spec));
       assert.equal(f.type, 'AuthenticationError');
       assert.equal(f.nonRetryable, true);
       assert.doesNotMatch(f.message, /wrong-password-xyz/);
@@ -223,7 +215,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
   test('a TLS certificate other than the pinned one: HostKeyMismatchError, not retryable', async () => {
     const { cert } = await makeCertificate(vc.dir, 'other-ca');
     const spec = specFor(vc, { vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: vc.passwordEnv }, caFile: cert } });
-    const f = await failure(run(spec));
+    const f = await applicationFailureOf(run(spec));
     assert.equal(f.type, 'HostKeyMismatchError');
     assert.equal(f.nonRetryable, true);
   });
@@ -232,7 +224,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
     const other = await createDvs(c, 'DSwitch-other');
     await addPortgroup(c, other, PORTGROUP, { kind: 'id', id: 5 }, wait);
     try {
-      const f = await failure(run(specFor(vc)));
+      const f = await applicationFailureOf(run(specFor(vc)));
       assert.equal(f.type, 'InvalidSpecError');
       assert.match(f.message, /another switch \(DSwitch-other\)/);
       assert.equal(await isMember(), false);

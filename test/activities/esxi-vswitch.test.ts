@@ -15,7 +15,6 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { vdsAttachStep } from '../../src/activities/esxi/attach';
@@ -27,6 +26,7 @@ import type { StepResult, UndoResult } from '../../src/activities/step';
 import type { CommandChannel, ExecResult } from '../../src/drivers/remote';
 import { RemoteHost } from '../../src/drivers/remote';
 import { parseServerSpec } from '../../src/spec/validate';
+import { applicationFailureOf } from '../helpers/failures';
 
 const fixture = (name: string) => readFileSync(join(__dirname, '../fixtures/esxi', name), 'utf8');
 
@@ -309,14 +309,6 @@ const mockEnv = () => new MockActivityEnvironment(undefined, { logger: new Defau
 const run = (fake: FakeEsxi, raw: unknown = RAW): Promise<StepResult> => mockEnv().run(() => runStep('attach', esxiVswitchStep, raw, connector(fake)));
 const undo = (fake: FakeEsxi, pre: unknown, raw: unknown = RAW): Promise<UndoResult> => mockEnv().run(() => undoStep('attach', esxiVswitchStep, raw, pre, connector(fake)));
 
-async function failure(p: Promise<unknown>): Promise<ApplicationFailure> {
-  const err = await p.then(
-    () => assert.fail('expected the step to fail'),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ApplicationFailure, String(err));
-  return err;
-}
 
 const snapshot = (f: FakeEsxi) => ({ sw: f.renderVswitchList(), pg: f.renderPortgroupList() });
 
@@ -436,7 +428,7 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
   test('an uplink vmnic the host lacks: non-retryable, naming attach.uplinks, nothing changed', async () => {
     const fake = FakeEsxi.fresh();
     const raw = withAttach({ uplinks: ['vmnic1', 'vmnic7'] }, [{ name: 'vmnic1' }, { name: 'vmnic7' }]);
-    const f = await failure(run(fake, raw));
+    const f = await applicationFailureOf(run(fake, raw));
     assert.equal(f.type, 'UnsupportedHardwareError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /vmnic7/);
@@ -448,7 +440,7 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
   test('an uplink of another vSwitch (vSwitch0, the management one) is refused before any change', async () => {
     const fake = FakeEsxi.fresh();
     const raw = withAttach({ uplinks: ['vmnic0', 'vmnic1'] }, [{ name: 'vmnic0' }, { name: 'vmnic1' }]);
-    const f = await failure(run(fake, raw));
+    const f = await applicationFailureOf(run(fake, raw));
     assert.equal(f.type, 'LockoutRiskError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /vmnic0 is an uplink of vSwitch0/);
@@ -459,7 +451,7 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
     const fake = FakeEsxi.fresh();
     fake.portgroups.set('pg-vm-120', { vswitch: 'vSwitch0', vlan: 0, activeClients: 0 });
     fake.switches.get('vSwitch0')!.portgroups.unshift('pg-vm-120');
-    const f = await failure(run(fake));
+    const f = await applicationFailureOf(run(fake));
     assert.equal(f.type, 'InvalidSpecError');
     assert.equal(f.nonRetryable, true);
     assert.equal((f.details?.[1] as { field?: string }).field, 'attach.portgroup');

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Info } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { hypervSetAttachStep } from '../../src/activities/hyperv/attach';
 import { hypervCableStep } from '../../src/activities/hyperv/cable';
@@ -20,6 +19,7 @@ import type { StepName } from '../../src/common/steps';
 import { RemoteHost } from '../../src/drivers/remote';
 import { parseServerSpec } from '../../src/spec/validate';
 import { FakeWindows } from '../helpers/fake-windows';
+import { applicationFailureOf } from '../helpers/failures';
 
 const noop = () => undefined;
 const quiet = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: noop };
@@ -55,14 +55,6 @@ function undo(win: FakeWindows, name: StepName, step: Step<unknown>, pre: unknow
   return new MockActivityEnvironment({}, { logger: quiet }).run(undoStep, name, step, RAW, pre, connector(win));
 }
 
-async function failure(p: Promise<unknown>): Promise<ApplicationFailure> {
-  const err = await p.then(
-    () => assert.fail('expected the step to fail'),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ApplicationFailure, String(err));
-  return err;
-}
 
 describe('Hyper-V on the platform matrix', () => {
   test('platforms.ts chooses the Hyper-V steps for a hyperv spec, and has no bond/vlan/sriov for it', () => {
@@ -125,7 +117,7 @@ describe('Hyper-V install: feature, one reboot, verify', () => {
   test('the host-side deadline (exit 124) is a retryable CommandTimeoutError', async () => {
     const win = new FakeWindows();
     win.forceExit = 124;
-    const f = await failure(run(win, 'hypervisor', installStep));
+    const f = await applicationFailureOf(run(win, 'hypervisor', installStep));
     assert.equal(f.type, 'CommandTimeoutError');
     assert.equal(f.nonRetryable, false);
     assert.match(f.message, /Get-WindowsFeature Hyper-V timed out/);
@@ -162,7 +154,7 @@ describe('Hyper-V attach: SET switch, load balancing, management VLAN', () => {
   test('lockout guard: the SSH session runs over NIC1 → refused, non-retryable, nothing sent that changes the host', async () => {
     const win = new FakeWindows();
     win.session = 'nic1';
-    const f = await failure(run(win, 'attach', hypervSetAttachStep));
+    const f = await applicationFailureOf(run(win, 'attach', hypervSetAttachStep));
     assert.equal(f.type, 'LockoutRiskError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /field attach\.nics; .*observed "NIC1"/);
@@ -181,7 +173,7 @@ describe('Hyper-V cable check (read-only)', () => {
   test('a NIC at the wrong speed and one disconnected: VerificationError naming both', async () => {
     const win = new FakeWindows();
     win.adapters = 'get-netadapter.degraded.json';
-    const f = await failure(run(win, 'cable', hypervCableStep));
+    const f = await applicationFailureOf(run(win, 'cable', hypervCableStep));
     assert.equal(f.type, 'VerificationError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /NIC1\.speed: expected 25000 Mb\/s, observed 10000 Mb\/s/);

@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { bondStep } from '../../src/activities/bond';
@@ -31,6 +31,7 @@ import { createWorker } from '../../src/workers/worker';
 import { freshLab, labSpec, onHost, snapshot, stopLab } from '../helpers/lab';
 import { rebootActivities } from '../helpers/reboot-steps';
 import { startTemporal } from '../helpers/temporal';
+import { applicationFailureOf } from '../helpers/failures';
 
 const root = resolve(__dirname, '../..');
 // Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
@@ -191,14 +192,6 @@ function xenInput(attach: Record<string, unknown> = { kind: 'bridge', name: 'xen
   return { ...base, id: 'lab-xen-server1', vlans: [base.vlans![0]!], sriov: undefined, hypervisor: { kind: 'xen', dom0MemoryMb: 1024 }, attach: attach as ServerSpecInput['attach'] };
 }
 
-async function failureOf(p: Promise<unknown>): Promise<ApplicationFailure> {
-  const err = await p.then(
-    () => assert.fail('expected a failure'),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ApplicationFailure, String(err));
-  return err;
-}
 
 describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its kernel directly)', () => {
   test('install: the plan on a host without Xen, and a typed, final failure when its repositories lack Xen', async () => {
@@ -217,7 +210,7 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     assert.equal(observed.dom0, false);
     assert.equal(observed.nextBoot, null, 'the lab VM has no GRUB');
     assert.deepEqual(xenInstallStep.plan(xspec, observed).map((c) => c.field), ['package xen-system-amd64', '/etc/default/grub.d/underlay-xen.cfg', 'GRUB default entry', 'running hypervisor']);
-    const f = await failureOf(runOn('hypervisor', xenInstallStep, raw));
+    const f = await applicationFailureOf(runOn('hypervisor', xenInstallStep, raw));
     assert.equal(f.type, 'CommandFailedError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /do not offer Xen/);
@@ -260,7 +253,7 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     const raw = { ...base, nics: [...base.nics, { name: 'eth0', cabled: false }], bond: undefined, vlans: [] };
     const xspec = parseServerSpec(raw);
     const before = await snapshot(xspec);
-    const f = await failureOf(runOn('attach', xenBridgeAttachStep, raw));
+    const f = await applicationFailureOf(runOn('attach', xenBridgeAttachStep, raw));
     assert.equal(f.type, 'LockoutRiskError');
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /field attach\.uplink; .*observed "eth0"/);

@@ -29,6 +29,7 @@ import { statusQuery, stepSummary, type CancelAnswer, type OnboardingFailureRepo
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { rejectionOf } from '../helpers/failures';
 
 const root = resolve(__dirname, '../..');
 let env: TestWorkflowEnvironment;
@@ -182,10 +183,7 @@ describe('what the Web UI shows', () => {
       { step: 'vlan', phase: 'verify', error: () => new VerificationError('gateway 198.18.100.1 does not answer', { step: 'vlan' }) },
     ];
     const h = await startOnboarding(env.client, spec, { taskQueue });
-    const err = await h.result().then(
-      () => assert.fail('expected a failure'),
-      (e: unknown) => e,
-    );
+    const err = await rejectionOf(h.result(), 'the onboarding to fail');
     const { type, report } = failure(err);
     assert.equal(type, 'OnboardingFailed');
     const t = report.timeline!;
@@ -287,10 +285,7 @@ describe('operator control (updates with validators)', () => {
       ['sriov', 'vlan', 'bond', 'cable'],
     );
     assert.match(a.message, /^cancelled at sriov — rollback: sriov already-restored, vlan restored, bond restored, cable restored$/);
-    const err = await h.result().then(
-      () => assert.fail('expected the onboarding to fail'),
-      (e: unknown) => e,
-    );
+    const err = await rejectionOf(h.result(), 'the onboarding to fail');
     const f = failure(err);
     assert.equal(f.type, 'OnboardingCancelled');
     assert.match(f.message, /cancelled by dave \(wrong rack\) during SR-IOV enable \(sriov\) — rollback: /);
