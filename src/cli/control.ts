@@ -32,7 +32,7 @@ import {
   type ControlAnswer,
   type ControlRequest,
 } from '../workflows/messages';
-import { connectClient } from '../workers/connection';
+import { withClient } from '../workers/connection';
 import { buildOnboardingQuery, listOnboardings, renderList, type ListFilters } from './list';
 
 /** The workflow refused the request (its validator), or there is no running onboarding to ask. */
@@ -125,15 +125,6 @@ export function onboardingDetails(spec: ServerSpec, planned: readonly StepName[]
 }
 
 // ---- the command line ----------------------------------------------------------------------------------------------
-
-async function withClient<T>(fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = await connectClient();
-  try {
-    return await fn(client);
-  } finally {
-    await client.connection.close();
-  }
-}
 
 function stepOption(v: string): StepName {
   if (!(STEPS as readonly string[]).includes(v)) throw new Error(`--step: one of ${STEPS.join(', ')} (got ${v})`);

@@ -28,7 +28,7 @@ import type { Command } from 'commander';
 import { DRIFT_SCHEDULE_ID, driftWorkflowId, TASK_QUEUE } from '../common/config';
 import type { driftSweep, DriftSweepInput } from '../workflows/drift';
 import { approveUpdate, DRIFT_MODES, sweepProgressQuery, type ApprovalAnswer, type DriftCheckResult, type DriftMode, type DriftSweepSummary } from '../workflows/drift-messages';
-import { connectClient } from '../workers/connection';
+import { withClient } from '../workers/connection';
 
 export interface SweepOptions {
   inventoryDir: string;
@@ -241,15 +241,6 @@ const int = (v: string): number => {
   if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive integer, got ${v}`);
   return n;
 };
-
-async function withClient<T>(fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = await connectClient();
-  try {
-    return await fn(client);
-  } finally {
-    await client.connection.close();
-  }
-}
 
 interface SweepFlags {
   mode: string;

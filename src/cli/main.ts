@@ -22,7 +22,7 @@ import { UnderlayError, InvalidSpecError } from '../common/errors';
 import { devServerSearchAttributeFlags } from '../common/search-attributes';
 import { loadSpecFile, validateSpecFile } from '../spec/load';
 import { serverSpecJsonSchema } from '../spec/validate';
-import { connectClient, connectWorker } from '../workers/connection';
+import { connectWorker, withClient } from '../workers/connection';
 import { createWorker } from '../workers/worker';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
 import { installMetricsRuntime } from '../workers/step-metrics';
@@ -57,12 +57,12 @@ program
   .action(async (file: string, opts: { watch?: boolean; taskQueue: string; approveBefore?: string }) => {
     const spec = await loadSpecFile(file);
     assertOnboardable(spec);
-    const client = await connectClient();
-    const handle = await startOnboarding(client, spec, { taskQueue: opts.taskQueue, approvalBefore: opts.approveBefore });
-    console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);
-    console.log(`Web UI: http://127.0.0.1:8233/namespaces/${client.options.namespace}/workflows/${handle.workflowId}`);
-    if (opts.watch) process.exitCode = await watchOnboarding(client, spec.id, process.stdout);
-    await client.connection.close();
+    await withClient(async (client) => {
+      const handle = await startOnboarding(client, spec, { taskQueue: opts.taskQueue, approvalBefore: opts.approveBefore });
+      console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);
+      console.log(`Web UI: http://127.0.0.1:8233/namespaces/${client.options.namespace}/workflows/${handle.workflowId}`);
+      if (opts.watch) process.exitCode = await watchOnboarding(client, spec.id, process.stdout);
+    });
   });
 
 program
@@ -71,20 +71,17 @@ program
   .option('--json', 'print JSON')
   .option('-w, --watch', 'follow progress until the onboarding ends')
   .action(async (serverId: string, opts: { json?: boolean; watch?: boolean }) => {
-    const client = await connectClient();
-    try {
+    await withClient(async (client) => {
       if (opts.watch) {
         process.exitCode = await watchOnboarding(client, serverId, process.stdout);
         return;
       }
       const status = await queryStatus(client, serverId);
       console.log(opts.json ? JSON.stringify(status, null, 2) : renderStatus(status));
-    } catch (err) {
+    }).catch((err: unknown) => {
       if (err instanceof WorkflowNotFoundError) throw new Error(`no onboarding found for ${serverId} (workflow ${onboardingWorkflowId(serverId)})`);
       throw err;
-    } finally {
-      await client.connection.close();
-    }
+    });
   });
 
 program

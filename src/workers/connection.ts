@@ -27,6 +27,16 @@ export async function connectClient(dataConverter: DataConverter | undefined = d
   return new Client({ connection, namespace, ...(dataConverter ? { dataConverter } : {}) });
 }
 
+/** Runs `fn` with a client and closes its connection afterwards, whatever `fn` did. */
+export async function withClient<T>(fn: (client: Client) => Promise<T>): Promise<T> {
+  const client = await connectClient();
+  try {
+    return await fn(client);
+  } finally {
+    await client.connection.close();
+  }
+}
+
 export async function connectWorker(): Promise<{ connection: NativeConnection; namespace: string }> {
   loadCodecKeys(); // a broken encryption setting fails here, before connecting (createWorker uses it)
   const { connectionOptions, namespace } = temporalSettings();

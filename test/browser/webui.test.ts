@@ -15,7 +15,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import type { Browser, Locator, Page } from 'playwright-core';
 import { createActivities } from '../../src/activities';
 import { startOnboarding } from '../../src/cli/onboarding';
@@ -24,15 +23,14 @@ import { loadSpecFile } from '../../src/spec/load';
 import { stepSummary } from '../../src/workflows/messages';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
-import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const root = resolve(__dirname, '../..');
 const shots = process.env.UNDERLAY_SCREENSHOT_DIR ? resolve(root, process.env.UNDERLAY_SCREENSHOT_DIR) : mkdtempSync(join(tmpdir(), 'underlay-webui-'));
 
 let env: TestWorkflowEnvironment;
-let worker: Worker;
-let workerDone: Promise<void>;
+let worker: BackgroundWorker | undefined;
 let browser: Browser;
 let ui: string;
 const taskQueue = `webui-${process.pid}`;
@@ -56,8 +54,7 @@ describe('the Web UI shows what underlay records', () => {
     const uiPort = await freePort();
     [env, spec] = await Promise.all([startTemporal({ uiPort }), loadSpecFile('examples/kvm-macvtap.yaml')]);
     ui = `http://127.0.0.1:${uiPort}`;
-    worker = await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(nullConnector, fleetSteps(fleet)) });
-    workerDone = worker.run();
+    worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(nullConnector, fleetSteps(fleet)) }));
     const ok = { ...spec, id: 'kvm-r12-07' }; // the dev server is this file's own: ids need no suffix
     const bad = { ...spec, id: 'kvm-r12-08' };
     fleet.host(bad.id).faults = [{ step: 'sriov', phase: 'verify', error: () => new VerificationError('sriov_numvfs is 8, expected 16', { step: 'sriov' }) }];
@@ -71,8 +68,7 @@ describe('the Web UI shows what underlay records', () => {
   });
   after(async () => {
     await browser?.close();
-    worker?.shutdown();
-    await workerDone;
+    await worker?.stop();
     await env?.teardown();
     if (!process.env.UNDERLAY_SCREENSHOT_DIR) rmSync(shots, { recursive: true, force: true });
   });

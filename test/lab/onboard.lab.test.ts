@@ -4,7 +4,6 @@
  * real SSH activities. One fresh lab per run (≈ 2 min to boot); the KVM install is real (offline apt repo).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,6 +25,7 @@ import { driftProgressQuery, type DriftCheckResult, type DriftMode } from '../..
 import { approveDrift } from '../../src/cli/drift';
 import { driftWorkflowId } from '../../src/common/config';
 import type { WorkflowHandle } from '@temporalio/client';
+import { spawnDetached } from '../helpers/detached';
 import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/lab';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
@@ -163,20 +163,10 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
   test('resume: the worker dies during the bond step; a new worker finishes without repeating steps; macvtap attached', async () => {
     const spec = labSpec('server1');
     const taskQueue = `lab-resume-${Date.now()}`;
-    const child: ChildProcess = spawn(resolve(root, 'bin/underlay'), ['worker', '--task-queue', taskQueue], {
+    const { kill: killWorker } = spawnDetached(resolve(root, 'bin/underlay'), ['worker', '--task-queue', taskQueue], {
       env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' },
       stdio: 'ignore',
-      // Its own process group: bin/underlay runs tsx, which runs the worker in a child node process, and the
-      // kill must take the whole worker down at once (killing only tsx would leave the worker running).
-      detached: true,
     });
-    const killWorker = () => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    };
     try {
       const handle = await startOnboarding(env.client, spec, { taskQueue });
       // Bounded wait (≤ 5 min) for the bond step to be running, then kill the worker without warning.

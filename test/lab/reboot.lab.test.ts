@@ -8,7 +8,6 @@
  * Also: the Xen bridge attach (src/activities/xen/attach.ts) over a real LACP bond on the same VM.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,6 +27,7 @@ import type { ServerSpec, ServerSpecInput } from '../../src/spec/server';
 import { parseServerSpec } from '../../src/spec/validate';
 import { labSpecInput } from '../../lab/spec';
 import { createWorker } from '../../src/workers/worker';
+import { spawnDetached } from '../helpers/detached';
 import { freshLab, labSpec, onHost, snapshot, stopLab } from '../helpers/lab';
 import { rebootActivities } from '../helpers/reboot-steps';
 import { startTemporal } from '../helpers/temporal';
@@ -131,19 +131,11 @@ describe('reboot-and-wait on a real lab VM', () => {
     const before = await bootId();
     const bootsBefore = (await boots()).length;
     const taskQueue = `reboot-kill-${Date.now()}`;
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', resolve(root, 'test/helpers/reboot-worker.ts')], {
+    const { kill: killWorker } = spawnDetached(process.execPath, ['--import', 'tsx', resolve(root, 'test/helpers/reboot-worker.ts')], {
       cwd: root,
       env: { ...process.env, TEMPORAL_ADDRESS: env.address, TASK_QUEUE: taskQueue, BOOT_BEFORE: before },
       stdio: ['ignore', 'inherit', 'inherit'],
-      detached: true,
     });
-    const killWorker = () => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    };
     try {
       const handle = await env.client.workflow.start('rebootOnce', { taskQueue, workflowId: `reboot-kill-${Date.now()}`, args: [spec] });
       // Bounded (≤ 5 min): wait for the reboot mark in the activity's heartbeat, then a little into the wait.

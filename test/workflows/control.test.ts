@@ -11,7 +11,6 @@ import { after, before, describe, test } from 'node:test';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import { createActivities, type StepSet } from '../../src/activities';
 import type { Step } from '../../src/activities/step';
 import { approveOnboardingStep, cancelOnboarding, OnboardingControlError, pauseOnboarding, resumeOnboarding } from '../../src/cli/control';
@@ -28,14 +27,13 @@ import type { driftCheck } from '../../src/workflows/drift';
 import { statusQuery, stepSummary, type CancelAnswer, type OnboardingFailureReport, type OnboardingStatus } from '../../src/workflows/messages';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
-import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
 import { rejectionOf } from '../helpers/failures';
 
 const root = resolve(__dirname, '../..');
 let env: TestWorkflowEnvironment;
 let baseSpec: ServerSpec;
-let worker: Worker;
-let workerDone: Promise<void>;
+let worker: BackgroundWorker | undefined;
 const fleet = new FakeFleet();
 const taskQueue = `control-${process.pid}`;
 let seq = 0;
@@ -84,19 +82,17 @@ function latched(steps: StepSet): StepSet {
 
 before(async () => {
   [env, baseSpec] = await Promise.all([startTemporal(), loadSpecFile('examples/kvm-macvtap.yaml')]);
-  worker = await createWorker({
+  worker = runInBackground(await createWorker({
     connection: env.nativeConnection,
     namespace: 'default',
     taskQueue,
     workflowBundle: await workflowBundle(),
     activities: createActivities(nullConnector, latched(fleetSteps(fleet))),
-  });
-  workerDone = worker.run();
+  }));
 });
 after(async () => {
   latches.releaseAll();
-  worker?.shutdown();
-  await workerDone;
+  await worker?.stop();
   await env?.teardown();
 });
 

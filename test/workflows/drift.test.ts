@@ -12,7 +12,6 @@ import { after, before, describe, test } from 'node:test';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { Duration } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import { createActivities, type OnboardingPlan } from '../../src/activities';
 import { loadInventoryPage } from '../../src/activities/drift';
 import { approveDrift, latestSweep, renderSweepReport, startSweep } from '../../src/cli/drift';
@@ -27,12 +26,11 @@ import type { driftCheck } from '../../src/workflows/drift';
 import { driftProgressQuery, type DriftCheckProgress, type DriftMode } from '../../src/workflows/drift-messages';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
-import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
 
 let env: TestWorkflowEnvironment;
 let baseSpec: ServerSpec;
-let worker: Worker;
-let workerDone: Promise<void>;
+let worker: BackgroundWorker | undefined;
 const fleet = new FakeFleet();
 const taskQueue = `drift-${process.pid}`;
 const tmp = mkdtempSync(join(tmpdir(), 'underlay-drift-'));
@@ -40,12 +38,10 @@ let seq = 0;
 
 before(async () => {
   [env, baseSpec] = await Promise.all([startTemporal(), loadSpecFile('examples/kvm-macvtap.yaml')]);
-  worker = await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(nullConnector, fleetSteps(fleet)) });
-  workerDone = worker.run();
+  worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(nullConnector, fleetSteps(fleet)) }));
 });
 after(async () => {
-  worker?.shutdown();
-  await workerDone;
+  await worker?.stop();
   await env?.teardown();
   rmSync(tmp, { recursive: true, force: true });
 });

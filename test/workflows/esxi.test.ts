@@ -11,7 +11,6 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import { createActivities, PLATFORM_STEP_SET } from '../../src/activities';
 import type { Connector } from '../../src/activities/run-step';
 import { planOnboarding, renderPlan } from '../../src/activities/plan';
@@ -23,7 +22,7 @@ import { createWorker } from '../../src/workers/worker';
 import type { OnboardingFailureReport } from '../../src/workflows/messages';
 import { freePort } from '../helpers/sshd';
 import { DEFAULT_SYSTEM, startSushy, type Sushy } from '../helpers/sushy';
-import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
 import { addClusterHost, createDvs, dvsMembers, startVcsim, type Vcsim } from '../helpers/vcsim';
 
 const SWITCH = 'DSwitch-fleet';
@@ -38,8 +37,7 @@ let files: HttpServer;
 let filesPort: number;
 let probePort: number;
 let esxi: TcpServer | undefined;
-let worker: Worker;
-let running: Promise<void>;
+let worker: BackgroundWorker | undefined;
 let taskQueue: string;
 
 const noSsh: Connector = () => Promise.reject(new Error('no ESXi step opens an SSH session'));
@@ -62,13 +60,11 @@ before(async () => {
   filesPort = (files.address() as { port: number }).port;
   probePort = await freePort();
   taskQueue = `esxi-${Date.now()}`;
-  worker = await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(noSsh) });
-  running = worker.run();
+  worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(noSsh) }));
 });
 
 after(async () => {
-  worker?.shutdown();
-  await running?.catch(() => undefined);
+  await worker?.stop().catch(() => undefined);
   await stopEsxi();
   await Promise.all([env?.teardown(), sushy?.stop(), vc?.stop(), new Promise<void>((r) => (files ? files.close(() => r()) : r()))]);
 });

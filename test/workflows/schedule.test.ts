@@ -11,7 +11,6 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import { createActivities, type OnboardingPlan } from '../../src/activities';
 import { approveDrift, latestSweep, renderScheduleStatus, scheduleHandle, scheduleSweeps } from '../../src/cli/drift';
 import { DRIFT_SCHEDULE_ID } from '../../src/common/config';
@@ -20,12 +19,11 @@ import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
-import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
 
 const root = resolve(__dirname, '../..');
 let env: TestWorkflowEnvironment;
-let worker: Worker;
-let workerDone: Promise<void>;
+let worker: BackgroundWorker | undefined;
 let baseSpec: ServerSpec;
 const taskQueue = `schedule-${process.pid}`;
 const tmp = mkdtempSync(join(tmpdir(), 'underlay-schedule-'));
@@ -41,12 +39,10 @@ before(async () => {
       steps: STEPS.map((step) => ({ step, applies: true, changes: step === 'vlan' ? [{ field: 'bond0.200', from: null, to: 'present' }] : [] })),
     }),
   };
-  worker = await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities });
-  workerDone = worker.run();
+  worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities }));
 });
 after(async () => {
-  worker?.shutdown();
-  await workerDone;
+  await worker?.stop();
   await env?.teardown();
   rmSync(tmp, { recursive: true, force: true });
 });
