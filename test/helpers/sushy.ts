@@ -207,6 +207,16 @@ export interface FrontOptions {
   sessions?: boolean;
   /** Answer actions with 202 + a task monitor that says 202 (Retry-After: 1) this many times first. */
   asyncActions?: number;
+  /**
+   * An older BMC's virtual media: InsertMedia/EjectMedia answer 405, and media are set by PATCHing the device's
+   * `Image`/`Inserted` (carried out through sushy's own actions, so the state change is still sushy's).
+   */
+  legacyMedia?: boolean;
+  /**
+   * The Reset action names its allowed types through `@Redfish.ActionInfo` (no inline AllowableValues), and only
+   * these: a Reset with any other type is refused 400, as a BMC that validates its parameters does.
+   */
+  resetActionInfo?: string[];
 }
 
 /**
@@ -285,6 +295,20 @@ export async function startRedfishFront(sushy: Sushy, opts: FrontOptions = {}): 
       monitors.delete(path);
       return send(200, { '@odata.type': '#Task.v1_4_3.Task', TaskState: 'Completed', TaskStatus: 'OK', PercentComplete: 100 });
     }
+    const media = /^(\/redfish\/v1\/.*\/VirtualMedia\/[^/]+)(?:\/Actions\/VirtualMedia\.(InsertMedia|EjectMedia))?$/.exec(path);
+    if (opts.legacyMedia && method === 'POST' && media?.[2]) {
+      return send(405, { error: { code: 'Base.1.8.ActionNotSupported', message: `${media[2]} is not supported: PATCH the VirtualMedia resource` } });
+    }
+    const reset = /^(\/redfish\/v1\/Systems\/[^/]+)\/(?:Actions\/ComputerSystem\.Reset|ResetActionInfo)$/.exec(path);
+    if (opts.resetActionInfo && reset && method === 'GET' && path.endsWith('/ResetActionInfo')) {
+      return send(200, { '@odata.id': path, Id: 'ResetActionInfo', Name: 'Reset Action Info', Parameters: [{ Name: 'ResetType', Required: true, DataType: 'String', AllowableValues: opts.resetActionInfo }] });
+    }
+    if (opts.resetActionInfo && reset && method === 'POST') {
+      const type = (JSON.parse(body.toString() || '{}') as { ResetType?: string }).ResetType;
+      if (!type || !opts.resetActionInfo.includes(type)) {
+        return send(400, { error: { code: 'Base.1.8.ActionParameterNotSupported', message: `ResetType ${String(type)} is not supported` } });
+      }
+    }
     if (method === 'PATCH') {
       const current = await upstream('GET', path);
       const ifMatch = req.headers['if-match'];
@@ -296,6 +320,16 @@ export async function startRedfishFront(sushy: Sushy, opts: FrontOptions = {}): 
         return send(412, { error: { message: 'ETag does not match the resource', '@Message.ExtendedInfo': [{ MessageId: 'Base.1.8.PreconditionFailed' }] } });
       }
     }
+    if (opts.legacyMedia && method === 'PATCH' && media && !media[2]) {
+      const want = JSON.parse(body.toString() || '{}') as { Image?: string | null; Inserted?: boolean; WriteProtected?: boolean };
+      const eject = want.Image === null || want.Inserted === false;
+      const action = `${media[1]}/Actions/VirtualMedia.${eject ? 'EjectMedia' : 'InsertMedia'}`;
+      const payload = eject ? {} : { Image: want.Image, Inserted: true, WriteProtected: want.WriteProtected ?? true };
+      const done = await upstream('POST', action, Buffer.from(JSON.stringify(payload)));
+      generation++; // the resource changed
+      if (done.status >= 300) return send(done.status, JSON.parse(done.body.toString() || '{}'));
+      return send(204);
+    }
     const up = await upstream(method, path, body);
     const headers: Record<string, string> = {};
     if (up.headers.location) headers.Location = up.headers.location;
@@ -303,6 +337,11 @@ export async function startRedfishFront(sushy: Sushy, opts: FrontOptions = {}): 
       let json = JSON.parse(up.body.toString()) as Record<string, unknown>;
       if (isRoot && opts.sessions) {
         json = { ...json, SessionService: { '@odata.id': '/redfish/v1/SessionService' }, Links: { Sessions: { '@odata.id': sessionsPath } } };
+      }
+      const actions = json.Actions as Record<string, Record<string, unknown>> | undefined;
+      if (opts.resetActionInfo && actions?.['#ComputerSystem.Reset']) {
+        const { ['ResetType@Redfish.AllowableValues']: _inline, ...rest } = actions['#ComputerSystem.Reset'];
+        json = { ...json, Actions: { ...actions, '#ComputerSystem.Reset': { ...rest, '@Redfish.ActionInfo': `${path.replace(/\/$/, '')}/ResetActionInfo` } } };
       }
       headers.ETag = etagOf(up.body);
       return send(200, json, headers);

@@ -175,6 +175,59 @@ describe('through a Redfish front: sessions, ETags, task monitors', () => {
   });
 });
 
+describe('through a Redfish front: an older BMC (media by PATCH, Reset types from ActionInfo)', () => {
+  let front: RedfishFront;
+  before(async () => {
+    front = await startRedfishFront(sushy, { legacyMedia: true, resetActionInfo: ['On', 'ForceOff'] });
+  });
+  after(() => front?.close());
+  const viaFront = () => spec({ port: front.port, tls: { fingerprint: front.fingerprint } });
+
+  test('InsertMedia/EjectMedia refused (405): the media are set by PATCH with If-Match, and land in sushy', async () => {
+    const image = `http://127.0.0.1:${isoPort}/esxi.iso`;
+    const hits = isoHits;
+    await withBmc(viaFront(), async (bmc) => {
+      await bmc.insertMedia(image);
+      const inserted = await bmc.cdMedia();
+      assert.equal(inserted.image, image);
+      assert.equal(inserted.inserted, true);
+      assert.equal(isoHits, hits + 1, 'sushy fetched the image');
+      await bmc.ejectMedia();
+      assert.equal((await bmc.cdMedia()).inserted, false);
+    });
+    const media = front.requests.filter((r) => /VirtualMedia\/Cd(\/Actions\/.*)? /.test(r) && !r.startsWith('GET'));
+    assert.deepEqual(
+      media.map((r) => r.replace(/^(\w+) \S*?(\/Actions\/VirtualMedia\.\w+)? (\d+)$/, '$1$2 $3')),
+      ['POST/Actions/VirtualMedia.InsertMedia 405', 'PATCH 204', 'POST/Actions/VirtualMedia.EjectMedia 405', 'PATCH 204'],
+    );
+    // In sushy's own log: its actions, called by the front on behalf of the PATCHes.
+    assert.ok(sushy.requests(/VirtualMedia\.InsertMedia/).some((r) => / 204$/.test(r)));
+  });
+
+  test('the allowed Reset types come from the ActionInfo; a power cycle without a restart type is ForceOff, then On', async () => {
+    await withBmc(viaFront(), async (bmc) => {
+      const sys = await bmc.system();
+      assert.deepEqual(sys.resetTypes, ['On', 'ForceOff']);
+      if (sys.powerState !== 'On') {
+        await bmc.reset('On');
+        await bmc.waitPowerState('On', { timeoutMs: 20_000, intervalMs: 500 });
+      }
+      const cycle = resetSequence('cycle', 'On', sys.resetTypes);
+      assert.deepEqual(cycle, ['ForceOff', 'On']);
+      await bmc.reset('ForceOff');
+      await bmc.waitPowerState('Off', { timeoutMs: 20_000, intervalMs: 500 });
+      await bmc.reset('On');
+      await bmc.waitPowerState('On', { timeoutMs: 20_000, intervalMs: 500 });
+      // A type outside the ActionInfo is refused by the client, before any request.
+      await assert.rejects(bmc.reset('ForceRestart'), UnsupportedHardwareError);
+    });
+    const resets = front.requests.filter((r) => r.includes('ComputerSystem.Reset'));
+    assert.ok(resets.every((r) => / 204$/.test(r)), resets.join(', '));
+    assert.ok(resets.length >= 2 && resets.length <= 3, resets.join(', '));
+    assert.equal(front.requests.filter((r) => r.includes('/ResetActionInfo')).length, 1, 'the ActionInfo is read once per client');
+  });
+});
+
 test('MACs are normalised', () => {
   assert.equal(normaliseMac('52-54-00-AB-CD-EF'), '52:54:00:ab:cd:ef');
   assert.equal(normaliseMac('5254.00ab.cdef'), '52:54:00:ab:cd:ef');
