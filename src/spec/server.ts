@@ -116,7 +116,10 @@ const Bmc = z.strictObject({
   credentials: HttpCredentialRef,
   tls: z.union([
     z.strictObject({ caFile: FilePath }),
-    z.strictObject({ fingerprint: z.string().regex(/^sha256\/[A-Za-z0-9+/]{43}=$/, { message: 'must be sha256/<base64 of the DER certificate hash>' }) }),
+    z.strictObject({
+      certFile: FilePath.describe("The BMC's own (self-signed) certificate, saved by the operator: the only certificate trusted"),
+      fingerprint: z.string().regex(/^sha256\/[A-Za-z0-9+/]{43}=$/, { message: 'must be sha256/<base64 of the DER certificate hash>' }).describe('SHA-256 of certFile, as the BMC shows it: a wrong file is refused'),
+    }),
   ]),
 });
 const EsxiHypervisor = z.strictObject({

@@ -5,11 +5,11 @@
  * Trust is pinned, never accept-all. Either
  *   - `caFile`: the CA bundle is the only trust anchor (node's `ca` option; the system store is not consulted) and
  *     the certificate must name the host (node's standard identity check); or
- *   - `fingerprint: sha256/<base64 of the DER certificate's SHA-256>`: the BMC's own (self-signed) certificate is
- *     the pin. When the client opens, one bare TLS handshake — no request, no credential, closed at once — reads
- *     the certificate the BMC presents; unless its hash equals the pin the client refuses to open. That exact
- *     certificate then becomes the only trust anchor (`ca`) of every request, whose `checkServerIdentity` checks
- *     the hash again, so no request ever runs against an unverified peer.
+ *   - `certFile` + `fingerprint: sha256/<base64 of the DER certificate's SHA-256>`: the BMC's own (self-signed)
+ *     certificate, saved by the operator, is the pin. `open()` refuses a file whose hash is not the fingerprint (the
+ *     wrong file), then that exact certificate is the only trust anchor (`ca`) of every request, whose
+ *     `checkServerIdentity` checks the hash again. No connection is ever made without chain verification, so a
+ *     server presenting another certificate is refused in the handshake, before a request or credential is sent.
  *
  * Credentials are read from the environment or a file at open time, kept in private fields, and never appear in
  * an error, a log entry or a result: error bodies are excerpted with secrets redacted.
@@ -25,7 +25,7 @@ import { Agent } from 'node:https';
 import { httpsExchange } from './https-exchange';
 import type { IncomingHttpHeaders } from 'node:http';
 import { connect as netConnect, isIP } from 'node:net';
-import { connect as tlsConnect, checkServerIdentity as standardIdentityCheck, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity as standardIdentityCheck, type PeerCertificate } from 'node:tls';
 import {
   AuthenticationError,
   ConnectionError,
@@ -37,7 +37,7 @@ import {
 } from '../common/errors';
 
 export type { HttpCredentialRefSpec };
-export type TlsTrust = { caFile: string } | { fingerprint: string };
+export type TlsTrust = { caFile: string } | { certFile: string; fingerprint: string };
 
 export interface HttpTarget {
   host: string;
@@ -151,7 +151,6 @@ export class HttpClient {
   static async open(target: HttpTarget, opts: HttpClientOptions = {}): Promise<HttpClient> {
     const host = target.label;
     const secrets = await resolveCredentials(target.credentials, host);
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const servername = isIP(target.host) ? undefined : target.host;
     let agent: Agent;
     if ('caFile' in target.tls) {
@@ -165,26 +164,7 @@ export class HttpClient {
       agent = new Agent({ keepAlive: true, maxSockets: 4, ca, servername, checkServerIdentity: standardIdentityCheck });
     } else {
       const pin = target.tls.fingerprint;
-      if (!CERT_FINGERPRINT_RE.test(pin)) {
-        throw new InvalidSpecError('pinned certificate fingerprint is not sha256/<base64>', [], { host, field: 'tls.fingerprint' });
-      }
-      const cert = await presentedCertificate(target, timeoutMs);
-      const observed = certificateFingerprint(cert.raw);
-      if (!sameFingerprint(observed, pin)) {
-        throw new HostKeyMismatchError(`TLS certificate of ${target.host}:${target.port} is not the pinned one: refusing the connection`, {
-          host,
-          field: 'tls.fingerprint',
-          expected: pin,
-          observed,
-        });
-      }
-      const x509 = new X509Certificate(cert.raw);
-      if (!x509.checkIssued(x509)) {
-        throw new InvalidSpecError(`the certificate of ${target.host}:${target.port} is CA-issued (${x509.issuer.replace(/\n/g, ', ')}): pin it with tls.caFile, not a fingerprint`, [], {
-          host,
-          field: 'tls.fingerprint',
-        });
-      }
+      const x509 = await pinnedCertificate(target.tls.certFile, pin, host);
       agent = new Agent({
         keepAlive: true,
         maxSockets: 4,
@@ -344,8 +324,12 @@ export class HttpClient {
     const where = `${this.#target.host}:${this.#target.port}`;
     const code = e.code ?? '';
     if (TLS_TRUST_CODES.test(code)) {
-      const expected = 'fingerprint' in this.#target.tls ? this.#target.tls.fingerprint : `a certificate for ${this.#target.host} issued by ${this.#target.tls.caFile}`;
-      return new HostKeyMismatchError(`TLS certificate of ${where} is not trusted (${code}): refusing the connection`, { host, field: 'tls', command: what, expected });
+      // The handshake failed verification, so the presented certificate cannot be read: say what was expected.
+      if ('fingerprint' in this.#target.tls) {
+        const { fingerprint, certFile } = this.#target.tls;
+        return new HostKeyMismatchError(`TLS certificate of ${where} is not the pinned one (${code}): refusing the connection`, { host, field: 'tls.fingerprint', command: what, expected: `${fingerprint} (${certFile})`, observed: code });
+      }
+      return new HostKeyMismatchError(`TLS certificate of ${where} is not trusted (${code}): refusing the connection`, { host, field: 'tls', command: what, expected: `a certificate for ${this.#target.host} issued by ${this.#target.tls.caFile}` });
     }
     return new ConnectionError(`cannot reach ${where}: ${code || e.message}`, { host, command: what });
   }
@@ -363,35 +347,26 @@ export class HttpClient {
   }
 }
 
-/** Reads the certificate the server presents, in a handshake that sends nothing and is closed at once. */
-function presentedCertificate(target: HttpTarget, timeoutMs: number): Promise<PeerCertificate> {
-  const where = `${target.host}:${target.port}`;
-  const host = target.label;
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect({
-      host: target.host,
-      port: target.port,
-      servername: isIP(target.host) ? undefined : target.host,
-      // Chain verification is impossible before we know the certificate: the pin decides, in open(), before any
-      // request or credential is sent; every request afterwards verifies the chain against the pinned certificate.
-      rejectUnauthorized: false,
-    });
-    const timer = setTimeout(() => done(new ConnectionError(`TLS handshake with ${where} took longer than ${timeoutMs} ms`, { host })), timeoutMs);
-    const done = (err?: Error, cert?: PeerCertificate) => {
-      clearTimeout(timer);
-      socket.removeAllListeners('error');
-      socket.on('error', () => undefined);
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(cert!);
-    };
-    socket.once('secureConnect', () => {
-      const cert = socket.getPeerCertificate(false);
-      if (!cert?.raw) done(new UnexpectedOutputError(`${where} presented no certificate`, { host }));
-      else done(undefined, cert);
-    });
-    socket.once('error', (e: NodeJS.ErrnoException) => done(new ConnectionError(`cannot reach ${where}: ${e.code ?? e.message}`, { host })));
-  });
+/** The certificate in `certFile`, checked against the spec's fingerprint and refused when it is CA-issued. */
+async function pinnedCertificate(certFile: string, pin: string, host: string): Promise<X509Certificate> {
+  if (!CERT_FINGERPRINT_RE.test(pin)) {
+    throw new InvalidSpecError('pinned certificate fingerprint is not sha256/<base64>', [], { host, field: 'tls.fingerprint' });
+  }
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(await readFile(certFile));
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? 'not a PEM or DER certificate';
+    throw new InvalidSpecError(`cannot read the pinned certificate ${certFile} (${why})`, [], { host, field: 'tls.certFile' });
+  }
+  const inFile = certificateFingerprint(x509.raw);
+  if (!sameFingerprint(inFile, pin)) {
+    throw new InvalidSpecError(`the certificate in ${certFile} is not the pinned one (its SHA-256 is ${inFile}; the spec pins ${pin})`, [], { host, field: 'tls.fingerprint' });
+  }
+  if (!x509.checkIssued(x509)) {
+    throw new InvalidSpecError(`the certificate in ${certFile} is CA-issued (${x509.issuer.replace(/\n/g, ', ')}): trust its CA with tls.caFile instead`, [], { host, field: 'tls.certFile' });
+  }
+  return x509;
 }
 
 function parseRetryAfter(v: string | undefined): number | undefined {

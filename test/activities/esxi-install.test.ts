@@ -83,7 +83,7 @@ function rawSpec(over: { mac?: string; speedMbps?: number } = {}) {
     ],
     hypervisor: {
       kind: 'esxi',
-      bmc: { address: '127.0.0.1', port: sushy.port, credentials: { file: sushy.credentialFile }, tls: { fingerprint: sushy.fingerprint } },
+      bmc: { address: '127.0.0.1', port: sushy.port, credentials: { file: sushy.credentialFile }, tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint } },
       installerIso: `http://127.0.0.1:${filesPort}/esxi-8.0u3.iso`,
       kickstart: `http://127.0.0.1:${filesPort}/ks.cfg`,
       probePort,

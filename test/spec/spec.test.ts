@@ -636,6 +636,7 @@ describe('rejections', () => {
       ['BMC user env var', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'usernameEnv'], plain('BMC_USER')],
       ['BMC password env var', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'passwordEnv'], plain('BMC_PASS')],
       ['BMC TLS fingerprint', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'tls', 'fingerprint'], (m) => `sha256/${'A'.repeat(43 - m.length)}${m}=`],
+      ['BMC certificate file', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'tls', 'certFile'], (m) => `/etc/underlay/bmc/esx${m}.pem`],
       ['installer ISO URL', 'esxi-vds.yaml', ['hypervisor', 'installerIso'], url],
       ['kickstart URL', 'esxi-vds.yaml', ['hypervisor', 'kickstart'], (m) => `https://repo.example.net/ks.cfg${m}`],
       ['URL host', 'esxi-vds.yaml', ['hypervisor', 'installerIso'], (m) => `https://repo${m}.example.net/esxi.iso`],

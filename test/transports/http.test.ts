@@ -32,7 +32,7 @@ after(async () => {
 const target = (over: Partial<HttpTarget> = {}): HttpTarget => ({
   host: '127.0.0.1',
   port: sushy.port,
-  tls: { fingerprint: sushy.fingerprint },
+  tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint },
   credentials: { file: sushy.credentialFile },
   label: 'esx01',
   ...over,
@@ -66,15 +66,33 @@ describe('trust', () => {
 
   test('a wrong fingerprint is refused before any request reaches the server', async () => {
     const before = sushy.requests().length;
-    await assert.rejects(HttpClient.open(target({ tls: { fingerprint: other.fingerprint } })), (e: unknown) => {
-      assert.ok(e instanceof HostKeyMismatchError, String(e));
-      assert.equal(e.retryable, false);
-      assert.equal(e.context.expected, other.fingerprint);
-      assert.equal(e.context.observed, sushy.fingerprint);
-      return true;
-    });
+    // Another certificate pinned: the handshake fails verification against it, so no request is ever sent. The
+    // presented certificate cannot be read from a failed verification: `observed` is the TLS error code.
+    const client = await HttpClient.open(target({ tls: { certFile: other.certFile, fingerprint: other.fingerprint } }));
+    try {
+      await assert.rejects(client.get('/redfish/v1/Systems'), (e: unknown) => {
+        assert.ok(e instanceof HostKeyMismatchError, String(e));
+        assert.equal(e.retryable, false);
+        assert.match(e.message, /not the pinned one/);
+        assert.equal(e.context.expected, `${other.fingerprint} (${other.certFile})`);
+        assert.match(String(e.context.observed), /SELF_SIGNED|CERT/);
+        return true;
+      });
+    } finally {
+      await client.close();
+    }
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(sushy.requests().length, before, 'no HTTP request was sent');
+  });
+
+  test('a certificate file that is not the pinned fingerprint is refused at open, naming both', async () => {
+    await assert.rejects(HttpClient.open(target({ tls: { certFile: other.certFile, fingerprint: sushy.fingerprint } })), (e: unknown) => {
+      assert.ok(e instanceof InvalidSpecError, String(e));
+      assert.equal(e.context.field, 'tls.fingerprint');
+      assert.ok(e.message.includes(other.fingerprint) && e.message.includes(sushy.fingerprint), e.message);
+      return true;
+    });
+    await assert.rejects(HttpClient.open(target({ tls: { certFile: join(dir, 'missing.pem'), fingerprint: sushy.fingerprint } })), /cannot read the pinned certificate/);
   });
 
   test('a CA file that did not issue the certificate is refused, credentials unsent', async () => {
@@ -89,7 +107,7 @@ describe('trust', () => {
   });
 
   test('a malformed pin is a spec error', async () => {
-    await assert.rejects(HttpClient.open(target({ tls: { fingerprint: 'sha256/short' } })), InvalidSpecError);
+    await assert.rejects(HttpClient.open(target({ tls: { certFile: sushy.certFile, fingerprint: 'sha256/short' } })), InvalidSpecError);
   });
 });
 
@@ -154,7 +172,7 @@ describe('against a local HTTPS server', () => {
   let server: Server;
   let port: number;
   let credFile: string;
-  let localFp: string;
+  let localCert: { certFile: string; fingerprint: string };
   const secret = 'hunter2-Sekr1t';
   let busyHits = 0;
 
@@ -185,11 +203,11 @@ describe('against a local HTTPS server', () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as { port: number }).port;
-    localFp = cert.fingerprint;
+    localCert = cert;
   });
   after(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
 
-  const local = () => target({ port, tls: { fingerprint: localFp }, credentials: { file: credFile } });
+  const local = () => target({ port, tls: { certFile: localCert.certFile, fingerprint: localCert.fingerprint }, credentials: { file: credFile } });
 
   test('a request that gets no answer times out as a retryable ConnectionError', async () => {
     const client = await HttpClient.open(local(), { timeoutMs: 400, getRetries: 0 });

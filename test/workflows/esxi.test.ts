@@ -78,7 +78,7 @@ function spec(over: { vcenterPasswordEnv?: string } = {}): ServerSpec {
     nics: DEFAULT_SYSTEM.nics.map((n, i) => ({ name: `vmnic${i}`, mac: n.mac })),
     hypervisor: {
       kind: 'esxi',
-      bmc: { address: '127.0.0.1', port: sushy.port, credentials: { file: sushy.credentialFile }, tls: { fingerprint: sushy.fingerprint } },
+      bmc: { address: '127.0.0.1', port: sushy.port, credentials: { file: sushy.credentialFile }, tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint } },
       installerIso: `http://127.0.0.1:${filesPort}/esxi.iso`,
       kickstart: `http://127.0.0.1:${filesPort}/ks.cfg`,
       probePort,

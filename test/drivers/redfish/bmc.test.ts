@@ -38,7 +38,7 @@ const spec = (over: Partial<BmcSpec> = {}): BmcSpec => ({
   port: sushy.port,
   systemId: DEFAULT_SYSTEM.uuid,
   credentials: { file: sushy.credentialFile },
-  tls: { fingerprint: sushy.fingerprint },
+  tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint },
   ...over,
 });
 
@@ -120,7 +120,7 @@ describe('against sushy-tools', () => {
   });
 
   test('a wrong fingerprint is refused', async () => {
-    await assert.rejects(RedfishBmc.connect(spec({ tls: { fingerprint: `sha256/${'A'.repeat(43)}=` } }), 'esx01'), /not the pinned one/);
+    await assert.rejects(RedfishBmc.connect(spec({ tls: { certFile: sushy.certFile, fingerprint: `sha256/${'A'.repeat(43)}=` } }), 'esx01'), /not the pinned one/);
   });
 });
 
@@ -130,7 +130,7 @@ describe('through a Redfish front: sessions, ETags, task monitors', () => {
     front = await startRedfishFront(sushy, { sessions: true, asyncActions: 2 });
   });
   after(() => front?.close());
-  const viaFront = () => spec({ port: front.port, tls: { fingerprint: front.fingerprint } });
+  const viaFront = () => spec({ port: front.port, tls: { certFile: front.certFile, fingerprint: front.fingerprint } });
 
   test('a session is opened when the service offers one, used, and deleted on close', async () => {
     await withBmc(viaFront(), async (bmc) => {
@@ -181,7 +181,7 @@ describe('through a Redfish front: an older BMC (media by PATCH, Reset types fro
     front = await startRedfishFront(sushy, { legacyMedia: true, resetActionInfo: ['On', 'ForceOff'] });
   });
   after(() => front?.close());
-  const viaFront = () => spec({ port: front.port, tls: { fingerprint: front.fingerprint } });
+  const viaFront = () => spec({ port: front.port, tls: { certFile: front.certFile, fingerprint: front.fingerprint } });
 
   test('InsertMedia/EjectMedia refused (405): the media are set by PATCH with If-Match, and land in sushy', async () => {
     const image = `http://127.0.0.1:${isoPort}/esxi.iso`;
