@@ -3,16 +3,15 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import { builtinModules } from 'node:module';
+import importX from 'eslint-plugin-import-x';
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
 
 const layer = (files, forbidden, message) => ({
   files,
   rules: {
-    '@typescript-eslint/no-restricted-imports': [
-      'error',
-      { patterns: forbidden.map((group) => ({ group: [group], message, allowTypeImports: false })) },
-    ],
+    '@typescript-eslint/no-restricted-imports': ['error', { patterns: forbidden.map((group) => ({ group: [group], message, allowTypeImports: false })) }],
   },
 });
 
@@ -29,6 +28,17 @@ export default tseslint.config(
       ],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
+  },
+  {
+    // No import circles, type-only imports included: a circle hides which layer owns a name.
+    files: ['src/**/*.ts'],
+    plugins: { 'import-x': importX },
+    settings: {
+      'import-x/resolver-next': [createTypeScriptImportResolver()],
+      'import-x/extensions': ['.ts'],
+      'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
+    },
+    rules: { 'import-x/no-cycle': ['error', { ignoreExternal: true }] },
   },
   {
     // Workflows replay deterministically in a sandbox: no Node builtins, no I/O libraries, activities by type only.
@@ -54,10 +64,22 @@ export default tseslint.config(
     },
   },
   layer(['src/activities/**/*.ts'], ['../workflows/*', '../workers/*', '../cli/*'], 'Activities sit below workflows, workers and the CLI.'),
-  layer(['src/drivers/**/*.ts'], ['**/activities/*', '**/workflows/*', '**/workers/*', '**/cli/*'], 'Drivers build commands and parse answers; they sit below activities.'),
+  layer(
+    ['src/drivers/**/*.ts'],
+    ['**/activities/*', '**/workflows/*', '**/workers/*', '**/cli/*'],
+    'Drivers build commands and parse answers; they sit below activities.',
+  ),
   layer(['src/transports/**/*.ts'], ['../drivers/*', '../activities/*', '../workflows/*', '../workers/*', '../cli/*'], 'Transports are the bottom layer.'),
-  layer(['src/spec/**/*.ts'], ['../drivers/*', '../activities/*', '../workflows/*', '../workers/*', '../cli/*', '../transports/*'], 'The spec depends on nothing but common/.'),
-  layer(['src/common/**/*.ts'], ['../drivers/*', '../activities/*', '../workflows/*', '../workers/*', '../cli/*', '../transports/*'], 'common/ is shared vocabulary: it imports no layer.'),
+  layer(
+    ['src/spec/**/*.ts'],
+    ['../drivers/*', '../activities/*', '../workflows/*', '../workers/*', '../cli/*', '../transports/*'],
+    'The spec depends on nothing but common/.',
+  ),
+  layer(
+    ['src/common/**/*.ts'],
+    ['../drivers/*', '../activities/*', '../workflows/*', '../workers/*', '../cli/*', '../transports/*'],
+    'common/ is shared vocabulary: it imports no layer.',
+  ),
   {
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-non-null-assertion': 'off' },

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== typecheck"; npx tsc --noEmit -p .
-echo "== lint"; npx eslint src test
+echo "== lint"; npm run -s lint
 echo "== tests"
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 log=$(mktemp)

@@ -24,7 +24,13 @@ type LinuxAttach = Extract<AttachSpec, { kind: 'macvtap' | 'ovs' }>;
 function linuxAttach(io: StepIo): LinuxAttach {
   const a = io.spec.attach!;
   if (a.kind !== 'macvtap' && a.kind !== 'ovs') {
-    throw new UnsupportedPlatformError(`no ${a.kind} attach driver in this build`, { host: io.host.label, step: 'attach', field: 'attach.kind', expected: 'macvtap|ovs', observed: a.kind });
+    throw new UnsupportedPlatformError(`no ${a.kind} attach driver in this build`, {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.kind',
+      expected: 'macvtap|ovs',
+      observed: a.kind,
+    });
   }
   return a;
 }
@@ -77,11 +83,23 @@ function plan(spec: ServerSpec, observed: AttachState): Change[] {
 async function guardManagement(io: StepIo, device: string): Promise<void> {
   const mgmt = await managementInterface(io.host, await listAddresses(io.host));
   if (mgmt && mgmt === device) {
-    throw new LockoutRiskError('refusing to attach a switch to the interface that carries the management session', { host: io.host.label, step: 'attach', field: 'attach', expected: 'a lower device other than the management interface', observed: mgmt });
+    throw new LockoutRiskError('refusing to attach a switch to the interface that carries the management session', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach',
+      expected: 'a lower device other than the management interface',
+      observed: mgmt,
+    });
   }
 }
 
-async function convergeNetwork(io: StepIo, now: NetState | null, want: NetDef | null, run: { active: boolean; autostart: boolean }, xml?: string): Promise<void> {
+async function convergeNetwork(
+  io: StepIo,
+  now: NetState | null,
+  want: NetDef | null,
+  run: { active: boolean; autostart: boolean },
+  xml?: string,
+): Promise<void> {
   if (!want) {
     if (now) await removeNetwork(io.host, now);
     return;
@@ -102,7 +120,13 @@ async function apply(io: StepIo, observed: AttachState): Promise<void> {
   await guardManagement(io, lower);
   const links = await listLinks(io.host);
   if (!links.has(lower)) {
-    throw new UnsupportedPlatformError('the lower device for the attachment does not exist', { host: io.host.label, step: 'attach', field: a.kind === 'macvtap' ? 'attach.device' : 'attach.uplink', expected: lower, observed: 'absent' });
+    throw new UnsupportedPlatformError('the lower device for the attachment does not exist', {
+      host: io.host.label,
+      step: 'attach',
+      field: a.kind === 'macvtap' ? 'attach.device' : 'attach.uplink',
+      expected: lower,
+      observed: 'absent',
+    });
   }
   if (a.kind === 'ovs') {
     const script = convergeBridge(a.bridge, observed.bridge!, wantedBridge(io.spec, a));
@@ -118,7 +142,8 @@ async function check(io: StepIo): Promise<Problem[]> {
   const problems: Problem[] = diffs.map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
   if (!problems.length && a.kind === 'ovs') {
     const links = await listLinks(io.host);
-    for (const p of a.vlanPorts) if (!links.get(p.name)) problems.push({ field: `${p.name}.link`, expected: 'internal port present in the kernel', observed: 'absent' });
+    for (const p of a.vlanPorts)
+      if (!links.get(p.name)) problems.push({ field: `${p.name}.link`, expected: 'internal port present in the kernel', observed: 'absent' });
   }
   return problems;
 }
@@ -126,7 +151,13 @@ async function check(io: StepIo): Promise<Problem[]> {
 async function undo(io: StepIo, pre: AttachState, now: AttachState): Promise<void> {
   const a = linuxAttach(io);
   // Take the libvirt network off the bridge before the bridge goes.
-  await convergeNetwork(io, now.network, pre.network?.def ?? null, { active: pre.network?.active ?? false, autostart: pre.network?.autostart ?? false }, pre.network?.xml);
+  await convergeNetwork(
+    io,
+    now.network,
+    pre.network?.def ?? null,
+    { active: pre.network?.active ?? false, autostart: pre.network?.autostart ?? false },
+    pre.network?.xml,
+  );
   if (a.kind === 'ovs' && pre.bridge && now.bridge) {
     const script = convergeBridge(a.bridge, now.bridge, pre.bridge);
     if (script) await io.host.run(script, { description: `restore OVS bridge ${a.bridge}` });

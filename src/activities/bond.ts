@@ -129,7 +129,7 @@ async function check(io: StepIo): Promise<Problem[]> {
   const b = io.spec.bond!;
   const links = await listLinks(io.host);
   const bond = links.get(b.name);
-  if (!bond?.bond) return [{ field: b.name, expected: 'a bond', observed: bond ? bond.kind ?? 'physical link' : 'absent', final: true }];
+  if (!bond?.bond) return [{ field: b.name, expected: 'a bond', observed: bond ? (bond.kind ?? 'physical link') : 'absent', final: true }];
   const problems: Problem[] = [];
   for (const m of b.members) {
     const l = links.get(m);

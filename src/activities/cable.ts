@@ -56,7 +56,13 @@ function plan(spec: ServerSpec, observed: CableState): Change[] {
 
 async function apply(io: StepIo, _observed: CableState, changes: Change[]): Promise<void> {
   const nics = changes.map((c) => c.field.replace(/\.up$/, ''));
-  await io.host.run(join('&&', nics.map((n) => sh`ip link set dev ${n} up`)), { description: `bring up ${nics.join(', ')}` });
+  await io.host.run(
+    join(
+      '&&',
+      nics.map((n) => sh`ip link set dev ${n} up`),
+    ),
+    { description: `bring up ${nics.join(', ')}` },
+  );
 }
 
 async function check(io: StepIo): Promise<Problem[]> {
@@ -86,7 +92,14 @@ async function check(io: StepIo): Promise<Problem[]> {
 
 async function undo(io: StepIo, pre: CableState, now: CableState): Promise<void> {
   const down = Object.keys(pre.nics).filter((n) => !pre.nics[n]?.up && now.nics[n]?.up);
-  if (down.length) await io.host.run(join('&&', down.map((n) => sh`ip link set dev ${n} down`)), { description: `take down ${down.join(', ')}` });
+  if (down.length)
+    await io.host.run(
+      join(
+        '&&',
+        down.map((n) => sh`ip link set dev ${n} down`),
+      ),
+      { description: `take down ${down.join(', ')}` },
+    );
 }
 
 export const cableStep: Step<CableState> = {

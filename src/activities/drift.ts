@@ -85,18 +85,19 @@ export async function loadInventoryPage(input: InventoryPageInput): Promise<Inve
       invalid.push({ file, issues: [{ path: '(file)', message: `server ${id} is also described by ${twins.join(', ')}: keep one file per server` }] });
       continue;
     }
-    const r = await validateSpecFile(join(dir, file)).catch((err: unknown) => ({ ok: false as const, issues: [{ path: '(file)', message: `cannot be read: ${(err as Error).message}` }] }));
+    const r = await validateSpecFile(join(dir, file)).catch((err: unknown) => ({
+      ok: false as const,
+      issues: [{ path: '(file)', message: `cannot be read: ${(err as Error).message}` }],
+    }));
     if (!r.ok) invalid.push({ file, issues: r.issues });
-    else if (r.spec.id !== id) invalid.push({ file, issues: [{ path: 'id', message: `is ${r.spec.id}, but the file name says ${id}: name the file <id>.yaml` }] });
+    else if (r.spec.id !== id)
+      invalid.push({ file, issues: [{ path: 'id', message: `is ${r.spec.id}, but the file name says ${id}: name the file <id>.yaml` }] });
     else servers.push(r.spec);
   }
   return { servers, invalid, ...(rest.length > files.length ? { nextPageToken: files[files.length - 1] } : {}) };
 }
 
-export type OnboardingState =
-  | { state: 'onboarded'; detail: string }
-  | { state: 'running'; detail: string }
-  | { state: 'not-onboarded'; detail: string };
+export type OnboardingState = { state: 'onboarded'; detail: string } | { state: 'running'; detail: string } | { state: 'not-onboarded'; detail: string };
 
 /**
  * Whether a server is managed: its latest `onboard-<id>` run completed (or an earlier one did), or an onboarding

@@ -34,15 +34,28 @@ export function kvmPackages(spec: ServerSpec, family: OsFamily): string[] {
 
 function requireKvm(io: StepIo): void {
   if (io.spec.hypervisor.kind !== 'kvm') {
-    throw new UnsupportedPlatformError(`no ${io.spec.hypervisor.kind} installer in this build`, { host: io.host.label, step: 'hypervisor', field: 'hypervisor.kind', expected: INSTALLABLE_HYPERVISORS.join('|'), observed: io.spec.hypervisor.kind });
+    throw new UnsupportedPlatformError(`no ${io.spec.hypervisor.kind} installer in this build`, {
+      host: io.host.label,
+      step: 'hypervisor',
+      field: 'hypervisor.kind',
+      expected: INSTALLABLE_HYPERVISORS.join('|'),
+      observed: io.spec.hypervisor.kind,
+    });
   }
 }
 
 async function observe(io: StepIo): Promise<HypervisorState> {
   requireKvm(io);
-  const flags = Number((await io.host.read(sh`grep -Ec '(vmx|svm)' /proc/cpuinfo || true`, { description: 'count vmx/svm CPU flags', privileged: false })).trim());
+  const flags = Number(
+    (await io.host.read(sh`grep -Ec '(vmx|svm)' /proc/cpuinfo || true`, { description: 'count vmx/svm CPU flags', privileged: false })).trim(),
+  );
   if (!flags) {
-    throw new UnsupportedHardwareError('the CPU offers no hardware virtualization (enable VT-x/AMD-V in firmware)', { host: io.host.label, step: 'hypervisor', expected: 'vmx or svm in /proc/cpuinfo', observed: 'neither' });
+    throw new UnsupportedHardwareError('the CPU offers no hardware virtualization (enable VT-x/AMD-V in firmware)', {
+      host: io.host.label,
+      step: 'hypervisor',
+      expected: 'vmx or svm in /proc/cpuinfo',
+      observed: 'neither',
+    });
   }
   const family = await readOsFamily(io.host);
   const [packages, libvirtd] = await Promise.all([installedPackages(io.host, family), unitState(io.host, 'libvirtd')]);
@@ -59,13 +72,23 @@ function plan(spec: ServerSpec, observed: HypervisorState): Change[] {
 async function apply(io: StepIo, observed: HypervisorState): Promise<void> {
   const missing = kvmPackages(io.spec, observed.family).filter((p) => !observed.packages.includes(p));
   if (missing.length) {
-    const r = await io.host.run(installPackages(observed.family, missing), { description: `install ${missing.join(' ')}`, timeoutMs: 45 * 60_000, okExitCodes: [0, 1, 100] });
+    const r = await io.host.run(installPackages(observed.family, missing), {
+      description: `install ${missing.join(' ')}`,
+      timeoutMs: 45 * 60_000,
+      okExitCodes: [0, 1, 100],
+    });
     if (r.exitCode !== 0) {
       // A package the host's repositories do not carry will not appear on retry; a lock or a mirror hiccup may.
       const missingFromRepo = /Unable to locate package|has no installation candidate|No match for argument/.test(r.stderr);
       throw new CommandFailedError(
         missingFromRepo ? 'the host’s package repositories do not offer the hypervisor packages' : 'package installation failed',
-        { host: io.host.label, step: 'hypervisor', command: `install ${missing.join(' ')}`, exitCode: r.exitCode, stderr: r.stderr.trim().split('\n').slice(-5).join(' | ') },
+        {
+          host: io.host.label,
+          step: 'hypervisor',
+          command: `install ${missing.join(' ')}`,
+          exitCode: r.exitCode,
+          stderr: r.stderr.trim().split('\n').slice(-5).join(' | '),
+        },
         !missingFromRepo,
       );
     }
@@ -93,11 +116,24 @@ async function check(io: StepIo): Promise<Problem[]> {
 
 async function undo(io: StepIo, pre: HypervisorState, now: HypervisorState): Promise<void> {
   const added = now.packages.filter((p) => !pre.packages.includes(p));
-  if (added.length) await io.host.run(purgePackages(pre.family, added), { description: `purge ${added.length} package(s) installed since the snapshot`, timeoutMs: 30 * 60_000 });
+  if (added.length)
+    await io.host.run(purgePackages(pre.family, added), {
+      description: `purge ${added.length} package(s) installed since the snapshot`,
+      timeoutMs: 30 * 60_000,
+    });
   const missing = pre.packages.filter((p) => !now.packages.includes(p));
-  if (missing.length) throw new VerificationError('packages present before are missing now; not reinstalling them blindly', { host: io.host.label, step: 'hypervisor', expected: 'installed', observed: missing.join(' ') });
+  if (missing.length)
+    throw new VerificationError('packages present before are missing now; not reinstalling them blindly', {
+      host: io.host.label,
+      step: 'hypervisor',
+      expected: 'installed',
+      observed: missing.join(' '),
+    });
   if (pre.libvirtdActive !== now.libvirtdActive && !added.some((p) => p.startsWith('libvirt'))) {
-    await io.host.run(pre.libvirtdActive ? sh`systemctl start libvirtd` : sh`systemctl disable --now libvirtd libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket`, { description: 'restore libvirtd state' });
+    await io.host.run(
+      pre.libvirtdActive ? sh`systemctl start libvirtd` : sh`systemctl disable --now libvirtd libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket`,
+      { description: 'restore libvirtd state' },
+    );
   }
 }
 
@@ -106,7 +142,8 @@ function diff(a: HypervisorState, b: HypervisorState): Change[] {
   const onlyB = b.packages.filter((p) => !a.packages.includes(p));
   const changes: Change[] = [];
   if (onlyA.length || onlyB.length) changes.push({ field: 'packages', from: onlyA, to: onlyB });
-  if (a.libvirtdActive !== b.libvirtdActive) changes.push({ field: 'libvirtd', from: a.libvirtdActive ? 'active' : 'inactive', to: b.libvirtdActive ? 'active' : 'inactive' });
+  if (a.libvirtdActive !== b.libvirtdActive)
+    changes.push({ field: 'libvirtd', from: a.libvirtdActive ? 'active' : 'inactive', to: b.libvirtdActive ? 'active' : 'inactive' });
   return changes;
 }
 
@@ -118,5 +155,8 @@ export const hypervisorStep: Step<HypervisorState> = {
   verify: (io) => pollUntilHolds(io, 'KVM', () => check(io), { timeoutMs: 60_000, intervalMs: 2_000 }),
   undo,
   diff,
-  summary: (spec) => (spec.hypervisor.kind === 'kvm' ? `KVM · ${(spec.hypervisor.packages ?? DEFAULT_PACKAGES.debian).join(' ')}${spec.attach?.kind === 'ovs' ? ' + Open vSwitch' : ''}` : spec.hypervisor.kind),
+  summary: (spec) =>
+    spec.hypervisor.kind === 'kvm'
+      ? `KVM · ${(spec.hypervisor.packages ?? DEFAULT_PACKAGES.debian).join(' ')}${spec.attach?.kind === 'ovs' ? ' + Open vSwitch' : ''}`
+      : spec.hypervisor.kind,
 };

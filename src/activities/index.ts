@@ -27,8 +27,14 @@ export interface ActivityDeps {
 
 export function createActivities(connect: Connector = sshConnector, steps: StepSet = PLATFORM_STEP_SET, deps: ActivityDeps = {}) {
   const client = deps.client ?? (() => Context.current().client);
-  const run = (s: StepName) => (spec: unknown): Promise<StepResult> => runStep(s, steps[s], spec, connect);
-  const undo = (s: StepName) => (spec: unknown, pre: unknown): Promise<UndoResult> => undoStep(s, steps[s], spec, pre, connect);
+  const run =
+    (s: StepName) =>
+    (spec: unknown): Promise<StepResult> =>
+      runStep(s, steps[s], spec, connect);
+  const undo =
+    (s: StepName) =>
+    (spec: unknown, pre: unknown): Promise<UndoResult> =>
+      undoStep(s, steps[s], spec, pre, connect);
   return {
     checkCabling: run('cable'),
     configureBond: run('bond'),

@@ -25,7 +25,12 @@ export interface OnboardingPlan {
   steps: StepPlan[];
 }
 
-export async function planOnboarding(rawSpec: unknown, connect: Connector, steps: StepSet, onProgress: (note: string) => void = () => undefined): Promise<OnboardingPlan> {
+export async function planOnboarding(
+  rawSpec: unknown,
+  connect: Connector,
+  steps: StepSet,
+  onProgress: (note: string) => void = () => undefined,
+): Promise<OnboardingPlan> {
   const spec = parseServerSpec(rawSpec, 'spec');
   // One SSH session for every step that needs one, opened when the first does (an ESXi plan needs none).
   let conn: Promise<{ host: RemoteHost; close(): void }> | undefined;

@@ -56,12 +56,15 @@ export async function rebootAndWait(io: StepIo, ops: RebootOps, opts: RebootOpti
   if (!io.reconnect) throw new Error(`${io.host.label}: rebootAndWait needs a StepIo that can reconnect`);
   let mark = rebootMark(io);
   if (mark?.back) {
-    throw new VerificationError(`the host was already rebooted once by this step (boot ${mark.bootId} → ${mark.back}) and would need another reboot to ${opts.reason}; not rebooting it again`, {
-      ...ctx,
-      field: 'reboot',
-      expected: 'one reboot',
-      observed: 'a second reboot needed',
-    });
+    throw new VerificationError(
+      `the host was already rebooted once by this step (boot ${mark.bootId} → ${mark.back}) and would need another reboot to ${opts.reason}; not rebooting it again`,
+      {
+        ...ctx,
+        field: 'reboot',
+        expected: 'one reboot',
+        observed: 'a second reboot needed',
+      },
+    );
   }
   let issuedNow = false;
   if (!mark) {

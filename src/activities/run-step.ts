@@ -13,7 +13,17 @@ import { parseServerSpec } from '../spec/validate';
 import type { ServerSpec } from '../spec/server';
 import { RemoteHost } from '../drivers/remote';
 import type { StepName } from '../common/steps';
-import { chooseStep, REBOOT_MARK, type RebootMark, type Step, type StepChoice, type StepFailureDetails, type StepIo, type StepResult, type UndoResult } from './step';
+import {
+  chooseStep,
+  REBOOT_MARK,
+  type RebootMark,
+  type Step,
+  type StepChoice,
+  type StepFailureDetails,
+  type StepIo,
+  type StepResult,
+  type UndoResult,
+} from './step';
 
 /** Opens the host for one activity; the runner closes it. */
 export type Connector = (spec: ServerSpec, step: StepName, onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(): void }>;
@@ -69,7 +79,8 @@ async function withStepIo<T>(
   let conn: { host: RemoteHost; close(): void } | undefined;
   try {
     const work = (async () => {
-      conn = step.connection === 'none' ? { host: noShell(spec, step.name), close: () => undefined } : await connectForStep(spec, step.name, connect, marks, beat);
+      conn =
+        step.connection === 'none' ? { host: noShell(spec, step.name), close: () => undefined } : await connectForStep(spec, step.name, connect, marks, beat);
       const io: StepIo = {
         // A getter: reconnect() replaces the session.
         get host(): RemoteHost {

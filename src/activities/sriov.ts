@@ -23,10 +23,22 @@ async function observe(io: StepIo): Promise<SriovState> {
   const { pf, numVfs } = io.spec.sriov!;
   const st = await readPf(io.host, pf);
   if (!st.capable) {
-    throw new UnsupportedHardwareError('the PF has no SR-IOV support (no sriov_numvfs)', { host: io.host.label, step: 'sriov', field: 'sriov.pf', expected: `${pf} SR-IOV capable`, observed: 'not capable' });
+    throw new UnsupportedHardwareError('the PF has no SR-IOV support (no sriov_numvfs)', {
+      host: io.host.label,
+      step: 'sriov',
+      field: 'sriov.pf',
+      expected: `${pf} SR-IOV capable`,
+      observed: 'not capable',
+    });
   }
   if (st.totalVfs !== null && numVfs > st.totalVfs) {
-    throw new UnsupportedHardwareError('the PF supports fewer VFs than the spec asks for', { host: io.host.label, step: 'sriov', field: 'sriov.numVfs', expected: numVfs, observed: `at most ${st.totalVfs}` });
+    throw new UnsupportedHardwareError('the PF supports fewer VFs than the spec asks for', {
+      host: io.host.label,
+      step: 'sriov',
+      field: 'sriov.numVfs',
+      expected: numVfs,
+      observed: `at most ${st.totalVfs}`,
+    });
   }
   return { pf, numVfs: st.numVfs, vfDrivers: st.vfs.map((v) => v.driver) };
 }

@@ -12,12 +12,7 @@
  * trace in its history. The functions take a Client, so tests and other services use them without the CLI.
  */
 import { userInfo } from 'node:os';
-import {
-  WorkflowNotFoundError,
-  WorkflowUpdateFailedError,
-  WorkflowUpdateStage,
-  type Client,
-} from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, WorkflowUpdateStage, type Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { onboardingWorkflowId } from '../common/config';
 import { STEP_TITLES, STEPS, type StepName } from '../common/steps';
@@ -66,7 +61,11 @@ async function control<T>(client: Client, serverId: string, what: string, fn: (h
         (d) => d.status.name.toLowerCase(),
         () => undefined,
       );
-      throw new OnboardingControlError(ended ? `${what} refused: the onboarding of ${serverId} is not running (${workflowId} ${ended})` : `no onboarding found for ${serverId} (workflow ${workflowId})`);
+      throw new OnboardingControlError(
+        ended
+          ? `${what} refused: the onboarding of ${serverId} is not running (${workflowId} ${ended})`
+          : `no onboarding found for ${serverId} (workflow ${workflowId})`,
+      );
     }
     throw err;
   }
@@ -101,7 +100,10 @@ export function cancelOnboarding(client: Client, serverId: string, o: ControlOpt
 /** `--approve-before hypervisor,attach` → the steps, refused unless each is a step this spec runs. */
 export function parseApprovalGates(value: string | readonly string[] | undefined, planned: readonly StepName[]): StepName[] {
   if (value === undefined) return [];
-  const names = (typeof value === 'string' ? [value] : value).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+  const names = (typeof value === 'string' ? [value] : value)
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter(Boolean);
   for (const n of names) {
     if (!(STEPS as readonly string[]).includes(n)) throw new Error(`--approve-before: ${JSON.stringify(n)} is not a step (steps: ${STEPS.join(', ')})`);
     if (!planned.includes(n as StepName)) throw new Error(`--approve-before: this spec has no ${n} step (its steps: ${planned.join(', ')})`);
@@ -131,7 +133,13 @@ function stepOption(v: string): StepName {
   return v as StepName;
 }
 
-const list = (v: string, prev: string[] = []): string[] => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)];
+const list = (v: string, prev: string[] = []): string[] => [
+  ...prev,
+  ...v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean),
+];
 
 export function registerControlCommands(program: Command): void {
   program
@@ -169,7 +177,9 @@ export function registerControlCommands(program: Command): void {
     .action(async (serverId: string, f: ControlOptions & { detach?: boolean }) =>
       withClient(async (client) => {
         const a = await cancelOnboarding(client, serverId, f);
-        console.log('accepted' in a ? `${serverId}: cancel accepted; rolling back — follow with \`underlay status ${serverId} --watch\`` : `${serverId}: ${a.message}`);
+        console.log(
+          'accepted' in a ? `${serverId}: cancel accepted; rolling back — follow with \`underlay status ${serverId} --watch\`` : `${serverId}: ${a.message}`,
+        );
       }),
     );
 

@@ -27,7 +27,15 @@ import { msToNumber, type Duration } from '@temporalio/common';
 import type { Command } from 'commander';
 import { DRIFT_SCHEDULE_ID, driftWorkflowId, TASK_QUEUE } from '../common/config';
 import type { driftSweep, DriftSweepInput } from '../workflows/drift';
-import { approveUpdate, DRIFT_MODES, sweepProgressQuery, type ApprovalAnswer, type DriftCheckResult, type DriftMode, type DriftSweepSummary } from '../workflows/drift-messages';
+import {
+  approveUpdate,
+  DRIFT_MODES,
+  sweepProgressQuery,
+  type ApprovalAnswer,
+  type DriftCheckResult,
+  type DriftMode,
+  type DriftSweepSummary,
+} from '../workflows/drift-messages';
 import { withClient } from '../workers/connection';
 
 export interface SweepOptions {
@@ -111,7 +119,13 @@ export async function scheduleSweeps(client: Client, o: ScheduleOptions): Promis
   };
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '10m' as Duration, pauseOnFailure: false };
   try {
-    const handle = await client.schedule.create({ scheduleId, spec, action, policies, state: { paused: o.paused ?? false, note: `created by ${userInfo().username}` } });
+    const handle = await client.schedule.create({
+      scheduleId,
+      spec,
+      action,
+      policies,
+      state: { paused: o.paused ?? false, note: `created by ${userInfo().username}` },
+    });
     return { handle, created: true };
   } catch (err) {
     if ((err as Error).name !== 'ScheduleAlreadyRunning') throw err;
@@ -126,7 +140,8 @@ export async function scheduleHandle(client: Client, scheduleId = DRIFT_SCHEDULE
   try {
     return { handle, desc: await handle.describe() };
   } catch (err) {
-    if (err instanceof ScheduleNotFoundError) throw new Error(`no drift schedule ${scheduleId}: create it with \`underlay drift schedule --every 1h --mode report\``);
+    if (err instanceof ScheduleNotFoundError)
+      throw new Error(`no drift schedule ${scheduleId}: create it with \`underlay drift schedule --every 1h --mode report\``);
     throw err;
   }
 }
@@ -140,7 +155,14 @@ export async function renderScheduleStatus(client: Client, desc: ScheduleDescrip
     `schedule ${desc.scheduleId}: ${desc.state.paused ? 'PAUSED' : 'active'}${desc.state.note ? ` (${desc.state.note})` : ''}`,
     `  ${when} · mode ${input.mode ?? '?'} · inventory ${input.inventoryDir ?? '?'} · overlap ${desc.policies.overlap}`,
     `  actions: ${desc.info.numActionsTaken} taken, ${desc.info.numActionsSkippedOverlap} skipped (a sweep was still running), ${desc.info.numActionsMissedCatchupWindow} missed`,
-    `  next runs: ${desc.state.paused ? '(paused)' : desc.info.nextActionTimes.slice(0, 3).map((d) => d.toISOString()).join(', ') || '(none)'}`,
+    `  next runs: ${
+      desc.state.paused
+        ? '(paused)'
+        : desc.info.nextActionTimes
+            .slice(0, 3)
+            .map((d) => d.toISOString())
+            .join(', ') || '(none)'
+    }`,
   ];
   const recent = desc.info.recentActions.slice(-10);
   if (recent.length) lines.push('  recent sweeps:');
@@ -148,7 +170,10 @@ export async function renderScheduleStatus(client: Client, desc: ScheduleDescrip
     const status = await client.workflow
       .getHandle(a.action.workflow.workflowId)
       .describe()
-      .then((d) => d.status.name.toLowerCase(), () => 'unknown');
+      .then(
+        (d) => d.status.name.toLowerCase(),
+        () => 'unknown',
+      );
     lines.push(`    ${a.takenAt.toISOString()}  ${a.action.workflow.workflowId}  ${status}`);
   }
   for (const r of desc.info.runningActions) lines.push(`  running now: ${r.workflow.workflowId}`);
@@ -194,7 +219,10 @@ export async function runningSweeps(client: Client): Promise<Array<{ workflowId:
 
 function changeText(r: DriftCheckResult): string {
   return r.diffs
-    .map((d) => `${d.step}: ${d.error ?? d.changes.map((c) => `${c.field} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join(', ')}${d.more ? ` (+${d.more})` : ''}`)
+    .map(
+      (d) =>
+        `${d.step}: ${d.error ?? d.changes.map((c) => `${c.field} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join(', ')}${d.more ? ` (+${d.more})` : ''}`,
+    )
     .join('; ');
 }
 
@@ -207,18 +235,38 @@ export function renderSweepReport(s: DriftSweepSummary, title = 'drift sweep'): 
       `${c.notOnboarded} not onboarded · ${c.invalid} invalid spec(s) · ${c.unmanaged} unmanaged`,
   ];
   if (s.servers.length) {
-    const rows = s.servers.map((r) => [r.serverId, r.status, r.driftedSteps.join(',') || '-', r.status === 'drifted' && !r.remediation ? changeText(r) || (r.reason ?? '') : (r.reason ?? changeText(r))]);
+    const rows = s.servers.map((r) => [
+      r.serverId,
+      r.status,
+      r.driftedSteps.join(',') || '-',
+      r.status === 'drifted' && !r.remediation ? changeText(r) || (r.reason ?? '') : (r.reason ?? changeText(r)),
+    ]);
     const head = ['SERVER', 'STATUS', 'STEPS', 'DETAIL'];
     const w = [0, 1, 2].map((i) => Math.max(head[i]!.length, ...rows.map((r) => r[i]!.length)));
-    lines.push('', [head, ...rows].map((r) => r.map((cell, i) => (i < 3 ? cell.padEnd(w[i]!) : cell)).join('  ').trimEnd()).join('\n'));
+    lines.push(
+      '',
+      [head, ...rows]
+        .map((r) =>
+          r
+            .map((cell, i) => (i < 3 ? cell.padEnd(w[i]!) : cell))
+            .join('  ')
+            .trimEnd(),
+        )
+        .join('\n'),
+    );
     if (s.omitted) lines.push(`… and ${s.omitted} more (filter the Web UI: UnderlayDriftStatus != "clean")`);
   } else lines.push('', c.servers ? 'No drift: every checked server matches its spec.' : 'No server was checked.');
   if (s.invalid.length) {
     lines.push('', 'invalid specs (not checked, never remediated):');
     for (const f of s.invalid) lines.push(`  ${f.file}: ${f.issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
   }
-  if (s.notOnboarded.length) lines.push('', `not onboarded (in the inventory, no completed onboarding): ${s.notOnboarded.join(', ')}${c.notOnboarded > s.notOnboarded.length ? ', …' : ''}`);
-  if (s.unmanaged.length) lines.push('', `unmanaged (onboarded, missing from the inventory): ${s.unmanaged.join(', ')}${c.unmanaged > s.unmanaged.length ? ', …' : ''}`);
+  if (s.notOnboarded.length)
+    lines.push(
+      '',
+      `not onboarded (in the inventory, no completed onboarding): ${s.notOnboarded.join(', ')}${c.notOnboarded > s.notOnboarded.length ? ', …' : ''}`,
+    );
+  if (s.unmanaged.length)
+    lines.push('', `unmanaged (onboarded, missing from the inventory): ${s.unmanaged.join(', ')}${c.unmanaged > s.unmanaged.length ? ', …' : ''}`);
   return lines.join('\n');
 }
 
@@ -262,7 +310,14 @@ function sweepFlags(cmd: Command): Command {
 }
 
 function toSweepOptions(f: SweepFlags): SweepOptions {
-  return { inventoryDir: inventoryPath(f.inventory), mode: parseMode(f.mode), concurrency: f.concurrency, pageSize: f.pageSize, approvalTimeout: f.approvalTimeout, taskQueue: f.taskQueue };
+  return {
+    inventoryDir: inventoryPath(f.inventory),
+    mode: parseMode(f.mode),
+    concurrency: f.concurrency,
+    pageSize: f.pageSize,
+    approvalTimeout: f.approvalTimeout,
+    taskQueue: f.taskQueue,
+  };
 }
 
 export function registerDriftCommands(program: Command): void {

@@ -138,7 +138,10 @@ export async function listOnboardings(client: Client, f: ListFilters = {}): Prom
   // A run that matched may have been superseded by a newer onboarding of the same server (which did not match).
   const latestRun = new Map<string, string>();
   for (let i = 0; i < matching.length; i += BATCH) {
-    const q = `WorkflowType = 'onboardServer' AND WorkflowId IN (${matching.slice(i, i + BATCH).map((w) => quote(w.workflowId)).join(', ')})`;
+    const q = `WorkflowType = 'onboardServer' AND WorkflowId IN (${matching
+      .slice(i, i + BATCH)
+      .map((w) => quote(w.workflowId))
+      .join(', ')})`;
     const all: WorkflowExecutionInfo[] = [];
     for await (const wf of visible(client, q)) all.push(wf);
     for (const [id, wf] of newestBy(all, (w) => w.workflowId, start)) latestRun.set(id, wf.runId);
@@ -154,7 +157,8 @@ export async function listOnboardings(client: Client, f: ListFilters = {}): Prom
     if (i === 0) queries.push(q);
     const checks: WorkflowExecutionInfo[] = [];
     for await (const wf of visible(client, q)) checks.push(wf);
-    for (const [id, wf] of newestBy(checks, (w) => w.workflowId.replace(/^drift-/, ''), start)) drift.set(id, wf.typedSearchAttributes.get(SA_DRIFT_STATUS) ?? 'none');
+    for (const [id, wf] of newestBy(checks, (w) => w.workflowId.replace(/^drift-/, ''), start))
+      drift.set(id, wf.typedSearchAttributes.get(SA_DRIFT_STATUS) ?? 'none');
   }
 
   let rows: OnboardingRow[] = matching.map((w) => ({
@@ -192,5 +196,12 @@ export function renderList(rows: OnboardingRow[]): string {
     `${r.status}${r.superseded ? ' (superseded)' : ''}`,
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  return [head, ...cells].map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n');
+  return [head, ...cells]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(w[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }

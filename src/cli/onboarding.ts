@@ -65,7 +65,12 @@ export interface StartOptions {
 export function assertOnboardable(spec: ServerSpec): void {
   const missing = missingSteps(spec, (s) => stepApplies(s, spec));
   if (missing.length) {
-    throw new UnsupportedPlatformError(`no ${missing.join(', ')} step for ${spec.hypervisor.kind} in this build`, { host: spec.id, field: 'hypervisor.kind', expected: 'a hypervisor with every step the spec asks for', observed: spec.hypervisor.kind });
+    throw new UnsupportedPlatformError(`no ${missing.join(', ')} step for ${spec.hypervisor.kind} in this build`, {
+      host: spec.id,
+      field: 'hypervisor.kind',
+      expected: 'a hypervisor with every step the spec asks for',
+      observed: spec.hypervisor.kind,
+    });
   }
 }
 
@@ -78,7 +83,11 @@ export function assertOnboardable(spec: ServerSpec): void {
  * the drift check may have looked before this start: the new onboarding is cancelled (its first step, the cable
  * check, changes nothing on an onboarded host) — at worst both yield, never both change the host.
  */
-export async function startOnboarding(client: Client, spec: ServerSpec, opts: StartOptions = {}): Promise<WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>> {
+export async function startOnboarding(
+  client: Client,
+  spec: ServerSpec,
+  opts: StartOptions = {},
+): Promise<WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>> {
   assertOnboardable(spec);
   const steps = STEPS.filter((s) => stepApplies(s, spec));
   const approvalBefore = parseApprovalGates(opts.approvalBefore, steps);

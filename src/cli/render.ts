@@ -2,7 +2,6 @@
 import { STEP_TITLES, STEPS, type StepName } from '../common/steps';
 import { STEP_MARK, type OnboardingStatus, type TimelineEntry } from '../workflows/messages';
 
-
 /** Braille spinner frames for the running step (terminals only). */
 export const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
@@ -44,7 +43,9 @@ export function progressBar(s: OnboardingStatus, width = 18): string {
 }
 
 function timelineRow(e: TimelineEntry): string {
-  const rb = e.compensation ? ` → rollback ${e.compensation.outcome}${e.compensation.error ? ` (${e.compensation.error.split('\n')[0]})` : ''} in ${seconds(e.compensation.durationMs)}` : '';
+  const rb = e.compensation
+    ? ` → rollback ${e.compensation.outcome}${e.compensation.error ? ` (${e.compensation.error.split('\n')[0]})` : ''} in ${seconds(e.compensation.durationMs)}`
+    : '';
   const tries = e.attempts === null ? '? attempts' : `${e.attempts} attempt${e.attempts === 1 ? '' : 's'}`;
   return `    ${STEP_TITLES[e.step].padEnd(18)} ${e.result.padEnd(9)} ${tries.padEnd(11)} ${seconds(e.durationMs).padStart(7)}${e.error ? `  ${e.error.split('\n')[0]}` : ''}${rb}`;
 }
@@ -58,8 +59,14 @@ export function renderStatus(s: OnboardingStatus, o: RenderOptions = {}): string
     const mark = running && o.frame !== undefined ? SPINNER[o.frame % SPINNER.length]! : STEP_MARK[st.state];
     const liveAttempt = running && o.live ? o.live.attempt : undefined;
     const attempts = liveAttempt ?? st.attempts;
-    const gate = c?.approvalBefore.includes(step) ? (c.approvals.find((a) => a.step === step) ? `approved by ${c.approvals.find((a) => a.step === step)!.by}` : 'needs approval') : '';
-    const detail = [st.summary, gate, attempts && attempts > 1 ? (running ? `attempt ${attempts}` : `${attempts} attempts`) : '', st.error?.split('\n')[0]].filter(Boolean).join(' · ');
+    const gate = c?.approvalBefore.includes(step)
+      ? c.approvals.find((a) => a.step === step)
+        ? `approved by ${c.approvals.find((a) => a.step === step)!.by}`
+        : 'needs approval'
+      : '';
+    const detail = [st.summary, gate, attempts && attempts > 1 ? (running ? `attempt ${attempts}` : `${attempts} attempts`) : '', st.error?.split('\n')[0]]
+      .filter(Boolean)
+      .join(' · ');
     const row = `  ${mark} ${STEP_TITLES[step].padEnd(18)} ${st.state.padEnd(19)} ${elapsed(st.startedAt, st.endedAt, now).padStart(7)}  ${detail}`.trimEnd();
     // The running step's last error, while its activity waits for the next attempt, on a line of its own.
     return running && o.live?.lastFailure ? `${row}\n      ↻ attempt ${o.live.attempt} after: ${o.live.lastFailure.split('\n')[0]}` : row;
@@ -72,7 +79,8 @@ export function renderStatus(s: OnboardingStatus, o: RenderOptions = {}): string
     if (s.phase === 'paused' && w) lines.push(`  ⏸ paused before ${STEP_TITLES[w]} by ${c.pause?.by ?? '?'}: resume with \`underlay resume ${s.serverId}\``);
     else if (c.pause && !['succeeded', 'failed', 'cancelled'].includes(s.phase)) lines.push(`  ⏸ pausing before the next step (asked by ${c.pause.by})`);
     if (s.phase === 'awaiting-approval' && w) lines.push(`  ⏳ ${STEP_TITLES[w]} awaits approval: \`underlay approve ${s.serverId} --step ${w}\``);
-    if (c.cancel) lines.push(`  ✗ cancelled by ${c.cancel.by}${c.cancel.reason ? ` (${c.cancel.reason})` : ''}${s.phase === 'compensating' ? ': rolling back' : ''}`);
+    if (c.cancel)
+      lines.push(`  ✗ cancelled by ${c.cancel.by}${c.cancel.reason ? ` (${c.cancel.reason})` : ''}${s.phase === 'compensating' ? ': rolling back' : ''}`);
   }
   if (s.timeline?.length && ['compensating', 'failed', 'cancelled'].includes(s.phase)) lines.push('  timeline:', ...s.timeline.map(timelineRow));
   return lines.join('\n');

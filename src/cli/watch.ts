@@ -49,7 +49,9 @@ export async function watchOnboarding(client: Client, serverId: string, out: Out
   );
   void result.finally(() => (done = true));
 
-  const code = live ? await watchLive(client, serverId, workflowId, out, result, () => done, pollMs, o.frameMs ?? 120) : await watchLog(client, serverId, out, result, () => done, pollMs);
+  const code = live
+    ? await watchLive(client, serverId, workflowId, out, result, () => done, pollMs, o.frameMs ?? 120)
+    : await watchLog(client, serverId, out, result, () => done, pollMs);
   if (failure) out.write(`\n${failure}\n`);
   return code;
 }

@@ -12,10 +12,7 @@ export const STEP_TITLES: Record<StepName, string> = {
 };
 
 /** Whether a spec asks for a step at all: no bond in the spec → no bond step. */
-export function stepApplies(
-  step: StepName,
-  spec: { bond?: unknown; vlans: unknown[]; sriov?: unknown; attach?: unknown },
-): boolean {
+export function stepApplies(step: StepName, spec: { bond?: unknown; vlans: unknown[]; sriov?: unknown; attach?: unknown }): boolean {
   switch (step) {
     case 'bond':
       return spec.bond !== undefined;

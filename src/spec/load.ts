@@ -7,7 +7,10 @@ import { validateServerSpec, type SpecResult } from './validate';
 export function parseSpecText(text: string, source: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
-    throw new InvalidSpecError(`${source} is not valid YAML/JSON`, doc.errors.map((e) => ({ path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: e.message.split('\n')[0] ?? e.code })));
+    throw new InvalidSpecError(
+      `${source} is not valid YAML/JSON`,
+      doc.errors.map((e) => ({ path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: e.message.split('\n')[0] ?? e.code })),
+    );
   }
   return doc.toJS();
 }

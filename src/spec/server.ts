@@ -72,10 +72,7 @@ export const Nic = z.strictObject({
   mac: MacAddress.optional().describe('Permanent MAC; when set, the cable check matches the NIC by it'),
   speedMbps: z.number().int().positive().optional().describe('Expected negotiated speed in Mb/s (unchecked when absent)'),
   lldp: LldpNeighbour.optional().describe('Expected neighbour at the other end of the cable'),
-  cabled: z
-    .boolean()
-    .default(true)
-    .describe('False for a NIC with no cable to check (e.g. an SR-IOV PF used only for its VFs): the cable check skips it'),
+  cabled: z.boolean().default(true).describe('False for a NIC with no cable to check (e.g. an SR-IOV PF used only for its VFs): the cable check skips it'),
 });
 
 export const Bond = z.strictObject({
@@ -118,7 +115,10 @@ const Bmc = z.strictObject({
     z.strictObject({ caFile: FilePath }),
     z.strictObject({
       certFile: FilePath.describe("The BMC's own (self-signed) certificate, saved by the operator: the only certificate trusted"),
-      fingerprint: z.string().regex(/^sha256\/[A-Za-z0-9+/]{43}=$/, { message: 'must be sha256/<base64 of the DER certificate hash>' }).describe('SHA-256 of certFile, as the BMC shows it: a wrong file is refused'),
+      fingerprint: z
+        .string()
+        .regex(/^sha256\/[A-Za-z0-9+/]{43}=$/, { message: 'must be sha256/<base64 of the DER certificate hash>' })
+        .describe('SHA-256 of certFile, as the BMC shows it: a wrong file is refused'),
     }),
   ]),
 });

@@ -217,7 +217,8 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       const seen = new Set<string>();
       arr(attach.uplinks).forEach((n, i) => {
         const name = str(n);
-        if (name && !nicNames.has(name)) add(['attach', 'uplinks', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
+        if (name && !nicNames.has(name))
+          add(['attach', 'uplinks', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
         // esxcli refuses an uplink added twice, and the failover order would name it twice.
         if (name && attachKind === 'vswitch' && seen.has(name)) add(['attach', 'uplinks', i], `${q(name)} is listed twice`);
         if (name) seen.add(name);
@@ -278,7 +279,11 @@ function platformIssues(hv: keyof typeof PLATFORM_MATRIX, spec: Loose, add: (pat
   if (hv === 'hyperv') {
     // The Hyper-V cable check reads Get-NetAdapter (status, speed, MAC): Windows shows no LLDP neighbours.
     arr(spec.nics).forEach((n, i) => {
-      if (obj(n).lldp !== undefined) add(['nics', i, 'lldp'], 'not checked on Hyper-V: Windows has no LLDP neighbour view in this build (the cable check reads status, speed and MAC); remove it');
+      if (obj(n).lldp !== undefined)
+        add(
+          ['nics', i, 'lldp'],
+          'not checked on Hyper-V: Windows has no LLDP neighbour view in this build (the cable check reads status, speed and MAC); remove it',
+        );
     });
     if (attach && str(attach.kind) === 'set' && spec.bond !== undefined && attach.nics === undefined) {
       add(['attach', 'nics'], 'list the NICs to team (Hyper-V takes no bond)');

@@ -158,7 +158,10 @@ export class HttpClient {
       try {
         ca = await readFile(target.tls.caFile);
       } catch (e) {
-        throw new InvalidSpecError(`cannot read CA file ${target.tls.caFile} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, [], { host, field: 'tls.caFile' });
+        throw new InvalidSpecError(`cannot read CA file ${target.tls.caFile} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, [], {
+          host,
+          field: 'tls.caFile',
+        });
       }
       // `ca` replaces the system store: only this bundle is trusted. The identity check is node's standard one.
       agent = new Agent({ keepAlive: true, maxSockets: 4, ca, servername, checkServerIdentity: standardIdentityCheck });
@@ -196,7 +199,11 @@ export class HttpClient {
     const res = await this.#send('POST', loginPath, { body: { UserName: this.#secrets.username, Password: this.#secrets.password }, authenticate: false });
     const token = res.headers['x-auth-token'];
     if (typeof token !== 'string' || !token) {
-      throw new UnexpectedOutputError(`session login at ${loginPath} returned no X-Auth-Token`, { host: this.#target.label, command: `POST ${loginPath}`, observed: `HTTP ${res.status}` });
+      throw new UnexpectedOutputError(`session login at ${loginPath} returned no X-Auth-Token`, {
+        host: this.#target.label,
+        command: `POST ${loginPath}`,
+        observed: `HTTP ${res.status}`,
+      });
     }
     this.#session = { token, path: res.location, loginPath };
   }
@@ -313,10 +320,21 @@ export class HttpClient {
     const host = this.#target.label;
     const said = excerpt(redfishMessage(text) ?? text, this.#secrets);
     if (status === 401 || status === 403) {
-      return new AuthenticationError(`${this.#target.host} answered HTTP ${status} to ${what}${this.#session ? ' (session token)' : ''}`, { host, command: what, observed: said || undefined });
+      return new AuthenticationError(`${this.#target.host} answered HTTP ${status} to ${what}${this.#session ? ' (session token)' : ''}`, {
+        host,
+        command: what,
+        observed: said || undefined,
+      });
     }
     const retryable = status === 408 || status === 429 || status >= 500;
-    return new HttpStatusError(`${this.#target.host} answered HTTP ${status}${said ? `: ${said}` : ''}`, { host, command: what }, status, retryable, said, retryAfterMs);
+    return new HttpStatusError(
+      `${this.#target.host} answered HTTP ${status}${said ? `: ${said}` : ''}`,
+      { host, command: what },
+      status,
+      retryable,
+      said,
+      retryAfterMs,
+    );
   }
 
   #transportError(e: NodeJS.ErrnoException, what: string): UnderlayError {
@@ -327,9 +345,20 @@ export class HttpClient {
       // The handshake failed verification, so the presented certificate cannot be read: say what was expected.
       if ('fingerprint' in this.#target.tls) {
         const { fingerprint, certFile } = this.#target.tls;
-        return new HostKeyMismatchError(`TLS certificate of ${where} is not the pinned one (${code}): refusing the connection`, { host, field: 'tls.fingerprint', command: what, expected: `${fingerprint} (${certFile})`, observed: code });
+        return new HostKeyMismatchError(`TLS certificate of ${where} is not the pinned one (${code}): refusing the connection`, {
+          host,
+          field: 'tls.fingerprint',
+          command: what,
+          expected: `${fingerprint} (${certFile})`,
+          observed: code,
+        });
       }
-      return new HostKeyMismatchError(`TLS certificate of ${where} is not trusted (${code}): refusing the connection`, { host, field: 'tls', command: what, expected: `a certificate for ${this.#target.host} issued by ${this.#target.tls.caFile}` });
+      return new HostKeyMismatchError(`TLS certificate of ${where} is not trusted (${code}): refusing the connection`, {
+        host,
+        field: 'tls',
+        command: what,
+        expected: `a certificate for ${this.#target.host} issued by ${this.#target.tls.caFile}`,
+      });
     }
     return new ConnectionError(`cannot reach ${where}: ${code || e.message}`, { host, command: what });
   }
@@ -361,10 +390,16 @@ async function pinnedCertificate(certFile: string, pin: string, host: string): P
   }
   const inFile = certificateFingerprint(x509.raw);
   if (!sameFingerprint(inFile, pin)) {
-    throw new InvalidSpecError(`the certificate in ${certFile} is not the pinned one (its SHA-256 is ${inFile}; the spec pins ${pin})`, [], { host, field: 'tls.fingerprint' });
+    throw new InvalidSpecError(`the certificate in ${certFile} is not the pinned one (its SHA-256 is ${inFile}; the spec pins ${pin})`, [], {
+      host,
+      field: 'tls.fingerprint',
+    });
   }
   if (!x509.checkIssued(x509)) {
-    throw new InvalidSpecError(`the certificate in ${certFile} is CA-issued (${x509.issuer.replace(/\n/g, ', ')}): trust its CA with tls.caFile instead`, [], { host, field: 'tls.certFile' });
+    throw new InvalidSpecError(`the certificate in ${certFile} is CA-issued (${x509.issuer.replace(/\n/g, ', ')}): trust its CA with tls.caFile instead`, [], {
+      host,
+      field: 'tls.certFile',
+    });
   }
   return x509;
 }
@@ -381,7 +416,9 @@ function redfishMessage(text: string): string | undefined {
   try {
     const j = JSON.parse(text) as { error?: { message?: unknown; '@Message.ExtendedInfo'?: Array<{ Message?: unknown; MessageId?: unknown }> } };
     if (!j?.error) return undefined;
-    const parts = [j.error.message, ...(j.error['@Message.ExtendedInfo'] ?? []).map((i) => i.Message ?? i.MessageId)].filter((p): p is string => typeof p === 'string' && p.length > 0);
+    const parts = [j.error.message, ...(j.error['@Message.ExtendedInfo'] ?? []).map((i) => i.Message ?? i.MessageId)].filter(
+      (p): p is string => typeof p === 'string' && p.length > 0,
+    );
     return parts.length ? [...new Set(parts)].join(' | ') : undefined;
   } catch {
     return undefined;

@@ -173,7 +173,16 @@ export interface SoapCallLogEntry {
 }
 
 /** Faults that say "not now" rather than "no": worth retrying the activity. */
-const RETRYABLE_FAULTS = new Set(['ConcurrentAccess', 'TaskInProgress', 'HostCommunication', 'HostNotConnected', 'HostNotReachable', 'Timedout', 'RequestCanceled', 'SystemError']);
+const RETRYABLE_FAULTS = new Set([
+  'ConcurrentAccess',
+  'TaskInProgress',
+  'HostCommunication',
+  'HostNotConnected',
+  'HostNotReachable',
+  'Timedout',
+  'RequestCanceled',
+  'SystemError',
+]);
 /** Faults that mean the session or the credentials are not accepted. */
 const AUTH_FAULTS = new Set(['InvalidLogin', 'NotAuthenticated', 'NoPermission']);
 
@@ -227,7 +236,10 @@ export class SoapClient {
       try {
         ca = await readFile(target.caFile);
       } catch (e) {
-        throw new InvalidSpecError(`cannot read CA file ${target.caFile} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, [], { host, field: 'caFile' });
+        throw new InvalidSpecError(`cannot read CA file ${target.caFile} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, [], {
+          host,
+          field: 'caFile',
+        });
       }
     }
     const agent = new Agent({
@@ -344,9 +356,17 @@ export class SoapClient {
     const isXml = /^\s*<(\?xml|[A-Za-z_][\w.-]*:?[\w.-]*[\s>])/.test(text);
     if (!isXml) {
       const said = excerpt(text, this.#secrets);
-      if (status >= 500 || status === 408 || status === 429) return { err: new ConnectionError(`${this.#target.host} answered HTTP ${status}${said ? `: ${said}` : ''}`, { host, command: operation }) };
-      if (status === 401 || status === 403) return { err: new AuthenticationError(`${this.#target.host} answered HTTP ${status}`, { host, command: operation }) };
-      return { err: new UnexpectedOutputError(`${this.#target.host} answered HTTP ${status} without a SOAP envelope`, { host, command: operation, observed: said || undefined }) };
+      if (status >= 500 || status === 408 || status === 429)
+        return { err: new ConnectionError(`${this.#target.host} answered HTTP ${status}${said ? `: ${said}` : ''}`, { host, command: operation }) };
+      if (status === 401 || status === 403)
+        return { err: new AuthenticationError(`${this.#target.host} answered HTTP ${status}`, { host, command: operation }) };
+      return {
+        err: new UnexpectedOutputError(`${this.#target.host} answered HTTP ${status} without a SOAP envelope`, {
+          host,
+          command: operation,
+          observed: said || undefined,
+        }),
+      };
     }
     const doc = parseXml(text);
     const body = record(record(doc.Envelope)?.Body);

@@ -71,13 +71,7 @@ function readEnv(name: string, what: string, host: string): string {
  * Parses up front (rather than letting ssh2 do it inside connect) so a bad key or passphrase is a
  * CredentialUnavailableError before any network traffic, and the parser's own text never reaches the caller.
  */
-function parsePrivateKey(
-  text: Buffer,
-  passphrase: string | undefined,
-  source: string,
-  passphraseEnv: string | undefined,
-  host: string,
-): ParsedKey {
+function parsePrivateKey(text: Buffer, passphrase: string | undefined, source: string, passphraseEnv: string | undefined, host: string): ParsedKey {
   const parsed: ParsedKey | ParsedKey[] | Error = utils.parseKey(text, passphrase);
   if (parsed instanceof Error) {
     // Map to fixed texts: parser messages can embed header fields read from the key data.

@@ -220,8 +220,7 @@ export class SshSession {
           /* channel already gone */
         }
       };
-      const abort = (reason: string): void =>
-        finish(new ConnectionError(`connection lost while the command was running (${reason})`, ctx));
+      const abort = (reason: string): void => finish(new ConnectionError(`connection lost while the command was running (${reason})`, ctx));
       this.#inflight.add(abort);
 
       const timer = setTimeout(() => {

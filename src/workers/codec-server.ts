@@ -198,7 +198,10 @@ export async function runCodecServer(opts: { listen?: string; corsOrigin?: strin
   const codec = codecFromEnv();
   if (!codec) throw new Error(`payload encryption is not configured: set ${ENV_KEYS_FILE}, or ${ENV_KEY} and ${ENV_KEY_ID}`);
   const listen = opts.listen ?? DEFAULT_CODEC_LISTEN;
-  const corsOrigins = (opts.corsOrigin ?? []).flatMap((o) => o.split(',')).map((o) => o.trim()).filter(Boolean);
+  const corsOrigins = (opts.corsOrigin ?? [])
+    .flatMap((o) => o.split(','))
+    .map((o) => o.trim())
+    .filter(Boolean);
   const srv = await startCodecServer({ codec, listen, corsOrigins, log: (l) => out(`codec-server: ${l}`) });
   out(`codec server on ${srv.url} (POST /encode, /decode); keys: ${codec.keyIds.join(', ')} (encrypting with ${codec.encryptionKeyId})`);
   out(corsOrigins.length ? `CORS allowed for ${corsOrigins.join(', ')}` : 'no CORS origin allowed: add --cors-origin <Web UI URL> for the browser');

@@ -49,5 +49,8 @@ export async function connectWorker(): Promise<{ connection: NativeConnection; n
 /** "Failed to connect before the deadline" alone does not say where: name the address and how to change it. */
 function unreachable(address: string, err: unknown): Error {
   const why = err instanceof Error ? err.message : String(err);
-  return new Error(`cannot reach Temporal at ${address} (${why}); set TEMPORAL_ADDRESS or a TEMPORAL_PROFILE, or start the dev server: scripts/dev-server.sh start`, { cause: err });
+  return new Error(
+    `cannot reach Temporal at ${address} (${why}); set TEMPORAL_ADDRESS or a TEMPORAL_PROFILE, or start the dev server: scripts/dev-server.sh start`,
+    { cause: err },
+  );
 }

@@ -97,7 +97,12 @@ export async function driftCheck(input: DriftCheckInput): Promise<DriftCheckResu
   const publish = (status: DriftStatus): void =>
     upsertSearchAttributes([
       { key: SA_DRIFT_STATUS, value: status },
-      ...(progress.checkedAt ? [{ key: SA_LAST_CHECKED, value: new Date(progress.checkedAt) }, { key: SA_DRIFTED_STEPS, value: progress.driftedSteps }] : []),
+      ...(progress.checkedAt
+        ? [
+            { key: SA_LAST_CHECKED, value: new Date(progress.checkedAt) },
+            { key: SA_DRIFTED_STEPS, value: progress.driftedSteps },
+          ]
+        : []),
     ]);
   const finish = async (status: DriftStatus, extra: Partial<DriftCheckResult> = {}): Promise<DriftCheckResult> => {
     Object.assign(progress, { status, phase: 'done' }, extra);

@@ -7,16 +7,7 @@ import { STEP_TITLES, type StepName } from '../common/steps';
 import type { ServerSpec } from '../spec/server';
 
 export type StepState =
-  | 'pending'
-  | 'skipped'
-  | 'running'
-  | 'done'
-  | 'unchanged'
-  | 'failed'
-  | 'compensating'
-  | 'compensated'
-  | 'compensation-failed'
-  | 'not-run';
+  'pending' | 'skipped' | 'running' | 'done' | 'unchanged' | 'failed' | 'compensating' | 'compensated' | 'compensation-failed' | 'not-run';
 
 export interface StepStatus {
   state: StepState;
@@ -181,7 +172,10 @@ export function stepSummary(step: StepName, spec: ServerSpec): string {
       return b ? `${b.name} ← ${b.members.join(',')} · ${b.mode}${b.mode === '802.3ad' ? ` · ${b.lacpRate}` : ''}` : 'no bond';
     }
     case 'vlan':
-      return spec.vlans.map((v) => `${v.name ?? `${v.parent}.${v.id}`}${v.address ? ` ${v.address}` : ''}${v.gateway ? ` → ${v.gateway}` : ''}`).join(', ') || 'no VLAN';
+      return (
+        spec.vlans.map((v) => `${v.name ?? `${v.parent}.${v.id}`}${v.address ? ` ${v.address}` : ''}${v.gateway ? ` → ${v.gateway}` : ''}`).join(', ') ||
+        'no VLAN'
+      );
     case 'sriov': {
       const s = spec.sriov;
       return s ? `${s.pf} · ${s.numVfs} VFs${s.vfioPci ? ' · vfio-pci' : ''}` : 'no SR-IOV';

@@ -98,9 +98,20 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
   let compensations: CompensationOutcome[] = [];
   const approved = new Set<StepName>();
   const nextStep = (): StepName | null => control.waitingBefore ?? planned.find((s) => status.steps[s].state === 'pending') ?? null;
-  const awaitingApproval = (): StepName | null => (control.waitingBefore && gates.includes(control.waitingBefore) && !approved.has(control.waitingBefore) ? control.waitingBefore : null);
-  const action = (req: ControlRequest | undefined): OperatorAction => ({ by: req?.by ?? 'unknown', at: new Date().toISOString(), ...(req?.reason ? { reason: req.reason } : {}) });
-  const answer = (message: string): ControlAnswer => ({ serverId: spec.id, phase: status.phase, currentStep: status.currentStep, waitingBefore: control.waitingBefore, message });
+  const awaitingApproval = (): StepName | null =>
+    control.waitingBefore && gates.includes(control.waitingBefore) && !approved.has(control.waitingBefore) ? control.waitingBefore : null;
+  const action = (req: ControlRequest | undefined): OperatorAction => ({
+    by: req?.by ?? 'unknown',
+    at: new Date().toISOString(),
+    ...(req?.reason ? { reason: req.reason } : {}),
+  });
+  const answer = (message: string): ControlAnswer => ({
+    serverId: spec.id,
+    phase: status.phase,
+    currentStep: status.currentStep,
+    waitingBefore: control.waitingBefore,
+    message,
+  });
   const refuseUnlessActive = (what: string) => {
     if (FINISHED.includes(status.phase)) throw new Error(`cannot ${what}: the onboarding of ${spec.id} has ${status.phase}`);
     if (status.phase === 'compensating' || control.cancel) throw new Error(`cannot ${what}: the onboarding of ${spec.id} is being rolled back`);
@@ -112,7 +123,11 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
       control.pause = action(req);
       publish();
       const next = nextStep();
-      return answer(status.phase === 'running' && status.currentStep && status.steps[status.currentStep].state === 'running' ? `pausing before ${next} once ${status.currentStep} finishes` : `paused before ${next}`);
+      return answer(
+        status.phase === 'running' && status.currentStep && status.steps[status.currentStep].state === 'running'
+          ? `pausing before ${next} once ${status.currentStep} finishes`
+          : `paused before ${next}`,
+      );
     },
     {
       description: 'pause before the next step (the running step finishes first)',
@@ -158,7 +173,9 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
         const waiting = awaitingApproval();
         if (!waiting) {
           const left = gates.filter((g) => !approved.has(g) && status.steps[g].state === 'pending');
-          throw new Error(`nothing of ${spec.id} awaits approval${left.length ? ` yet (gated: ${left.join(', ')}; the onboarding is at ${status.currentStep ?? 'the start'})` : ''}`);
+          throw new Error(
+            `nothing of ${spec.id} awaits approval${left.length ? ` yet (gated: ${left.join(', ')}; the onboarding is at ${status.currentStep ?? 'the start'})` : ''}`,
+          );
         }
         if (req?.step !== undefined && req.step !== waiting) throw new Error(`${req.step} is not awaiting approval; ${waiting} is`);
       },
@@ -172,7 +189,12 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
       sagaScope.cancel();
       publish();
       await condition(() => settled);
-      return { serverId: spec.id, cancelledAt: at, compensations, message: `cancelled${at ? ` at ${at}` : ''} — rollback: ${describeCompensations(compensations)}` };
+      return {
+        serverId: spec.id,
+        cancelledAt: at,
+        compensations,
+        message: `cancelled${at ? ` at ${at}` : ''} — rollback: ${describeCompensations(compensations)}`,
+      };
     },
     {
       description: 'cancel the running step and roll back every change (completes when the rollback is done)',
@@ -190,7 +212,10 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
       if (!phase) break;
       control.waitingBefore = step;
       status.phase = phase;
-      upsertSearchAttributes([{ key: SA_STEP, value: step }, { key: SA_OUTCOME, value: phase }]);
+      upsertSearchAttributes([
+        { key: SA_STEP, value: step },
+        { key: SA_OUTCOME, value: phase },
+      ]);
       publish();
       await condition(phase === 'paused' ? () => !control.pause : () => approved.has(step) || !!control.pause);
     }
@@ -223,7 +248,13 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
           changes: result.changes.length,
           summary: result.summary,
         });
-        timeline.push({ step, result: result.changed ? 'done' : 'unchanged', attempts: result.attempt, startedAt: st.startedAt!, durationMs: Date.now() - Date.parse(st.startedAt!) });
+        timeline.push({
+          step,
+          result: result.changed ? 'done' : 'unchanged',
+          attempts: result.attempt,
+          startedAt: st.startedAt!,
+          durationMs: Date.now() - Date.parse(st.startedAt!),
+        });
         publish();
       },
       stepFailed(step, err, details) {
@@ -257,7 +288,12 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
         if (o.outcome === 'failed') Object.assign(st, { state: 'compensation-failed', error: o.error });
         else st.state = prior[step] === 'failed' ? 'failed' : 'compensated';
         const entry = lastEntry(step);
-        if (entry) entry.compensation = { outcome: o.outcome, durationMs: Date.now() - (compensationStarted[step] ?? Date.now()), ...(o.error ? { error: o.error } : {}) };
+        if (entry)
+          entry.compensation = {
+            outcome: o.outcome,
+            durationMs: Date.now() - (compensationStarted[step] ?? Date.now()),
+            ...(o.error ? { error: o.error } : {}),
+          };
         publish();
       },
     }),
@@ -268,7 +304,10 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
   if (outcome.ok) {
     status.phase = 'succeeded';
     status.currentStep = null;
-    upsertSearchAttributes([{ key: SA_STEP, value: 'done' }, { key: SA_OUTCOME, value: 'onboarded' }]);
+    upsertSearchAttributes([
+      { key: SA_STEP, value: 'done' },
+      { key: SA_OUTCOME, value: 'onboarded' },
+    ]);
     publish();
     settled = true;
     await condition(allHandlersFinished);
@@ -327,10 +366,12 @@ function cancelMessage(r: OnboardingFailureReport, by: OperatorAction): string {
 
 // ---- current details: what the Web UI shows live (workflow metadata query) --------------------------------------
 
-
 /** A markdown table cell: one line, no pipe breaking the table, clipped. */
 function cell(v: string | number | null | undefined, max = 90): string {
-  const s = String(v ?? '').replace(/\s+/g, ' ').replace(/\|/g, '\\|').trim();
+  const s = String(v ?? '')
+    .replace(/\s+/g, ' ')
+    .replace(/\|/g, '\\|')
+    .trim();
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
 
@@ -344,7 +385,8 @@ function renderDetails(s: OnboardingStatus): string {
   const lines = [`**${s.serverId}** · ${s.phase}${where}`, ''];
   if (s.phase === 'paused') lines.push(`⏸ Paused before **${STEP_TITLES[c.waitingBefore!]}** by ${c.pause?.by}: \`underlay resume ${s.serverId}\``, '');
   else if (c.pause && !FINISHED.includes(s.phase)) lines.push(`⏸ Pausing before the next step (asked by ${c.pause.by})`, '');
-  if (s.phase === 'awaiting-approval') lines.push(`⏳ **${STEP_TITLES[c.waitingBefore!]}** awaits approval: \`underlay approve ${s.serverId} --step ${c.waitingBefore}\``, '');
+  if (s.phase === 'awaiting-approval')
+    lines.push(`⏳ **${STEP_TITLES[c.waitingBefore!]}** awaits approval: \`underlay approve ${s.serverId} --step ${c.waitingBefore}\``, '');
   if (c.cancel) lines.push(`✗ Cancelled by ${c.cancel.by}${c.cancel.reason ? ` (${cell(c.cancel.reason, 80)})` : ''}: rolling back`, '');
   // Three columns: the UI's details panel is narrow and its markdown tables have no cell padding.
   lines.push('| step | state | what |', '|---|---|---|');
@@ -361,7 +403,9 @@ function renderDetails(s: OnboardingStatus): string {
     lines.push('', '**Timeline**', '', '| step | result | error | rollback |', '|---|---|---|---|');
     for (const e of s.timeline ?? []) {
       const result = `${e.result} · ${e.attempts ?? '?'} attempt${e.attempts === 1 ? '' : 's'} · ${seconds(e.durationMs)}`;
-      const rb = e.compensation ? `${e.compensation.outcome} · ${seconds(e.compensation.durationMs)}${e.compensation.error ? ` · ${e.compensation.error}` : ''}` : '–';
+      const rb = e.compensation
+        ? `${e.compensation.outcome} · ${seconds(e.compensation.durationMs)}${e.compensation.error ? ` · ${e.compensation.error}` : ''}`
+        : '–';
       lines.push(`| ${STEP_TITLES[e.step]} | ${result} | ${cell(e.error, 120) || '–'} | ${cell(rb, 80)} |`);
     }
   }

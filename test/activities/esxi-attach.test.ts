@@ -33,7 +33,11 @@ function specFor(vc: Vcsim, attach: Record<string, unknown> = {}, rest: Record<s
     nics: [{ name: 'vmnic0' }, { name: 'vmnic1' }],
     hypervisor: {
       kind: 'esxi',
-      bmc: { address: '127.0.0.1', credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' }, tls: { caFile: '/nonexistent/bmc-ca.pem' } },
+      bmc: {
+        address: '127.0.0.1',
+        credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' },
+        tls: { caFile: '/nonexistent/bmc-ca.pem' },
+      },
       installerIso: 'https://images.lab.test/esxi-8.0u3.iso',
     },
     attach: {
@@ -129,10 +133,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
     t = Date.now();
     const undone = await undo(spec, first.pre);
     timings.undoMs = Date.now() - t;
-    assert.deepEqual(
-      undone.changes.map((ch) => ch.field).sort(),
-      ['member', 'portgroup', 'uplinks'],
-    );
+    assert.deepEqual(undone.changes.map((ch) => ch.field).sort(), ['member', 'portgroup', 'uplinks']);
     assert.equal(await isMember(), false);
     assert.equal(await portgroupVlan(), null);
     // Undo of an undone step changes nothing.
@@ -161,7 +162,10 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
     assert.equal(await portgroupVlan(), null);
     await addPortgroup(c, dvs, PORTGROUP, { kind: 'trunk', ranges: [{ start: 100, end: 199 }] }, wait);
     const kept = await run(spec);
-    assert.deepEqual(kept.changes.map((ch) => ch.field), ['member', 'uplinks']);
+    assert.deepEqual(
+      kept.changes.map((ch) => ch.field),
+      ['member', 'uplinks'],
+    );
     assert.deepEqual(await portgroupVlan(), { kind: 'trunk', ranges: [{ start: 100, end: 199 }] });
     await undo(spec, kept.pre);
     assert.deepEqual(await portgroupVlan(), { kind: 'trunk', ranges: [{ start: 100, end: 199 }] });
@@ -201,7 +205,9 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
     const wrong = 'UNDERLAY_TEST_VC_WRONG';
     process.env[wrong] = 'wrong-password-xyz';
     try {
-      const spec = specFor(vc, { vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: wrong }, caFile: vc.caFile } });
+      const spec = specFor(vc, {
+        vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: wrong }, caFile: vc.caFile },
+      });
       const f = await applicationFailureOf(run(spec));
       assert.equal(f.type, 'AuthenticationError');
       assert.equal(f.nonRetryable, true);
@@ -214,7 +220,9 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
 
   test('a TLS certificate other than the pinned one: HostKeyMismatchError, not retryable', async () => {
     const { cert } = await makeCertificate(vc.dir, 'other-ca');
-    const spec = specFor(vc, { vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: vc.passwordEnv }, caFile: cert } });
+    const spec = specFor(vc, {
+      vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: vc.passwordEnv }, caFile: cert },
+    });
     const f = await applicationFailureOf(run(spec));
     assert.equal(f.type, 'HostKeyMismatchError');
     assert.equal(f.nonRetryable, true);
@@ -243,17 +251,50 @@ describe('ESXi attach planning (pure: states vCenter reports that vcsim cannot p
         rack: 'r1',
         management: { address: HOST, hostKey: 'SHA256:' + 'A'.repeat(43), credentials: { agent: true } },
         nics: [{ name: 'vmnic0' }, { name: 'vmnic1' }],
-        hypervisor: { kind: 'esxi', bmc: { address: '127.0.0.1', credentials: { usernameEnv: 'U', passwordEnv: 'P' }, tls: { caFile: '/x.pem' } }, installerIso: 'https://images.lab.test/esxi.iso' },
-        attach: { kind: 'vds', vcenter: { address: 'vc.lab.test', credentials: { usernameEnv: 'U', passwordEnv: 'P' } }, switch: SWITCH, portgroup: PORTGROUP, vlan: 120, uplinks: ['vmnic0', 'vmnic1'], ...attach },
+        hypervisor: {
+          kind: 'esxi',
+          bmc: { address: '127.0.0.1', credentials: { usernameEnv: 'U', passwordEnv: 'P' }, tls: { caFile: '/x.pem' } },
+          installerIso: 'https://images.lab.test/esxi.iso',
+        },
+        attach: {
+          kind: 'vds',
+          vcenter: { address: 'vc.lab.test', credentials: { usernameEnv: 'U', passwordEnv: 'P' } },
+          switch: SWITCH,
+          portgroup: PORTGROUP,
+          vlan: 120,
+          uplinks: ['vmnic0', 'vmnic1'],
+          ...attach,
+        },
       },
       'test',
     );
-  const base: VdsAttachState = { switch: SWITCH, host: HOST, member: false, uplinks: [], portgroup: { vlan: { kind: 'id', id: 120 } }, hostPnics: ['vmnic0', 'vmnic1', 'vmnic2'], lags: [] };
+  const base: VdsAttachState = {
+    switch: SWITCH,
+    host: HOST,
+    member: false,
+    uplinks: [],
+    portgroup: { vlan: { kind: 'id', id: 120 } },
+    hostPnics: ['vmnic0', 'vmnic1', 'vmnic2'],
+    lags: [],
+  };
 
   test('a member whose reported pnics differ: one uplinks change (the apply edits the member)', () => {
-    const observed = { ...base, member: true, uplinks: [{ device: 'vmnic2', uplinkPortKey: '17' }, { device: 'vmnic0', uplinkPortKey: '16' }] };
+    const observed = {
+      ...base,
+      member: true,
+      uplinks: [
+        { device: 'vmnic2', uplinkPortKey: '17' },
+        { device: 'vmnic0', uplinkPortKey: '16' },
+      ],
+    };
     assert.deepEqual(vdsAttachStep.plan(spec(), observed), [{ field: 'uplinks', from: ['vmnic0', 'vmnic2'], to: ['vmnic0', 'vmnic1'] }]);
-    const same = { ...observed, uplinks: [{ device: 'vmnic1', uplinkPortKey: '17' }, { device: 'vmnic0', uplinkPortKey: '16' }] };
+    const same = {
+      ...observed,
+      uplinks: [
+        { device: 'vmnic1', uplinkPortKey: '17' },
+        { device: 'vmnic0', uplinkPortKey: '16' },
+      ],
+    };
     assert.deepEqual(vdsAttachStep.plan(spec(), same), []);
   });
 
@@ -263,15 +304,34 @@ describe('ESXi attach planning (pure: states vCenter reports that vcsim cannot p
       { field: 'member', from: false, to: true },
       { field: 'uplinks', from: [], to: ['vmnic0@40', 'vmnic1@41'] },
     ]);
-    const bound = { ...observed, member: true, uplinks: [{ device: 'vmnic0', uplinkPortKey: '40' }, { device: 'vmnic1', uplinkPortKey: '41' }] };
+    const bound = {
+      ...observed,
+      member: true,
+      uplinks: [
+        { device: 'vmnic0', uplinkPortKey: '40' },
+        { device: 'vmnic1', uplinkPortKey: '41' },
+      ],
+    };
     assert.deepEqual(vdsAttachStep.plan(spec({ lacp: true }), bound), []);
   });
 
   test('LACP with two LAGs, or a LAG with too few ports: refused (which LAG is not the step’s guess)', () => {
-    const two = { ...base, lags: [{ key: 'a', name: 'lag1', uplinkPortKeys: ['1', '2'] }, { key: 'b', name: 'lag2', uplinkPortKeys: ['3', '4'] }] };
-    assert.throws(() => vdsAttachStep.plan(spec({ lacp: true }), two), (e: Error) => e.name === 'UnsupportedPlatformError' && /2 LAGs/.test(e.message));
+    const two = {
+      ...base,
+      lags: [
+        { key: 'a', name: 'lag1', uplinkPortKeys: ['1', '2'] },
+        { key: 'b', name: 'lag2', uplinkPortKeys: ['3', '4'] },
+      ],
+    };
+    assert.throws(
+      () => vdsAttachStep.plan(spec({ lacp: true }), two),
+      (e: Error) => e.name === 'UnsupportedPlatformError' && /2 LAGs/.test(e.message),
+    );
     const small = { ...base, lags: [{ key: 'a', name: 'lag1', uplinkPortKeys: ['1'] }] };
-    assert.throws(() => vdsAttachStep.plan(spec({ lacp: true }), small), (e: Error) => e.name === 'UnsupportedPlatformError' && /1 ports for 2 uplinks/.test(e.message));
+    assert.throws(
+      () => vdsAttachStep.plan(spec({ lacp: true }), small),
+      (e: Error) => e.name === 'UnsupportedPlatformError' && /1 ports for 2 uplinks/.test(e.message),
+    );
   });
 
   test('diff (what undo must restore) compares membership, reported pnics and the VLAN only', () => {

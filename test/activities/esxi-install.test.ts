@@ -36,15 +36,25 @@ const quiet = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, err
 function mockEnv(info: Partial<Info> = {}): MockActivityEnvironment {
   return new MockActivityEnvironment(info, { logger: quiet });
 }
-const run = (env: MockActivityEnvironment, step: 'cable' | 'hypervisor', impl: typeof redfishCableStep | typeof esxiInstallStep, raw: unknown): Promise<StepResult> =>
-  env.run(() => runStep(step, impl, raw, noSsh));
-const undo = (env: MockActivityEnvironment, raw: unknown, pre: unknown): Promise<UndoResult> => env.run(() => undoStep('hypervisor', esxiInstallStep, raw, pre, noSsh));
+const run = (
+  env: MockActivityEnvironment,
+  step: 'cable' | 'hypervisor',
+  impl: typeof redfishCableStep | typeof esxiInstallStep,
+  raw: unknown,
+): Promise<StepResult> => env.run(() => runStep(step, impl, raw, noSsh));
+const undo = (env: MockActivityEnvironment, raw: unknown, pre: unknown): Promise<UndoResult> =>
+  env.run(() => undoStep('hypervisor', esxiInstallStep, raw, pre, noSsh));
 
 before(async () => {
   sushy = await startSushy();
   figures.sushyStartMs = sushy.startMs;
   files = createHttpServer((req, res) => {
-    const body = req.url === '/esxi-8.0u3.iso' ? Buffer.alloc(256 * 1024, 0x2a) : req.url === '/ks.cfg' ? Buffer.from('vmaccepteula\ninstall --firstdisk --overwritevmfs\n') : undefined;
+    const body =
+      req.url === '/esxi-8.0u3.iso'
+        ? Buffer.alloc(256 * 1024, 0x2a)
+        : req.url === '/ks.cfg'
+          ? Buffer.from('vmaccepteula\ninstall --firstdisk --overwritevmfs\n')
+          : undefined;
     res.writeHead(body ? 200 : 404);
     res.end(body);
   });
@@ -83,7 +93,12 @@ function rawSpec(over: { mac?: string; speedMbps?: number } = {}) {
     ],
     hypervisor: {
       kind: 'esxi',
-      bmc: { address: '127.0.0.1', port: sushy.port, credentials: { file: sushy.credentialFile }, tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint } },
+      bmc: {
+        address: '127.0.0.1',
+        port: sushy.port,
+        credentials: { file: sushy.credentialFile },
+        tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint },
+      },
       installerIso: `http://127.0.0.1:${filesPort}/esxi-8.0u3.iso`,
       kickstart: `http://127.0.0.1:${filesPort}/ks.cfg`,
       probePort,
@@ -147,7 +162,10 @@ describe('ESXi cable check from the BMC inventory', () => {
 
   test('an expected speed the BMC does not report is a final problem, not a silent pass', async () => {
     const env = mockEnv();
-    await assert.rejects(run(env, 'cable', redfishCableStep, rawSpec({ speedMbps: 25000 })), /vmnic0\.speed: expected 25000 Mb\/s, observed not reported by the BMC/);
+    await assert.rejects(
+      run(env, 'cable', redfishCableStep, rawSpec({ speedMbps: 25000 })),
+      /vmnic0\.speed: expected 25000 Mb\/s, observed not reported by the BMC/,
+    );
   });
 
   test('registered for esxi', () => {

@@ -61,7 +61,14 @@ class FakeEsxi implements CommandChannel {
   /** The state the fixture files show. */
   static fromFixtures(): FakeEsxi {
     const f = new FakeEsxi();
-    f.switches.set('vSwitch0', { uplinks: ['vmnic3', 'vmnic0'], active: ['vmnic3', 'vmnic0'], lb: 'srcport', mtu: 1500, portgroups: ['VM Network', 'Management Network'], usedPorts: 6 });
+    f.switches.set('vSwitch0', {
+      uplinks: ['vmnic3', 'vmnic0'],
+      active: ['vmnic3', 'vmnic0'],
+      lb: 'srcport',
+      mtu: 1500,
+      portgroups: ['VM Network', 'Management Network'],
+      usedPorts: 6,
+    });
     f.switches.set('vSwitch1', { uplinks: ['vmnic1'], active: ['vmnic1'], lb: 'srcport', mtu: 9000, portgroups: ['pg-vm-120'], usedPorts: 4 });
     f.portgroups.set('Management Network', { vswitch: 'vSwitch0', vlan: 0, activeClients: 1 });
     f.portgroups.set('VM Network', { vswitch: 'vSwitch0', vlan: 0, activeClients: 3 });
@@ -242,7 +249,12 @@ class FakeEsxi implements CommandChannel {
       s.active = s.active.filter((u) => u !== nic);
       return '';
     }
-    if ((m = /^esxcli network vswitch standard policy failover set --vswitch-name=(\S+) --active-uplinks=(\S+)(?: --load-balancing=(portid|iphash|mac|explicit))?$/.exec(c))) {
+    if (
+      (m =
+        /^esxcli network vswitch standard policy failover set --vswitch-name=(\S+) --active-uplinks=(\S+)(?: --load-balancing=(portid|iphash|mac|explicit))?$/.exec(
+          c,
+        ))
+    ) {
       const s = this.sw(m[1]!);
       const active = m[2]!.split(',');
       for (const u of active) if (!s.uplinks.includes(u)) throw new EsxcliError(`Uplink ${u} is not on ${m[1]}.`);
@@ -287,11 +299,19 @@ const RAW = {
   id: 'esx-r21-05',
   site: 'fra1',
   rack: 'r21',
-  management: { address: '192.0.2.105', hostKey: 'SHA256:e5PZVZfhvLAzSzWBZwk8Fd8H4+NUs+eYlxaK2GwTMh0', credentials: { privateKeyFile: '/etc/underlay/keys/esxi_ed25519' } },
+  management: {
+    address: '192.0.2.105',
+    hostKey: 'SHA256:e5PZVZfhvLAzSzWBZwk8Fd8H4+NUs+eYlxaK2GwTMh0',
+    credentials: { privateKeyFile: '/etc/underlay/keys/esxi_ed25519' },
+  },
   nics: [{ name: 'vmnic1' }, { name: 'vmnic2' }],
   hypervisor: {
     kind: 'esxi',
-    bmc: { address: '192.0.2.104', credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' }, tls: { caFile: '/nonexistent/bmc-ca.pem' } },
+    bmc: {
+      address: '192.0.2.104',
+      credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' },
+      tls: { caFile: '/nonexistent/bmc-ca.pem' },
+    },
     installerIso: 'https://repo.example.net/esxi/VMware-VMvisor-Installer-8.0U3-x86_64.iso',
   },
   attach: { kind: 'vswitch', name: 'vSwitch1', uplinks: ['vmnic1', 'vmnic2'], teaming: 'iphash', portgroup: 'pg-vm-120', vlan: 120, mtu: 9000 },
@@ -307,8 +327,8 @@ function connector(fake: FakeEsxi, opened: { n: number } = { n: 0 }): Connector 
 }
 const mockEnv = () => new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR') });
 const run = (fake: FakeEsxi, raw: unknown = RAW): Promise<StepResult> => mockEnv().run(() => runStep('attach', esxiVswitchStep, raw, connector(fake)));
-const undo = (fake: FakeEsxi, pre: unknown, raw: unknown = RAW): Promise<UndoResult> => mockEnv().run(() => undoStep('attach', esxiVswitchStep, raw, pre, connector(fake)));
-
+const undo = (fake: FakeEsxi, pre: unknown, raw: unknown = RAW): Promise<UndoResult> =>
+  mockEnv().run(() => undoStep('attach', esxiVswitchStep, raw, pre, connector(fake)));
 
 const snapshot = (f: FakeEsxi) => ({ sw: f.renderVswitchList(), pg: f.renderPortgroupList() });
 
@@ -333,10 +353,19 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
     const spec = parseServerSpec(RAW);
     assert.equal(platformStep('attach', spec), esxiVswitchStep);
     assert.equal(esxiVswitchStep.connection, 'ssh');
-    assert.deepEqual(missingSteps(spec, (s) => s === 'attach'), []);
+    assert.deepEqual(
+      missingSteps(spec, (s) => s === 'attach'),
+      [],
+    );
     const vds = parseServerSpec({
       ...RAW,
-      attach: { kind: 'vds', vcenter: { address: 'vcenter.example.net', credentials: { file: '/etc/underlay/secrets/vcenter.cred' } }, switch: 'dvs-1', portgroup: 'pg-1', uplinks: ['vmnic1'] },
+      attach: {
+        kind: 'vds',
+        vcenter: { address: 'vcenter.example.net', credentials: { file: '/etc/underlay/secrets/vcenter.cred' } },
+        switch: 'dvs-1',
+        portgroup: 'pg-1',
+        uplinks: ['vmnic1'],
+      },
     });
     assert.equal(platformStep('attach', vds), vdsAttachStep);
     assert.equal(esxiVswitchStep.summary(spec), 'vSwitch vSwitch1 ← vmnic1,vmnic2 · iphash · port group pg-vm-120 · VLAN 120 · MTU 9000 · esxcli over SSH');
@@ -359,9 +388,15 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
       'esxcli network vswitch standard portgroup add --portgroup-name=pg-vm-120 --vswitch-name=vSwitch1',
       'esxcli network vswitch standard portgroup set --portgroup-name=pg-vm-120 --vlan-id=120',
     ]);
-    assert.ok(fake.commands.every((c) => c.startsWith('esxcli ')), 'no timeout/sh wrapper reaches the ESXi shell');
+    assert.ok(
+      fake.commands.every((c) => c.startsWith('esxcli ')),
+      'no timeout/sh wrapper reaches the ESXi shell',
+    );
     const sw = fake.switches.get('vSwitch1')!;
-    assert.deepEqual({ uplinks: sw.uplinks, active: sw.active, lb: sw.lb, mtu: sw.mtu }, { uplinks: ['vmnic1', 'vmnic2'], active: ['vmnic1', 'vmnic2'], lb: 'iphash', mtu: 9000 });
+    assert.deepEqual(
+      { uplinks: sw.uplinks, active: sw.active, lb: sw.lb, mtu: sw.mtu },
+      { uplinks: ['vmnic1', 'vmnic2'], active: ['vmnic1', 'vmnic2'], lb: 'iphash', mtu: 9000 },
+    );
     assert.deepEqual(fake.portgroups.get('pg-vm-120'), { vswitch: 'vSwitch1', vlan: 120, activeClients: 0 });
     assert.deepEqual((r.pre as VswitchAttachState).vswitch, null);
   });
@@ -397,7 +432,10 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
     const pristine = snapshot(fake);
     const raw = withAttach({ teaming: 'mac', vlan: 130, mtu: 1500 });
     const r = await run(fake, raw);
-    assert.deepEqual(r.changes.map((c) => c.field), ['vswitch.uplinks', 'vswitch.active', 'vswitch.teaming', 'vswitch.mtu', 'portgroup.vlan']);
+    assert.deepEqual(
+      r.changes.map((c) => c.field),
+      ['vswitch.uplinks', 'vswitch.active', 'vswitch.teaming', 'vswitch.mtu', 'portgroup.vlan'],
+    );
     assert.equal(fake.switches.get('vSwitch1')!.lb, 'srcmac');
     await undo(fake, r.pre, raw);
     assert.deepEqual(snapshot(fake), pristine);

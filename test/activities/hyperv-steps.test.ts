@@ -28,7 +28,12 @@ const RAW = {
   id: 'hv-r08-01',
   site: 'lon3',
   rack: 'r08',
-  management: { address: '192.0.2.88', user: 'underlay', hostKey: 'SHA256:bJy5BEOGIJPvn3Bc8TmIIyGr4aZPKrka6qVodpg1VtU', credentials: { privateKeyFile: '/etc/underlay/keys/hyperv_ed25519' } },
+  management: {
+    address: '192.0.2.88',
+    user: 'underlay',
+    hostKey: 'SHA256:bJy5BEOGIJPvn3Bc8TmIIyGr4aZPKrka6qVodpg1VtU',
+    credentials: { privateKeyFile: '/etc/underlay/keys/hyperv_ed25519' },
+  },
   nics: [
     { name: 'NIC1', mac: '98:03:9b:4a:10:01', speedMbps: 25000 },
     { name: 'NIC2', mac: '98:03:9b:4a:10:02', speedMbps: 25000 },
@@ -55,7 +60,6 @@ function undo(win: FakeWindows, name: StepName, step: Step<unknown>, pre: unknow
   return new MockActivityEnvironment({}, { logger: quiet }).run(undoStep, name, step, RAW, pre, connector(win));
 }
 
-
 describe('Hyper-V on the platform matrix', () => {
   test('platforms.ts chooses the Hyper-V steps for a hyperv spec, and has no bond/vlan/sriov for it', () => {
     const spec = parseServerSpec(RAW);
@@ -71,7 +75,10 @@ describe('Hyper-V install: feature, one reboot, verify', () => {
     const win = new FakeWindows();
     const r = await run(win, 'hypervisor', installStep);
     assert.equal(r.changed, true);
-    assert.deepEqual(r.changes.map((c) => c.field), ['feature Hyper-V', 'feature Hyper-V-PowerShell', 'hypervisor running']);
+    assert.deepEqual(
+      r.changes.map((c) => c.field),
+      ['feature Hyper-V', 'feature Hyper-V-PowerShell', 'hypervisor running'],
+    );
     assert.equal(win.sent(/Install-WindowsFeature/).length, 1);
     assert.equal(win.sent(/shutdown\.exe/).length, 1);
     assert.equal(win.boots, 1);
@@ -108,7 +115,10 @@ describe('Hyper-V install: feature, one reboot, verify', () => {
     const win = new FakeWindows();
     const r = await run(win, 'hypervisor', installStep);
     const u = await undo(win, 'hypervisor', installStep, r.pre);
-    assert.deepEqual(u.changes.map((c) => c.field), ['feature Hyper-V', 'feature Hyper-V-PowerShell', 'hypervisor running']);
+    assert.deepEqual(
+      u.changes.map((c) => c.field),
+      ['feature Hyper-V', 'feature Hyper-V-PowerShell', 'hypervisor running'],
+    );
     assert.equal(win.sent(/Uninstall-WindowsFeature/).length, 1);
     assert.equal(win.sent(/shutdown\.exe/).length, 2, 'one for the install, one for the undo');
     assert.equal(win.features, 'available');

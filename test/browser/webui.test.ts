@@ -54,7 +54,15 @@ describe('the Web UI shows what underlay records', () => {
     const uiPort = await freePort();
     [env, spec] = await Promise.all([startTemporal({ uiPort }), loadSpecFile('examples/kvm-macvtap.yaml')]);
     ui = `http://127.0.0.1:${uiPort}`;
-    worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(nullConnector, fleetSteps(fleet)) }));
+    worker = runInBackground(
+      await createWorker({
+        connection: env.nativeConnection,
+        namespace: 'default',
+        taskQueue,
+        workflowBundle: await workflowBundle(),
+        activities: createActivities(nullConnector, fleetSteps(fleet)),
+      }),
+    );
     const ok = { ...spec, id: 'kvm-r12-07' }; // the dev server is this file's own: ids need no suffix
     const bad = { ...spec, id: 'kvm-r12-08' };
     fleet.host(bad.id).faults = [{ step: 'sriov', phase: 'verify', error: () => new VerificationError('sriov_numvfs is 8, expected 16', { step: 'sriov' }) }];
@@ -83,7 +91,14 @@ describe('the Web UI shows what underlay records', () => {
 
   /** The text of the page and of its frames (the UI renders summaries and details as markdown in iframes). */
   async function allText(page: Page): Promise<string> {
-    const texts = await Promise.all(page.frames().map((f) => f.locator('body').innerText().catch(() => '')));
+    const texts = await Promise.all(
+      page.frames().map((f) =>
+        f
+          .locator('body')
+          .innerText()
+          .catch(() => ''),
+      ),
+    );
     return texts.join('\n');
   }
 
@@ -110,7 +125,12 @@ describe('the Web UI shows what underlay records', () => {
   async function markdownFrame(page: Page, re: RegExp): Promise<Locator> {
     const frames = page.locator('iframe');
     for (let i = 0; i < (await frames.count()); i++) {
-      const text = await frames.nth(i).contentFrame().locator('body').innerText().catch(() => '');
+      const text = await frames
+        .nth(i)
+        .contentFrame()
+        .locator('body')
+        .innerText()
+        .catch(() => '');
       if (re.test(text)) return frames.nth(i);
     }
     assert.fail(`no iframe shows ${re}`);
@@ -129,7 +149,14 @@ describe('the Web UI shows what underlay records', () => {
 
     const sa = await open(run, 'search-attributes');
     const saText = await textUntil(sa, /"UnderlayOutcome": "onboarded"/, 'the search attributes');
-    for (const kv of [`"UnderlayServerId": "${run.id}"`, '"UnderlaySite": "fra1"', '"UnderlayRack": "r12"', '"UnderlayHypervisor": "kvm"', '"UnderlayStep": "done"']) assert.ok(saText.includes(kv), kv);
+    for (const kv of [
+      `"UnderlayServerId": "${run.id}"`,
+      '"UnderlaySite": "fra1"',
+      '"UnderlayRack": "r12"',
+      '"UnderlayHypervisor": "kvm"',
+      '"UnderlayStep": "done"',
+    ])
+      assert.ok(saText.includes(kv), kv);
     await sa.close();
 
     const tl = await open(run, 'timeline');
@@ -165,11 +192,15 @@ describe('the Web UI shows what underlay records', () => {
 
     const tl = await open(run, 'timeline');
     const tlText = await textUntil(tl, /rollbackCabling/, 'the rollback activities');
-    for (const a of ['checkCabling', 'configureBond', 'configureVlans', 'enableSriov', 'rollbackSriov', 'rollbackVlans', 'rollbackBond', 'rollbackCabling']) assert.ok(tlText.includes(`${a} • `), a);
+    for (const a of ['checkCabling', 'configureBond', 'configureVlans', 'enableSriov', 'rollbackSriov', 'rollbackVlans', 'rollbackBond', 'rollbackCabling'])
+      assert.ok(tlText.includes(`${a} • `), a);
     assert.ok(tlText.includes(`rollbackBond • undo bond: restore the pre-state of ${stepSummary('bond', spec)}`));
     assert.doesNotMatch(tlText, /installHypervisor/, 'the steps after the failure never ran');
     // The chart sits below the input and result panels: bring its heading to the top first.
-    await tl.getByRole('heading', { name: /^Timeline/ }).first().evaluate((el) => el.scrollIntoView({ block: 'start' }));
+    await tl
+      .getByRole('heading', { name: /^Timeline/ })
+      .first()
+      .evaluate((el) => el.scrollIntoView({ block: 'start' }));
     await shot(tl, 'webui-rolled-back-timeline.png');
     await tl.close();
   });

@@ -13,7 +13,12 @@ const tmp = mkdtempSync(join(tmpdir(), 'underlay-cli-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function underlay(...args: string[]) {
-  const r = spawnSync(join(root, 'bin/underlay'), args, { cwd: root, encoding: 'utf8', timeout: 60_000, env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' } });
+  const r = spawnSync(join(root, 'bin/underlay'), args, {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' },
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -41,7 +46,8 @@ test('validate: a bad spec exits 1 and names every bad field', () => {
   );
   const r = underlay('validate', bad);
   assert.equal(r.code, 1);
-  for (const path of ['management.hostKey', 'management.password', 'nics[0].name', 'bond.members[0]', 'vlans[0].id']) assert.match(r.err, new RegExp(path.replace(/[[\].]/g, '\\$&')));
+  for (const path of ['management.hostKey', 'management.password', 'nics[0].name', 'bond.members[0]', 'vlans[0].id'])
+    assert.match(r.err, new RegExp(path.replace(/[[\].]/g, '\\$&')));
   assert.doesNotMatch(r.err + r.out, /hunter2/, 'the secret is never echoed');
 });
 

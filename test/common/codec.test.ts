@@ -44,7 +44,7 @@ describe('AesGcmPayloadCodec', () => {
     assert.notDeepEqual(Buffer.from(a!.data!), Buffer.from(b!.data!));
   });
 
-  test('the wire format is the samples\' one: 12-byte IV ‖ AES-GCM(ciphertext ‖ tag) of the Payload protobuf', async () => {
+  test("the wire format is the samples' one: 12-byte IV ‖ AES-GCM(ciphertext ‖ tag) of the Payload protobuf", async () => {
     const k = key('k1');
     const [enc] = await new AesGcmPayloadCodec([k]).encode([plain()]);
     const data = enc!.data!;
@@ -105,11 +105,14 @@ describe('AesGcmPayloadCodec', () => {
   test('bad keys are refused at construction, without showing them', () => {
     const short = randomBytes(16);
     assert.throws(() => new AesGcmPayloadCodec([]), /no encryption key/);
-    assert.throws(() => new AesGcmPayloadCodec([{ id: 'k1', key: short }]), (err: Error) => {
-      assert.match(err.message, /key "k1" is 16 bytes, AES-256 needs 32/);
-      assert.ok(!err.message.includes(short.toString('base64')));
-      return true;
-    });
+    assert.throws(
+      () => new AesGcmPayloadCodec([{ id: 'k1', key: short }]),
+      (err: Error) => {
+        assert.match(err.message, /key "k1" is 16 bytes, AES-256 needs 32/);
+        assert.ok(!err.message.includes(short.toString('base64')));
+        return true;
+      },
+    );
     assert.throws(() => new AesGcmPayloadCodec([key('k1'), key('k1')]), /configured twice/);
     assert.throws(() => new AesGcmPayloadCodec([key('has space')]), /invalid key id/);
   });
@@ -124,7 +127,10 @@ describe('codec keys by reference', () => {
       const file = join(dir, 'codec.keys');
       writeFileSync(file, `# rotated 2026-06\n2026-06 ${b64()}\n\n2025-01   ${b64()}\n`, { mode: 0o600 });
       const keys = loadCodecKeys({ UNDERLAY_CODEC_KEYS_FILE: file });
-      assert.deepEqual(keys?.map((k) => k.id), ['2026-06', '2025-01']);
+      assert.deepEqual(
+        keys?.map((k) => k.id),
+        ['2026-06', '2025-01'],
+      );
       assert.equal(codecFromEnv({ UNDERLAY_CODEC_KEYS_FILE: file })?.encryptionKeyId, '2026-06');
       assert.throws(() => loadCodecKeys({ UNDERLAY_CODEC_KEYS_FILE: join(dir, 'missing') }), /UNDERLAY_CODEC_KEYS_FILE=.*missing: ENOENT/);
     } finally {
@@ -133,7 +139,10 @@ describe('codec keys by reference', () => {
   });
 
   test('a single key from the environment; nothing set → encryption off', () => {
-    assert.deepEqual(loadCodecKeys({ UNDERLAY_CODEC_KEY: b64(), UNDERLAY_CODEC_KEY_ID: 'k1' })?.map((k) => k.id), ['k1']);
+    assert.deepEqual(
+      loadCodecKeys({ UNDERLAY_CODEC_KEY: b64(), UNDERLAY_CODEC_KEY_ID: 'k1' })?.map((k) => k.id),
+      ['k1'],
+    );
     assert.equal(loadCodecKeys({}), undefined);
     assert.equal(dataConverterFromEnv({}), undefined);
     const dc = dataConverterFromEnv({ UNDERLAY_CODEC_KEY: b64(), UNDERLAY_CODEC_KEY_ID: 'k1' });
@@ -144,17 +153,23 @@ describe('codec keys by reference', () => {
   test('broken configurations are errors that never echo a key', () => {
     const secret = randomBytes(16).toString('base64');
     const check = (env: Record<string, string>, re: RegExp) =>
-      assert.throws(() => loadCodecKeys(env), (err: Error) => {
-        assert.match(err.message, re);
-        assert.ok(!err.message.includes(secret), 'key material in the message');
-        return true;
-      });
+      assert.throws(
+        () => loadCodecKeys(env),
+        (err: Error) => {
+          assert.match(err.message, re);
+          assert.ok(!err.message.includes(secret), 'key material in the message');
+          return true;
+        },
+      );
     check({ UNDERLAY_CODEC_KEY: secret, UNDERLAY_CODEC_KEY_ID: 'k1' }, /UNDERLAY_CODEC_KEY: the key is 16 bytes, AES-256 needs 32/);
     check({ UNDERLAY_CODEC_KEY: secret }, /go together/);
     check({ UNDERLAY_CODEC_KEY_ID: 'k1' }, /go together/);
     check({ UNDERLAY_CODEC_KEY: `${secret}!!`, UNDERLAY_CODEC_KEY_ID: 'k1' }, /not base64/);
     check({ UNDERLAY_CODEC_KEYS_FILE: '/x', UNDERLAY_CODEC_KEY: secret, UNDERLAY_CODEC_KEY_ID: 'k1' }, /not both/);
-    assert.throws(() => parseKeyFile(`k1 ${secret}\n`, 'keys'), (err: Error) => /keys line 1 \(key id "k1"\): the key is 16 bytes/.test(err.message) && !err.message.includes(secret));
+    assert.throws(
+      () => parseKeyFile(`k1 ${secret}\n`, 'keys'),
+      (err: Error) => /keys line 1 \(key id "k1"\): the key is 16 bytes/.test(err.message) && !err.message.includes(secret),
+    );
     assert.throws(() => parseKeyFile(`k1\n`, 'keys'), /keys line 1: expected "<key id> <base64 key>"/);
     assert.throws(() => parseKeyFile(`# only a comment\n`, 'keys'), /keys: no keys/);
   });

@@ -101,7 +101,8 @@ export class FakeWindows implements CommandChannel {
     if (json(/\$local = \(\[string\]\$env:SSH_CONNECTION -split ' '\)\[2\]/)) return fixture(`session-interface.${this.session}.json`);
     if (json(/Get-NetAdapter \| Select-Object/)) return fixture(this.switchExists ? 'get-netadapter.after-set.json' : this.adapters);
     if (json(/Get-VMSwitchTeam \| Where-Object \{ \$_\.Name -eq 'SETswitch' \}/)) return this.switchExists ? fixture('get-vmswitchteam.json') : '[]';
-    if (json(/Get-VMSwitch \| Where-Object \{ \$_\.Name -eq 'SETswitch' \}/)) return this.switchExists ? fixture('get-vmswitch.set.json') : fixture('get-vmswitch.none.json');
+    if (json(/Get-VMSwitch \| Where-Object \{ \$_\.Name -eq 'SETswitch' \}/))
+      return this.switchExists ? fixture('get-vmswitch.set.json') : fixture('get-vmswitch.none.json');
     if (json(/Get-VMNetworkAdapterVlan -ManagementOS \| Where-Object \{ \$_\.ParentAdapter\.Name -eq 'SETswitch' \}/)) {
       if (!this.switchExists) return '[]';
       return fixture(this.vlan === 20 ? 'get-vmnetworkadaptervlan.access20.json' : 'get-vmnetworkadaptervlan.untagged.json');

@@ -14,7 +14,11 @@ const root = resolve(__dirname, '../..');
 /** Boots a fresh lab with `servers` server VMs (tearing down any previous one). Prints lab/up.sh progress. */
 export function freshLab(servers: number): void {
   execFileSync('bash', [resolve(root, 'lab/down.sh')], { stdio: 'inherit' });
-  execFileSync('bash', [resolve(root, 'lab/up.sh')], { stdio: 'inherit', env: { ...process.env, UNDERLAY_LAB_SERVERS: String(servers) }, timeout: 20 * 60_000 });
+  execFileSync('bash', [resolve(root, 'lab/up.sh')], {
+    stdio: 'inherit',
+    env: { ...process.env, UNDERLAY_LAB_SERVERS: String(servers) },
+    timeout: 20 * 60_000,
+  });
 }
 
 export function stopLab(): void {
@@ -54,11 +58,17 @@ export async function snapshot(spec: ServerSpec): Promise<Record<string, unknown
     const addrs = JSON.parse(await run('ip -j addr show')) as LinkJson[];
     return {
       links: links
-        .map((l) => ({ name: l.ifname, flags: [...l.flags].sort(), mtu: l.mtu, master: l.master ?? null, parent: l.link ?? null, mac: l.address, kind: l.linkinfo?.info_kind ?? null }))
+        .map((l) => ({
+          name: l.ifname,
+          flags: [...l.flags].sort(),
+          mtu: l.mtu,
+          master: l.master ?? null,
+          parent: l.link ?? null,
+          mac: l.address,
+          kind: l.linkinfo?.info_kind ?? null,
+        }))
         .sort((a, b) => a.name.localeCompare(b.name)),
-      addresses: Object.fromEntries(
-        addrs.map((l) => [l.ifname, (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen} ${a.scope}`).sort()]),
-      ),
+      addresses: Object.fromEntries(addrs.map((l) => [l.ifname, (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen} ${a.scope}`).sort()])),
       numVfs: (await run('cat /sys/class/net/eth3/device/sriov_numvfs')).trim(),
       packages: (await run("dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n'")).trim().split('\n').sort(),
       libvirtNetworks: (await run('command -v virsh >/dev/null && virsh -q -c qemu:///system net-list --all --name || true')).trim(),

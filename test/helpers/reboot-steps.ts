@@ -25,7 +25,14 @@ export function rebootProbeStep(bootBefore: string, onOutcome: (o: RebootOutcome
     apply: async (io) => onOutcome(await rebootAndWait(io, LINUX_REBOOT, { reason: 'prove reboot-and-wait', ...LAB_REBOOT })),
     verify: async (io) => {
       const now = await readBootId(io.host);
-      if (now === bootBefore) throw new VerificationError('the host has not rebooted', { host: io.host.label, step: 'hypervisor', field: 'boot id', expected: `not ${bootBefore}`, observed: now });
+      if (now === bootBefore)
+        throw new VerificationError('the host has not rebooted', {
+          host: io.host.label,
+          step: 'hypervisor',
+          field: 'boot id',
+          expected: `not ${bootBefore}`,
+          observed: now,
+        });
     },
     undo: async () => undefined,
     diff: (a, b) => (a.bootId === b.bootId ? [] : [{ field: 'boot id', from: a.bootId, to: b.bootId }]),

@@ -11,8 +11,18 @@ async function main(): Promise<void> {
   if (!TEMPORAL_ADDRESS || !TASK_QUEUE || !BOOT_BEFORE) throw new Error('TEMPORAL_ADDRESS, TASK_QUEUE and BOOT_BEFORE are required');
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('./reboot-workflow'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} } });
-  const worker = await createWorker({ connection, namespace: 'default', taskQueue: TASK_QUEUE, workflowBundle, activities: rebootActivities(BOOT_BEFORE), dataConverter: undefined });
+  const workflowBundle = await bundleWorkflowCode({
+    workflowsPath: require.resolve('./reboot-workflow'),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} },
+  });
+  const worker = await createWorker({
+    connection,
+    namespace: 'default',
+    taskQueue: TASK_QUEUE,
+    workflowBundle,
+    activities: rebootActivities(BOOT_BEFORE),
+    dataConverter: undefined,
+  });
   console.log('reboot-worker: running');
   await worker.run();
 }

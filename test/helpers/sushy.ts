@@ -67,8 +67,23 @@ export async function makeCertificate(dir: string, name = 'bmc'): Promise<{ cert
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
   await execFileP('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-    '-keyout', keyFile, '-out', certFile, '-subj', `/CN=underlay-test-${name}`, '-addext', 'subjectAltName=IP:127.0.0.1',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-days',
+    '2',
+    '-keyout',
+    keyFile,
+    '-out',
+    certFile,
+    '-subj',
+    `/CN=underlay-test-${name}`,
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
   ]);
   const fingerprint = certificateFingerprint(new X509Certificate(await readFile(certFile)).raw);
   return { certFile, keyFile, fingerprint };
@@ -83,7 +98,10 @@ export async function startSushy(opts: { systems?: FakeSystem[]; readyTimeoutMs?
   const { certFile, keyFile, fingerprint } = await makeCertificate(dir);
   // bcrypt (the only digest sushy accepts) with the cheapest cost: sushy checks it on every request.
   const hash = await new Promise<string>((res, rej) => {
-    const py = spawn(join(SUSHY_VENV, 'bin/python'), ['-c', 'import bcrypt,sys; print(bcrypt.hashpw(sys.stdin.read().encode(), bcrypt.gensalt(rounds=4)).decode())']);
+    const py = spawn(join(SUSHY_VENV, 'bin/python'), [
+      '-c',
+      'import bcrypt,sys; print(bcrypt.hashpw(sys.stdin.read().encode(), bcrypt.gensalt(rounds=4)).decode())',
+    ]);
     let out = '';
     py.stdout.on('data', (c: Buffer) => (out += c.toString()));
     py.on('error', rej);
@@ -117,7 +135,10 @@ export async function startSushy(opts: { systems?: FakeSystem[]; readyTimeoutMs?
     );
     const started = Date.now();
     // TMPDIR: InsertMedia downloads the image into a temp file; keep it inside our folder.
-    const child = spawn(SUSHY_BIN, ['--config', conf], { env: { ...process.env, PYTHONUNBUFFERED: '1', TMPDIR: join(dir, 'tmp') }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(SUSHY_BIN, ['--config', conf], {
+      env: { ...process.env, PYTHONUNBUFFERED: '1', TMPDIR: join(dir, 'tmp') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
@@ -145,7 +166,9 @@ export async function startSushy(opts: { systems?: FakeSystem[]; readyTimeoutMs?
       log: () => output,
       requests: (filter) =>
         // werkzeug colours some lines (ANSI escapes inside the quotes): strip them first.
-        [...output.replace(new RegExp(String.fromCharCode(27) + '\\[[0-9;]*m', 'g'), '').matchAll(/"([A-Z]+) (\S+) HTTP\/[\d.]+" (\d{3})/g)].map((m) => `${m[1]} ${m[2]} ${m[3]}`).filter((r) => !filter || filter.test(r)),
+        [...output.replace(new RegExp(String.fromCharCode(27) + '\\[[0-9;]*m', 'g'), '').matchAll(/"([A-Z]+) (\S+) HTTP\/[\d.]+" (\d{3})/g)]
+          .map((m) => `${m[1]} ${m[2]} ${m[3]}`)
+          .filter((r) => !filter || filter.test(r)),
       stop: async () => {
         await stopChild(child);
         await rm(dir, { recursive: true, force: true });
@@ -278,8 +301,7 @@ export async function startRedfishFront(sushy: Sushy, opts: FrontOptions = {}): 
     }
     if (!isRoot) {
       const token = req.headers['x-auth-token'];
-      const authorized =
-        (opts.sessions && typeof token === 'string' && sessions.has(token)) || (!opts.sessions && req.headers.authorization === basic);
+      const authorized = (opts.sessions && typeof token === 'string' && sessions.has(token)) || (!opts.sessions && req.headers.authorization === basic);
       if (!authorized) return send(401, { error: { message: 'authentication required' } });
       if (opts.sessions && method === 'DELETE' && path.startsWith(`${sessionsPath}/`)) {
         for (const [t, p] of sessions) if (p === path) sessions.delete(t);
@@ -301,7 +323,12 @@ export async function startRedfishFront(sushy: Sushy, opts: FrontOptions = {}): 
     }
     const reset = /^(\/redfish\/v1\/Systems\/[^/]+)\/(?:Actions\/ComputerSystem\.Reset|ResetActionInfo)$/.exec(path);
     if (opts.resetActionInfo && reset && method === 'GET' && path.endsWith('/ResetActionInfo')) {
-      return send(200, { '@odata.id': path, Id: 'ResetActionInfo', Name: 'Reset Action Info', Parameters: [{ Name: 'ResetType', Required: true, DataType: 'String', AllowableValues: opts.resetActionInfo }] });
+      return send(200, {
+        '@odata.id': path,
+        Id: 'ResetActionInfo',
+        Name: 'Reset Action Info',
+        Parameters: [{ Name: 'ResetType', Required: true, DataType: 'String', AllowableValues: opts.resetActionInfo }],
+      });
     }
     if (opts.resetActionInfo && reset && method === 'POST') {
       const type = (JSON.parse(body.toString() || '{}') as { ResetType?: string }).ResetType;

@@ -43,7 +43,13 @@ after(async () => {
 });
 
 async function inProcessWorker(taskQueue: string, steps: StepSet = LINUX_STEPS): Promise<Worker> {
-  return createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(undefined, steps) });
+  return createWorker({
+    connection: env.nativeConnection,
+    namespace: 'default',
+    taskQueue,
+    workflowBundle: await workflowBundle(),
+    activities: createActivities(undefined, steps),
+  });
 }
 
 /** Onboards with an in-process worker; resolves with the result or the failure. */
@@ -67,14 +73,18 @@ function report(error: unknown): OnboardingFailureReport {
 
 /** Host facts the onboarding must produce, read independently of the step code. */
 async function assertOnboarded(spec: ServerSpec): Promise<void> {
-  const switchMac = await onHost(labSpecOfSwitch(), async (run) => JSON.parse(await run('ip -j link show po' + spec.id.replace(/^lab-server/, '')))[0].address as string);
+  const switchMac = await onHost(
+    labSpecOfSwitch(),
+    async (run) => JSON.parse(await run('ip -j link show po' + spec.id.replace(/^lab-server/, '')))[0].address as string,
+  );
   await onHost(spec, async (run) => {
     const links = JSON.parse(await run('ip -j -d link show')) as Array<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
     const bond = links.find((l) => l.ifname === 'bond0')!;
     const ad = bond.linkinfo.info_data.ad_info;
     assert.equal(ad.partner_mac, switchMac, 'LACP partner is the switch');
     assert.equal(ad.num_ports, 2);
-    for (const m of ['eth1', 'eth2']) assert.equal(links.find((l) => l.ifname === m)!.linkinfo.info_slave_data.ad_aggregator_id, ad.aggregator, `${m} in the active aggregator`);
+    for (const m of ['eth1', 'eth2'])
+      assert.equal(links.find((l) => l.ifname === m)!.linkinfo.info_slave_data.ad_aggregator_id, ad.aggregator, `${m} in the active aggregator`);
     await run('ping -c 1 -W 2 -I bond0.100 192.0.2.1');
     await run('ping -c 1 -W 2 -I bond0.200 198.18.1.1');
     assert.equal((await run('cat /sys/class/net/eth3/device/sriov_numvfs')).trim(), '4');
@@ -92,17 +102,37 @@ function labSpecOfSwitch(): ServerSpec {
 /** Steps as on Linux, but the last one fails after applying — a fault a real host will not produce on cue. */
 function failingAttach(): StepSet {
   const attach = LINUX_STEPS.attach as Step<unknown>;
-  return { ...LINUX_STEPS, attach: { ...attach, verify: async (io) => { throw new VerificationError('injected failure after apply', { host: io.host.label, step: 'attach' }); } } };
+  return {
+    ...LINUX_STEPS,
+    attach: {
+      ...attach,
+      verify: async (io) => {
+        throw new VerificationError('injected failure after apply', { host: io.host.label, step: 'attach' });
+      },
+    },
+  };
 }
 
 /** Steps as on Linux, but `step` fails after applying (for a remediation that must be compensated). */
 function failingAfterApply(step: 'sriov'): StepSet {
   const impl = LINUX_STEPS[step] as Step<unknown>;
-  return { ...LINUX_STEPS, [step]: { ...impl, verify: async (io: { host: { label: string } }) => { throw new VerificationError('injected failure after apply', { host: io.host.label, step }); } } };
+  return {
+    ...LINUX_STEPS,
+    [step]: {
+      ...impl,
+      verify: async (io: { host: { label: string } }) => {
+        throw new VerificationError('injected failure after apply', { host: io.host.label, step });
+      },
+    },
+  };
 }
 
 /** One drift check of a lab host, as the sweep would start it, on an in-process worker. */
-async function checkDrift(spec: ServerSpec, mode: DriftMode, opts: { steps?: StepSet; during?: (h: WorkflowHandle<typeof driftCheck>) => Promise<void> } = {}): Promise<DriftCheckResult> {
+async function checkDrift(
+  spec: ServerSpec,
+  mode: DriftMode,
+  opts: { steps?: StepSet; during?: (h: WorkflowHandle<typeof driftCheck>) => Promise<void> } = {},
+): Promise<DriftCheckResult> {
   const taskQueue = `lab-drift-${mode}-${Date.now()}`;
   const worker = await inProcessWorker(taskQueue, opts.steps);
   return worker.runUntil(async () => {
@@ -132,7 +162,10 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
     const plan = await planOnboarding(spec, sshConnector, LINUX_STEPS);
     const changed = plan.steps.filter((s) => s.changes.length).map((s) => s.step);
     assert.deepEqual(changed, ['bond', 'vlan', 'sriov', 'hypervisor', 'attach'], renderPlan(plan));
-    assert.ok(plan.steps.every((s) => !s.error), renderPlan(plan));
+    assert.ok(
+      plan.steps.every((s) => !s.error),
+      renderPlan(plan),
+    );
     assert.deepEqual(await snapshot(spec), before, 'host unchanged');
   });
 
@@ -155,8 +188,14 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
     assert.ok(!outcome.ok);
     const r = report(outcome.error);
     assert.equal(r.failedStep, 'attach');
-    assert.deepEqual(r.compensations.map((c) => c.step), ['attach', 'hypervisor', 'sriov', 'vlan', 'bond']);
-    assert.ok(r.compensations.every((c) => c.outcome === 'restored'), JSON.stringify(r.compensations));
+    assert.deepEqual(
+      r.compensations.map((c) => c.step),
+      ['attach', 'hypervisor', 'sriov', 'vlan', 'bond'],
+    );
+    assert.ok(
+      r.compensations.every((c) => c.outcome === 'restored'),
+      JSON.stringify(r.compensations),
+    );
     assert.deepEqual(await snapshot(spec), before);
   });
 
@@ -186,8 +225,14 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       for (const s of STEPS.filter((x) => x !== 'cable')) assert.equal(result.steps[s].state, 'done', s);
       assert.ok((result.steps.bond.attempts ?? 0) >= 2, 'bond retried on the new worker');
       const history = await handle.fetchHistory();
-      const scheduled = (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name);
-      assert.deepEqual(scheduled, ['checkCabling', 'configureBond', 'configureVlans', 'enableSriov', 'installHypervisor', 'attachNetwork'], 'each step scheduled once: completed steps are not repeated');
+      const scheduled = (history.events ?? [])
+        .filter((e) => e.activityTaskScheduledEventAttributes)
+        .map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name);
+      assert.deepEqual(
+        scheduled,
+        ['checkCabling', 'configureBond', 'configureVlans', 'enableSriov', 'installHypervisor', 'attachNetwork'],
+        'each step scheduled once: completed steps are not repeated',
+      );
       await assertOnboarded(spec);
       await onHost(spec, async (run) => assert.match(await run('virsh -c qemu:///system net-info underlay-macvtap'), /Active:\s+yes/));
     } finally {
@@ -208,7 +253,10 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
     });
     await assertOnboarded(spec);
     const plan = await planOnboarding(spec, sshConnector, LINUX_STEPS);
-    assert.ok(plan.steps.every((s) => !s.changes.length && !s.error), renderPlan(plan));
+    assert.ok(
+      plan.steps.every((s) => !s.changes.length && !s.error),
+      renderPlan(plan),
+    );
   });
 
   describe('drift on the onboarded host (server1, OVS attach)', () => {
@@ -232,7 +280,13 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       assert.equal(r.status, 'failed', JSON.stringify(r));
       assert.equal(r.remediation?.failedStep, 'sriov');
       assert.match(r.remediation?.error ?? '', /injected failure after apply/);
-      assert.deepEqual(r.remediation?.compensations?.map((c) => [c.step, c.outcome]), [['sriov', 'restored'], ['vlan', 'restored']]);
+      assert.deepEqual(
+        r.remediation?.compensations?.map((c) => [c.step, c.outcome]),
+        [
+          ['sriov', 'restored'],
+          ['vlan', 'restored'],
+        ],
+      );
       assert.deepEqual(await snapshot(spec), drifted, 'back to the drifted state, not half-fixed');
     });
 

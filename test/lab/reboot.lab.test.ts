@@ -75,7 +75,12 @@ echo "$(cat /proc/sys/kernel/random/boot_id) $(date +%s)" >/var/lib/underlay-boo
 after(async () => {
   await env?.teardown();
   stopLab();
-  if (Object.keys(figures).length) console.log(`figures:\n${Object.entries(figures).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`);
+  if (Object.keys(figures).length)
+    console.log(
+      `figures:\n${Object.entries(figures)
+        .map(([k, v]) => `  ${k}: ${v}`)
+        .join('\n')}`,
+    );
 });
 
 async function boots(): Promise<Array<{ id: string; at: number }>> {
@@ -92,7 +97,9 @@ async function bootId(): Promise<string> {
 }
 
 /** The reboot mark in the running activity's last heartbeat, if any. */
-async function pendingRebootMark(handle: { describe(): Promise<{ raw: { pendingActivities?: Array<{ heartbeatDetails?: { payloads?: unknown[] | null } | null }> | null } }> }): Promise<RebootMark | undefined> {
+async function pendingRebootMark(handle: {
+  describe(): Promise<{ raw: { pendingActivities?: Array<{ heartbeatDetails?: { payloads?: unknown[] | null } | null }> | null } }>;
+}): Promise<RebootMark | undefined> {
   const d = await handle.describe();
   const payload = d.raw.pendingActivities?.[0]?.heartbeatDetails?.payloads?.[0];
   if (!payload) return undefined;
@@ -108,9 +115,18 @@ describe('reboot-and-wait on a real lab VM', () => {
     const bootsBefore = (await boots()).length;
     let outcome: RebootOutcome | undefined;
     const taskQueue = `reboot-straight-${Date.now()}`;
-    const worker = await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: bundle, activities: rebootActivities(before, (o) => (outcome = o)), dataConverter: undefined });
+    const worker = await createWorker({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      workflowBundle: bundle,
+      activities: rebootActivities(before, (o) => (outcome = o)),
+      dataConverter: undefined,
+    });
     const started = Date.now();
-    const result = await worker.runUntil(env.client.workflow.execute('rebootOnce', { taskQueue, workflowId: `reboot-straight-${Date.now()}`, args: [spec] })) as StepResult;
+    const result = (await worker.runUntil(
+      env.client.workflow.execute('rebootOnce', { taskQueue, workflowId: `reboot-straight-${Date.now()}`, args: [spec] }),
+    )) as StepResult;
     const total = Date.now() - started;
     assert.equal(result.attempt, 1);
     assert.ok(result.changed);
@@ -150,7 +166,14 @@ describe('reboot-and-wait on a real lab VM', () => {
       killWorker();
       const killedAt = Date.now();
       assert.equal(mark.back, undefined, 'killed before the host was back');
-      const worker = await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: bundle, activities: rebootActivities(before), dataConverter: undefined });
+      const worker = await createWorker({
+        connection: env.nativeConnection,
+        namespace: 'default',
+        taskQueue,
+        workflowBundle: bundle,
+        activities: rebootActivities(before),
+        dataConverter: undefined,
+      });
       const result = (await worker.runUntil(handle.result())) as StepResult;
       const doneAt = Date.now();
       assert.ok(result.attempt >= 2, `finished on a retry (attempt ${result.attempt})`);
@@ -176,14 +199,21 @@ describe('reboot-and-wait on a real lab VM', () => {
 const silent = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: noop };
 const act = () => new MockActivityEnvironment({}, { logger: silent });
 const runOn = (name: StepName, step: Step<unknown>, raw: unknown) => act().run(runStep, name, step, raw, sshConnector) as Promise<StepResult>;
-const undoOn = (name: StepName, step: Step<unknown>, raw: unknown, pre: unknown) => act().run(undoStep, name, step, raw, pre, sshConnector) as Promise<UndoResult>;
+const undoOn = (name: StepName, step: Step<unknown>, raw: unknown, pre: unknown) =>
+  act().run(undoStep, name, step, raw, pre, sshConnector) as Promise<UndoResult>;
 
 /** server1 as a Xen host: bond0 (LACP with the switch VM), VLAN 100 on it, xenbr0 over bond0. */
 function xenInput(attach: Record<string, unknown> = { kind: 'bridge', name: 'xenbr0' }): ServerSpecInput {
   const base = labSpecInput('server1', { dir: LAB });
-  return { ...base, id: 'lab-xen-server1', vlans: [base.vlans![0]!], sriov: undefined, hypervisor: { kind: 'xen', dom0MemoryMb: 1024 }, attach: attach as ServerSpecInput['attach'] };
+  return {
+    ...base,
+    id: 'lab-xen-server1',
+    vlans: [base.vlans![0]!],
+    sriov: undefined,
+    hypervisor: { kind: 'xen', dom0MemoryMb: 1024 },
+    attach: attach as ServerSpecInput['attach'],
+  };
 }
-
 
 describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its kernel directly)', () => {
   test('install: the plan on a host without Xen, and a typed, final failure when its repositories lack Xen', async () => {
@@ -201,7 +231,10 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     })) as XenInstallState;
     assert.equal(observed.dom0, false);
     assert.equal(observed.nextBoot, null, 'the lab VM has no GRUB');
-    assert.deepEqual(xenInstallStep.plan(xspec, observed).map((c) => c.field), ['package xen-system-amd64', '/etc/default/grub.d/underlay-xen.cfg', 'GRUB default entry', 'running hypervisor']);
+    assert.deepEqual(
+      xenInstallStep.plan(xspec, observed).map((c) => c.field),
+      ['package xen-system-amd64', '/etc/default/grub.d/underlay-xen.cfg', 'GRUB default entry', 'running hypervisor'],
+    );
     const f = await applicationFailureOf(runOn('hypervisor', xenInstallStep, raw));
     assert.equal(f.type, 'CommandFailedError');
     assert.equal(f.nonRetryable, true);
@@ -221,7 +254,12 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     const t2 = Date.now();
     assert.equal(attach.changed, true);
     await onHost(xspec, async (run) => {
-      const links = JSON.parse(await run('ip -j -d link show')) as Array<{ ifname: string; master?: string; linkinfo?: { info_kind?: string }; flags: string[] }>;
+      const links = JSON.parse(await run('ip -j -d link show')) as Array<{
+        ifname: string;
+        master?: string;
+        linkinfo?: { info_kind?: string };
+        flags: string[];
+      }>;
       const br = links.find((l) => l.ifname === 'xenbr0');
       assert.equal(br?.linkinfo?.info_kind, 'bridge');
       assert.ok(br?.flags.includes('UP'));

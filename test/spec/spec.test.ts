@@ -380,7 +380,9 @@ describe('rejections', () => {
     test('in a YAML block scalar of a spec file', async () => {
       const text = readFileSync(join(EXAMPLES_DIR, 'kvm-macvtap.yaml'), 'utf8').replace(
         /credentials:\n {4}privateKeyFile: .*\n {4}passphraseEnv: .*\n/,
-        `credentials:\n    privateKey: |\n${PEM.split('\n').map((l) => `      ${l}`).join('\n')}\n`,
+        `credentials:\n    privateKey: |\n${PEM.split('\n')
+          .map((l) => `      ${l}`)
+          .join('\n')}\n`,
       );
       assert.ok(text.includes('BEGIN OPENSSH'), 'the fixture edit did not apply');
       const r = await validateSpecFile(tmpFile('pem.yaml', text));
@@ -419,7 +421,12 @@ describe('rejections', () => {
     const raw = example('kvm-minimal.json');
     deleteAt(raw, ['management', 'hostKey']);
     assertIssueAt(raw, 'management.hostKey');
-    for (const bad of ['SHA256:tooShort', 'MD5:aa:bb:cc', 'sha256:R4iZu63XzWCEoDDkDbdqbJhFYZC4Gg2wlyEV4xTQYoQ', 'SHA256:R4iZu63XzWCEoDDkDbdqbJhFYZC4Gg2wlyEV4xTQYoQ=']) {
+    for (const bad of [
+      'SHA256:tooShort',
+      'MD5:aa:bb:cc',
+      'sha256:R4iZu63XzWCEoDDkDbdqbJhFYZC4Gg2wlyEV4xTQYoQ',
+      'SHA256:R4iZu63XzWCEoDDkDbdqbJhFYZC4Gg2wlyEV4xTQYoQ=',
+    ]) {
       const r = example('kvm-minimal.json');
       setAt(r, ['management', 'hostKey'], bad);
       assertIssueAt(r, 'management.hostKey', /SHA256 fingerprint/);
@@ -462,7 +469,11 @@ describe('rejections', () => {
     setAt(raw, ['attach'], esxi.attach);
     setAt(raw, ['attach', 'uplinks'], ['eth0', 'eth1']);
     const issues = assertIssueAt(raw, 'attach.kind', /does not fit hypervisor kvm/);
-    assert.deepEqual(issues.map((i) => i.path), ['attach.kind'], 'the vds attach itself is well formed');
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['attach.kind'],
+      'the vds attach itself is well formed',
+    );
   });
 
   describe('the full hypervisor × attach matrix', () => {
@@ -491,7 +502,11 @@ describe('rejections', () => {
           // The Hyper-V cable check has no LLDP view: the example's expected neighbours are not for it.
           if (hv === 'hyperv') for (const n of raw.nics as Obj[]) delete n.lldp;
           if (fits) assertValid(raw);
-          else assert.deepEqual(issuesOf(raw).map((i) => i.path), ['attach.kind']);
+          else
+            assert.deepEqual(
+              issuesOf(raw).map((i) => i.path),
+              ['attach.kind'],
+            );
         });
       }
     }
@@ -544,7 +559,11 @@ describe('rejections', () => {
         setAt(raw, ['vlans', 0, 'address'], address);
         setAt(raw, ['vlans', 0, 'gateway'], gateway);
         if (ok) assertValid(raw);
-        else assert.deepEqual(issuesOf(raw).map((i) => i.path), ['vlans[0].gateway']);
+        else
+          assert.deepEqual(
+            issuesOf(raw).map((i) => i.path),
+            ['vlans[0].gateway'],
+          );
       });
     }
   });
@@ -594,8 +613,14 @@ describe('rejections', () => {
     setAt(raw, ['nics', 0, 'speed'], 10000);
     setAt(raw, ['hostname'], 'kvm-lab-01');
     const issues = issuesOf(raw);
-    assert.ok(issues.some((i) => i.path === 'nics[0].speed' && i.message === 'unknown field'), show(issues));
-    assert.ok(issues.some((i) => i.path === 'hostname' && i.message === 'unknown field'), show(issues));
+    assert.ok(
+      issues.some((i) => i.path === 'nics[0].speed' && i.message === 'unknown field'),
+      show(issues),
+    );
+    assert.ok(
+      issues.some((i) => i.path === 'hostname' && i.message === 'unknown field'),
+      show(issues),
+    );
   });
 
   test('not an object at all', () => {
@@ -674,7 +699,10 @@ describe('rejections', () => {
       const raw = example('kvm-macvtap.yaml');
       setAt(raw, ['bond', 'members', 0], 'ens1f0;reboot');
       const issues = issuesOf(raw).filter((i) => i.path === 'bond.members[0]');
-      assert.ok(issues.some((i) => /^must be an interface name/.test(i.message)), show(issues));
+      assert.ok(
+        issues.some((i) => /^must be an interface name/.test(i.message)),
+        show(issues),
+      );
     });
   });
 
@@ -788,7 +816,10 @@ describe('loading spec files', () => {
     assert.ok(!r.ok);
     assert.ok(r.issues.length > 0);
     for (const i of r.issues) assert.match(i.path, /^line \d+$/, `not a line: ${JSON.stringify(i)}`);
-    assert.ok(r.issues.some((i) => i.path === 'line 6'), JSON.stringify(r.issues));
+    assert.ok(
+      r.issues.some((i) => i.path === 'line 6'),
+      JSON.stringify(r.issues),
+    );
     await assert.rejects(loadSpecFile(p), (err: unknown) => err instanceof InvalidSpecError && /line \d+/.test(err.message));
   });
 
@@ -870,7 +901,11 @@ describe('serverSpecJsonSchema()', () => {
 describe('the platform matrix', () => {
   const only = (raw: unknown, path: string, message: RegExp) => {
     const issues = assertIssueAt(raw, path, message);
-    assert.deepEqual(issues.map((i) => i.path), [path], `only ${path} is refused:\n${show(issues)}`);
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      [path],
+      `only ${path} is refused:\n${show(issues)}`,
+    );
   };
 
   describe('ESXi: the distributed switch carries the team, LACP and the VLAN', () => {
@@ -911,7 +946,7 @@ describe('the platform matrix', () => {
         const raw = example(file);
         setAt(raw, ['attach', 'lacp'], true);
         assertIssueAt(raw, 'attach.lacp', /unknown field/);
-        assert.equal((getAt(raw, ['attach', 'kind']) as string), attach);
+        assert.equal(getAt(raw, ['attach', 'kind']) as string, attach);
       }
     });
   });
@@ -1003,8 +1038,16 @@ describe('the platform matrix', () => {
       .slice(start, end)
       .split('\n')
       .filter((l) => /^\| `(kvm|xen|esxi|hyperv)`/.test(l))
-      .map((l) => l.split('|').slice(1, -1).map((c) => c.trim()));
-    assert.deepEqual(rows.map((r) => r[0]), ['`kvm`', '`xen`', '`esxi`', '`hyperv`']);
+      .map((l) =>
+        l
+          .split('|')
+          .slice(1, -1)
+          .map((c) => c.trim()),
+      );
+    assert.deepEqual(
+      rows.map((r) => r[0]),
+      ['`kvm`', '`xen`', '`esxi`', '`hyperv`'],
+    );
     const codes = (cell: string) => [...cell.matchAll(/`([^`]+)`/g)].map((m) => m[1]);
     for (const r of rows) {
       const row = PLATFORM_MATRIX[codes(r[0]!)[0] as keyof typeof PLATFORM_MATRIX];

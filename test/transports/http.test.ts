@@ -92,7 +92,10 @@ describe('trust', () => {
       assert.ok(e.message.includes(other.fingerprint) && e.message.includes(sushy.fingerprint), e.message);
       return true;
     });
-    await assert.rejects(HttpClient.open(target({ tls: { certFile: join(dir, 'missing.pem'), fingerprint: sushy.fingerprint } })), /cannot read the pinned certificate/);
+    await assert.rejects(
+      HttpClient.open(target({ tls: { certFile: join(dir, 'missing.pem'), fingerprint: sushy.fingerprint } })),
+      /cannot read the pinned certificate/,
+    );
   });
 
   test('a CA file that did not issue the certificate is refused, credentials unsent', async () => {
@@ -135,8 +138,14 @@ describe('credentials and statuses', () => {
   });
 
   test('an unset env var or unreadable file is CredentialUnavailableError naming the reference', async () => {
-    await assert.rejects(HttpClient.open(target({ credentials: { usernameEnv: 'UNDERLAY_TEST_UNSET_U', passwordEnv: 'UNDERLAY_TEST_UNSET_P' } })), /\$UNDERLAY_TEST_UNSET_U/);
-    await assert.rejects(HttpClient.open(target({ credentials: { file: join(dir, 'absent') } })), (e: unknown) => e instanceof CredentialUnavailableError && /ENOENT/.test(e.message));
+    await assert.rejects(
+      HttpClient.open(target({ credentials: { usernameEnv: 'UNDERLAY_TEST_UNSET_U', passwordEnv: 'UNDERLAY_TEST_UNSET_P' } })),
+      /\$UNDERLAY_TEST_UNSET_U/,
+    );
+    await assert.rejects(
+      HttpClient.open(target({ credentials: { file: join(dir, 'absent') } })),
+      (e: unknown) => e instanceof CredentialUnavailableError && /ENOENT/.test(e.message),
+    );
   });
 
   test('404 is a non-retryable HttpStatusError with the status and the service’s message', async () => {

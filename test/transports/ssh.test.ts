@@ -76,7 +76,10 @@ async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Pr
 }
 
 function acceptedLogins(sshd: Sshd): number {
-  return sshd.log().split('\n').filter((l) => l.startsWith('Accepted publickey')).length;
+  return sshd
+    .log()
+    .split('\n')
+    .filter((l) => l.startsWith('Accepted publickey')).length;
 }
 
 let sshd: Sshd;
@@ -162,8 +165,20 @@ describe('SshSession against a real sshd', () => {
   test('onData streams decoded output', async () => {
     const seen: Array<[string, string]> = [];
     const r = await session.run('printf "é1"; printf "ü2" >&2', { onData: (c, s) => seen.push([s, c]) });
-    assert.equal(seen.filter(([s]) => s === 'stdout').map(([, c]) => c).join(''), 'é1');
-    assert.equal(seen.filter(([s]) => s === 'stderr').map(([, c]) => c).join(''), 'ü2');
+    assert.equal(
+      seen
+        .filter(([s]) => s === 'stdout')
+        .map(([, c]) => c)
+        .join(''),
+      'é1',
+    );
+    assert.equal(
+      seen
+        .filter(([s]) => s === 'stderr')
+        .map(([, c]) => c)
+        .join(''),
+      'ü2',
+    );
     assert.equal(r.stdout, 'é1');
   });
 
@@ -370,10 +385,7 @@ describe('credentials', () => {
       rejectsWith(SshSession.connect(sshd.target({ credentials: creds })), CredentialUnavailableError),
     );
     assert.match(unset.message, /\$UNDERLAY_TEST_PASSPHRASE/);
-    const noPassEnv = await rejectsWith(
-      SshSession.connect(sshd.target({ credentials: { privateKeyFile: enc.privateKeyPath } })),
-      CredentialUnavailableError,
-    );
+    const noPassEnv = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyFile: enc.privateKeyPath } })), CredentialUnavailableError);
     assert.match(noPassEnv.message, /encrypted/);
     assertNoSecret(noPassEnv, [keyText]);
   });
@@ -381,19 +393,13 @@ describe('credentials', () => {
   test('wrong key → AuthenticationError, and it does not leak the key', async () => {
     const stranger = await generateKey(work, 'stranger');
     const keyText = await readFile(stranger.privateKeyPath, 'utf8');
-    const err = await rejectsWith(
-      SshSession.connect(sshd.target({ credentials: { privateKeyFile: stranger.privateKeyPath } })),
-      AuthenticationError,
-    );
+    const err = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyFile: stranger.privateKeyPath } })), AuthenticationError);
     assert.equal(err.retryable, false);
     assert.match(err.message, new RegExp(`key file ${stranger.privateKeyPath}`));
     assertNoSecret(err, [keyText]);
 
     await withEnv({ UNDERLAY_TEST_SSH_KEY: keyText }, async () => {
-      const e2 = await rejectsWith(
-        SshSession.connect(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_TEST_SSH_KEY' } })),
-        AuthenticationError,
-      );
+      const e2 = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_TEST_SSH_KEY' } })), AuthenticationError);
       assertNoSecret(e2, [keyText]);
     });
   });
@@ -418,10 +424,7 @@ describe('credentials', () => {
     assertNoSecret(e3, [corrupt, real]);
 
     // A public key where a private one is expected.
-    const e4 = await rejectsWith(
-      SshSession.connect(sshd.target({ credentials: { privateKeyFile: `${sshd.userKeyPath}.pub` } })),
-      CredentialUnavailableError,
-    );
+    const e4 = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyFile: `${sshd.userKeyPath}.pub` } })), CredentialUnavailableError);
     assert.match(e4.message, /id_user\.pub/);
   });
 
@@ -434,7 +437,13 @@ describe('credentials', () => {
       agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
       const deadline = Date.now() + 5000;
       for (let i = 0; i < 100 && Date.now() < deadline; i++) {
-        if (await stat(sock).then((s) => s.isSocket(), () => false)) break;
+        if (
+          await stat(sock).then(
+            (s) => s.isSocket(),
+            () => false,
+          )
+        )
+          break;
         await sleep(50);
       }
       await execFileP('ssh-add', ['-q', sshd.userKeyPath], { env: { ...process.env, SSH_AUTH_SOCK: sock }, timeout: 5000 });

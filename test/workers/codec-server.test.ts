@@ -130,7 +130,10 @@ function payloadsOf(history: History): Array<{ path: string; payload: Payload }>
 }
 
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
-const toJson = (p: Payload) => ({ metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, b64(v!)])), data: b64(p.data ?? new Uint8Array()) });
+const toJson = (p: Payload) => ({
+  metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, b64(v!)])),
+  data: b64(p.data ?? new Uint8Array()),
+});
 
 async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
   const res = await fetch(`${codecServer.url}${path}`, {
@@ -189,7 +192,15 @@ describe('payload encryption on a real Temporal dev server', () => {
     const enc = await post('/encode', { payloads: [plain] });
     assert.equal(enc.res.status, 200);
     assert.equal(Buffer.from(enc.json.payloads![0]!.metadata!.encoding!, 'base64').toString(), ENCRYPTED_ENCODING);
-    const [back] = await codecFromEnv()!.decode([{ metadata: { encoding: Buffer.from(enc.json.payloads![0]!.metadata!.encoding!, 'base64'), 'encryption-key-id': Buffer.from(enc.json.payloads![0]!.metadata!['encryption-key-id']!, 'base64') }, data: Buffer.from(enc.json.payloads![0]!.data!, 'base64') }]);
+    const [back] = await codecFromEnv()!.decode([
+      {
+        metadata: {
+          encoding: Buffer.from(enc.json.payloads![0]!.metadata!.encoding!, 'base64'),
+          'encryption-key-id': Buffer.from(enc.json.payloads![0]!.metadata!['encryption-key-id']!, 'base64'),
+        },
+        data: Buffer.from(enc.json.payloads![0]!.data!, 'base64'),
+      },
+    ]);
     assert.equal(Buffer.from(back!.data!).toString(), '{"x":1}');
   });
 
@@ -202,7 +213,10 @@ describe('payload encryption on a real Temporal dev server', () => {
     assert.equal(preflight.headers.get('access-control-allow-origin'), UI_ORIGIN);
     assert.match(preflight.headers.get('access-control-allow-methods') ?? '', /POST/);
     assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /X-Namespace/i);
-    const foreign = await fetch(`${codecServer.url}/decode`, { method: 'OPTIONS', headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'POST' } });
+    const foreign = await fetch(`${codecServer.url}/decode`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'POST' },
+    });
     assert.equal(foreign.headers.get('access-control-allow-origin'), null, 'other origins get no CORS grant');
 
     const [other] = await new AesGcmPayloadCodec([{ id: 'elsewhere', key: randomBytes(32) }]).encode([{ metadata: {}, data: Buffer.from('x') }]);

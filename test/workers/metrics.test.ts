@@ -45,7 +45,12 @@ before(async () => {
   metricsUrl = `http://${address}/metrics`;
   [env, baseSpec] = await Promise.all([
     TestWorkflowEnvironment.createLocal({
-      server: { executable: { type: 'existing-path', path: TEMPORAL_BIN }, ip: '127.0.0.1', searchAttributes: SEARCH_ATTRIBUTES, log: { format: 'pretty', level: 'warn' } },
+      server: {
+        executable: { type: 'existing-path', path: TEMPORAL_BIN },
+        ip: '127.0.0.1',
+        searchAttributes: SEARCH_ATTRIBUTES,
+        log: { format: 'pretty', level: 'warn' },
+      },
     }),
     loadSpecFile('examples/kvm-macvtap.yaml'),
     workflowBundle(),
@@ -161,6 +166,7 @@ describe('worker metrics on the Prometheus endpoint', () => {
   test('the metrics address is validated', () => {
     assert.equal(parseMetricsAddress('0.0.0.0:9464'), '0.0.0.0:9464');
     assert.equal(parseMetricsAddress('[::1]:9464'), '[::1]:9464');
-    for (const bad of ['9464', 'localhost', 'host:0', 'host:70000', 'http://host:9464']) assert.throws(() => parseMetricsAddress(bad), /expected <host>:<port>/, bad);
+    for (const bad of ['9464', 'localhost', 'host:0', 'host:70000', 'http://host:9464'])
+      assert.throws(() => parseMetricsAddress(bad), /expected <host>:<port>/, bad);
   });
 });

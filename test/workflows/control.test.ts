@@ -82,13 +82,15 @@ function latched(steps: StepSet): StepSet {
 
 before(async () => {
   [env, baseSpec] = await Promise.all([startTemporal(), loadSpecFile('examples/kvm-macvtap.yaml')]);
-  worker = runInBackground(await createWorker({
-    connection: env.nativeConnection,
-    namespace: 'default',
-    taskQueue,
-    workflowBundle: await workflowBundle(),
-    activities: createActivities(nullConnector, latched(fleetSteps(fleet))),
-  }));
+  worker = runInBackground(
+    await createWorker({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities(nullConnector, latched(fleetSteps(fleet))),
+    }),
+  );
 });
 after(async () => {
   latches.releaseAll();
@@ -116,7 +118,8 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
 }
 
 const status = (h: WorkflowHandle) => h.query(statusQuery);
-const untilPhase = (h: WorkflowHandle, phase: OnboardingStatus['phase']) => until(`phase ${phase}`, async () => ((s) => s.phase === phase && s)(await status(h)));
+const untilPhase = (h: WorkflowHandle, phase: OnboardingStatus['phase']) =>
+  until(`phase ${phase}`, async () => ((s) => s.phase === phase && s)(await status(h)));
 
 async function searchAttributes(h: WorkflowHandle) {
   const sa = (await h.describe()).typedSearchAttributes;
@@ -196,7 +199,10 @@ describe('what the Web UI shows', () => {
     for (const e of t) assert.ok(e.compensation!.durationMs >= 0);
     const meta = await h.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
     assert.match(meta.currentDetails ?? '', /\*\*Timeline\*\*/);
-    assert.match(meta.currentDetails ?? '', /\| VLAN \| failed · 1 attempt · [\d.]+ s \| step vlan: gateway 198\.18\.100\.1 does not answer \| restored · [\d.]+ s \|/);
+    assert.match(
+      meta.currentDetails ?? '',
+      /\| VLAN \| failed · 1 attempt · [\d.]+ s \| step vlan: gateway 198\.18\.100\.1 does not answer \| restored · [\d.]+ s \|/,
+    );
     assert.match(meta.currentDetails ?? '', /\| bond \| done · 2 attempts · [\d.]+ s \| – \| restored · [\d.]+ s \|/);
     const acts = await activitySummaries(h);
     assert.deepEqual(
@@ -221,15 +227,24 @@ describe('operator control (updates with validators)', () => {
     await bond.entered;
     const a = await pauseOnboarding(env.client, spec.id, { by: 'alice', reason: 'change window' });
     assert.equal(a.message, 'pausing before vlan once bond finishes');
-    await assert.rejects(pauseOnboarding(env.client, spec.id, { by: 'bob' }), (e: unknown) => e instanceof OnboardingControlError && /already pausing \(by alice\)/.test(e.message));
-    await assert.rejects(approveOnboardingStep(env.client, spec.id), (e: unknown) => e instanceof OnboardingControlError && /nothing of .* awaits approval/.test(e.message));
+    await assert.rejects(
+      pauseOnboarding(env.client, spec.id, { by: 'bob' }),
+      (e: unknown) => e instanceof OnboardingControlError && /already pausing \(by alice\)/.test(e.message),
+    );
+    await assert.rejects(
+      approveOnboardingStep(env.client, spec.id),
+      (e: unknown) => e instanceof OnboardingControlError && /nothing of .* awaits approval/.test(e.message),
+    );
     bond.release();
     const st = await untilPhase(h, 'paused');
     assert.equal(st.control?.waitingBefore, 'vlan');
     assert.equal(st.control?.pause?.by, 'alice');
     assert.equal(st.steps.bond.state, 'done');
     assert.equal(st.steps.vlan.state, 'pending');
-    assert.deepEqual(await until('paused search attributes', async () => ((sa) => sa.outcome === 'paused' && sa)(await searchAttributes(h))), { step: 'vlan', outcome: 'paused' });
+    assert.deepEqual(await until('paused search attributes', async () => ((sa) => sa.outcome === 'paused' && sa)(await searchAttributes(h))), {
+      step: 'vlan',
+      outcome: 'paused',
+    });
     assert.match(renderStatus(st), /⏸ paused before VLAN by alice: resume with `underlay resume c\d+-\d+`/);
     await new Promise((r) => setTimeout(r, 1000));
     assert.deepEqual(fleet.host(spec.id).applyCalls(), ['cable', 'bond'], 'nothing runs while paused');
@@ -238,7 +253,10 @@ describe('operator control (updates with validators)', () => {
     assert.equal(r.message, 'resumed by alice');
     const result = await h.result();
     assert.ok(STEPS.every((s) => result.steps[s].state === 'done'));
-    await assert.rejects(resumeOnboarding(env.client, spec.id), (e: unknown) => e instanceof OnboardingControlError && /not running \(onboard-c\d+-\d+ completed\)/.test(e.message));
+    await assert.rejects(
+      resumeOnboarding(env.client, spec.id),
+      (e: unknown) => e instanceof OnboardingControlError && /not running \(onboard-c\d+-\d+ completed\)/.test(e.message),
+    );
     // A refused update leaves no trace in the history; accepted ones do.
     const updates = (await h.fetchHistory()).events?.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes) ?? [];
     assert.equal(updates.length, 2);
@@ -246,16 +264,28 @@ describe('operator control (updates with validators)', () => {
 
   test('a gated step waits for approval; wrong step and resume are refused; approve lets it run', async () => {
     const spec = nextSpec();
-    await assert.rejects(startOnboarding(env.client, nextSpec(), { taskQueue, approvalBefore: ['hypervisor', 'reboot'] }), /--approve-before: "reboot" is not a step/);
+    await assert.rejects(
+      startOnboarding(env.client, nextSpec(), { taskQueue, approvalBefore: ['hypervisor', 'reboot'] }),
+      /--approve-before: "reboot" is not a step/,
+    );
     const h = await startOnboarding(env.client, spec, { taskQueue, approvalBefore: ['hypervisor'] });
     const st = await untilPhase(h, 'awaiting-approval');
     assert.equal(st.control?.waitingBefore, 'hypervisor');
     assert.deepEqual(fleet.host(spec.id).applyCalls(), ['cable', 'bond', 'vlan', 'sriov']);
-    assert.deepEqual(await until('awaiting search attributes', async () => ((sa) => sa.outcome === 'awaiting-approval' && sa)(await searchAttributes(h))), { step: 'hypervisor', outcome: 'awaiting-approval' });
+    assert.deepEqual(await until('awaiting search attributes', async () => ((sa) => sa.outcome === 'awaiting-approval' && sa)(await searchAttributes(h))), {
+      step: 'hypervisor',
+      outcome: 'awaiting-approval',
+    });
     assert.match(renderStatus(st), /⏳ hypervisor install awaits approval: `underlay approve c\d+-\d+ --step hypervisor`/);
     assert.match((await (await h.describe()).staticDetails()) ?? '', /\*\*hypervisor install\*\* — .* · _waits for approval_/);
-    await assert.rejects(approveOnboardingStep(env.client, spec.id, { step: 'attach' }), (e: unknown) => e instanceof OnboardingControlError && /attach is not awaiting approval; hypervisor is/.test(e.message));
-    await assert.rejects(resumeOnboarding(env.client, spec.id), (e: unknown) => e instanceof OnboardingControlError && /is not paused \(phase awaiting-approval\)/.test(e.message));
+    await assert.rejects(
+      approveOnboardingStep(env.client, spec.id, { step: 'attach' }),
+      (e: unknown) => e instanceof OnboardingControlError && /attach is not awaiting approval; hypervisor is/.test(e.message),
+    );
+    await assert.rejects(
+      resumeOnboarding(env.client, spec.id),
+      (e: unknown) => e instanceof OnboardingControlError && /is not paused \(phase awaiting-approval\)/.test(e.message),
+    );
     const a = await approveOnboardingStep(env.client, spec.id, { step: 'hypervisor', by: 'carol' });
     assert.equal(a.message, 'approved hypervisor');
     const result = await h.result();
@@ -342,7 +372,11 @@ describe('underlay list: visibility queries over the search attributes', () => {
     await untilPhase(w, 'awaiting-approval');
     // A drift check found ok2 drifted (report mode: nothing changed).
     fleet.host(ok2.id).drift('vlan');
-    await env.client.workflow.execute<typeof driftCheck>('driftCheck', { taskQueue, workflowId: driftWorkflowId(ok2.id), args: [{ spec: ok2, mode: 'report' }] });
+    await env.client.workflow.execute<typeof driftCheck>('driftCheck', {
+      taskQueue,
+      workflowId: driftWorkflowId(ok2.id),
+      args: [{ spec: ok2, mode: 'report' }],
+    });
 
     const ids = async (f: ListFilters, expected: number) =>
       until(`list ${JSON.stringify(f)}`, async () => {
@@ -369,7 +403,14 @@ describe('underlay list: visibility queries over the search attributes', () => {
       buildOnboardingQuery({ site: ['ams1', 'fra1'], rack: ['r12'], step: ['rollback:bond'], outcome: ['failed'], hypervisor: ['kvm'] }),
       "WorkflowType = 'onboardServer' AND UnderlaySite IN ('ams1', 'fra1') AND UnderlayRack = 'r12' AND UnderlayHypervisor = 'kvm' AND UnderlayStep = 'rollback:bond' AND UnderlayOutcome = 'failed'",
     );
-    for (const f of [{ site: ["ams1' OR WorkflowType != '"] }, { rack: ['r1"'] }, { step: ['bond) OR (1=1'] }, { outcome: ['done'] }, { drift: ['dirty'] }, { hypervisor: ['vmware'] }] as ListFilters[]) {
+    for (const f of [
+      { site: ["ams1' OR WorkflowType != '"] },
+      { rack: ['r1"'] },
+      { step: ['bond) OR (1=1'] },
+      { outcome: ['done'] },
+      { drift: ['dirty'] },
+      { hypervisor: ['vmware'] },
+    ] as ListFilters[]) {
       await assert.rejects(listOnboardings(env.client, f), InvalidFilterError, JSON.stringify(f));
     }
     await approveOnboardingStep(env.client, waiting.id);
@@ -387,7 +428,10 @@ describe('underlay status --watch in a terminal', () => {
     await untilPhase(h, 'awaiting-approval');
 
     const cmd = `stty cols 150 rows 40; exec ${join(root, 'bin/underlay')} status ${spec.id} --watch`;
-    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: root, env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' } });
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], {
+      cwd: root,
+      env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' },
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.stderr.on('data', (d: Buffer) => (out += d.toString('utf8')));
@@ -414,7 +458,10 @@ describe('underlay status --watch in a terminal', () => {
     assert.ok(elapsed.size >= 3, `its elapsed time ticks (${[...elapsed].join(', ')})`);
     assert.match(out, /\[█+░+\] 3\/6/);
     assert.match(out, /\[█{18}\] 6\/6/);
-    assert.match(out, /✓ bond\s+done\s+[\d.]+s\s+bond0 ← ens1f0,ens1f1 · 802\.3ad · fast · needs approval · 3 attempts|✓ bond\s+done\s+[\d.]+s\s+fake bond · approved by \S+ · 3 attempts/);
+    assert.match(
+      out,
+      /✓ bond\s+done\s+[\d.]+s\s+bond0 ← ens1f0,ens1f1 · 802\.3ad · fast · needs approval · 3 attempts|✓ bond\s+done\s+[\d.]+s\s+fake bond · approved by \S+ · 3 attempts/,
+    );
     const last = frames[frames.length - 1]!;
     assert.match(last, new RegExp(`${spec.id}: succeeded`));
     assert.doesNotMatch(last, /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/, 'the final frame is still');

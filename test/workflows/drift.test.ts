@@ -38,7 +38,15 @@ let seq = 0;
 
 before(async () => {
   [env, baseSpec] = await Promise.all([startTemporal(), loadSpecFile('examples/kvm-macvtap.yaml')]);
-  worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(nullConnector, fleetSteps(fleet)) }));
+  worker = runInBackground(
+    await createWorker({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities(nullConnector, fleetSteps(fleet)),
+    }),
+  );
 });
 after(async () => {
   await worker?.stop();
@@ -68,7 +76,12 @@ function inventory(specs: ServerSpec[], extra: Record<string, string> = {}): str
 }
 
 function startCheck(spec: ServerSpec, mode: DriftMode, approvalTimeout: Duration = '1m'): Promise<WorkflowHandle<typeof driftCheck>> {
-  return env.client.workflow.start<typeof driftCheck>('driftCheck', { taskQueue, workflowId: driftWorkflowId(spec.id), memo: { mode }, args: [{ spec, mode, approvalTimeout }] });
+  return env.client.workflow.start<typeof driftCheck>('driftCheck', {
+    taskQueue,
+    workflowId: driftWorkflowId(spec.id),
+    memo: { mode },
+    args: [{ spec, mode, approvalTimeout }],
+  });
 }
 
 /** Polls the check's progress query (bounded: 20 s) until it reaches `phase`. */
@@ -115,7 +128,14 @@ async function mockedSweep(prefix: string, n: number, o: { concurrency: number; 
         await new Promise((r) => setTimeout(r, o.observeMs));
         inFlight--;
         const drifted = Number(spec.id.slice(prefix.length)) % 50 === 7;
-        return { serverId: spec.id, steps: STEPS.map((step) => ({ step, applies: true, changes: step === 'vlan' && drifted ? [{ field: 'bond0.200', from: null, to: { id: 200 } }] : [] })) };
+        return {
+          serverId: spec.id,
+          steps: STEPS.map((step) => ({
+            step,
+            applies: true,
+            changes: step === 'vlan' && drifted ? [{ field: 'bond0.200', from: null, to: { id: 200 } }] : [],
+          })),
+        };
       },
     },
   });
@@ -132,13 +152,25 @@ test('inventory pages: a file-name cursor; invalid, misnamed and duplicate files
   const dir = inventory([a, b], { [`${a.id}.yaml`]: JSON.stringify(a), 'zz-bad.yaml': 'id: zz-bad\nnics: 3\n', 'notes.txt': 'ignored' });
   const first = await loadInventoryPage({ dir, pageSize: 2 });
   assert.deepEqual(first.servers, []);
-  assert.deepEqual(first.invalid.map((f) => f.file), [`${a.id}.json`, `${a.id}.yaml`]);
+  assert.deepEqual(
+    first.invalid.map((f) => f.file),
+    [`${a.id}.json`, `${a.id}.yaml`],
+  );
   assert.match(first.invalid[0]!.issues[0]!.message, new RegExp(`also described by ${a.id}\\.yaml: keep one file per server`));
   assert.equal(first.nextPageToken, `${a.id}.yaml`);
   const second = await loadInventoryPage({ dir, pageSize: 2, pageToken: first.nextPageToken });
-  assert.deepEqual(second.servers.map((s) => s.id), [b.id]);
-  assert.deepEqual(second.invalid.map((f) => f.file), ['zz-bad.yaml']);
-  assert.ok(second.invalid[0]!.issues.some((i) => i.path === 'nics'), JSON.stringify(second.invalid));
+  assert.deepEqual(
+    second.servers.map((s) => s.id),
+    [b.id],
+  );
+  assert.deepEqual(
+    second.invalid.map((f) => f.file),
+    ['zz-bad.yaml'],
+  );
+  assert.ok(
+    second.invalid[0]!.issues.some((i) => i.path === 'nics'),
+    JSON.stringify(second.invalid),
+  );
   assert.equal(second.nextPageToken, undefined);
   await assert.rejects(loadInventoryPage({ dir: join(tmp, 'missing'), pageSize: 10 }), /inventory cannot be read: inventoryDir: .*ENOENT/);
 });
@@ -148,7 +180,10 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const [drifted, clean, unmanaged] = [await onboarded(), await onboarded(), await onboarded()];
     const never = nextSpec();
     fleet.host(drifted.id).drift('vlan', 'sriov');
-    const dir = inventory([drifted, clean, never], { 'broken.yaml': 'id: broken\nsite: [unclosed\n', 'misnamed.json': JSON.stringify({ ...clean, id: 'someone-else' }) });
+    const dir = inventory([drifted, clean, never], {
+      'broken.yaml': 'id: broken\nsite: [unclosed\n',
+      'misnamed.json': JSON.stringify({ ...clean, id: 'someone-else' }),
+    });
 
     const sweep = await startSweep(env.client, { inventoryDir: dir, mode: 'report', taskQueue });
     const s = await sweep.result();
@@ -160,12 +195,18 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const row = s.servers.find((r) => r.serverId === drifted.id)!;
     assert.equal(row.status, 'drifted');
     assert.deepEqual(row.driftedSteps, ['vlan', 'sriov']);
-    assert.deepEqual(row.diffs.map((d) => [d.step, d.changes]), [
-      ['vlan', [{ field: 'vlan', from: 'drifted', to: 'applied' }]],
-      ['sriov', [{ field: 'sriov', from: 'drifted', to: 'applied' }]],
-    ]);
+    assert.deepEqual(
+      row.diffs.map((d) => [d.step, d.changes]),
+      [
+        ['vlan', [{ field: 'vlan', from: 'drifted', to: 'applied' }]],
+        ['sriov', [{ field: 'sriov', from: 'drifted', to: 'applied' }]],
+      ],
+    );
     assert.deepEqual(s.notOnboarded, [never.id]);
-    assert.deepEqual(s.invalid.map((f) => f.file), ['broken.yaml', 'misnamed.json']);
+    assert.deepEqual(
+      s.invalid.map((f) => f.file),
+      ['broken.yaml', 'misnamed.json'],
+    );
     assert.match(s.invalid[1]!.issues[0]!.message, /file name says misnamed/);
     assert.ok(s.unmanaged.includes(unmanaged.id), `unmanaged: ${s.unmanaged.join(', ')}`);
     assert.ok(!s.unmanaged.includes(drifted.id));
@@ -202,7 +243,11 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const events = (await h.fetchHistory()).events!;
     const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
     assert.deepEqual(scheduled, ['observeDrift', 'configureVlans', 'enableSriov'], 'one observation, then only the drifted steps');
-    assert.equal(events.filter((e) => e.markerRecordedEventAttributes).length, 2, 'onboarding looked up (local activity) before observing and again before changing');
+    assert.equal(
+      events.filter((e) => e.markerRecordedEventAttributes).length,
+      2,
+      'onboarding looked up (local activity) before observing and again before changing',
+    );
   });
 
   test('approve: nothing changes until approved; the validator refuses a bad approval; then it remediates', async () => {
@@ -256,10 +301,13 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     assert.equal(r.status, 'failed');
     assert.equal(r.remediation?.failedStep, 'sriov');
     assert.match(r.remediation!.error!, /sriov_numvfs stays 0/);
-    assert.deepEqual(r.remediation?.compensations?.map((c) => [c.step, c.outcome]), [
-      ['sriov', 'restored'],
-      ['vlan', 'restored'],
-    ]);
+    assert.deepEqual(
+      r.remediation?.compensations?.map((c) => [c.step, c.outcome]),
+      [
+        ['sriov', 'restored'],
+        ['vlan', 'restored'],
+      ],
+    );
     assert.match(r.reason!, /remediation failed at sriov: .*sriov_numvfs stays 0.* — rollback: sriov restored, vlan restored/);
     assert.deepEqual(host.calls, ['apply:vlan', 'apply:sriov', 'undo:sriov', 'undo:vlan']);
     assert.equal(host.state.vlan, 'drifted', 'back to the state the remediation found');

@@ -52,7 +52,8 @@ before(async () => {
     await c.close();
   }
   files = createHttpServer((req, res) => {
-    const body = req.url === '/esxi.iso' ? Buffer.alloc(64 * 1024, 0x2a) : req.url === '/ks.cfg' ? Buffer.from('vmaccepteula\ninstall --firstdisk\n') : undefined;
+    const body =
+      req.url === '/esxi.iso' ? Buffer.alloc(64 * 1024, 0x2a) : req.url === '/ks.cfg' ? Buffer.from('vmaccepteula\ninstall --firstdisk\n') : undefined;
     res.writeHead(body ? 200 : 404);
     res.end(body);
   });
@@ -60,7 +61,15 @@ before(async () => {
   filesPort = (files.address() as { port: number }).port;
   probePort = await freePort();
   taskQueue = `esxi-${Date.now()}`;
-  worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities: createActivities(noSsh) }));
+  worker = runInBackground(
+    await createWorker({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities(noSsh),
+    }),
+  );
 });
 
 after(async () => {
@@ -78,7 +87,12 @@ function spec(over: { vcenterPasswordEnv?: string } = {}): ServerSpec {
     nics: DEFAULT_SYSTEM.nics.map((n, i) => ({ name: `vmnic${i}`, mac: n.mac })),
     hypervisor: {
       kind: 'esxi',
-      bmc: { address: '127.0.0.1', port: sushy.port, credentials: { file: sushy.credentialFile }, tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint } },
+      bmc: {
+        address: '127.0.0.1',
+        port: sushy.port,
+        credentials: { file: sushy.credentialFile },
+        tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint },
+      },
       installerIso: `http://127.0.0.1:${filesPort}/esxi.iso`,
       kickstart: `http://127.0.0.1:${filesPort}/ks.cfg`,
       probePort,
@@ -86,7 +100,12 @@ function spec(over: { vcenterPasswordEnv?: string } = {}): ServerSpec {
     },
     attach: {
       kind: 'vds',
-      vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: over.vcenterPasswordEnv ?? vc.passwordEnv }, caFile: vc.caFile },
+      vcenter: {
+        address: '127.0.0.1',
+        port: vc.port,
+        credentials: { usernameEnv: vc.usernameEnv, passwordEnv: over.vcenterPasswordEnv ?? vc.passwordEnv },
+        caFile: vc.caFile,
+      },
       switch: SWITCH,
       portgroup: PORTGROUP,
       vlan: 120,
@@ -135,7 +154,10 @@ describe('ESXi onboarding: Redfish BMC (sushy-tools) + vCenter (vcsim) on a real
     assert.equal(report.failedStep, 'attach');
     assert.match(report.error, /authentication|credentials|login/i);
     assert.doesNotMatch(JSON.stringify(report), /not-the-password/, 'no secret in the failure');
-    assert.deepEqual(report.compensations.map((c) => [c.step, c.outcome]), [['hypervisor', 'restored']]);
+    assert.deepEqual(
+      report.compensations.map((c) => [c.step, c.outcome]),
+      [['hypervisor', 'restored']],
+    );
     // The install's one power cycle, and the undo's power-off (ForceOff is a ComputerSystem.Reset type too).
     assert.equal(resets(), resetsBefore + 2);
     // Independently of the undo's own verification: the plan sees a server to install again.
@@ -156,12 +178,19 @@ describe('ESXi onboarding: Redfish BMC (sushy-tools) + vCenter (vcsim) on a real
     const outcome = await onboard(s);
     assert.ok(outcome.ok, String(!outcome.ok && outcome.error));
     const st = outcome.result.steps;
-    assert.deepEqual(
-      Object.fromEntries(Object.entries(st).map(([k, v]) => [k, v.state])),
-      { cable: 'unchanged', bond: 'skipped', vlan: 'skipped', sriov: 'skipped', hypervisor: 'done', attach: 'done' },
-    );
+    assert.deepEqual(Object.fromEntries(Object.entries(st).map(([k, v]) => [k, v.state])), {
+      cable: 'unchanged',
+      bond: 'skipped',
+      vlan: 'skipped',
+      sriov: 'skipped',
+      hypervisor: 'done',
+      attach: 'done',
+    });
     const plan = await planOnboarding(s, noSsh, PLATFORM_STEP_SET);
-    assert.ok(plan.steps.every((p) => !p.changes.length && !p.error), renderPlan(plan));
+    assert.ok(
+      plan.steps.every((p) => !p.changes.length && !p.error),
+      renderPlan(plan),
+    );
     const c = await vc.client();
     try {
       const [dvs] = await findByName(c, 'DistributedVirtualSwitch', SWITCH);

@@ -69,7 +69,10 @@ describe('onboardServer on a real Temporal dev server', () => {
     const host = new FakeHost();
     const { outcome, handle, spec } = await onboard(host);
     assert.ok(outcome.ok, String(!outcome.ok && outcome.error));
-    assert.deepEqual(host.calls, STEPS.map((s) => `apply:${s}`));
+    assert.deepEqual(
+      host.calls,
+      STEPS.map((s) => `apply:${s}`),
+    );
     for (const s of STEPS) assert.equal(outcome.result.steps[s].state, 'done');
     const desc = await handle.describe();
     assert.equal(desc.typedSearchAttributes.get(SA_SERVER_ID), spec.id);
@@ -87,14 +90,19 @@ describe('onboardServer on a real Temporal dev server', () => {
   for (const [i, failing] of STEPS.entries()) {
     test(`a verification failure at ${failing} rolls back exactly what was changed, newest first`, async () => {
       const host = new FakeHost();
-      host.faults = [{ step: failing, phase: 'verify', error: () => new VerificationError('injected mismatch', { step: failing, host: 'x', expected: 'a', observed: 'b' }) }];
+      host.faults = [
+        { step: failing, phase: 'verify', error: () => new VerificationError('injected mismatch', { step: failing, host: 'x', expected: 'a', observed: 'b' }) },
+      ];
       const { outcome } = await onboard(host);
       assert.ok(!outcome.ok);
       const report = failureReport(outcome.error);
       // The failed step had applied before verifying, so it is compensated first, then the completed ones.
       const expected = STEPS.slice(0, i + 1).reverse();
       assert.deepEqual(host.undoCalls(), expected);
-      assert.deepEqual(report.compensations.map((c) => c.step), expected);
+      assert.deepEqual(
+        report.compensations.map((c) => c.step),
+        expected,
+      );
       assert.ok(report.compensations.every((c) => c.outcome === 'restored'));
       assert.equal(report.failedStep, failing);
       assert.equal(report.attempts, 1, 'VerificationError is non-retryable');
@@ -127,7 +135,11 @@ describe('onboardServer on a real Temporal dev server', () => {
     const { outcome } = await onboard(host);
     assert.ok(!outcome.ok);
     const report = failureReport(outcome.error);
-    assert.deepEqual(host.calls.filter((c) => c === 'apply:bond'), ['apply:bond'], 'applied once, not re-applied by retries');
+    assert.deepEqual(
+      host.calls.filter((c) => c === 'apply:bond'),
+      ['apply:bond'],
+      'applied once, not re-applied by retries',
+    );
     assert.ok(report.compensations.find((c) => c.step === 'bond')?.outcome === 'restored');
     assert.equal(host.state.bond, 'pristine', 'rolled back to the state before the first attempt');
   });
@@ -144,7 +156,9 @@ describe('onboardServer on a real Temporal dev server', () => {
 
   test('a non-retryable error fails fast: one attempt, no backoff', async () => {
     const host = new FakeHost();
-    host.faults = [{ step: 'cable', phase: 'verify', error: () => new VerificationError('eth1: expected leaf-01/swp1, observed leaf-01/swp2', { step: 'cable' }) }];
+    host.faults = [
+      { step: 'cable', phase: 'verify', error: () => new VerificationError('eth1: expected leaf-01/swp1, observed leaf-01/swp2', { step: 'cable' }) },
+    ];
     const started = Date.now();
     const { outcome } = await onboard(host);
     assert.ok(!outcome.ok);

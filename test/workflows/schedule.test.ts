@@ -39,7 +39,9 @@ before(async () => {
       steps: STEPS.map((step) => ({ step, applies: true, changes: step === 'vlan' ? [{ field: 'bond0.200', from: null, to: 'present' }] : [] })),
     }),
   };
-  worker = runInBackground(await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities }));
+  worker = runInBackground(
+    await createWorker({ connection: env.nativeConnection, namespace: 'default', taskQueue, workflowBundle: await workflowBundle(), activities }),
+  );
 });
 after(async () => {
   await worker?.stop();
@@ -66,15 +68,26 @@ async function until(handle: ScheduleHandle, what: string, ok: (d: Awaited<Retur
 }
 
 function underlay(...args: string[]) {
-  const r = spawnSync(join(root, 'bin/underlay'), args, { cwd: root, encoding: 'utf8', timeout: 60_000, env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' } });
+  const r = spawnSync(join(root, 'bin/underlay'), args, {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' },
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
 describe('the drift Schedule on a real Temporal dev server', () => {
   test('create, describe, trigger now, pause, resume, replace, delete — and the CLI on it', async () => {
     const dir = inventory('two', ['sched-a', 'sched-b']);
-    await assert.rejects(scheduleSweeps(env.client, { every: '1h', cron: '0 3 * * *', mode: 'report', inventoryDir: dir }), /exactly one of --every <interval> and --cron <expression>/);
-    await assert.rejects(scheduleSweeps(env.client, { every: 'soon', mode: 'report', inventoryDir: dir }), /--every: expected a duration such as 30m, 1h or 1d, got "soon"/);
+    await assert.rejects(
+      scheduleSweeps(env.client, { every: '1h', cron: '0 3 * * *', mode: 'report', inventoryDir: dir }),
+      /exactly one of --every <interval> and --cron <expression>/,
+    );
+    await assert.rejects(
+      scheduleSweeps(env.client, { every: 'soon', mode: 'report', inventoryDir: dir }),
+      /--every: expected a duration such as 30m, 1h or 1d, got "soon"/,
+    );
     const { handle, created } = await scheduleSweeps(env.client, { every: '1h', mode: 'report', inventoryDir: dir, taskQueue, paused: false });
     assert.ok(created);
     assert.equal(handle.scheduleId, DRIFT_SCHEDULE_ID);
@@ -138,7 +151,11 @@ describe('the drift Schedule on a real Temporal dev server', () => {
     const scheduleId = `${DRIFT_SCHEDULE_ID}-overlap`;
     const { handle } = await scheduleSweeps(env.client, { scheduleId, every: '1s', mode: 'approve', approvalTimeout: '2m', inventoryDir: dir, taskQueue });
     try {
-      const d = await until(handle, 'a sweep runs and later ones are skipped', (x) => x.info.runningActions.length === 1 && x.info.numActionsSkippedOverlap >= 2);
+      const d = await until(
+        handle,
+        'a sweep runs and later ones are skipped',
+        (x) => x.info.runningActions.length === 1 && x.info.numActionsSkippedOverlap >= 2,
+      );
       assert.equal(d.info.numActionsTaken, 1, 'no second sweep started');
       const running = d.info.runningActions[0]!.workflow.workflowId;
       // A manual trigger with SKIP is refused in the same way.

@@ -65,14 +65,26 @@ const TASK_TIMEOUT_MS = 120_000;
 function vdsAttach(spec: ServerSpec): VdsAttachSpec {
   const a = spec.attach;
   if (a?.kind !== 'vds') {
-    throw new UnsupportedPlatformError('the ESXi attach step drives a vSphere Distributed Switch only', { host: spec.id, step: STEP, field: 'attach.kind', expected: 'vds', observed: a?.kind ?? 'none' });
+    throw new UnsupportedPlatformError('the ESXi attach step drives a vSphere Distributed Switch only', {
+      host: spec.id,
+      step: STEP,
+      field: 'attach.kind',
+      expected: 'vds',
+      observed: a?.kind ?? 'none',
+    });
   }
   return a;
 }
 
 async function withVcenter<T>(io: StepIo, fn: (c: VsphereClient, wait: WaitOptions) => Promise<T>): Promise<T> {
   const a = vdsAttach(io.spec);
-  const c = await VsphereClient.connect({ address: a.vcenter.address, port: a.vcenter.port, credentials: a.vcenter.credentials, caFile: a.vcenter.caFile, label: io.spec.id });
+  const c = await VsphereClient.connect({
+    address: a.vcenter.address,
+    port: a.vcenter.port,
+    credentials: a.vcenter.credentials,
+    caFile: a.vcenter.caFile,
+    label: io.spec.id,
+  });
   try {
     return await fn(c, { sleep: io.sleep, progress: io.progress, timeoutMs: TASK_TIMEOUT_MS });
   } finally {
@@ -84,13 +96,17 @@ async function withVcenter<T>(io: StepIo, fn: (c: VsphereClient, wait: WaitOptio
 async function findOne(c: VsphereClient, spec: ServerSpec, type: string, name: string, field: string, what: string): Promise<Mor> {
   const found = await findByName(c, type, name);
   if (found.length === 1) return found[0]!;
-  throw new InvalidSpecError(found.length ? `${found.length} ${what}s in vCenter are named ${name}: the name is ambiguous` : `vCenter has no ${what} named ${name}`, [], {
-    host: spec.id,
-    step: STEP,
-    field,
-    expected: `one ${what} named ${name}`,
-    observed: found.length ? found.map((f) => f.value) : 'none',
-  });
+  throw new InvalidSpecError(
+    found.length ? `${found.length} ${what}s in vCenter are named ${name}: the name is ambiguous` : `vCenter has no ${what} named ${name}`,
+    [],
+    {
+      host: spec.id,
+      step: STEP,
+      field,
+      expected: `one ${what} named ${name}`,
+      observed: found.length ? found.map((f) => f.value) : 'none',
+    },
+  );
 }
 
 interface Live {
@@ -133,7 +149,12 @@ function observe(io: StepIo): Promise<VdsAttachState> {
 function lagFor(spec: ServerSpec, observed: VdsAttachState): Lag | null {
   const a = vdsAttach(spec);
   if (!a.lacp) return null;
-  const ctx = { host: spec.id, step: STEP, field: 'attach.lacp', expected: `exactly one link aggregation group on ${a.switch} with ≥ ${a.uplinks.length} ports` };
+  const ctx = {
+    host: spec.id,
+    step: STEP,
+    field: 'attach.lacp',
+    expected: `exactly one link aggregation group on ${a.switch} with ≥ ${a.uplinks.length} ports`,
+  };
   if (observed.lags.length !== 1) {
     throw new UnsupportedPlatformError(
       observed.lags.length
@@ -144,7 +165,10 @@ function lagFor(spec: ServerSpec, observed: VdsAttachState): Lag | null {
   }
   const lag = observed.lags[0]!;
   if (lag.uplinkPortKeys.length < a.uplinks.length) {
-    throw new UnsupportedPlatformError(`LAG ${lag.name} has ${lag.uplinkPortKeys.length} ports for ${a.uplinks.length} uplinks`, { ...ctx, observed: `${lag.name}: ${lag.uplinkPortKeys.length} ports` });
+    throw new UnsupportedPlatformError(`LAG ${lag.name} has ${lag.uplinkPortKeys.length} ports for ${a.uplinks.length} uplinks`, {
+      ...ctx,
+      observed: `${lag.name}: ${lag.uplinkPortKeys.length} ports`,
+    });
   }
   return lag;
 }
@@ -171,7 +195,13 @@ function plan(spec: ServerSpec, observed: VdsAttachState): Change[] {
   const a = vdsAttach(spec);
   const missing = a.uplinks.filter((u) => !observed.hostPnics.includes(u));
   if (missing.length) {
-    throw new UnsupportedHardwareError(`host ${observed.host} has no physical NIC ${missing.join(', ')}`, { host: spec.id, step: STEP, field: 'attach.uplinks', expected: a.uplinks, observed: observed.hostPnics });
+    throw new UnsupportedHardwareError(`host ${observed.host} has no physical NIC ${missing.join(', ')}`, {
+      host: spec.id,
+      step: STEP,
+      field: 'attach.uplinks',
+      expected: a.uplinks,
+      observed: observed.hostPnics,
+    });
   }
   if (!observed.portgroup && observed.portgroupOnOtherSwitch) {
     throw new InvalidSpecError(`port group ${a.portgroup} exists on another switch (${observed.portgroupOnOtherSwitch})`, [], {
@@ -192,7 +222,8 @@ function plan(spec: ServerSpec, observed: VdsAttachState): Change[] {
   if (have !== null && JSON.stringify(have) !== JSON.stringify(wanted)) changes.push({ field: 'uplinks', from: have, to: wanted });
   const vlan = wantedVlan(spec, observed);
   if (!observed.portgroup) changes.push({ field: 'portgroup', from: null, to: { name: a.portgroup, vlan: describeVlan(vlan) } });
-  else if (JSON.stringify(observed.portgroup.vlan) !== JSON.stringify(vlan)) changes.push({ field: 'portgroup.vlan', from: describeVlan(observed.portgroup.vlan), to: describeVlan(vlan) });
+  else if (JSON.stringify(observed.portgroup.vlan) !== JSON.stringify(vlan))
+    changes.push({ field: 'portgroup.vlan', from: describeVlan(observed.portgroup.vlan), to: describeVlan(vlan) });
   return changes;
 }
 
@@ -245,7 +276,12 @@ async function undo(io: StepIo, pre: VdsAttachState): Promise<void> {
       await reconfigureHostMember(c, live.dvs, 'remove', live.host.ref, undefined, wait);
     } else if (pre.member && !live.state.member) {
       await reconfigureHostMember(c, live.dvs, 'add', live.host.ref, pre.uplinks ?? [], wait);
-    } else if (pre.member && pre.uplinks && live.state.uplinks && JSON.stringify(uplinkView(pre.uplinks, false)) !== JSON.stringify(uplinkView(live.state.uplinks, false))) {
+    } else if (
+      pre.member &&
+      pre.uplinks &&
+      live.state.uplinks &&
+      JSON.stringify(uplinkView(pre.uplinks, false)) !== JSON.stringify(uplinkView(live.state.uplinks, false))
+    ) {
       await reconfigureHostMember(c, live.dvs, 'edit', live.host.ref, pre.uplinks, wait);
     }
   });

@@ -8,7 +8,13 @@ export type EsxiSpec = Extract<HypervisorSpec, { kind: 'esxi' }>;
 
 export function esxiOf(spec: ServerSpec, step: 'cable' | 'hypervisor'): EsxiSpec {
   if (spec.hypervisor.kind !== 'esxi') {
-    throw new UnsupportedPlatformError(`this ${step} step is ESXi's (through the BMC)`, { host: spec.id, step, field: 'hypervisor.kind', expected: 'esxi', observed: spec.hypervisor.kind });
+    throw new UnsupportedPlatformError(`this ${step} step is ESXi's (through the BMC)`, {
+      host: spec.id,
+      step,
+      field: 'hypervisor.kind',
+      expected: 'esxi',
+      observed: spec.hypervisor.kind,
+    });
   }
   return spec.hypervisor;
 }

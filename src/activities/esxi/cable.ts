@@ -41,7 +41,12 @@ export function cableProblems(spec: ServerSpec, inventory: NicInventory[]): Prob
     const seen = macs.get(nic.mac);
     if (!seen) {
       // A MAC the BMC does not list will not appear by waiting: the spec or the server is wrong.
-      problems.push({ field: `${nic.name}.mac`, expected: nic.mac, observed: `not among the BMC's NICs (${[...macs.keys()].join(', ') || 'none'})`, final: true });
+      problems.push({
+        field: `${nic.name}.mac`,
+        expected: nic.mac,
+        observed: `not among the BMC's NICs (${[...macs.keys()].join(', ') || 'none'})`,
+        final: true,
+      });
       continue;
     }
     if (!nic.cabled) continue;
@@ -67,13 +72,17 @@ export const redfishCableStep: Step<RedfishCableState> = {
   observe,
   plan: (): Change[] => [],
   apply: async () => undefined,
-  verify: (io) => pollUntilHolds(io, 'cabling (BMC inventory)', () => withBmc(io, 'cable', async (bmc) => cableProblems(io.spec, await bmc.ethernetInterfaces())), VERIFY),
+  verify: (io) =>
+    pollUntilHolds(io, 'cabling (BMC inventory)', () => withBmc(io, 'cable', async (bmc) => cableProblems(io.spec, await bmc.ethernetInterfaces())), VERIFY),
   undo: async () => undefined,
   // The step owns no state: nothing it observes is its doing, so nothing is ever to be undone.
   diff: () => [],
   summary: (spec) =>
     spec.nics
       .filter((n) => n.mac)
-      .map((n) => `${n.name}=${n.mac}${n.cabled ? '' : ' (uncabled)'}${n.speedMbps ? ` @${n.speedMbps >= 1000 ? `${n.speedMbps / 1000}G` : `${n.speedMbps}M`}` : ''}`)
+      .map(
+        (n) =>
+          `${n.name}=${n.mac}${n.cabled ? '' : ' (uncabled)'}${n.speedMbps ? ` @${n.speedMbps >= 1000 ? `${n.speedMbps / 1000}G` : `${n.speedMbps}M`}` : ''}`,
+      )
       .join(', ') + ' · via BMC',
 };

@@ -81,7 +81,8 @@ function plan(spec: ServerSpec, o: EsxiInstallState): Change[] {
   const changes: Change[] = [];
   if (!o.answers) {
     if (!installerInserted(o, esxi)) changes.push({ field: 'virtualMedia', from: o.media.inserted ? o.media.image : 'empty', to: esxi.installerIso });
-    if (!overrideActive(o.bootOverride, 'Cd')) changes.push({ field: 'bootOverride', from: `${o.bootOverride.target}/${o.bootOverride.enabled}`, to: 'Cd/Once' });
+    if (!overrideActive(o.bootOverride, 'Cd'))
+      changes.push({ field: 'bootOverride', from: `${o.bootOverride.target}/${o.bootOverride.enabled}`, to: 'Cd/Once' });
     changes.push({ field: 'power', from: o.power, to: 'power-cycled into the installer' });
     changes.push({ field: 'esxi', from: `no answer on ${where}`, to: `answering on ${where}` });
     return changes;
@@ -172,7 +173,14 @@ async function verify(io: StepIo): Promise<void> {
     io.progress(`waiting for ESXi on ${where} (${Math.round((deadline - Date.now()) / 1000)} s left)`);
     await io.sleep(intervalMs);
   }
-  if (!up) throw new VerificationError('ESXi did not come up', { host: io.spec.id, step: 'hypervisor', field: 'esxi', expected: `connections accepted on ${where}`, observed: 'no answer' });
+  if (!up)
+    throw new VerificationError('ESXi did not come up', {
+      host: io.spec.id,
+      step: 'hypervisor',
+      field: 'esxi',
+      expected: `connections accepted on ${where}`,
+      observed: 'no answer',
+    });
 
   await withBmc(io, 'hypervisor', async (bmc) => {
     // A running ESXi means a powered system; a BMC may report the state change a little after the fact.

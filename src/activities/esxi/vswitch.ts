@@ -16,7 +16,18 @@
  * `policy failover get`; changed only by the esxcli builders there (and `vswitch standard set --mtu`).
  */
 import { CommandFailedError, InvalidSpecError, LockoutRiskError, UnsupportedHardwareError, UnsupportedPlatformError } from '../../common/errors';
-import { esxcli, failoverGet, mtuSet, nicList, parseFailoverGet, parseNicNames, parsePortgroupList, parseVswitchList, SETTABLE_TEAMING, type LoadBalancing } from '../../drivers/esxi/esxcli';
+import {
+  esxcli,
+  failoverGet,
+  mtuSet,
+  nicList,
+  parseFailoverGet,
+  parseNicNames,
+  parsePortgroupList,
+  parseVswitchList,
+  SETTABLE_TEAMING,
+  type LoadBalancing,
+} from '../../drivers/esxi/esxcli';
 import type { Shell } from '../../drivers/shell';
 import type { AttachSpec, ServerSpec } from '../../spec/server';
 import { diffState } from '../diff';
@@ -50,7 +61,13 @@ const COMMAND_TIMEOUT_MS = 60_000;
 function vswitchAttach(spec: ServerSpec): VswitchAttachSpec {
   const a = spec.attach;
   if (a?.kind !== 'vswitch') {
-    throw new UnsupportedPlatformError('the ESXi standard-vSwitch step needs attach.kind vswitch', { host: spec.id, step: STEP, field: 'attach.kind', expected: 'vswitch', observed: a?.kind ?? 'none' });
+    throw new UnsupportedPlatformError('the ESXi standard-vSwitch step needs attach.kind vswitch', {
+      host: spec.id,
+      step: STEP,
+      field: 'attach.kind',
+      expected: 'vswitch',
+      observed: a?.kind ?? 'none',
+    });
   }
   return a;
 }
@@ -60,7 +77,13 @@ async function esx(io: StepIo, cmd: Shell, description: string): Promise<string>
   const r = await io.host.rawChannel().exec(cmd.text, { timeoutMs: COMMAND_TIMEOUT_MS, description });
   if (r.exitCode !== 0) {
     const out = (r.stderr || r.stdout).trim();
-    throw new CommandFailedError(`${description} failed`, { host: io.spec.id, step: STEP, command: cmd.text, exitCode: r.exitCode, stderr: out.length > 800 ? '…' + out.slice(-800) : out });
+    throw new CommandFailedError(`${description} failed`, {
+      host: io.spec.id,
+      step: STEP,
+      command: cmd.text,
+      exitCode: r.exitCode,
+      stderr: out.length > 800 ? '…' + out.slice(-800) : out,
+    });
   }
   return r.stdout;
 }
@@ -101,7 +124,13 @@ function preflight(spec: ServerSpec, observed: VswitchAttachState): void {
   const a = vswitchAttach(spec);
   const missing = a.uplinks.filter((u) => !observed.hostNics.includes(u));
   if (missing.length) {
-    throw new UnsupportedHardwareError(`the host has no physical NIC ${missing.join(', ')}`, { host: spec.id, step: STEP, field: 'attach.uplinks', expected: a.uplinks, observed: observed.hostNics });
+    throw new UnsupportedHardwareError(`the host has no physical NIC ${missing.join(', ')}`, {
+      host: spec.id,
+      step: STEP,
+      field: 'attach.uplinks',
+      expected: a.uplinks,
+      observed: observed.hostNics,
+    });
   }
   // Taking vSwitch0's uplink (usually the management network's) would cut this very session off.
   const taken = a.uplinks.filter((u) => observed.otherUplinks[u]);
@@ -159,7 +188,12 @@ export function convergeCommands(name: string, portgroup: string, now: VswitchAt
   for (const u of adds) cmds.push(esxcli.uplinkAdd(name, u));
   for (const u of removes) cmds.push(esxcli.uplinkRemove(name, u));
   if (t.mtu !== undefined && now.vswitch?.mtu !== t.mtu) cmds.push(mtuSet(name, t.mtu));
-  const policyDiffers = !now.vswitch || adds.length > 0 || removes.length > 0 || JSON.stringify(now.vswitch.active) !== JSON.stringify(t.active) || now.vswitch.teaming !== t.teaming;
+  const policyDiffers =
+    !now.vswitch ||
+    adds.length > 0 ||
+    removes.length > 0 ||
+    JSON.stringify(now.vswitch.active) !== JSON.stringify(t.active) ||
+    now.vswitch.teaming !== t.teaming;
   // An empty active list (a pre-state switch without uplinks) cannot be set, and needs no setting once they are gone.
   if (policyDiffers && t.active.length) {
     cmds.push(esxcli.failoverSet(name, { active: t.active, ...(SETTABLE_TEAMING.has(t.teaming) ? { loadBalancing: t.teaming as LoadBalancing } : {}) }));

@@ -45,7 +45,13 @@ export interface SetAttachState {
 function setAttach(io: StepIo): SetSpec {
   const a = io.spec.attach;
   if (a?.kind !== 'set') {
-    throw new UnsupportedPlatformError('the Hyper-V attach step builds a SET switch only', { host: io.host.label, step: 'attach', field: 'attach.kind', expected: 'set', observed: a?.kind ?? 'none' });
+    throw new UnsupportedPlatformError('the Hyper-V attach step builds a SET switch only', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.kind',
+      expected: 'set',
+      observed: a?.kind ?? 'none',
+    });
   }
   return a;
 }
@@ -95,7 +101,9 @@ async function observe(io: StepIo): Promise<SetAttachState> {
   const opts = (what: string) => ({ description: what, timeoutMs: 60_000 });
   const [sw] = await readPs(io.host, getVMSwitch(a.switchName), VMSwitch, opts(`Get-VMSwitch ${a.switchName}`));
   const [team] = sw?.EmbeddedTeamingEnabled ? await readPs(io.host, getVMSwitchTeam(a.switchName), VMSwitchTeam, opts(`Get-VMSwitchTeam ${a.switchName}`)) : [];
-  const [vlan] = sw ? await readPs(io.host, getManagementOsVlan(a.switchName), VlanSetting, opts(`Get-VMNetworkAdapterVlan -ManagementOS ${a.switchName}`)) : [];
+  const [vlan] = sw
+    ? await readPs(io.host, getManagementOsVlan(a.switchName), VlanSetting, opts(`Get-VMNetworkAdapterVlan -ManagementOS ${a.switchName}`))
+    : [];
   return setStateFrom(sw, team, vlan, await readNetAdapters(io.host));
 }
 
@@ -117,7 +125,8 @@ export function convergeSet(name: string, nics: string[], now: SetAttachState, w
   } else {
     const sameMembers = JSON.stringify(now.team?.members ?? []) === JSON.stringify(want.team?.members ?? []);
     const sameLb = now.team?.loadBalancing === want.team?.loadBalancing;
-    if (want.team && (!sameMembers || !sameLb)) cmds.push(setSwitchTeam(name, { ...(sameMembers ? {} : { nics: want.team.members }), ...(sameLb ? {} : { loadBalancing: want.team.loadBalancing }) }));
+    if (want.team && (!sameMembers || !sameLb))
+      cmds.push(setSwitchTeam(name, { ...(sameMembers ? {} : { nics: want.team.members }), ...(sameLb ? {} : { loadBalancing: want.team.loadBalancing }) }));
     if (now.switch.allowManagementOS !== want.switch.allowManagementOS) cmds.push(setAllowManagementOS(name, want.switch.allowManagementOS));
   }
   if (want.switch.allowManagementOS && (now.managementVlan !== want.managementVlan || !now.switch)) {
@@ -133,10 +142,22 @@ async function guard(io: StepIo, a: SetSpec, now: SetAttachState, want: SetAttac
   const members = new Set([...(now.team?.members ?? []), ...(want.team?.members ?? [])]);
   const touchesTeam = !now.switch || !want.switch || JSON.stringify(now.team?.members) !== JSON.stringify(want.team?.members);
   if (touchesTeam && members.has(session)) {
-    throw new LockoutRiskError('refusing to team the NIC that carries the management session into a SET switch', { host: io.host.label, step: 'attach', field: 'attach.nics', expected: 'team NICs other than the management interface', observed: session });
+    throw new LockoutRiskError('refusing to team the NIC that carries the management session into a SET switch', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.nics',
+      expected: 'team NICs other than the management interface',
+      observed: session,
+    });
   }
   if (session === vnic && (!want.switch || now.managementVlan !== want.managementVlan)) {
-    throw new LockoutRiskError('refusing to re-tag or remove the host vNIC that carries the management session', { host: io.host.label, step: 'attach', field: 'attach.managementVlan', expected: `management over an interface other than ${vnic}`, observed: session });
+    throw new LockoutRiskError('refusing to re-tag or remove the host vNIC that carries the management session', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.managementVlan',
+      expected: `management over an interface other than ${vnic}`,
+      observed: session,
+    });
   }
 }
 
@@ -148,10 +169,23 @@ async function converge(io: StepIo, now: SetAttachState, want: SetAttachState, w
     // Every NIC must exist and be free before New-VMSwitch: its own error is a long .NET message.
     const adapters = new Map((await readNetAdapters(io.host)).map((n) => [n.Name, n]));
     const missing = nics.filter((n) => !adapters.has(n));
-    if (missing.length) throw new UnsupportedHardwareError('SET team NICs not found on the host', { host: io.host.label, step: 'attach', field: 'attach.nics', expected: nics, observed: [...adapters.keys()] });
+    if (missing.length)
+      throw new UnsupportedHardwareError('SET team NICs not found on the host', {
+        host: io.host.label,
+        step: 'attach',
+        field: 'attach.nics',
+        expected: nics,
+        observed: [...adapters.keys()],
+      });
   }
   if (now.switch && !now.switch.embeddedTeaming && want.switch) {
-    throw new UnsupportedPlatformError('a virtual switch without embedded teaming already has this name', { host: io.host.label, step: 'attach', field: 'attach.switchName', expected: 'a SET switch (or none)', observed: `${now.switch.type} switch without embedded teaming` });
+    throw new UnsupportedPlatformError('a virtual switch without embedded teaming already has this name', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.switchName',
+      expected: 'a SET switch (or none)',
+      observed: `${now.switch.type} switch without embedded teaming`,
+    });
   }
   const cmds = convergeSet(a.switchName, nics, now, want);
   if (cmds.length) await runPs(io.host, psJoin(cmds), { description: `${what} ${a.switchName}`, timeoutMs: 10 * 60_000 });
@@ -187,6 +221,8 @@ export const hypervSetAttachStep: Step<SetAttachState> = {
   diff: (a, b) => diffState(a, b),
   summary: (spec) => {
     const a = spec.attach;
-    return a?.kind === 'set' ? `SET ${a.switchName} ← ${teamNics(spec, a).join(',')} · ${a.loadBalancing}${a.managementVlan ? ` · host VLAN ${a.managementVlan}` : ''}` : 'set';
+    return a?.kind === 'set'
+      ? `SET ${a.switchName} ← ${teamNics(spec, a).join(',')} · ${a.loadBalancing}${a.managementVlan ? ` · host VLAN ${a.managementVlan}` : ''}`
+      : 'set';
   },
 };

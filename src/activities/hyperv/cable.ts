@@ -41,14 +41,26 @@ export function cableProblems(spec: ServerSpec, s: HypervCableState): Problem[] 
       problems.push({ field: `${nic.name}.status`, expected: 'Up', observed: got.status, final: got.status === 'Disabled' || got.status === 'Not Present' });
       continue;
     }
-    if (nic.speedMbps !== undefined && got.speedMbps !== nic.speedMbps) problems.push({ field: `${nic.name}.speed`, expected: `${nic.speedMbps} Mb/s`, observed: got.speedMbps ? `${got.speedMbps} Mb/s` : 'unknown', final: true });
+    if (nic.speedMbps !== undefined && got.speedMbps !== nic.speedMbps)
+      problems.push({
+        field: `${nic.name}.speed`,
+        expected: `${nic.speedMbps} Mb/s`,
+        observed: got.speedMbps ? `${got.speedMbps} Mb/s` : 'unknown',
+        final: true,
+      });
   }
   return problems;
 }
 
 async function observe(io: StepIo): Promise<HypervCableState> {
   if (io.spec.hypervisor.kind !== 'hyperv') {
-    throw new UnsupportedHardwareError('the Hyper-V cable check reads Get-NetAdapter on Windows only', { host: io.host.label, step: 'cable', field: 'hypervisor.kind', expected: 'hyperv', observed: io.spec.hypervisor.kind });
+    throw new UnsupportedHardwareError('the Hyper-V cable check reads Get-NetAdapter on Windows only', {
+      host: io.host.label,
+      step: 'cable',
+      field: 'hypervisor.kind',
+      expected: 'hyperv',
+      observed: io.spec.hypervisor.kind,
+    });
   }
   return cableStateFrom(io.spec, await readNetAdapters(io.host));
 }
@@ -62,5 +74,9 @@ export const hypervCableStep: Step<HypervCableState> = {
   verify: (io) => pollUntilHolds(io, 'cabling', async () => cableProblems(io.spec, await observe(io)), { timeoutMs: 60_000, intervalMs: 5_000 }),
   undo: async () => undefined,
   diff: (a, b) => diffState(a, b),
-  summary: (spec) => `${spec.nics.filter((n) => n.cabled).map((n) => n.name).join(', ')}: Up${spec.nics.some((n) => n.speedMbps) ? ', speed' : ''}${spec.nics.some((n) => n.mac) ? ', MAC' : ''} (Get-NetAdapter)`,
+  summary: (spec) =>
+    `${spec.nics
+      .filter((n) => n.cabled)
+      .map((n) => n.name)
+      .join(', ')}: Up${spec.nics.some((n) => n.speedMbps) ? ', speed' : ''}${spec.nics.some((n) => n.mac) ? ', MAC' : ''} (Get-NetAdapter)`,
 };

@@ -5,7 +5,18 @@
  * Undo: Uninstall-WindowsFeature Hyper-V -IncludeManagementTools and one reboot.
  */
 import { CommandFailedError, UnderlayError, UnsupportedPlatformError, VerificationError } from '../../common/errors';
-import { FeatureOperationResult, getService, getWindowsFeatures, HYPERV_FEATURES, installHyperV, issueRestart, readBootInfo, ServiceStatus, uninstallHyperV, WindowsFeature } from '../../drivers/hyperv/cmdlets';
+import {
+  FeatureOperationResult,
+  getService,
+  getWindowsFeatures,
+  HYPERV_FEATURES,
+  installHyperV,
+  issueRestart,
+  readBootInfo,
+  ServiceStatus,
+  uninstallHyperV,
+  WindowsFeature,
+} from '../../drivers/hyperv/cmdlets';
 import { readPs } from '../../drivers/hyperv/run';
 import type { ServerSpec } from '../../spec/server';
 import { pollUntilHolds, type Problem } from '../poll';
@@ -29,7 +40,13 @@ export interface HypervInstallState {
 
 function requireHyperv(io: StepIo): void {
   if (io.spec.hypervisor.kind !== 'hyperv') {
-    throw new UnsupportedPlatformError(`the Hyper-V install step cannot install ${io.spec.hypervisor.kind}`, { host: io.host.label, step: 'hypervisor', field: 'hypervisor.kind', expected: 'hyperv', observed: io.spec.hypervisor.kind });
+    throw new UnsupportedPlatformError(`the Hyper-V install step cannot install ${io.spec.hypervisor.kind}`, {
+      host: io.host.label,
+      step: 'hypervisor',
+      field: 'hypervisor.kind',
+      expected: 'hyperv',
+      observed: io.spec.hypervisor.kind,
+    });
   }
 }
 
@@ -39,7 +56,13 @@ async function readFeatures(io: StepIo): Promise<Record<string, string>> {
   for (const name of HYPERV_FEATURES) {
     const f = list.find((x) => x.Name === name);
     if (!f) {
-      throw new UnsupportedPlatformError('Get-WindowsFeature does not know the Hyper-V feature (not Windows Server?)', { host: io.host.label, step: 'hypervisor', field: 'hypervisor.kind', expected: name, observed: list.map((x) => x.Name).join(', ') || 'nothing' });
+      throw new UnsupportedPlatformError('Get-WindowsFeature does not know the Hyper-V feature (not Windows Server?)', {
+        host: io.host.label,
+        step: 'hypervisor',
+        field: 'hypervisor.kind',
+        expected: name,
+        observed: list.map((x) => x.Name).join(', ') || 'nothing',
+      });
     }
     out[name] = f.InstallState;
   }
@@ -54,7 +77,11 @@ async function observe(io: StepIo): Promise<HypervInstallState> {
 }
 
 function plan(_spec: ServerSpec, o: HypervInstallState): Change[] {
-  const changes: Change[] = HYPERV_FEATURES.filter((f) => o.features[f] !== 'Installed').map((f) => ({ field: `feature ${f}`, from: o.features[f] ?? 'unknown', to: 'Installed' }));
+  const changes: Change[] = HYPERV_FEATURES.filter((f) => o.features[f] !== 'Installed').map((f) => ({
+    field: `feature ${f}`,
+    from: o.features[f] ?? 'unknown',
+    to: 'Installed',
+  }));
   if (!o.hypervisorPresent) changes.push({ field: 'hypervisor running', from: false, to: 'true, after one reboot' });
   return changes;
 }
@@ -69,12 +96,25 @@ export const HYPERV_INSTALL_TIMING: HypervInstallTiming = { reboot: WINDOWS_REBO
 async function apply(io: StepIo, o: HypervInstallState, timing: HypervInstallTiming): Promise<void> {
   requireHyperv(io);
   if (Object.values(o.features).includes('Removed')) {
-    throw new UnsupportedPlatformError('the Hyper-V feature payload was removed from this Windows image (Install-WindowsFeature needs -Source)', { host: io.host.label, step: 'hypervisor', field: 'hypervisor.kind', expected: 'Available', observed: 'Removed' });
+    throw new UnsupportedPlatformError('the Hyper-V feature payload was removed from this Windows image (Install-WindowsFeature needs -Source)', {
+      host: io.host.label,
+      step: 'hypervisor',
+      field: 'hypervisor.kind',
+      expected: 'Available',
+      observed: 'Removed',
+    });
   }
   if (HYPERV_FEATURES.some((f) => o.features[f] === 'Available')) {
-    const [r] = await readPs(io.host, installHyperV(), FeatureOperationResult, { description: 'Install-WindowsFeature Hyper-V -IncludeManagementTools', timeoutMs: 30 * 60_000 });
+    const [r] = await readPs(io.host, installHyperV(), FeatureOperationResult, {
+      description: 'Install-WindowsFeature Hyper-V -IncludeManagementTools',
+      timeoutMs: 30 * 60_000,
+    });
     if (!r?.Success) {
-      throw new CommandFailedError('Install-WindowsFeature Hyper-V did not succeed', { host: io.host.label, step: 'hypervisor', command: 'Install-WindowsFeature Hyper-V', stderr: r ? `ExitCode ${r.ExitCode}` : 'no result' }, false);
+      throw new CommandFailedError(
+        'Install-WindowsFeature Hyper-V did not succeed',
+        { host: io.host.label, step: 'hypervisor', command: 'Install-WindowsFeature Hyper-V', stderr: r ? `ExitCode ${r.ExitCode}` : 'no result' },
+        false,
+      );
     }
   }
   const features = await readFeatures(io);
@@ -100,7 +140,8 @@ async function check(io: StepIo): Promise<Problem[]> {
   const features = await readFeatures(io);
   for (const f of HYPERV_FEATURES) {
     const s = features[f];
-    if (s !== 'Installed') problems.push({ field: `feature ${f}`, expected: 'Installed', observed: s ?? 'unknown', final: s === 'Available' || s === 'Removed' });
+    if (s !== 'Installed')
+      problems.push({ field: `feature ${f}`, expected: 'Installed', observed: s ?? 'unknown', final: s === 'Available' || s === 'Removed' });
   }
   const boot = await readBootInfo(io.host);
   if (!boot.HypervisorPresent) problems.push({ field: 'HypervisorPresent', expected: true, observed: false });
@@ -113,8 +154,16 @@ async function undo(io: StepIo, pre: HypervInstallState, now: HypervInstallState
   const installedNow = Object.values(now.features).some((s) => s === 'Installed' || s === 'InstallPending');
   const installedBefore = Object.values(pre.features).some((s) => s === 'Installed' || s === 'InstallPending');
   if (installedNow && !installedBefore) {
-    const [r] = await readPs(io.host, uninstallHyperV(), FeatureOperationResult, { description: 'Uninstall-WindowsFeature Hyper-V -IncludeManagementTools', timeoutMs: 30 * 60_000 });
-    if (!r?.Success) throw new CommandFailedError('Uninstall-WindowsFeature Hyper-V did not succeed', { host: io.host.label, step: 'hypervisor', command: 'Uninstall-WindowsFeature Hyper-V', stderr: r ? `ExitCode ${r.ExitCode}` : 'no result' }, false);
+    const [r] = await readPs(io.host, uninstallHyperV(), FeatureOperationResult, {
+      description: 'Uninstall-WindowsFeature Hyper-V -IncludeManagementTools',
+      timeoutMs: 30 * 60_000,
+    });
+    if (!r?.Success)
+      throw new CommandFailedError(
+        'Uninstall-WindowsFeature Hyper-V did not succeed',
+        { host: io.host.label, step: 'hypervisor', command: 'Uninstall-WindowsFeature Hyper-V', stderr: r ? `ExitCode ${r.ExitCode}` : 'no result' },
+        false,
+      );
   }
   const features = await readFeatures(io);
   const boot = await readBootInfo(io.host);
@@ -124,12 +173,22 @@ async function undo(io: StepIo, pre: HypervInstallState, now: HypervInstallState
   const after = await readFeatures(io);
   const left = HYPERV_FEATURES.filter((f) => after[f] !== pre.features[f]);
   if (left.length && installedBefore) {
-    throw new VerificationError('Hyper-V was installed before onboarding; not changing it', { host: io.host.label, step: 'hypervisor', field: left.join(', '), expected: left.map((f) => pre.features[f]), observed: left.map((f) => after[f]) });
+    throw new VerificationError('Hyper-V was installed before onboarding; not changing it', {
+      host: io.host.label,
+      step: 'hypervisor',
+      field: left.join(', '),
+      expected: left.map((f) => pre.features[f]),
+      observed: left.map((f) => after[f]),
+    });
   }
 }
 
 function diff(a: HypervInstallState, b: HypervInstallState): Change[] {
-  const changes: Change[] = HYPERV_FEATURES.filter((f) => a.features[f] !== b.features[f]).map((f) => ({ field: `feature ${f}`, from: a.features[f] ?? null, to: b.features[f] ?? null }));
+  const changes: Change[] = HYPERV_FEATURES.filter((f) => a.features[f] !== b.features[f]).map((f) => ({
+    field: `feature ${f}`,
+    from: a.features[f] ?? null,
+    to: b.features[f] ?? null,
+  }));
   if (a.hypervisorPresent !== b.hypervisorPresent) changes.push({ field: 'hypervisor running', from: a.hypervisorPresent, to: b.hypervisorPresent });
   return changes;
 }

@@ -20,7 +20,13 @@ type BridgeSpec = Extract<NonNullable<ServerSpec['attach']>, { kind: 'bridge' }>
 function bridgeAttach(io: StepIo): BridgeSpec {
   const a = io.spec.attach;
   if (a?.kind !== 'bridge') {
-    throw new UnsupportedPlatformError('the Xen attach step builds a Linux bridge only', { host: io.host.label, step: 'attach', field: 'attach.kind', expected: 'bridge', observed: a?.kind ?? 'none' });
+    throw new UnsupportedPlatformError('the Xen attach step builds a Linux bridge only', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.kind',
+      expected: 'bridge',
+      observed: a?.kind ?? 'none',
+    });
   }
   return a;
 }
@@ -49,11 +55,23 @@ async function guard(io: StepIo, a: BridgeSpec, uplink: string): Promise<void> {
   const addrs = await listAddresses(io.host);
   const mgmt = await managementInterface(io.host, addrs);
   if (mgmt && (mgmt === uplink || mgmt === a.name)) {
-    throw new LockoutRiskError('refusing to bridge the interface that carries the management session', { host: io.host.label, step: 'attach', field: mgmt === uplink ? 'attach.uplink' : 'attach.name', expected: 'an uplink other than the management interface', observed: mgmt });
+    throw new LockoutRiskError('refusing to bridge the interface that carries the management session', {
+      host: io.host.label,
+      step: 'attach',
+      field: mgmt === uplink ? 'attach.uplink' : 'attach.name',
+      expected: 'an uplink other than the management interface',
+      observed: mgmt,
+    });
   }
   const own = (addrs.get(uplink) ?? []).filter((x) => !x.toLowerCase().startsWith('fe80:'));
   if (own.length) {
-    throw new UnsupportedPlatformError('the uplink has addresses of its own; enslaving it to the bridge would strand them', { host: io.host.label, step: 'attach', field: 'attach.uplink', expected: 'an uplink without addresses (put them on a VLAN or the bridge)', observed: `${uplink}: ${own.join(', ')}` });
+    throw new UnsupportedPlatformError('the uplink has addresses of its own; enslaving it to the bridge would strand them', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.uplink',
+      expected: 'an uplink without addresses (put them on a VLAN or the bridge)',
+      observed: `${uplink}: ${own.join(', ')}`,
+    });
   }
 }
 
@@ -63,10 +81,22 @@ async function apply(io: StepIo, observed: BridgeAttachState): Promise<void> {
   await guard(io, a, uplink);
   const links = await listLinks(io.host);
   if (!links.has(uplink)) {
-    throw new UnsupportedPlatformError('the bridge uplink does not exist', { host: io.host.label, step: 'attach', field: a.uplink ? 'attach.uplink' : 'bond.name', expected: uplink, observed: 'absent' });
+    throw new UnsupportedPlatformError('the bridge uplink does not exist', {
+      host: io.host.label,
+      step: 'attach',
+      field: a.uplink ? 'attach.uplink' : 'bond.name',
+      expected: uplink,
+      observed: 'absent',
+    });
   }
   if (observed.bridge && observed.bridge.kind !== 'bridge') {
-    throw new UnsupportedPlatformError(`a ${observed.bridge.kind} link already has the bridge's name`, { host: io.host.label, step: 'attach', field: 'attach.name', expected: 'bridge', observed: observed.bridge.kind });
+    throw new UnsupportedPlatformError(`a ${observed.bridge.kind} link already has the bridge's name`, {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.name',
+      expected: 'bridge',
+      observed: observed.bridge.kind,
+    });
   }
   const script = convergeBridgeScript(a.name, uplink, observed, wanted(a));
   if (script) await io.host.run(script, { description: `bridge ${a.name} ← ${uplink}` });

@@ -15,7 +15,16 @@ import { stepApplies } from '../../common/steps';
 import { installedPackages, installPackages, purgePackages, readOsFamily } from '../../drivers/linux/packages';
 import type { OsFamily } from '../../drivers/linux/parse/text';
 import { sh } from '../../drivers/shell';
-import { readEffectiveGrubConfig, readNextBoot, readOptionalFile, renderXenDropIn, updateGrub, writeFileAtomically, XEN_DROP_IN, type NextBoot } from '../../drivers/xen/grub';
+import {
+  readEffectiveGrubConfig,
+  readNextBoot,
+  readOptionalFile,
+  renderXenDropIn,
+  updateGrub,
+  writeFileAtomically,
+  XEN_DROP_IN,
+  type NextBoot,
+} from '../../drivers/xen/grub';
 import { dom0MemOption, parseDom0Mem, readXenRuntime, readXlInfo } from '../../drivers/xen/xl';
 import type { ServerSpec } from '../../spec/server';
 import { bondStep, type BondState } from '../bond';
@@ -62,7 +71,13 @@ export interface XenInstallState {
 function requireXen(io: StepIo): Extract<ServerSpec['hypervisor'], { kind: 'xen' }> {
   const hv = io.spec.hypervisor;
   if (hv.kind !== 'xen') {
-    throw new UnsupportedPlatformError(`the Xen install step cannot install ${hv.kind}`, { host: io.host.label, step: 'hypervisor', field: 'hypervisor.kind', expected: 'xen', observed: hv.kind });
+    throw new UnsupportedPlatformError(`the Xen install step cannot install ${hv.kind}`, {
+      host: io.host.label,
+      step: 'hypervisor',
+      field: 'hypervisor.kind',
+      expected: 'xen',
+      observed: hv.kind,
+    });
   }
   return hv;
 }
@@ -85,9 +100,20 @@ async function observe(io: StepIo): Promise<XenInstallState> {
   requireXen(io);
   const family = await readOsFamily(io.host);
   if (family !== 'debian') {
-    throw new UnsupportedPlatformError('Xen is installed from Debian’s packages in this build', { host: io.host.label, step: 'hypervisor', field: 'hypervisor.kind', expected: 'a Debian-like OS', observed: family });
+    throw new UnsupportedPlatformError('Xen is installed from Debian’s packages in this build', {
+      host: io.host.label,
+      step: 'hypervisor',
+      field: 'hypervisor.kind',
+      expected: 'a Debian-like OS',
+      observed: family,
+    });
   }
-  const [packages, dropIn, next, runtime] = await Promise.all([installedPackages(io.host, family), readOptionalFile(io.host, XEN_DROP_IN), readNextBoot(io.host), readXenRuntime(io.host)]);
+  const [packages, dropIn, next, runtime] = await Promise.all([
+    installedPackages(io.host, family),
+    readOptionalFile(io.host, XEN_DROP_IN),
+    readNextBoot(io.host),
+    readXenRuntime(io.host),
+  ]);
   const info = runtime.dom0 ? await readXlInfo(io.host) : null;
   const state: XenInstallState = {
     family,
@@ -132,13 +158,23 @@ function plan(spec: ServerSpec, o: XenInstallState): Change[] {
 async function installMissing(io: StepIo, o: XenInstallState): Promise<boolean> {
   const missing = XEN_PACKAGES.filter((p) => !o.packages.includes(p));
   if (!missing.length) return false;
-  const r = await io.host.run(installPackages(o.family, missing), { description: `install ${missing.join(' ')}`, timeoutMs: 30 * 60_000, okExitCodes: [0, 1, 100] });
+  const r = await io.host.run(installPackages(o.family, missing), {
+    description: `install ${missing.join(' ')}`,
+    timeoutMs: 30 * 60_000,
+    okExitCodes: [0, 1, 100],
+  });
   if (r.exitCode !== 0) {
     // A package the repositories do not carry will not appear on a retry; a lock or a mirror hiccup may.
     const notOffered = /Unable to locate package|has no installation candidate/.test(r.stderr);
     throw new CommandFailedError(
       notOffered ? 'the host’s package repositories do not offer Xen (xen-system-amd64)' : 'Xen package installation failed',
-      { host: io.host.label, step: 'hypervisor', command: `install ${missing.join(' ')}`, exitCode: r.exitCode, stderr: r.stderr.trim().split('\n').slice(-5).join(' | ') },
+      {
+        host: io.host.label,
+        step: 'hypervisor',
+        command: `install ${missing.join(' ')}`,
+        exitCode: r.exitCode,
+        stderr: r.stderr.trim().split('\n').slice(-5).join(' | '),
+      },
       !notOffered,
     );
   }
@@ -170,7 +206,13 @@ async function apply(io: StepIo, o: XenInstallState): Promise<void> {
   if (needsReboot(io.spec, o)) {
     const next = await readNextBoot(io.host);
     if (!next) {
-      throw new UnsupportedPlatformError('no /boot/grub/grub.cfg: this build makes Xen the default through Debian’s GRUB', { host: io.host.label, step: 'hypervisor', field: 'GRUB', expected: '/boot/grub/grub.cfg', observed: 'absent' });
+      throw new UnsupportedPlatformError('no /boot/grub/grub.cfg: this build makes Xen the default through Debian’s GRUB', {
+        host: io.host.label,
+        step: 'hypervisor',
+        field: 'GRUB',
+        expected: '/boot/grub/grub.cfg',
+        observed: 'absent',
+      });
     }
     if (!next.xen) {
       // Refuse a reboot that would not boot Xen: it would cost a reboot and prove nothing. Say why GRUB chose it.
@@ -190,7 +232,8 @@ async function apply(io: StepIo, o: XenInstallState): Promise<void> {
 
 async function check(io: StepIo): Promise<Problem[]> {
   const runtime = await readXenRuntime(io.host);
-  if (!runtime.dom0) return [{ field: 'running hypervisor', expected: 'xen (dom0)', observed: runtime.hypervisorType ?? 'none (bare-metal kernel)', final: true }];
+  if (!runtime.dom0)
+    return [{ field: 'running hypervisor', expected: 'xen (dom0)', observed: runtime.hypervisorType ?? 'none (bare-metal kernel)', final: true }];
   const info = await readXlInfo(io.host);
   if (!info) return [{ field: 'xl info', expected: 'xen_version', observed: 'xl failed (toolstack not up yet?)' }];
   const problems: Problem[] = [];
@@ -206,19 +249,38 @@ async function check(io: StepIo): Promise<Problem[]> {
 async function undo(io: StepIo, pre: XenInstallState, now: XenInstallState): Promise<void> {
   if (now.dom0 && !pre.dom0) {
     // Out of Xen first: purging its packages under a running dom0 stops the toolstack under the host's feet.
-    await io.host.run(writeFileAtomically(XEN_DROP_IN, '# Written by underlay (undo of the Xen install): boot the plain kernel.\nXEN_OVERRIDE_GRUB_DEFAULT=0\n'), { description: `write ${XEN_DROP_IN} (override 0)` });
+    await io.host.run(
+      writeFileAtomically(XEN_DROP_IN, '# Written by underlay (undo of the Xen install): boot the plain kernel.\nXEN_OVERRIDE_GRUB_DEFAULT=0\n'),
+      { description: `write ${XEN_DROP_IN} (override 0)` },
+    );
     await io.host.run(updateGrub(), { description: 'update-grub', timeoutMs: 5 * 60_000 });
     const next = await readNextBoot(io.host);
     if (next?.xen) {
-      throw new VerificationError('GRUB would still boot Xen after XEN_OVERRIDE_GRUB_DEFAULT=0; not rebooting', { host: io.host.label, step: 'hypervisor', field: 'GRUB default entry', expected: 'a non-Xen entry', observed: next.path?.join(' > ') ?? next.selector });
+      throw new VerificationError('GRUB would still boot Xen after XEN_OVERRIDE_GRUB_DEFAULT=0; not rebooting', {
+        host: io.host.label,
+        step: 'hypervisor',
+        field: 'GRUB default entry',
+        expected: 'a non-Xen entry',
+        observed: next.path?.join(' > ') ?? next.selector,
+      });
     }
     await rebootAndWait(io, LINUX_REBOOT, { reason: 'boot out of Xen', ...XEN_REBOOT });
   }
   const current = await installedPackages(io.host, pre.family);
   const added = current.filter((p) => !pre.packages.includes(p));
-  if (added.length) await io.host.run(purgePackages(pre.family, added), { description: `purge ${added.length} package(s) installed since the snapshot`, timeoutMs: 30 * 60_000 });
+  if (added.length)
+    await io.host.run(purgePackages(pre.family, added), {
+      description: `purge ${added.length} package(s) installed since the snapshot`,
+      timeoutMs: 30 * 60_000,
+    });
   const missing = pre.packages.filter((p) => !current.includes(p));
-  if (missing.length) throw new VerificationError('packages present before are missing now; not reinstalling them blindly', { host: io.host.label, step: 'hypervisor', expected: 'installed', observed: missing.join(' ') });
+  if (missing.length)
+    throw new VerificationError('packages present before are missing now; not reinstalling them blindly', {
+      host: io.host.label,
+      step: 'hypervisor',
+      expected: 'installed',
+      observed: missing.join(' '),
+    });
   await io.host.run(pre.dropIn === null ? sh`rm -f ${XEN_DROP_IN}` : writeFileAtomically(XEN_DROP_IN, pre.dropIn), { description: `restore ${XEN_DROP_IN}` });
   if (pre.nextBoot !== null) await io.host.run(updateGrub(), { description: 'update-grub', timeoutMs: 5 * 60_000 });
 }
@@ -229,7 +291,8 @@ function diff(a: XenInstallState, b: XenInstallState): Change[] {
   const onlyB = b.packages.filter((p) => !a.packages.includes(p));
   if (onlyA.length || onlyB.length) changes.push({ field: 'packages', from: onlyA, to: onlyB });
   if (a.dropIn !== b.dropIn) changes.push({ field: XEN_DROP_IN, from: a.dropIn, to: b.dropIn });
-  if ((a.nextBoot?.xen ?? false) !== (b.nextBoot?.xen ?? false)) changes.push({ field: 'GRUB default is Xen', from: a.nextBoot?.xen ?? false, to: b.nextBoot?.xen ?? false });
+  if ((a.nextBoot?.xen ?? false) !== (b.nextBoot?.xen ?? false))
+    changes.push({ field: 'GRUB default is Xen', from: a.nextBoot?.xen ?? false, to: b.nextBoot?.xen ?? false });
   if (a.dom0 !== b.dom0) changes.push({ field: 'running Xen dom0', from: a.dom0, to: b.dom0 });
   return changes;
 }
@@ -243,5 +306,8 @@ export const xenInstallStep: Step<XenInstallState> = {
   verify: (io) => pollUntilHolds(io, 'Xen', () => check(io), { timeoutMs: 3 * 60_000, intervalMs: 5_000 }),
   undo,
   diff,
-  summary: (spec) => (spec.hypervisor.kind === 'xen' ? `Xen · ${XEN_PACKAGES.join(' ')}${spec.hypervisor.dom0MemoryMb ? ` · dom0 ${spec.hypervisor.dom0MemoryMb} MiB` : ''} · one reboot` : spec.hypervisor.kind),
+  summary: (spec) =>
+    spec.hypervisor.kind === 'xen'
+      ? `Xen · ${XEN_PACKAGES.join(' ')}${spec.hypervisor.dom0MemoryMb ? ` · dom0 ${spec.hypervisor.dom0MemoryMb} MiB` : ''} · one reboot`
+      : spec.hypervisor.kind,
 };

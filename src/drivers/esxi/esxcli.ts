@@ -180,7 +180,8 @@ function csvFields(line: string, command: string): string[] {
         } else v += line[i++];
       }
       out.push(v);
-      if (i < line.length && line[i] !== ',') throw new UnexpectedOutputError('esxcli CSV has text after a quoted field', { command, observed: line.slice(0, 200) });
+      if (i < line.length && line[i] !== ',')
+        throw new UnexpectedOutputError('esxcli CSV has text after a quoted field', { command, observed: line.slice(0, 200) });
       i++;
     } else {
       const end = line.indexOf(',', i);
@@ -203,7 +204,10 @@ export function parseEsxcliCsv(output: string, command: string): Array<Record<st
   return lines.slice(1).map((line, n) => {
     const fields = trim(csvFields(line, command));
     if (fields.length !== header.length) {
-      throw new UnexpectedOutputError(`esxcli CSV line ${n + 2} has ${fields.length} fields for ${header.length} columns`, { command, observed: line.slice(0, 200) });
+      throw new UnexpectedOutputError(`esxcli CSV line ${n + 2} has ${fields.length} fields for ${header.length} columns`, {
+        command,
+        observed: line.slice(0, 200),
+      });
     }
     return Object.fromEntries(header.map((h, i) => [h, fields[i]!]));
   });
@@ -240,7 +244,10 @@ const VswitchRecord = z.looseObject({
   CDPStatus: z.string().optional(),
 });
 
-const intText = z.string().regex(/^\d{1,9}$/).transform(Number);
+const intText = z
+  .string()
+  .regex(/^\d{1,9}$/)
+  .transform(Number);
 const PortgroupRecord = z.looseObject({
   Name: z.string().min(1),
   VirtualSwitch: z.string().min(1),
@@ -308,7 +315,11 @@ export function standardVswitchCommands(vswitches: StandardVswitch[], portgroups
   if (cmds.length) cmds.push(esxcli.failoverSet(want.vswitch, { active: want.uplinks, ...(want.loadBalancing ? { loadBalancing: want.loadBalancing } : {}) }));
   const pg = portgroups.find((p) => p.name === want.portgroup);
   if (pg && pg.vswitch !== want.vswitch) {
-    throw new UnexpectedOutputError(`port group ${want.portgroup} exists on ${pg.vswitch}`, { field: 'portgroup', expected: want.vswitch, observed: pg.vswitch });
+    throw new UnexpectedOutputError(`port group ${want.portgroup} exists on ${pg.vswitch}`, {
+      field: 'portgroup',
+      expected: want.vswitch,
+      observed: pg.vswitch,
+    });
   }
   if (!pg) cmds.push(esxcli.portgroupAdd(want.vswitch, want.portgroup));
   if (!pg || pg.vlanId !== want.vlan) cmds.push(esxcli.portgroupSetVlan(want.portgroup, want.vlan));
@@ -321,7 +332,15 @@ export const failoverGet = (vswitch: string): Shell => sh`esxcli --formatter=xml
 export const mtuSet = (vswitch: string, mtu: number): Shell => sh`esxcli network vswitch standard set --mtu=${mtu} --vswitch-name=${vswitch}`;
 
 // esxcli's `get` prints the policy in the vSphere API's words (srcport, srcmac…); `set` takes portid, mac….
-const TEAMING: Record<string, string> = { srcport: 'portid', portid: 'portid', iphash: 'iphash', srcmac: 'mac', mac: 'mac', explicit: 'explicit', failover_explicit: 'explicit' };
+const TEAMING: Record<string, string> = {
+  srcport: 'portid',
+  portid: 'portid',
+  iphash: 'iphash',
+  srcmac: 'mac',
+  mac: 'mac',
+  explicit: 'explicit',
+  failover_explicit: 'explicit',
+};
 export const SETTABLE_TEAMING = new Set<string>(['portid', 'iphash', 'mac', 'explicit']);
 
 const FailoverRecord = z.looseObject({ LoadBalancing: z.string().min(1), ActiveAdapters: z.array(z.string()) });

@@ -36,19 +36,29 @@ export async function runPs(host: RemoteHost, body: Ps, opts: PsRunOptions): Pro
     .rawChannel()
     .exec(powershellCommandLine(boundedScript(body, timeoutMs / 1000)), { timeoutMs: timeoutMs + 30_000, description: opts.description })
     .catch((err: unknown) => {
-      if (err instanceof CommandTimeoutError) throw new CommandTimeoutError(`${opts.description} did not answer within ${Math.round(timeoutMs / 1000) + 30}s`, where);
+      if (err instanceof CommandTimeoutError)
+        throw new CommandTimeoutError(`${opts.description} did not answer within ${Math.round(timeoutMs / 1000) + 30}s`, where);
       throw err;
     });
   if (r.exitCode === 124) throw new CommandTimeoutError(`${opts.description} timed out after ${Math.ceil(timeoutMs / 1000)}s`, where);
   if (r.exitCode !== 0) {
     const err = cleanStderr(r.stderr || r.stdout);
-    throw new CommandFailedError(`${opts.description} failed`, { ...where, exitCode: r.exitCode, stderr: err.length > 800 ? '…' + err.slice(-800) : err }, opts.retryable ?? true);
+    throw new CommandFailedError(
+      `${opts.description} failed`,
+      { ...where, exitCode: r.exitCode, stderr: err.length > 800 ? '…' + err.slice(-800) : err },
+      opts.retryable ?? true,
+    );
   }
   return { stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Parses ConvertTo-Json output as a list: `[...]`, a single object (PowerShell unwraps one-element arrays), or nothing. */
-export function parsePsJsonList<T extends z.ZodType>(schema: T, text: string, what: string, ctx: { host?: string; step?: RemoteHost['step'] } = {}): Array<z.output<T>> {
+export function parsePsJsonList<T extends z.ZodType>(
+  schema: T,
+  text: string,
+  what: string,
+  ctx: { host?: string; step?: RemoteHost['step'] } = {},
+): Array<z.output<T>> {
   const body = text.replace(/^\uFEFF/, '').trim();
   if (!body) return [];
   let raw: unknown;
@@ -62,7 +72,10 @@ export function parsePsJsonList<T extends z.ZodType>(schema: T, text: string, wh
     const r = schema.safeParse(item);
     if (!r.success) {
       const issue = r.error.issues[0];
-      throw new UnexpectedOutputError(`${what}[${i}]: ${issue ? `${issue.path.join('.') || '(item)'}: ${issue.message}` : 'bad shape'}`, { ...ctx, observed: JSON.stringify(item).slice(0, 200) });
+      throw new UnexpectedOutputError(`${what}[${i}]: ${issue ? `${issue.path.join('.') || '(item)'}: ${issue.message}` : 'bad shape'}`, {
+        ...ctx,
+        observed: JSON.stringify(item).slice(0, 200),
+      });
     }
     return r.data;
   });

@@ -39,7 +39,10 @@ export function parseNetworkXml(xml: string): NetDef {
   return {
     name: net.name,
     forwardMode: attr(net.forward, '@mode'),
-    interfaces: ifaces.map((i) => i['@dev'] ?? '').filter(Boolean).sort(),
+    interfaces: ifaces
+      .map((i) => i['@dev'] ?? '')
+      .filter(Boolean)
+      .sort(),
     bridge: attr(net.bridge, '@name'),
     virtualport: attr(net.virtualport, '@type'),
   };
@@ -50,15 +53,25 @@ const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '
 /** Network XML for a definition; the builder escapes every value. */
 export function networkXml(def: NetDef): string {
   const network: Record<string, unknown> = { name: def.name };
-  if (def.forwardMode) network.forward = { '@mode': def.forwardMode, ...(def.interfaces.length ? { interface: def.interfaces.map((dev) => ({ '@dev': dev })) } : {}) };
+  if (def.forwardMode)
+    network.forward = { '@mode': def.forwardMode, ...(def.interfaces.length ? { interface: def.interfaces.map((dev) => ({ '@dev': dev })) } : {}) };
   if (def.bridge) network.bridge = { '@name': def.bridge };
   if (def.virtualport) network.virtualport = { '@type': def.virtualport };
   return builder.build({ network }) as string;
 }
 
 export async function readNetwork(host: RemoteHost, name: string): Promise<NetState | null> {
-  const list = await host.run(sh`command -v virsh >/dev/null || exit 127; virsh -q -c qemu:///system net-list --all --name`, { description: 'virsh net-list', okExitCodes: [0, 127] });
-  if (list.exitCode === 127 || !lines(list.stdout).map((l) => l.trim()).includes(name)) return null;
+  const list = await host.run(sh`command -v virsh >/dev/null || exit 127; virsh -q -c qemu:///system net-list --all --name`, {
+    description: 'virsh net-list',
+    okExitCodes: [0, 127],
+  });
+  if (
+    list.exitCode === 127 ||
+    !lines(list.stdout)
+      .map((l) => l.trim())
+      .includes(name)
+  )
+    return null;
   const [xml, info] = await Promise.all([
     host.read(sh`virsh -c qemu:///system net-dumpxml --inactive ${name}`, { description: `virsh net-dumpxml ${name}` }),
     host.read(sh`virsh -c qemu:///system net-info ${name}`, { description: `virsh net-info ${name}` }),
@@ -69,14 +82,25 @@ export async function readNetwork(host: RemoteHost, name: string): Promise<NetSt
 
 /** Defines (or redefines) a persistent network from XML passed on stdin — no temp file content in argv. */
 export async function defineNetwork(host: RemoteHost, xml: string, name: string): Promise<void> {
-  await host.run(sh`f=$(mktemp) && cat > "$f" && virsh -c qemu:///system net-define "$f"; rc=$?; rm -f "$f"; exit $rc`, { description: `virsh net-define ${name}`, stdin: xml, retryable: false });
+  await host.run(sh`f=$(mktemp) && cat > "$f" && virsh -c qemu:///system net-define "$f"; rc=$?; rm -f "$f"; exit $rc`, {
+    description: `virsh net-define ${name}`,
+    stdin: xml,
+    retryable: false,
+  });
 }
 
-export async function setNetworkRunning(host: RemoteHost, name: string, want: { active: boolean; autostart: boolean }, now: { active: boolean; autostart: boolean }): Promise<void> {
+export async function setNetworkRunning(
+  host: RemoteHost,
+  name: string,
+  want: { active: boolean; autostart: boolean },
+  now: { active: boolean; autostart: boolean },
+): Promise<void> {
   if (want.active && !now.active) await host.run(sh`virsh -c qemu:///system net-start ${name}`, { description: `virsh net-start ${name}` });
   if (!want.active && now.active) await host.run(sh`virsh -c qemu:///system net-destroy ${name}`, { description: `virsh net-destroy ${name}` });
   if (want.autostart !== now.autostart) {
-    await host.run(want.autostart ? sh`virsh -c qemu:///system net-autostart ${name}` : sh`virsh -c qemu:///system net-autostart --disable ${name}`, { description: `virsh net-autostart ${name}` });
+    await host.run(want.autostart ? sh`virsh -c qemu:///system net-autostart ${name}` : sh`virsh -c qemu:///system net-autostart --disable ${name}`, {
+      description: `virsh net-autostart ${name}`,
+    });
   }
 }
 

@@ -30,7 +30,10 @@ export async function readNicSysfs(host: RemoteHost): Promise<Map<string, NicSys
 export async function readLldpNeighbours(host: RemoteHost): Promise<Map<string, LldpNeighbour>> {
   const r = await host.run(sh`command -v lldpctl >/dev/null || exit 127; lldpctl -f json0`, { description: 'lldpctl -f json0', okExitCodes: [0, 127] });
   if (r.exitCode === 127) {
-    throw new UnsupportedPlatformError('lldpctl not found: the cable check needs lldpd running on the host', { ...ctxOf(host), expected: 'lldpd installed and running' });
+    throw new UnsupportedPlatformError('lldpctl not found: the cable check needs lldpd running on the host', {
+      ...ctxOf(host),
+      expected: 'lldpd installed and running',
+    });
   }
   return new Map(parseLldpJson0(r.stdout, ctxOf(host)).map((n) => [n.interface, n]));
 }

@@ -32,15 +32,25 @@ export function parseOvsTable(text: string): Array<Record<string, unknown>> {
 
 export async function readBridge(host: RemoteHost, bridge: string): Promise<OvsBridge> {
   const ctx = { host: host.label, step: host.step };
-  const probe = await host.run(sh`command -v ovs-vsctl >/dev/null || exit 127; ovs-vsctl br-exists ${bridge}`, { description: `ovs-vsctl br-exists ${bridge}`, okExitCodes: [0, 2, 127] });
-  if (probe.exitCode === 127) throw new UnsupportedPlatformError('ovs-vsctl not found (the hypervisor step installs Open vSwitch when attach.kind is ovs)', { ...ctx, expected: 'openvswitch-switch installed' });
+  const probe = await host.run(sh`command -v ovs-vsctl >/dev/null || exit 127; ovs-vsctl br-exists ${bridge}`, {
+    description: `ovs-vsctl br-exists ${bridge}`,
+    okExitCodes: [0, 2, 127],
+  });
+  if (probe.exitCode === 127)
+    throw new UnsupportedPlatformError('ovs-vsctl not found (the hypervisor step installs Open vSwitch when attach.kind is ovs)', {
+      ...ctx,
+      expected: 'openvswitch-switch installed',
+    });
   if (probe.exitCode === 2) return { exists: false, ports: {} };
   const out = await host.read(
     sh`ovs-vsctl list-ports ${bridge} && echo '--' && ovs-vsctl -f json --columns=name,tag list Port && echo '--' && ovs-vsctl -f json --columns=name,type list Interface`,
     { description: `read OVS bridge ${bridge}` },
   );
   const [portList = '', portsJson = '', ifacesJson = ''] = out.split('\n--\n');
-  const names = portList.split('\n').map((l) => l.trim()).filter(Boolean);
+  const names = portList
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const tags = new Map(parseOvsTable(portsJson).map((r) => [String(r.name), typeof r.tag === 'number' ? r.tag : null]));
   const types = new Map(parseOvsTable(ifacesJson).map((r) => [String(r.name), String(r.type ?? '')]));
   return { exists: true, ports: Object.fromEntries(names.sort().map((n) => [n, { tag: tags.get(n) ?? null, type: types.get(n) || 'system' }])) };

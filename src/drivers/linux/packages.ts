@@ -9,7 +9,12 @@ export async function readOsFamily(host: RemoteHost): Promise<OsFamily> {
   const rel = parseOsRelease(text);
   const family = osFamily(rel);
   if (!family) {
-    throw new UnsupportedPlatformError('no package driver for this OS', { host: host.label, step: host.step, expected: 'a Debian- or RHEL-like OS', observed: `${rel.ID ?? '?'} ${rel.VERSION_ID ?? ''}`.trim() });
+    throw new UnsupportedPlatformError('no package driver for this OS', {
+      host: host.label,
+      step: host.step,
+      expected: 'a Debian- or RHEL-like OS',
+      observed: `${rel.ID ?? '?'} ${rel.VERSION_ID ?? ''}`.trim(),
+    });
   }
   return family;
 }

@@ -140,7 +140,10 @@ export class RedfishBmc {
     const { value } = await this.#get(Collection, path, what);
     const members = value.Members.map((m) => m['@odata.id']);
     if (members.length > MAX_MEMBERS) {
-      throw new UnexpectedOutputError(`${what} has more members than underlay reads`, this.#ctx({ command: `GET ${path}`, expected: `≤ ${MAX_MEMBERS}`, observed: members.length }));
+      throw new UnexpectedOutputError(
+        `${what} has more members than underlay reads`,
+        this.#ctx({ command: `GET ${path}`, expected: `≤ ${MAX_MEMBERS}`, observed: members.length }),
+      );
     }
     return members;
   }
@@ -160,12 +163,20 @@ export class RedfishBmc {
         }
       }
       if (!path) {
-        throw new InvalidSpecError('the BMC has no such system', [], this.#ctx({ field: 'hypervisor.bmc.systemId', expected: want, observed: members.map(lastSegment).join(', ') || 'none' }));
+        throw new InvalidSpecError(
+          'the BMC has no such system',
+          [],
+          this.#ctx({ field: 'hypervisor.bmc.systemId', expected: want, observed: members.map(lastSegment).join(', ') || 'none' }),
+        );
       }
     } else if (members.length === 1) {
       path = members[0]!;
     } else {
-      throw new InvalidSpecError(members.length ? 'the BMC manages several systems: name one' : 'the BMC lists no system', [], this.#ctx({ field: 'hypervisor.bmc.systemId', expected: 'one of the BMC’s systems', observed: members.map(lastSegment).join(', ') || 'none' }));
+      throw new InvalidSpecError(
+        members.length ? 'the BMC manages several systems: name one' : 'the BMC lists no system',
+        [],
+        this.#ctx({ field: 'hypervisor.bmc.systemId', expected: 'one of the BMC’s systems', observed: members.map(lastSegment).join(', ') || 'none' }),
+      );
     }
     this.#systemPath = path;
     return path;
@@ -184,7 +195,12 @@ export class RedfishBmc {
       path: system['@odata.id'],
       id: system.Id,
       powerState: system.PowerState ?? 'Unknown',
-      boot: { target: b?.BootSourceOverrideTarget, enabled: b?.BootSourceOverrideEnabled, mode: b?.BootSourceOverrideMode, allowedTargets: b?.['BootSourceOverrideTarget@Redfish.AllowableValues'] },
+      boot: {
+        target: b?.BootSourceOverrideTarget,
+        enabled: b?.BootSourceOverrideEnabled,
+        mode: b?.BootSourceOverrideMode,
+        allowedTargets: b?.['BootSourceOverrideTarget@Redfish.AllowableValues'],
+      },
       resetTypes: await this.#allowedResetTypes(system),
     };
   }
@@ -220,7 +236,10 @@ export class RedfishBmc {
     const { system } = await this.#readSystem();
     const allowed = await this.#allowedResetTypes(system);
     if (allowed && !allowed.includes(resetType)) {
-      throw new UnsupportedHardwareError('the BMC does not allow this ResetType', this.#ctx({ field: 'ResetType', expected: resetType, observed: allowed.join(', ') }));
+      throw new UnsupportedHardwareError(
+        'the BMC does not allow this ResetType',
+        this.#ctx({ field: 'ResetType', expected: resetType, observed: allowed.join(', ') }),
+      );
     }
     const target = system.Actions['#ComputerSystem.Reset'].target;
     await this.#completeAction(await this.#http.request('POST', target, { body: { ResetType: resetType } }), `Reset ${resetType}`);
@@ -237,7 +256,10 @@ export class RedfishBmc {
       if (Date.now() + opts.intervalMs > deadline) break;
       await this.#sleep(opts.intervalMs);
     }
-    throw new CommandFailedError(`the system did not reach PowerState ${want} within ${Math.round(opts.timeoutMs / 1000)} s`, this.#ctx({ field: 'PowerState', expected: want, observed: seen }));
+    throw new CommandFailedError(
+      `the system did not reach PowerState ${want} within ${Math.round(opts.timeoutMs / 1000)} s`,
+      this.#ctx({ field: 'PowerState', expected: want, observed: seen }),
+    );
   }
 
   /** PATCHes the boot override (If-Match with the system's ETag; one retry on 412 with a fresh one). */
@@ -246,7 +268,10 @@ export class RedfishBmc {
       const { system, etag } = await this.#readSystem();
       const allowed = system.Boot?.['BootSourceOverrideTarget@Redfish.AllowableValues'];
       if (allowed && o.target !== 'None' && !allowed.includes(o.target)) {
-        throw new UnsupportedHardwareError('the BMC does not allow this boot override target', this.#ctx({ field: 'Boot.BootSourceOverrideTarget', expected: o.target, observed: allowed.join(', ') }));
+        throw new UnsupportedHardwareError(
+          'the BMC does not allow this boot override target',
+          this.#ctx({ field: 'Boot.BootSourceOverrideTarget', expected: o.target, observed: allowed.join(', ') }),
+        );
       }
       try {
         const res = await this.#http.request('PATCH', system['@odata.id'], {
@@ -280,7 +305,10 @@ export class RedfishBmc {
         if (value.MediaTypes.some((t) => t === 'CD' || t === 'DVD') || (!value.MediaTypes.length && /^cd|dvd/i.test(value.Id))) return media(value);
       }
     }
-    throw new UnsupportedHardwareError('the BMC offers no CD/DVD virtual media for the system', this.#ctx({ field: 'VirtualMedia', expected: 'a device with MediaTypes CD or DVD', observed: seen.join(', ') || 'no VirtualMedia' }));
+    throw new UnsupportedHardwareError(
+      'the BMC offers no CD/DVD virtual media for the system',
+      this.#ctx({ field: 'VirtualMedia', expected: 'a device with MediaTypes CD or DVD', observed: seen.join(', ') || 'no VirtualMedia' }),
+    );
   }
 
   /** InsertMedia (read-only); falls back to PATCHing the resource when the action is absent or refused. */
@@ -338,7 +366,12 @@ export class RedfishBmc {
         const task = Task.safeParse(r.body);
         const state = task.success ? task.data.TaskState : undefined;
         if (state && ['Exception', 'Killed', 'Cancelled', 'Interrupted'].includes(state)) {
-          const msg = task.success ? (task.data.Messages ?? []).map((m) => m.Message ?? m.MessageId).filter(Boolean).join(' | ') : '';
+          const msg = task.success
+            ? (task.data.Messages ?? [])
+                .map((m) => m.Message ?? m.MessageId)
+                .filter(Boolean)
+                .join(' | ')
+            : '';
           throw new CommandFailedError(`${what}: the BMC task ended ${state}${msg ? `: ${msg}` : ''}`, this.#ctx({ command: what, observed: state }), false);
         }
         return;
@@ -346,7 +379,10 @@ export class RedfishBmc {
       if (Date.now() >= deadline) break;
       wait = r.retryAfterMs;
     }
-    throw new CommandFailedError(`${what}: the BMC task did not finish within ${Math.round(this.#taskTimeoutMs / 1000)} s`, this.#ctx({ command: `GET ${monitor}` }));
+    throw new CommandFailedError(
+      `${what}: the BMC task did not finish within ${Math.round(this.#taskTimeoutMs / 1000)} s`,
+      this.#ctx({ command: `GET ${monitor}` }),
+    );
   }
 }
 
@@ -384,7 +420,12 @@ export function resetSequence(want: 'on' | 'off' | 'cycle', power: string, allow
   if (!seq) {
     throw new UnsupportedHardwareError(`the BMC allows no ResetType that can ${want === 'cycle' ? 'power-cycle' : `power ${want}`} the system`, {
       field: 'ResetType@Redfish.AllowableValues',
-      expected: want === 'cycle' ? 'ForceRestart, PowerCycle, or ForceOff and On' : want === 'on' ? 'On, ForceOn or PushPowerButton' : 'ForceOff, GracefulShutdown or PushPowerButton',
+      expected:
+        want === 'cycle'
+          ? 'ForceRestart, PowerCycle, or ForceOff and On'
+          : want === 'on'
+            ? 'On, ForceOn or PushPowerButton'
+            : 'ForceOff, GracefulShutdown or PushPowerButton',
       observed: (allowed ?? []).join(', '),
     });
   }

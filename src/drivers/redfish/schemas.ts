@@ -13,7 +13,10 @@ export const ODataId = z
   .refine((p) => !p.split('/').includes('..'), { message: 'must not contain ..' });
 
 export const Link = z.object({ '@odata.id': ODataId });
-const optionalString = z.string().nullish().transform((v) => v ?? undefined);
+const optionalString = z
+  .string()
+  .nullish()
+  .transform((v) => v ?? undefined);
 
 export const ServiceRoot = z.object({
   RedfishVersion: z.string().optional(),
@@ -63,7 +66,10 @@ export const EthernetInterface = z.object({
   MACAddress: optionalString,
   PermanentMACAddress: optionalString,
   LinkStatus: optionalString,
-  SpeedMbps: z.number().nullish().transform((v) => v ?? undefined),
+  SpeedMbps: z
+    .number()
+    .nullish()
+    .transform((v) => v ?? undefined),
 });
 
 export const Manager = z.object({
@@ -77,8 +83,14 @@ export const VirtualMedia = z.object({
   Id: z.string(),
   MediaTypes: z.array(z.string()).default([]),
   Image: optionalString,
-  Inserted: z.boolean().nullish().transform((v) => v ?? undefined),
-  WriteProtected: z.boolean().nullish().transform((v) => v ?? undefined),
+  Inserted: z
+    .boolean()
+    .nullish()
+    .transform((v) => v ?? undefined),
+  WriteProtected: z
+    .boolean()
+    .nullish()
+    .transform((v) => v ?? undefined),
   Actions: z
     .object({
       '#VirtualMedia.InsertMedia': ActionTarget.optional(),

@@ -7,7 +7,17 @@
  */
 import { AuthenticationError, NotConvergedError, UnexpectedOutputError } from '../../common/errors';
 import { SoapClient, SoapFaultError, XmlFragment, el, xml, type HttpCredentialRefSpec, type SoapClientOptions } from '../../transports/soap';
-import { ObjectContentSchema, ServiceContentSchema, TaskInfoSchema, RetrieveResultSchema, morSchema, parseWith, type Mor, type ObjectContent, type TaskInfo } from './schema';
+import {
+  ObjectContentSchema,
+  ServiceContentSchema,
+  TaskInfoSchema,
+  RetrieveResultSchema,
+  morSchema,
+  parseWith,
+  type Mor,
+  type ObjectContent,
+  type TaskInfo,
+} from './schema';
 
 /** The vim25 namespace every request uses; 6.5 covers every call made here and is accepted by vCenter 6.5 – 8. */
 export const VIM_VERSION = '6.5';
@@ -49,17 +59,35 @@ export class VsphereClient {
   /** Opens the HTTPS client, reads the service content and logs in. */
   static async connect(target: VcenterTarget, opts: SoapClientOptions = {}): Promise<VsphereClient> {
     const soap = await SoapClient.open(
-      { host: target.address, port: target.port, path: '/sdk', caFile: target.caFile, credentials: target.credentials, soapAction: `urn:vim25/${VIM_VERSION}`, label: target.label },
+      {
+        host: target.address,
+        port: target.port,
+        path: '/sdk',
+        caFile: target.caFile,
+        credentials: target.credentials,
+        soapAction: `urn:vim25/${VIM_VERSION}`,
+        label: target.label,
+      },
       opts,
     );
     try {
       const si = { type: 'ServiceInstance', value: 'ServiceInstance' };
       const res = await soap.call('RetrieveServiceContent', xml`<RetrieveServiceContent xmlns="urn:vim25">${morEl('_this', si)}</RetrieveServiceContent>`);
       const sc = parseWith(ServiceContentSchema, res.returnval, 'RetrieveServiceContent', target.label);
-      await soap.login('Login', (user, password) => xml`<Login xmlns="urn:vim25">${morEl('_this', sc.sessionManager)}${el('userName', user)}${el('password', password)}</Login>`);
+      await soap.login(
+        'Login',
+        (user, password) => xml`<Login xmlns="urn:vim25">${morEl('_this', sc.sessionManager)}${el('userName', user)}${el('password', password)}</Login>`,
+      );
       return new VsphereClient(
         soap,
-        { rootFolder: sc.rootFolder, propertyCollector: sc.propertyCollector, viewManager: sc.viewManager, sessionManager: sc.sessionManager, apiVersion: sc.about.apiVersion, fullName: sc.about.fullName },
+        {
+          rootFolder: sc.rootFolder,
+          propertyCollector: sc.propertyCollector,
+          viewManager: sc.viewManager,
+          sessionManager: sc.sessionManager,
+          apiVersion: sc.about.apiVersion,
+          fullName: sc.about.fullName,
+        },
         target.label,
       );
     } catch (err) {
@@ -83,7 +111,12 @@ export class VsphereClient {
   /** The properties of one object (throws when vCenter does not return it: it no longer exists). */
   async properties(obj: Mor, paths: string[]): Promise<ObjectContent> {
     const [oc] = await this.retrieve([obj], obj.type, paths);
-    if (!oc) throw new UnexpectedOutputError(`${obj.type} ${obj.value} was not returned by the PropertyCollector`, { host: this.label, command: 'RetrievePropertiesEx', observed: 'no object' });
+    if (!oc)
+      throw new UnexpectedOutputError(`${obj.type} ${obj.value} was not returned by the PropertyCollector`, {
+        host: this.label,
+        command: 'RetrievePropertiesEx',
+        observed: 'no object',
+      });
     return oc;
   }
 
@@ -115,7 +148,8 @@ export class VsphereClient {
         const [path, fault] = Object.entries(oc.missing)[0] ?? [];
         if (path) {
           const ctx = { host: this.label, command: 'RetrievePropertiesEx', field: `${oc.obj.type} ${oc.obj.value} ${path}`, observed: fault };
-          if (fault === 'NotAuthenticated' || fault === 'NoPermission') throw new AuthenticationError(`vCenter withheld ${path} of ${oc.obj.value} (${fault})`, ctx);
+          if (fault === 'NotAuthenticated' || fault === 'NoPermission')
+            throw new AuthenticationError(`vCenter withheld ${path} of ${oc.obj.value} (${fault})`, ctx);
           throw new UnexpectedOutputError(`vCenter could not return ${path} of ${oc.obj.value} (${fault})`, ctx);
         }
         out.push(oc);
@@ -123,7 +157,10 @@ export class VsphereClient {
       if (!r.token) return out;
       res = await this.invoke('ContinueRetrievePropertiesEx', this.content.propertyCollector, [el('token', r.token)]);
     }
-    throw new UnexpectedOutputError(`RetrievePropertiesEx returned more than ${MAX_PAGES} pages`, { host: this.label, command: 'ContinueRetrievePropertiesEx' });
+    throw new UnexpectedOutputError(`RetrievePropertiesEx returned more than ${MAX_PAGES} pages`, {
+      host: this.label,
+      command: 'ContinueRetrievePropertiesEx',
+    });
   }
 
   /** Runs a `*_Task` method and waits for its outcome; a task error is thrown as SoapFaultError. */
@@ -147,20 +184,32 @@ export class VsphereClient {
       if (info.state === 'error') {
         const fault = info.error?.fault ?? 'UnknownFault';
         const msg = info.error?.localizedMessage;
-        throw new SoapFaultError(`${what} failed: ${fault}${msg ? ` (${msg})` : ''}`, { host: this.label, command: what, observed: fault }, fault, RETRYABLE_TASK_FAULTS.has(fault), info.error?.detail ?? {});
+        throw new SoapFaultError(
+          `${what} failed: ${fault}${msg ? ` (${msg})` : ''}`,
+          { host: this.label, command: what, observed: fault },
+          fault,
+          RETRYABLE_TASK_FAULTS.has(fault),
+          info.error?.detail ?? {},
+        );
       }
       if (Date.now() + interval > deadline) break;
       wait.progress?.(`${what}: task ${task.value} ${info.state}${info.progress !== undefined ? ` ${info.progress}%` : ''}`);
       await wait.sleep(interval);
       interval = Math.min(interval * 2, 2_000);
     }
-    throw new NotConvergedError(`${what}: task ${task.value} still ${info?.state ?? 'unknown'} after ${timeoutMs} ms`, { host: this.label, command: what, observed: info?.state });
+    throw new NotConvergedError(`${what}: task ${task.value} still ${info?.state ?? 'unknown'} after ${timeoutMs} ms`, {
+      host: this.label,
+      command: what,
+      observed: info?.state,
+    });
   }
 
   /** Logs out (bounded, best effort) and closes the connections. */
   async close(): Promise<void> {
     if (this.soap.hasSession) {
-      await this.soap.call('Logout', xml`<Logout xmlns="urn:vim25">${morEl('_this', this.content.sessionManager)}</Logout>`, { timeoutMs: 5_000 }).catch(() => undefined);
+      await this.soap
+        .call('Logout', xml`<Logout xmlns="urn:vim25">${morEl('_this', this.content.sessionManager)}</Logout>`, { timeoutMs: 5_000 })
+        .catch(() => undefined);
     }
     this.soap.close();
   }

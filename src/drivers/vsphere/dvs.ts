@@ -28,10 +28,7 @@ const morList = z.preprocess((v) => (v === '' ? {} : v), z.looseObject({ Managed
 
 /** A port group's VLAN as vCenter holds it. `id` 0 is "no VLAN"; `inherited` takes the switch's default. */
 export type VlanSetting =
-  | { kind: 'id'; id: number }
-  | { kind: 'trunk'; ranges: Array<{ start: number; end: number }> }
-  | { kind: 'pvlan'; id: number }
-  | { kind: 'inherited' };
+  { kind: 'id'; id: number } | { kind: 'trunk'; ranges: Array<{ start: number; end: number }> } | { kind: 'pvlan'; id: number } | { kind: 'inherited' };
 
 const NumericRange = z.object({ start: intSchema, end: intSchema });
 const VlanSpecSchema = z
@@ -145,7 +142,12 @@ export async function readDvs(c: VsphereClient, ref: Mor): Promise<DvsInfo> {
     members: parseWith(morList.optional().default([]), oc.props['summary.hostMember'], `${what} summary.hostMember`, c.label),
     backing,
     uplinkPortgroups: config.uplinkPortgroup,
-    lags: config.lacpGroupConfig.map((l) => ({ key: l.key, name: l.name, ...(l.mode ? { mode: l.mode } : {}), uplinkPortKeys: l.uplinkPortKey.filter(Boolean) })),
+    lags: config.lacpGroupConfig.map((l) => ({
+      key: l.key,
+      name: l.name,
+      ...(l.mode ? { mode: l.mode } : {}),
+      uplinkPortKeys: l.uplinkPortKey.filter(Boolean),
+    })),
     portgroups: parseWith(morList.optional().default([]), oc.props.portgroup, `${what} portgroup`, c.label),
   };
 }
@@ -222,7 +224,9 @@ export async function readPortgroup(c: VsphereClient, ref: Mor): Promise<Portgro
 // ---- changing ----------------------------------------------------------------------------------------------
 
 function pnicBacking(pnics: MemberPnic[]): XmlFragment {
-  const specs = pnics.map((p) => xml`<pnicSpec>${el('pnicDevice', p.device)}${el('uplinkPortKey', p.uplinkPortKey)}${el('uplinkPortgroupKey', p.uplinkPortgroupKey)}</pnicSpec>`);
+  const specs = pnics.map(
+    (p) => xml`<pnicSpec>${el('pnicDevice', p.device)}${el('uplinkPortKey', p.uplinkPortKey)}${el('uplinkPortgroupKey', p.uplinkPortgroupKey)}</pnicSpec>`,
+  );
   return xml`<backing xsi:type="DistributedVirtualSwitchHostMemberPnicBacking">${specs}</backing>`;
 }
 
@@ -233,7 +237,14 @@ export function hostMemberSpec(dvs: Pick<DvsInfo, 'configVersion'>, operation: '
 }
 
 /** Adds a host to the switch with its pnics as uplinks (or changes a member's pnics, or removes it). */
-export async function reconfigureHostMember(c: VsphereClient, dvs: DvsInfo, operation: 'add' | 'edit' | 'remove', host: Mor, pnics: MemberPnic[] | undefined, wait: WaitOptions): Promise<void> {
+export async function reconfigureHostMember(
+  c: VsphereClient,
+  dvs: DvsInfo,
+  operation: 'add' | 'edit' | 'remove',
+  host: Mor,
+  pnics: MemberPnic[] | undefined,
+  wait: WaitOptions,
+): Promise<void> {
   await c.runTask('ReconfigureDvs_Task', dvs.ref, hostMemberSpec(dvs, operation, host, operation === 'remove' ? undefined : pnics), wait);
 }
 

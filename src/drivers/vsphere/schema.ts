@@ -25,7 +25,10 @@ export const morSchema = z
   .transform((o): Mor => ({ type: o['@_type'], value: o['#text'] }));
 
 /** An xsd:int / xsd:long leaf. */
-export const intSchema = z.string().regex(/^-?\d{1,18}$/).transform(Number);
+export const intSchema = z
+  .string()
+  .regex(/^-?\d{1,18}$/)
+  .transform(Number);
 /** An xsd:boolean leaf. */
 export const boolSchema = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 /** A leaf that may be empty (`<x></x>` parses as ''). */
@@ -58,13 +61,11 @@ export const ObjectContentSchema = z
     propSet: many(z.object({ name: z.string(), val: z.unknown() })),
     missingSet: many(z.object({ path: z.string(), fault: z.object({ fault: z.looseObject({ '@_xsiType': z.string().optional() }).optional() }).optional() })),
   })
-  .transform(
-    (o): ObjectContent => ({
-      obj: o.obj,
-      props: Object.fromEntries(o.propSet.map((p) => [p.name, p.val])),
-      missing: Object.fromEntries(o.missingSet.map((m) => [m.path, m.fault?.fault?.['@_xsiType'] ?? 'unknown'])),
-    }),
-  );
+  .transform((o): ObjectContent => ({
+    obj: o.obj,
+    props: Object.fromEntries(o.propSet.map((p) => [p.name, p.val])),
+    missing: Object.fromEntries(o.missingSet.map((m) => [m.path, m.fault?.fault?.['@_xsiType'] ?? 'unknown'])),
+  }));
 
 export interface TaskInfo {
   state: 'queued' | 'running' | 'success' | 'error';
@@ -83,13 +84,13 @@ export const TaskInfoSchema = z
       })
       .optional(),
   })
-  .transform(
-    (t): TaskInfo => ({
-      state: t.state,
-      ...(t.progress !== undefined ? { progress: t.progress } : {}),
-      ...(t.error ? { error: { fault: t.error.fault['@_xsiType'].replace(/^[^:]*:/, ''), localizedMessage: t.error.localizedMessage, detail: t.error.fault } } : {}),
-    }),
-  );
+  .transform((t): TaskInfo => ({
+    state: t.state,
+    ...(t.progress !== undefined ? { progress: t.progress } : {}),
+    ...(t.error
+      ? { error: { fault: t.error.fault['@_xsiType'].replace(/^[^:]*:/, ''), localizedMessage: t.error.localizedMessage, detail: t.error.fault } }
+      : {}),
+  }));
 
 /** Validates an answer; a shape that differs is UnexpectedOutputError naming what was read and where it broke. */
 export function parseWith<T extends z.ZodType>(schema: T, value: unknown, what: string, host: string): z.output<T> {

@@ -24,7 +24,8 @@ export function convergeBridgeScript(bridge: string, uplink: string, now: Bridge
   if (now.bridge && !want.bridge) cmds.push(sh`ip link del dev ${bridge}`);
   if (!now.bridge && want.bridge) cmds.push(sh`ip link add name ${bridge} type bridge`);
   if (want.uplinkMaster && now.uplinkMaster !== want.uplinkMaster) cmds.push(sh`ip link set dev ${uplink} master ${want.uplinkMaster}`);
-  if (want.bridge && (!now.bridge || now.bridge.up !== want.bridge.up)) cmds.push(want.bridge.up ? sh`ip link set dev ${bridge} up` : sh`ip link set dev ${bridge} down`);
+  if (want.bridge && (!now.bridge || now.bridge.up !== want.bridge.up))
+    cmds.push(want.bridge.up ? sh`ip link set dev ${bridge} up` : sh`ip link set dev ${bridge} down`);
   return cmds.length ? join('&&', cmds) : null;
 }
 

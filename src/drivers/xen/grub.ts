@@ -233,6 +233,8 @@ export function resolveNextBoot(cfg: GrubCfg, env: Record<string, string>): Next
 export async function readNextBoot(host: RemoteHost): Promise<NextBoot | null> {
   const cfg = await readOptionalFile(host, GRUB_CFG);
   if (cfg === null) return null;
-  const env = await host.run(sh`if command -v grub-editenv >/dev/null 2>&1 && [ -e ${GRUBENV} ]; then grub-editenv ${GRUBENV} list; fi`, { description: 'grub-editenv list' });
+  const env = await host.run(sh`if command -v grub-editenv >/dev/null 2>&1 && [ -e ${GRUBENV} ]; then grub-editenv ${GRUBENV} list; fi`, {
+    description: 'grub-editenv list',
+  });
   return resolveNextBoot(parseGrubCfg(cfg), parseGrubEnv(env.stdout));
 }

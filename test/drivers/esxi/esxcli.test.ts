@@ -18,8 +18,14 @@ describe('esxcli command builders', () => {
     assert.equal(esxcli.vswitchRemove('vSwitch1').text, 'esxcli network vswitch standard remove --vswitch-name=vSwitch1');
     assert.equal(esxcli.uplinkAdd('vSwitch1', 'vmnic1').text, 'esxcli network vswitch standard uplink add --uplink-name=vmnic1 --vswitch-name=vSwitch1');
     assert.equal(esxcli.uplinkRemove('vSwitch1', 'vmnic1').text, 'esxcli network vswitch standard uplink remove --uplink-name=vmnic1 --vswitch-name=vSwitch1');
-    assert.equal(esxcli.portgroupAdd('vSwitch1', 'VM Network').text, "esxcli network vswitch standard portgroup add --portgroup-name='VM Network' --vswitch-name=vSwitch1");
-    assert.equal(esxcli.portgroupRemove('vSwitch1', 'pg-vm-120').text, 'esxcli network vswitch standard portgroup remove --portgroup-name=pg-vm-120 --vswitch-name=vSwitch1');
+    assert.equal(
+      esxcli.portgroupAdd('vSwitch1', 'VM Network').text,
+      "esxcli network vswitch standard portgroup add --portgroup-name='VM Network' --vswitch-name=vSwitch1",
+    );
+    assert.equal(
+      esxcli.portgroupRemove('vSwitch1', 'pg-vm-120').text,
+      'esxcli network vswitch standard portgroup remove --portgroup-name=pg-vm-120 --vswitch-name=vSwitch1',
+    );
     assert.equal(esxcli.portgroupSetVlan('pg-vm-120', 120).text, 'esxcli network vswitch standard portgroup set --portgroup-name=pg-vm-120 --vlan-id=120');
     assert.equal(esxcli.vswitchList().text, 'esxcli --formatter=xml network vswitch standard list');
     assert.equal(esxcli.portgroupList('csv').text, 'esxcli --formatter=csv network vswitch standard portgroup list');
@@ -27,14 +33,27 @@ describe('esxcli command builders', () => {
 
   test('failover policy: active (and standby) uplinks, load balancing, detection, notify, failback', () => {
     assert.equal(
-      esxcli.failoverSet('vSwitch1', { active: ['vmnic0', 'vmnic1'], standby: ['vmnic2'], loadBalancing: 'iphash', failureDetection: 'link', notifySwitches: true, failback: false }).text,
+      esxcli.failoverSet('vSwitch1', {
+        active: ['vmnic0', 'vmnic1'],
+        standby: ['vmnic2'],
+        loadBalancing: 'iphash',
+        failureDetection: 'link',
+        notifySwitches: true,
+        failback: false,
+      }).text,
       'esxcli network vswitch standard policy failover set --vswitch-name=vSwitch1 --active-uplinks=vmnic0,vmnic1 --standby-uplinks=vmnic2 --load-balancing=iphash --failure-detection=link --notify-switches=true --failback=false',
     );
-    assert.equal(esxcli.failoverSet('vSwitch1', { active: ['vmnic0'] }).text, 'esxcli network vswitch standard policy failover set --vswitch-name=vSwitch1 --active-uplinks=vmnic0');
+    assert.equal(
+      esxcli.failoverSet('vSwitch1', { active: ['vmnic0'] }).text,
+      'esxcli network vswitch standard policy failover set --vswitch-name=vSwitch1 --active-uplinks=vmnic0',
+    );
   });
 
   test('a hostile value stays one quoted word; bad input is refused before any command exists', () => {
-    assert.equal(esxcli.portgroupAdd('vSwitch1', "x'; reboot; '").text, "esxcli network vswitch standard portgroup add --portgroup-name='x'\\''; reboot; '\\''' --vswitch-name=vSwitch1");
+    assert.equal(
+      esxcli.portgroupAdd('vSwitch1', "x'; reboot; '").text,
+      "esxcli network vswitch standard portgroup add --portgroup-name='x'\\''; reboot; '\\''' --vswitch-name=vSwitch1",
+    );
     assert.throws(() => esxcli.portgroupSetVlan('pg', 4096), TypeError);
     assert.throws(() => esxcli.portgroupSetVlan('pg', 1.5), TypeError);
     assert.throws(() => esxcli.vswitchAdd(''), TypeError);
@@ -46,7 +65,16 @@ describe('esxcli output parsers', () => {
   test('vswitch standard list (XML): names, uplinks, port groups, MTU, ports', () => {
     const sw = parseVswitchList(fixture('esxcli-xml-network-vswitch-standard-list.xml'));
     assert.deepEqual(sw, [
-      { name: 'vSwitch0', uplinks: ['vmnic3', 'vmnic0'], portgroups: ['VM Network', 'Management Network'], mtu: 1500, numPorts: 2290, usedPorts: 6, configuredPorts: 128, cdpStatus: 'listen' },
+      {
+        name: 'vSwitch0',
+        uplinks: ['vmnic3', 'vmnic0'],
+        portgroups: ['VM Network', 'Management Network'],
+        mtu: 1500,
+        numPorts: 2290,
+        usedPorts: 6,
+        configuredPorts: 128,
+        cdpStatus: 'listen',
+      },
       { name: 'vSwitch1', uplinks: ['vmnic1'], portgroups: ['pg-vm-120'], mtu: 9000, numPorts: 2290, usedPorts: 4, configuredPorts: 128, cdpStatus: 'listen' },
     ]);
   });
@@ -70,7 +98,9 @@ describe('esxcli output parsers', () => {
   });
 
   test('CSV: quoted fields with commas and doubled quotes; the trailing comma of every line', () => {
-    assert.deepEqual(parseEsxcliCsv('ActiveClients,Name,VLANID,VirtualSwitch,\n0,"Lab, ""blue""",5,vSwitch1,\n', 'c'), [{ ActiveClients: '0', Name: 'Lab, "blue"', VLANID: '5', VirtualSwitch: 'vSwitch1' }]);
+    assert.deepEqual(parseEsxcliCsv('ActiveClients,Name,VLANID,VirtualSwitch,\n0,"Lab, ""blue""",5,vSwitch1,\n', 'c'), [
+      { ActiveClients: '0', Name: 'Lab, "blue"', VLANID: '5', VirtualSwitch: 'vSwitch1' },
+    ]);
   });
 
   test('anything else is UnexpectedOutputError, not a guess', () => {
@@ -82,7 +112,8 @@ describe('esxcli output parsers', () => {
       () => parsePortgroupList('ActiveClients,Name,VLANID,VirtualSwitch,\n1,pg,0\n', 'csv'), // short line
       () => parsePortgroupList('ActiveClients,Name,VLANID,VirtualSwitch,\n1,pg,5000,vSwitch0,\n', 'csv'), // VLAN out of range
       () => parsePortgroupList('', 'csv'),
-      () => parseEsxcliXml('<output><root><list type="structure"><structure><field name="X"><float>1.5</float></field></structure></list></root></output>', 'x'),
+      () =>
+        parseEsxcliXml('<output><root><list type="structure"><structure><field name="X"><float>1.5</float></field></structure></list></root></output>', 'x'),
     ];
     for (const f of bad) assert.throws(f, UnexpectedOutputError);
   });
@@ -97,7 +128,13 @@ describe('standard vSwitch convergence (the commands a standard-vSwitch step wou
   });
 
   test('a new switch: add, uplinks, failover order, port group, VLAN — in that order', () => {
-    const cmds = standardVswitchCommands(vswitches, portgroups, { vswitch: 'vSwitch2', uplinks: ['vmnic4', 'vmnic5'], portgroup: 'pg-storage', vlan: 30, loadBalancing: 'portid' }).map((c) => c.text);
+    const cmds = standardVswitchCommands(vswitches, portgroups, {
+      vswitch: 'vSwitch2',
+      uplinks: ['vmnic4', 'vmnic5'],
+      portgroup: 'pg-storage',
+      vlan: 30,
+      loadBalancing: 'portid',
+    }).map((c) => c.text);
     assert.deepEqual(cmds, [
       'esxcli network vswitch standard add --vswitch-name=vSwitch2',
       'esxcli network vswitch standard uplink add --uplink-name=vmnic4 --vswitch-name=vSwitch2',
@@ -109,13 +146,18 @@ describe('standard vSwitch convergence (the commands a standard-vSwitch step wou
   });
 
   test('an extra uplink is removed, a wrong VLAN retagged; a port group on another switch is refused', () => {
-    const cmds = standardVswitchCommands(vswitches, portgroups, { vswitch: 'vSwitch1', uplinks: ['vmnic2'], portgroup: 'pg-vm-120', vlan: 121 }).map((c) => c.text);
+    const cmds = standardVswitchCommands(vswitches, portgroups, { vswitch: 'vSwitch1', uplinks: ['vmnic2'], portgroup: 'pg-vm-120', vlan: 121 }).map(
+      (c) => c.text,
+    );
     assert.deepEqual(cmds, [
       'esxcli network vswitch standard uplink add --uplink-name=vmnic2 --vswitch-name=vSwitch1',
       'esxcli network vswitch standard uplink remove --uplink-name=vmnic1 --vswitch-name=vSwitch1',
       'esxcli network vswitch standard policy failover set --vswitch-name=vSwitch1 --active-uplinks=vmnic2',
       'esxcli network vswitch standard portgroup set --portgroup-name=pg-vm-120 --vlan-id=121',
     ]);
-    assert.throws(() => standardVswitchCommands(vswitches, portgroups, { vswitch: 'vSwitch1', uplinks: ['vmnic1'], portgroup: 'VM Network', vlan: 0 }), UnexpectedOutputError);
+    assert.throws(
+      () => standardVswitchCommands(vswitches, portgroups, { vswitch: 'vSwitch1', uplinks: ['vmnic1'], portgroup: 'VM Network', vlan: 0 }),
+      UnexpectedOutputError,
+    );
   });
 });

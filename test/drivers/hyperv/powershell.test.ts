@@ -27,7 +27,16 @@ import {
   VMSwitchTeam,
   WindowsFeature,
 } from '../../../src/drivers/hyperv/cmdlets';
-import { boundedScript, decodeCommand, encodeCommand, MAX_COMMAND_LINE, powershellCommandLine, ps, psQuote, toJson } from '../../../src/drivers/hyperv/powershell';
+import {
+  boundedScript,
+  decodeCommand,
+  encodeCommand,
+  MAX_COMMAND_LINE,
+  powershellCommandLine,
+  ps,
+  psQuote,
+  toJson,
+} from '../../../src/drivers/hyperv/powershell';
 import { cleanStderr, parsePsJsonList } from '../../../src/drivers/hyperv/run';
 
 const FIX = resolve(__dirname, '../../fixtures/hyperv');
@@ -75,7 +84,7 @@ describe('-EncodedCommand', () => {
   });
 
   test('the command line: fixed words, then a single base64 word (nothing for cmd.exe to reinterpret)', () => {
-    const line = powershellCommandLine(ps`Get-VMSwitch -Name ${"a&b|c^d\"e"}`);
+    const line = powershellCommandLine(ps`Get-VMSwitch -Name ${'a&b|c^d"e'}`);
     const m = /^powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand ([A-Za-z0-9+/=]+)$/.exec(line);
     assert.ok(m, line);
     assert.equal(decodeCommand(m[1]!), "Get-VMSwitch -Name 'a&b|c^d\"e'");
@@ -108,7 +117,10 @@ describe('-EncodedCommand', () => {
 
 describe('cmdlets: exact text', () => {
   test('reads', () => {
-    assert.equal(getWindowsFeatures(HYPERV_FEATURES).text, "Get-WindowsFeature -Name @('Hyper-V','Hyper-V-PowerShell') | Select-Object Name, @{n='InstallState';e={[string]$_.InstallState}}");
+    assert.equal(
+      getWindowsFeatures(HYPERV_FEATURES).text,
+      "Get-WindowsFeature -Name @('Hyper-V','Hyper-V-PowerShell') | Select-Object Name, @{n='InstallState';e={[string]$_.InstallState}}",
+    );
     assert.equal(
       getVMSwitch('SETswitch').text,
       "Get-VMSwitch | Where-Object { $_.Name -eq 'SETswitch' } | Select-Object Name, @{n='SwitchType';e={[string]$_.SwitchType}}, EmbeddedTeamingEnabled, AllowManagementOS, @{n='NetAdapterInterfaceDescriptions';e={@($_.NetAdapterInterfaceDescriptions)}}",
@@ -121,16 +133,28 @@ describe('cmdlets: exact text', () => {
   });
 
   test('changes', () => {
-    assert.equal(newSetSwitch('SETswitch', ['NIC1', 'NIC2']).text, "New-VMSwitch -Name 'SETswitch' -NetAdapterName @('NIC1','NIC2') -EnableEmbeddedTeaming $true -AllowManagementOS $true | Out-Null");
+    assert.equal(
+      newSetSwitch('SETswitch', ['NIC1', 'NIC2']).text,
+      "New-VMSwitch -Name 'SETswitch' -NetAdapterName @('NIC1','NIC2') -EnableEmbeddedTeaming $true -AllowManagementOS $true | Out-Null",
+    );
     assert.equal(setSwitchTeam('SETswitch', { loadBalancing: 'HyperVPort' }).text, "Set-VMSwitchTeam -Name 'SETswitch' -LoadBalancingAlgorithm 'HyperVPort'");
-    assert.equal(setSwitchTeam('SETswitch', { nics: ['NIC1', 'NIC3'], loadBalancing: 'Dynamic' }).text, "Set-VMSwitchTeam -Name 'SETswitch' -NetAdapterName @('NIC1','NIC3') -LoadBalancingAlgorithm 'Dynamic'");
+    assert.equal(
+      setSwitchTeam('SETswitch', { nics: ['NIC1', 'NIC3'], loadBalancing: 'Dynamic' }).text,
+      "Set-VMSwitchTeam -Name 'SETswitch' -NetAdapterName @('NIC1','NIC3') -LoadBalancingAlgorithm 'Dynamic'",
+    );
     assert.equal(setManagementOsVlan('SETswitch', 20).text, "Set-VMNetworkAdapterVlan -ManagementOS -VMNetworkAdapterName 'SETswitch' -Access -VlanId 20");
     assert.equal(setManagementOsVlan('SETswitch', null).text, "Set-VMNetworkAdapterVlan -ManagementOS -VMNetworkAdapterName 'SETswitch' -Untagged");
-    assert.equal(restartComputer('underlay: test', 5).text, "& shutdown.exe /r /t 5 /d p:4:1 /c 'underlay: test'; if ($LASTEXITCODE -ne 0) { throw \"shutdown.exe exited $LASTEXITCODE\" }");
+    assert.equal(
+      restartComputer('underlay: test', 5).text,
+      '& shutdown.exe /r /t 5 /d p:4:1 /c \'underlay: test\'; if ($LASTEXITCODE -ne 0) { throw "shutdown.exe exited $LASTEXITCODE" }',
+    );
   });
 
   test('a hostile switch name cannot leave its literal', () => {
-    assert.equal(newSetSwitch("x'; Remove-Item C:\\*; '", ['NIC1']).text, "New-VMSwitch -Name 'x''; Remove-Item C:\\*; ''' -NetAdapterName @('NIC1') -EnableEmbeddedTeaming $true -AllowManagementOS $true | Out-Null");
+    assert.equal(
+      newSetSwitch("x'; Remove-Item C:\\*; '", ['NIC1']).text,
+      "New-VMSwitch -Name 'x''; Remove-Item C:\\*; ''' -NetAdapterName @('NIC1') -EnableEmbeddedTeaming $true -AllowManagementOS $true | Out-Null",
+    );
   });
 });
 
@@ -142,54 +166,82 @@ describe('parsers on the cmdlets’ JSON', () => {
       ['get-windowsfeature.installed.json', ['Installed', 'Installed']],
       ['get-windowsfeature.uninstall-pending.json', ['UninstallPending', 'Available']],
     ] as const) {
-      assert.deepEqual(parsePsJsonList(WindowsFeature, fixture(file), file).map((f) => f.InstallState), states, file);
+      assert.deepEqual(
+        parsePsJsonList(WindowsFeature, fixture(file), file).map((f) => f.InstallState),
+        states,
+        file,
+      );
     }
     assert.throws(() => parsePsJsonList(WindowsFeature, '[{"Name":"Hyper-V","InstallState":1}]', 'x'), UnexpectedOutputError, 'numeric enum refused');
   });
 
   test('Install-WindowsFeature result, boot info', () => {
-    assert.deepEqual(parsePsJsonList(FeatureOperationResult, fixture('install-windowsfeature.restart-required.json'), 'x'), [{ Success: true, RestartNeeded: 'Yes', ExitCode: 'SuccessRestartRequired' }]);
+    assert.deepEqual(parsePsJsonList(FeatureOperationResult, fixture('install-windowsfeature.restart-required.json'), 'x'), [
+      { Success: true, RestartNeeded: 'Yes', ExitCode: 'SuccessRestartRequired' },
+    ]);
     const [b] = parsePsJsonList(BootInfo, fixture('boot-info.before.json'), 'x');
     assert.equal(b?.LastBootUpTime, '2026-11-20T06:14:02.5000000Z');
-    assert.throws(() => parsePsJsonList(BootInfo, '{"LastBootUpTime":"/Date(1740556800000)/","HypervisorPresent":true}', 'x'), /ISO 8601/, 'PS 5.1 default date form refused');
+    assert.throws(
+      () => parsePsJsonList(BootInfo, '{"LastBootUpTime":"/Date(1740556800000)/","HypervisorPresent":true}', 'x'),
+      /ISO 8601/,
+      'PS 5.1 default date form refused',
+    );
   });
 
   test('Get-NetAdapter: names, status, bits/s, MACs', () => {
     const list = parsePsJsonList(NetAdapter, fixture('get-netadapter.json'), 'x');
-    assert.deepEqual(list.map((a) => [a.Name, a.Status, a.ReceiveLinkSpeed, normalizeMac(a.MacAddress)]), [
-      ['MGMT', 'Up', 1e9, '3c:ec:ef:00:00:01'],
-      ['NIC1', 'Up', 25e9, '98:03:9b:4a:10:01'],
-      ['NIC2', 'Up', 25e9, '98:03:9b:4a:10:02'],
-    ]);
+    assert.deepEqual(
+      list.map((a) => [a.Name, a.Status, a.ReceiveLinkSpeed, normalizeMac(a.MacAddress)]),
+      [
+        ['MGMT', 'Up', 1e9, '3c:ec:ef:00:00:01'],
+        ['NIC1', 'Up', 25e9, '98:03:9b:4a:10:01'],
+        ['NIC2', 'Up', 25e9, '98:03:9b:4a:10:02'],
+      ],
+    );
     assert.equal(normalizeMac('not-a-mac'), null);
   });
 
   test('Get-VMSwitch: SET switch, none, the single-object form of PowerShell 5.1', () => {
     const [sw] = parsePsJsonList(VMSwitch, fixture('get-vmswitch.set.json'), 'x');
-    assert.deepEqual(sw, { Name: 'SETswitch', SwitchType: 'External', EmbeddedTeamingEnabled: true, AllowManagementOS: true, NetAdapterInterfaceDescriptions: ['Mellanox ConnectX-5 Adapter', 'Mellanox ConnectX-5 Adapter #2'] });
+    assert.deepEqual(sw, {
+      Name: 'SETswitch',
+      SwitchType: 'External',
+      EmbeddedTeamingEnabled: true,
+      AllowManagementOS: true,
+      NetAdapterInterfaceDescriptions: ['Mellanox ConnectX-5 Adapter', 'Mellanox ConnectX-5 Adapter #2'],
+    });
     assert.deepEqual(parsePsJsonList(VMSwitch, fixture('get-vmswitch.none.json'), 'x'), []);
     assert.deepEqual(parsePsJsonList(VMSwitch, '', 'x'), [], 'no output at all');
     assert.deepEqual(parsePsJsonList(VMSwitch, '\uFEFF' + fixture('get-vmswitch.set.single-object-ps51.json'), 'x'), [sw]);
   });
 
   test('Get-VMSwitch unprojected (numeric enums, as PowerShell 5.1 prints them) is refused, not misread', () => {
-    assert.throws(() => parsePsJsonList(VMSwitch, fixture('get-vmswitch.raw-numeric-enums.json'), 'Get-VMSwitch'), (e: unknown) => e instanceof UnexpectedOutputError && /SwitchType/.test(e.message));
+    assert.throws(
+      () => parsePsJsonList(VMSwitch, fixture('get-vmswitch.raw-numeric-enums.json'), 'Get-VMSwitch'),
+      (e: unknown) => e instanceof UnexpectedOutputError && /SwitchType/.test(e.message),
+    );
   });
 
   test('Get-VMSwitchTeam and Get-VMNetworkAdapterVlan -ManagementOS', () => {
     const [team] = parsePsJsonList(VMSwitchTeam, fixture('get-vmswitchteam.json'), 'x');
     assert.equal(team?.TeamingMode, 'SwitchIndependent');
     assert.equal(team?.LoadBalancingAlgorithm, 'Dynamic');
-    assert.deepEqual(parsePsJsonList(VlanSetting, fixture('get-vmnetworkadaptervlan.access20.json'), 'x'), [{ ParentAdapter: 'SETswitch', OperationMode: 'Access', AccessVlanId: 20 }]);
+    assert.deepEqual(parsePsJsonList(VlanSetting, fixture('get-vmnetworkadaptervlan.access20.json'), 'x'), [
+      { ParentAdapter: 'SETswitch', OperationMode: 'Access', AccessVlanId: 20 },
+    ]);
     assert.equal(parsePsJsonList(VlanSetting, fixture('get-vmnetworkadaptervlan.untagged.json'), 'x')[0]?.OperationMode, 'Untagged');
   });
 
   test('not JSON → a typed error showing the start of the output', () => {
-    assert.throws(() => parsePsJsonList(VMSwitch, "Get-VMSwitch : The term 'Get-VMSwitch' is not recognized", 'Get-VMSwitch'), (e: unknown) => e instanceof UnexpectedOutputError && /not JSON/.test(e.message));
+    assert.throws(
+      () => parsePsJsonList(VMSwitch, "Get-VMSwitch : The term 'Get-VMSwitch' is not recognized", 'Get-VMSwitch'),
+      (e: unknown) => e instanceof UnexpectedOutputError && /not JSON/.test(e.message),
+    );
   });
 
   test('stderr: the CLIXML progress/error stream is stripped from messages', () => {
-    const raw = '#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04"><Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject</T></TN></Obj></Objs>\r\nNew-VMSwitch : The switch name is already in use.';
+    const raw =
+      '#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04"><Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject</T></TN></Obj></Objs>\r\nNew-VMSwitch : The switch name is already in use.';
     assert.equal(cleanStderr(raw), 'New-VMSwitch : The switch name is already in use.');
   });
 });

@@ -25,15 +25,18 @@ describe('ip -j -d link show', () => {
     const links = new Map(parseIpLink(fixture('ip-j-d-link-show.bond-up.json')).map((l) => [l.name, l]));
     const bond = links.get('bond0')!;
     assert.equal(bond.kind, 'bond');
-    assert.deepEqual({ mode: bond.bond!.mode, miimon: bond.bond!.miimon, rate: bond.bond!.lacpRate, hash: bond.bond!.xmitHashPolicy }, { mode: '802.3ad', miimon: 100, rate: 'fast', hash: 'layer3+4' });
+    assert.deepEqual(
+      { mode: bond.bond!.mode, miimon: bond.bond!.miimon, rate: bond.bond!.lacpRate, hash: bond.bond!.xmitHashPolicy },
+      { mode: '802.3ad', miimon: 100, rate: 'fast', hash: 'layer3+4' },
+    );
     assert.equal(bond.bond!.adInfo!.numPorts, 2);
     assert.notEqual(bond.bond!.adInfo!.partnerMac, NO_PARTNER_MAC);
     for (const m of ['eth1', 'eth2']) {
       const l = links.get(m)!;
       assert.equal(l.master, 'bond0');
       assert.equal(l.bondMember!.aggregatorId, bond.bond!.adInfo!.aggregator);
-      assert.equal((l.bondMember!.actorPortState! & LACP_IN_SERVICE), LACP_IN_SERVICE);
-      assert.equal((l.bondMember!.partnerPortState! & LACP_IN_SERVICE), LACP_IN_SERVICE);
+      assert.equal(l.bondMember!.actorPortState! & LACP_IN_SERVICE, LACP_IN_SERVICE);
+      assert.equal(l.bondMember!.partnerPortState! & LACP_IN_SERVICE, LACP_IN_SERVICE);
       assert.match(l.permMac!, /^52:54:00:00:01:0[12]$/, 'permanent MAC, not the bond MAC');
     }
     const vlan = links.get('bond0.100')!;
@@ -47,7 +50,12 @@ describe('ip -j -d link show', () => {
       const members = ['eth1', 'eth2'].map((m) => links.get(m)!.bondMember!);
       const allInService =
         bond.adInfo!.partnerMac !== NO_PARTNER_MAC &&
-        members.every((s) => s.aggregatorId === bond.adInfo!.aggregator && (s.actorPortState! & LACP_IN_SERVICE) === LACP_IN_SERVICE && (s.partnerPortState! & LACP_IN_SERVICE) === LACP_IN_SERVICE);
+        members.every(
+          (s) =>
+            s.aggregatorId === bond.adInfo!.aggregator &&
+            (s.actorPortState! & LACP_IN_SERVICE) === LACP_IN_SERVICE &&
+            (s.partnerPortState! & LACP_IN_SERVICE) === LACP_IN_SERVICE,
+        );
       assert.equal(allInService, false, f);
     }
   });

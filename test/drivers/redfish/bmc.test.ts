@@ -58,7 +58,10 @@ describe('against sushy-tools', () => {
       assert.equal(bmc.usesSession, false, 'sushy has no SessionService: basic auth');
     });
     await withBmc(spec({ systemId: undefined }), async (bmc) => {
-      await assert.rejects(bmc.systemPath(), (e: unknown) => e instanceof InvalidSpecError && e.message.includes(DEFAULT_SYSTEM.uuid) && e.message.includes(SECOND.uuid));
+      await assert.rejects(
+        bmc.systemPath(),
+        (e: unknown) => e instanceof InvalidSpecError && e.message.includes(DEFAULT_SYSTEM.uuid) && e.message.includes(SECOND.uuid),
+      );
     });
     await withBmc(spec({ systemId: 'no-such-system' }), async (bmc) => {
       await assert.rejects(bmc.systemPath(), (e: unknown) => e instanceof InvalidSpecError && /hypervisor\.bmc\.systemId/.test(e.message));
@@ -115,12 +118,18 @@ describe('against sushy-tools', () => {
       assert.equal(inserted.inserted, true);
       assert.equal(isoHits, 1, 'sushy fetched the image');
       await bmc.ejectMedia();
-      assert.deepEqual({ ...(await bmc.cdMedia()), insertTarget: undefined, ejectTarget: undefined }, { ...before, insertTarget: undefined, ejectTarget: undefined });
+      assert.deepEqual(
+        { ...(await bmc.cdMedia()), insertTarget: undefined, ejectTarget: undefined },
+        { ...before, insertTarget: undefined, ejectTarget: undefined },
+      );
     });
   });
 
   test('a wrong fingerprint is refused', async () => {
-    await assert.rejects(RedfishBmc.connect(spec({ tls: { certFile: sushy.certFile, fingerprint: `sha256/${'A'.repeat(43)}=` } }), 'esx01'), /not the pinned one/);
+    await assert.rejects(
+      RedfishBmc.connect(spec({ tls: { certFile: sushy.certFile, fingerprint: `sha256/${'A'.repeat(43)}=` } }), 'esx01'),
+      /not the pinned one/,
+    );
   });
 });
 
@@ -222,7 +231,10 @@ describe('through a Redfish front: an older BMC (media by PATCH, Reset types fro
       await assert.rejects(bmc.reset('ForceRestart'), UnsupportedHardwareError);
     });
     const resets = front.requests.filter((r) => r.includes('ComputerSystem.Reset'));
-    assert.ok(resets.every((r) => / 204$/.test(r)), resets.join(', '));
+    assert.ok(
+      resets.every((r) => / 204$/.test(r)),
+      resets.join(', '),
+    );
     assert.ok(resets.length >= 2 && resets.length <= 3, resets.join(', '));
     assert.equal(front.requests.filter((r) => r.includes('/ResetActionInfo')).length, 1, 'the ActionInfo is read once per client');
   });

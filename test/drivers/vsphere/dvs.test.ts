@@ -62,7 +62,9 @@ describe('vSphere client against vcsim', () => {
   });
 
   test('credentials by reference: an unset env var is CredentialUnavailableError, before any request', async () => {
-    const err = await VsphereClient.connect(vc.target({ credentials: { usernameEnv: 'UNDERLAY_TEST_UNSET_U', passwordEnv: 'UNDERLAY_TEST_UNSET_P' } })).catch((e: unknown) => e);
+    const err = await VsphereClient.connect(vc.target({ credentials: { usernameEnv: 'UNDERLAY_TEST_UNSET_U', passwordEnv: 'UNDERLAY_TEST_UNSET_P' } })).catch(
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof CredentialUnavailableError, String(err));
     assert.equal(err.retryable, false);
   });
@@ -104,9 +106,26 @@ describe('vSphere client against vcsim', () => {
     assert.ok(ref);
     let pg = await readPortgroup(c, ref);
     assert.deepEqual({ name: pg.name, switch: pg.switch.value, vlan: pg.vlan }, { name: 'pg-drv-120', switch: dvsRef.value, vlan: { kind: 'id', id: 120 } });
-    await setPortgroupVlan(c, pg, { kind: 'trunk', ranges: [{ start: 10, end: 20 }, { start: 30, end: 30 }] }, wait);
+    await setPortgroupVlan(
+      c,
+      pg,
+      {
+        kind: 'trunk',
+        ranges: [
+          { start: 10, end: 20 },
+          { start: 30, end: 30 },
+        ],
+      },
+      wait,
+    );
     pg = await readPortgroup(c, ref);
-    assert.deepEqual(pg.vlan, { kind: 'trunk', ranges: [{ start: 10, end: 20 }, { start: 30, end: 30 }] });
+    assert.deepEqual(pg.vlan, {
+      kind: 'trunk',
+      ranges: [
+        { start: 10, end: 20 },
+        { start: 30, end: 30 },
+      ],
+    });
     assert.equal(pg.name, 'pg-drv-120');
     const dup = await addPortgroup(c, dvsRef, 'pg-drv-120', { kind: 'id', id: 5 }, wait).catch((e: unknown) => e);
     assert.ok(dup instanceof SoapFaultError && dup.fault === 'DuplicateName' && !dup.retryable, String(dup));

@@ -7,7 +7,10 @@ describe('xml builder', () => {
   test('interpolations are escaped; fragments are spliced as built', () => {
     const hostile = `a&b<c>"d'</name><password>x</password>`;
     const f = xml`<spec>${el('name', hostile)}${el('numPorts', 8)}${el('autoExpand', true)}</spec>`;
-    assert.equal(f.text, '<spec><name>a&amp;b&lt;c&gt;&quot;d&apos;&lt;/name&gt;&lt;password&gt;x&lt;/password&gt;</name><numPorts>8</numPorts><autoExpand>true</autoExpand></spec>');
+    assert.equal(
+      f.text,
+      '<spec><name>a&amp;b&lt;c&gt;&quot;d&apos;&lt;/name&gt;&lt;password&gt;x&lt;/password&gt;</name><numPorts>8</numPorts><autoExpand>true</autoExpand></spec>',
+    );
     assert.equal(xml`<a x="${'"q"'}">${'<b>'}</a>`.text, '<a x="&quot;q&quot;">&lt;b&gt;</a>');
   });
 

@@ -63,7 +63,7 @@ describe('xl info', () => {
   });
 
   test('what is not xl info is refused with a typed error', () => {
-    assert.throws(() => parseXlInfo('ERROR:  Can\'t find hypervisor information in sysfs!\n'), UnexpectedOutputError);
+    assert.throws(() => parseXlInfo("ERROR:  Can't find hypervisor information in sysfs!\n"), UnexpectedOutputError);
     assert.throws(() => parseXlInfo('host : x\n'), /no xen_version/);
   });
 
@@ -108,7 +108,10 @@ describe('GRUB: the drop-in and what grub-mkconfig sees', () => {
     assert.equal(readFileSync(path, 'utf8'), hostile);
     assert.throws(() => readFileSync(join(tmp, 'pwned')), /ENOENT/, 'nothing in the content ran');
     assert.equal(localSh(readFileOrAbsent(path)), hostile);
-    assert.throws(() => localSh(readFileOrAbsent(join(tmp, 'nope'))), (e: { status?: number }) => e.status === 3);
+    assert.throws(
+      () => localSh(readFileOrAbsent(join(tmp, 'nope'))),
+      (e: { status?: number }) => e.status === 3,
+    );
   });
 
   function etc(dropIn?: string, grubExtra = ''): string {
@@ -146,15 +149,23 @@ describe('grub.cfg + grubenv → the next boot', () => {
   test('Debian 12 after update-grub with Xen: the default is the Xen entry', () => {
     const cfg = parseGrubCfg(fixture('grub.cfg.debian12-xen'));
     assert.equal(cfg.default, 'Debian GNU/Linux, with Xen hypervisor', 'not the ${next_entry} branch');
-    assert.deepEqual(cfg.entries.map((e) => [e.kind, e.title, e.xen]), [
-      ['menuentry', 'Debian GNU/Linux', false],
-      ['submenu', 'Advanced options for Debian GNU/Linux', false],
-      ['menuentry', 'Debian GNU/Linux, with Xen hypervisor', true],
-      ['submenu', 'Advanced options for Debian GNU/Linux (with Xen hypervisor)', false],
-    ]);
+    assert.deepEqual(
+      cfg.entries.map((e) => [e.kind, e.title, e.xen]),
+      [
+        ['menuentry', 'Debian GNU/Linux', false],
+        ['submenu', 'Advanced options for Debian GNU/Linux', false],
+        ['menuentry', 'Debian GNU/Linux, with Xen hypervisor', true],
+        ['submenu', 'Advanced options for Debian GNU/Linux (with Xen hypervisor)', false],
+      ],
+    );
     assert.equal(cfg.entries[3]!.children[0]!.children[0]!.xen, true, 'nested Xen entry');
     const next = resolveNextBoot(cfg, {});
-    assert.deepEqual(next, { source: 'default', selector: 'Debian GNU/Linux, with Xen hypervisor', path: ['Debian GNU/Linux, with Xen hypervisor'], xen: true });
+    assert.deepEqual(next, {
+      source: 'default',
+      selector: 'Debian GNU/Linux, with Xen hypervisor',
+      path: ['Debian GNU/Linux, with Xen hypervisor'],
+      xen: true,
+    });
   });
 
   test('the same host before Xen: default 0 is the plain kernel', () => {
@@ -194,17 +205,26 @@ describe('Linux bridge for Xen guests', () => {
   const none = { bridge: null, uplinkMaster: null };
   const attached = { bridge: { kind: 'bridge', up: true }, uplinkMaster: 'xenbr0' };
   test('create and enslave, in one && chain', () => {
-    assert.equal(convergeBridgeScript('xenbr0', 'bond0', none, attached)?.text, "ip link add name xenbr0 type bridge && ip link set dev bond0 master xenbr0 && ip link set dev xenbr0 up");
+    assert.equal(
+      convergeBridgeScript('xenbr0', 'bond0', none, attached)?.text,
+      'ip link add name xenbr0 type bridge && ip link set dev bond0 master xenbr0 && ip link set dev xenbr0 up',
+    );
   });
   test('undo: release the uplink first, then delete the bridge', () => {
     assert.equal(convergeBridgeScript('xenbr0', 'bond0', attached, none)?.text, 'ip link set dev bond0 nomaster && ip link del dev xenbr0');
   });
   test('nothing to do → null; a bridge that is down is raised', () => {
     assert.equal(convergeBridgeScript('xenbr0', 'bond0', attached, attached), null);
-    assert.equal(convergeBridgeScript('xenbr0', 'bond0', { bridge: { kind: 'bridge', up: false }, uplinkMaster: 'xenbr0' }, attached)?.text, 'ip link set dev xenbr0 up');
+    assert.equal(
+      convergeBridgeScript('xenbr0', 'bond0', { bridge: { kind: 'bridge', up: false }, uplinkMaster: 'xenbr0' }, attached)?.text,
+      'ip link set dev xenbr0 up',
+    );
   });
   test('hostile names are quoted', () => {
-    assert.equal(convergeBridgeScript("br'; reboot", 'b 0', none, { bridge: { kind: 'bridge', up: true }, uplinkMaster: "br'; reboot" })?.text, `ip link add name 'br'\\''; reboot' type bridge && ip link set dev 'b 0' master 'br'\\''; reboot' && ip link set dev 'br'\\''; reboot' up`);
+    assert.equal(
+      convergeBridgeScript("br'; reboot", 'b 0', none, { bridge: { kind: 'bridge', up: true }, uplinkMaster: "br'; reboot" })?.text,
+      `ip link add name 'br'\\''; reboot' type bridge && ip link set dev 'b 0' master 'br'\\''; reboot' && ip link set dev 'br'\\''; reboot' up`,
+    );
   });
   test('brport state', () => {
     assert.equal(parseBrportState('3\n'), 'forwarding');
@@ -221,24 +241,47 @@ describe('reboot driver', () => {
   test('the reboot is a transient systemd timer (returns at once), refused twice in one boot', () => {
     const s = rebootScript(2).text;
     assert.match(s, /systemctl is-active --quiet underlay-reboot\.timer; then echo already-scheduled; exit 0; fi/);
-    assert.match(s, /systemd-run --quiet --unit=underlay-reboot --description='underlay: reboot requested by an onboarding step' --on-active=2s \/bin\/systemctl reboot && echo scheduled/);
+    assert.match(
+      s,
+      /systemd-run --quiet --unit=underlay-reboot --description='underlay: reboot requested by an onboarding step' --on-active=2s \/bin\/systemctl reboot && echo scheduled/,
+    );
     assert.match(s, /nohup sh -c 'sleep 2; reboot' >\/dev\/null 2>&1 <\/dev\/null &/);
   });
 });
 
 describe('Xen steps: plan and diff (pure)', () => {
   const specP = loadSpecFile(resolve(__dirname, '../../../examples/xen-bridge.yaml'));
-  const fresh = { family: 'debian' as const, packages: ['openssh-server'], dropIn: null, nextBoot: { path: ['Debian GNU/Linux'], xen: false }, dom0: false, xen: null };
+  const fresh = {
+    family: 'debian' as const,
+    packages: ['openssh-server'],
+    dropIn: null,
+    nextBoot: { path: ['Debian GNU/Linux'], xen: false },
+    dom0: false,
+    xen: null,
+  };
 
   test('a fresh Debian host: package, drop-in, GRUB default, and the reboot into Xen', async () => {
     const spec = await specP;
-    assert.deepEqual(xenInstallStep.plan(spec, fresh).map((c) => c.field), ['package xen-system-amd64', XEN_DROP_IN, 'GRUB default entry', 'running hypervisor']);
+    assert.deepEqual(
+      xenInstallStep.plan(spec, fresh).map((c) => c.field),
+      ['package xen-system-amd64', XEN_DROP_IN, 'GRUB default entry', 'running hypervisor'],
+    );
   });
 
   test('running Xen with the spec’s dom0 memory and the network in place: nothing to do', async () => {
     const spec = await specP;
-    const bond = { bond: { mode: '802.3ad', miimon: 100, lacpRate: 'slow', xmitHashPolicy: 'layer2+3', up: true }, members: { eno1: { master: 'bond0', up: true }, eno2: { master: 'bond0', up: true } } };
-    const done = { ...fresh, packages: ['xen-system-amd64'], dropIn: renderXenDropIn(dom0MemOption(8192)), nextBoot: { path: ['Debian GNU/Linux, with Xen hypervisor'], xen: true }, dom0: true, xen: { version: '4.17.4-pre', dom0Mem: 'dom0_mem=8192M,max:8192M' } };
+    const bond = {
+      bond: { mode: '802.3ad', miimon: 100, lacpRate: 'slow', xmitHashPolicy: 'layer2+3', up: true },
+      members: { eno1: { master: 'bond0', up: true }, eno2: { master: 'bond0', up: true } },
+    };
+    const done = {
+      ...fresh,
+      packages: ['xen-system-amd64'],
+      dropIn: renderXenDropIn(dom0MemOption(8192)),
+      nextBoot: { path: ['Debian GNU/Linux, with Xen hypervisor'], xen: true },
+      dom0: true,
+      xen: { version: '4.17.4-pre', dom0Mem: 'dom0_mem=8192M,max:8192M' },
+    };
     const vlan = xenInstallStep.plan(spec, { ...done, network: { bond } }).map((c) => c.field);
     assert.deepEqual(vlan, [], 'the bond holds (only the observed steps are compared)');
     // After the reboot the bond is gone: the Xen step lists (and re-applies) the bond step's changes.
@@ -246,21 +289,37 @@ describe('Xen steps: plan and diff (pure)', () => {
     const fields = xenInstallStep.plan(spec, { ...done, network: { bond: lost } }).map((c) => c.field);
     assert.ok(fields.length > 0 && fields.every((f) => f.startsWith('bond: ')), fields.join(', '));
     // Another dom0_mem than the spec's: one more reboot is planned.
-    assert.deepEqual(xenInstallStep.plan(spec, { ...done, xen: { version: '4.17.4-pre', dom0Mem: 'dom0_mem=512M,max:512M' }, network: { bond } }).map((c) => c.field), ['dom0_mem']);
+    assert.deepEqual(
+      xenInstallStep.plan(spec, { ...done, xen: { version: '4.17.4-pre', dom0Mem: 'dom0_mem=512M,max:512M' }, network: { bond } }).map((c) => c.field),
+      ['dom0_mem'],
+    );
   });
 
   test('diff (what an undo must restore): packages, drop-in, GRUB default, running dom0', async () => {
-    const now = { ...fresh, packages: ['openssh-server', 'xen-system-amd64'], dropIn: 'x', nextBoot: { path: ['Xen'], xen: true }, dom0: true, xen: { version: '4.17', dom0Mem: null } };
-    assert.deepEqual(xenInstallStep.diff(now, fresh).map((c) => c.field), ['packages', XEN_DROP_IN, 'GRUB default is Xen', 'running Xen dom0']);
+    const now = {
+      ...fresh,
+      packages: ['openssh-server', 'xen-system-amd64'],
+      dropIn: 'x',
+      nextBoot: { path: ['Xen'], xen: true },
+      dom0: true,
+      xen: { version: '4.17', dom0Mem: null },
+    };
+    assert.deepEqual(
+      xenInstallStep.diff(now, fresh).map((c) => c.field),
+      ['packages', XEN_DROP_IN, 'GRUB default is Xen', 'running Xen dom0'],
+    );
     assert.deepEqual(xenInstallStep.diff(fresh, fresh), []);
   });
 
   test('bridge attach plan: create, enslave, raise', async () => {
     const spec = await specP;
-    assert.deepEqual(xenBridgeAttachStep.plan(spec, { bridge: null, uplinkMaster: null }).map((c) => [c.field, c.to]), [
-      ['bridge', { kind: 'bridge', up: true }],
-      ['uplinkMaster', 'xenbr0'],
-    ]);
+    assert.deepEqual(
+      xenBridgeAttachStep.plan(spec, { bridge: null, uplinkMaster: null }).map((c) => [c.field, c.to]),
+      [
+        ['bridge', { kind: 'bridge', up: true }],
+        ['uplinkMaster', 'xenbr0'],
+      ],
+    );
     assert.deepEqual(xenBridgeAttachStep.plan(spec, { bridge: { kind: 'bridge', up: true }, uplinkMaster: 'xenbr0' }), []);
     assert.equal(xenBridgeAttachStep.summary(spec), 'Linux bridge xenbr0 ← bond0');
   });

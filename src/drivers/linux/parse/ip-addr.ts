@@ -6,7 +6,9 @@ import { parseJsonOutput } from './json';
 const AddrJson = z.array(
   z.looseObject({
     ifname: z.string(),
-    addr_info: z.array(z.looseObject({ family: z.string().optional(), local: z.string().optional(), prefixlen: z.number().optional(), scope: z.string().optional() })).default([]),
+    addr_info: z
+      .array(z.looseObject({ family: z.string().optional(), local: z.string().optional(), prefixlen: z.number().optional(), scope: z.string().optional() }))
+      .default([]),
   }),
 );
 
@@ -14,9 +16,7 @@ const AddrJson = z.array(
 export function parseIpAddr(text: string, ctx: ErrorContext = {}): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const l of parseJsonOutput(AddrJson, text, 'ip -j addr show', ctx)) {
-    const addrs = l.addr_info
-      .filter((a) => a.local && a.prefixlen !== undefined && (a.scope ?? 'global') === 'global')
-      .map((a) => `${a.local}/${a.prefixlen}`);
+    const addrs = l.addr_info.filter((a) => a.local && a.prefixlen !== undefined && (a.scope ?? 'global') === 'global').map((a) => `${a.local}/${a.prefixlen}`);
     out.set(l.ifname, addrs);
   }
   return out;

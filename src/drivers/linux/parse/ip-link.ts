@@ -12,9 +12,7 @@ const BondInfo = z.looseObject({
   miimon: num.optional(),
   xmit_hash_policy: z.string().optional(),
   ad_lacp_rate: z.string().optional(),
-  ad_info: z
-    .looseObject({ aggregator: num, num_ports: num, actor_key: num.optional(), partner_key: num.optional(), partner_mac: z.string() })
-    .optional(),
+  ad_info: z.looseObject({ aggregator: num, num_ports: num, actor_key: num.optional(), partner_key: num.optional(), partner_mac: z.string() }).optional(),
 });
 const BondSlaveInfo = z.looseObject({
   state: z.string(),

@@ -77,7 +77,10 @@ export function parseVirshNetInfo(text: string, ctx: ErrorContext = {}): { activ
 }
 
 export function lines(text: string): string[] {
-  return text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
+  return text
+    .split('\n')
+    .map((l) => l.replace(/\r$/, ''))
+    .filter((l) => l.trim() !== '');
 }
 
 /**
