@@ -42,7 +42,8 @@ export default tseslint.config(
   },
   {
     // Workflows replay deterministically in a sandbox: no Node builtins, no I/O libraries, activities by type only.
-    files: ['src/workflows/**/*.ts'],
+    // The step registry (src/steps) is imported by workflows, so the same holds there.
+    files: ['src/workflows/**/*.ts', 'src/steps/**/*.ts'],
     rules: {
       '@typescript-eslint/no-restricted-imports': [
         'error',

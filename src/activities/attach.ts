@@ -8,6 +8,7 @@ import { listAddresses, listLinks, managementInterface } from '../drivers/linux/
 import { defineNetwork, networkXml, readNetwork, removeNetwork, setNetworkRunning, type NetDef, type NetState } from '../drivers/linux/libvirt';
 import { convergeBridge, readBridge, type OvsBridge } from '../drivers/linux/ovs';
 import type { AttachSpec, ServerSpec } from '../spec/server';
+import { attachOfKind } from './want';
 import { diffState } from './diff';
 import { pollUntilHolds, type Problem } from './poll';
 import type { Change, Step, StepIo } from './step';
@@ -21,43 +22,45 @@ export interface AttachState {
 
 type LinuxAttach = Extract<AttachSpec, { kind: 'macvtap' | 'ovs' }>;
 
-function linuxAttach(io: StepIo): LinuxAttach {
-  const a = io.spec.attach!;
-  if (a.kind !== 'macvtap' && a.kind !== 'ovs') {
-    throw new UnsupportedPlatformError(`no ${a.kind} attach driver in this build`, {
-      host: io.host.label,
+/** The attach, and the device it rides on: its own `device` / `uplink`, or the bond. */
+export interface LinuxAttachWant {
+  attach: LinuxAttach;
+  lower: string;
+}
+
+type Io = StepIo<LinuxAttachWant>;
+
+export function linuxAttachWant(spec: ServerSpec): LinuxAttachWant {
+  const attach = attachOfKind(spec, ['macvtap', 'ovs']);
+  const own = attach.kind === 'macvtap' ? attach.device : attach.uplink;
+  const lower = own ?? spec.bond?.name;
+  if (!lower) {
+    throw new UnsupportedPlatformError('the attach has no lower device: name one or configure a bond', {
+      host: spec.id,
       step: 'attach',
-      field: 'attach.kind',
-      expected: 'macvtap|ovs',
-      observed: a.kind,
+      field: attach.kind === 'macvtap' ? 'attach.device' : 'attach.uplink',
+      expected: 'a device, or a bond section',
+      observed: 'neither',
     });
   }
-  return a;
+  return { attach, lower };
 }
 
-function lowerDevice(spec: ServerSpec, a: LinuxAttach): string {
-  return (a.kind === 'macvtap' ? a.device : a.uplink) ?? spec.bond!.name;
-}
-
-function networkName(a: LinuxAttach): string | undefined {
-  return a.kind === 'macvtap' ? a.network : a.network;
-}
-
-function wantedNetwork(spec: ServerSpec, a: LinuxAttach): NetDef | null {
-  if (a.kind === 'macvtap') return { name: a.network, forwardMode: a.mode, interfaces: [lowerDevice(spec, a)], bridge: null, virtualport: null };
+function wantedNetwork({ attach: a, lower }: LinuxAttachWant): NetDef | null {
+  if (a.kind === 'macvtap') return { name: a.network, forwardMode: a.mode, interfaces: [lower], bridge: null, virtualport: null };
   if (a.network) return { name: a.network, forwardMode: 'bridge', interfaces: [], bridge: a.bridge, virtualport: 'openvswitch' };
   return null;
 }
 
-function wantedBridge(spec: ServerSpec, a: Extract<LinuxAttach, { kind: 'ovs' }>): OvsBridge {
-  const ports: OvsBridge['ports'] = { [lowerDevice(spec, a)]: { tag: null, type: 'system' } };
+function wantedBridge(a: Extract<LinuxAttach, { kind: 'ovs' }>, lower: string): OvsBridge {
+  const ports: OvsBridge['ports'] = { [lower]: { tag: null, type: 'system' } };
   for (const p of a.vlanPorts) ports[p.name] = { tag: p.vlan, type: 'internal' };
   return { exists: true, ports };
 }
 
-async function observe(io: StepIo): Promise<AttachState> {
-  const a = linuxAttach(io);
-  const name = networkName(a);
+async function observe(io: Io): Promise<AttachState> {
+  const a = io.want.attach;
+  const name = a.network;
   const network = name ? await readNetwork(io.host, name) : null;
   return a.kind === 'ovs' ? { network, bridge: await readBridge(io.host, a.bridge) } : { network };
 }
@@ -70,17 +73,17 @@ function view(s: AttachState) {
   };
 }
 
-function plan(spec: ServerSpec, observed: AttachState): Change[] {
-  const a = spec.attach as LinuxAttach;
-  const net = wantedNetwork(spec, a);
-  const want = {
+function plan(want: LinuxAttachWant, observed: AttachState): Change[] {
+  const a = want.attach;
+  const net = wantedNetwork(want);
+  const wanted = {
     network: net && { def: net, active: true, autostart: true },
-    ...(a.kind === 'ovs' ? { bridge: wantedBridge(spec, a) } : {}),
+    ...(a.kind === 'ovs' ? { bridge: wantedBridge(a, want.lower) } : {}),
   };
-  return diffState(view(observed), want);
+  return diffState(view(observed), wanted);
 }
 
-async function guardManagement(io: StepIo, device: string): Promise<void> {
+async function guardManagement(io: Io, device: string): Promise<void> {
   const mgmt = await managementInterface(io.host, await listAddresses(io.host));
   if (mgmt && mgmt === device) {
     throw new LockoutRiskError('refusing to attach a switch to the interface that carries the management session', {
@@ -93,13 +96,7 @@ async function guardManagement(io: StepIo, device: string): Promise<void> {
   }
 }
 
-async function convergeNetwork(
-  io: StepIo,
-  now: NetState | null,
-  want: NetDef | null,
-  run: { active: boolean; autostart: boolean },
-  xml?: string,
-): Promise<void> {
+async function convergeNetwork(io: Io, now: NetState | null, want: NetDef | null, run: { active: boolean; autostart: boolean }, xml?: string): Promise<void> {
   if (!want) {
     if (now) await removeNetwork(io.host, now);
     return;
@@ -114,9 +111,8 @@ async function convergeNetwork(
   await setNetworkRunning(io.host, want.name, run, current ?? { active: false, autostart: false });
 }
 
-async function apply(io: StepIo, observed: AttachState): Promise<void> {
-  const a = linuxAttach(io);
-  const lower = lowerDevice(io.spec, a);
+async function apply(io: Io, observed: AttachState): Promise<void> {
+  const { attach: a, lower } = io.want;
   await guardManagement(io, lower);
   const links = await listLinks(io.host);
   if (!links.has(lower)) {
@@ -129,16 +125,16 @@ async function apply(io: StepIo, observed: AttachState): Promise<void> {
     });
   }
   if (a.kind === 'ovs') {
-    const script = convergeBridge(a.bridge, observed.bridge!, wantedBridge(io.spec, a));
+    const script = convergeBridge(a.bridge, observed.bridge!, wantedBridge(a, lower));
     if (script) await io.host.run(script, { description: `ovs-vsctl transaction for ${a.bridge}` });
   }
-  await convergeNetwork(io, observed.network, wantedNetwork(io.spec, a), { active: true, autostart: true });
+  await convergeNetwork(io, observed.network, wantedNetwork(io.want), { active: true, autostart: true });
 }
 
-async function check(io: StepIo): Promise<Problem[]> {
-  const a = linuxAttach(io);
+async function check(io: Io): Promise<Problem[]> {
+  const a = io.want.attach;
   const now = await observe(io);
-  const diffs = plan(io.spec, now);
+  const diffs = plan(io.want, now);
   const problems: Problem[] = diffs.map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
   if (!problems.length && a.kind === 'ovs') {
     const links = await listLinks(io.host);
@@ -148,8 +144,8 @@ async function check(io: StepIo): Promise<Problem[]> {
   return problems;
 }
 
-async function undo(io: StepIo, pre: AttachState, now: AttachState): Promise<void> {
-  const a = linuxAttach(io);
+async function undo(io: Io, pre: AttachState, now: AttachState): Promise<void> {
+  const a = io.want.attach;
   // Take the libvirt network off the bridge before the bridge goes.
   await convergeNetwork(
     io,
@@ -164,18 +160,13 @@ async function undo(io: StepIo, pre: AttachState, now: AttachState): Promise<voi
   }
 }
 
-export const attachStep: Step<AttachState> = {
+export const attachStep: Step<AttachState, LinuxAttachWant> = {
   name: 'attach',
+  want: linuxAttachWant,
   observe,
   plan,
   apply,
   verify: (io) => pollUntilHolds(io, 'network attach', () => check(io), { timeoutMs: 20_000, intervalMs: 1_000 }),
   undo,
   diff: (a, b) => diffState(view(a), view(b)),
-  summary: (spec) => {
-    const a = spec.attach!;
-    if (a.kind === 'macvtap') return `macvtap ${a.mode} · network ${a.network} on ${a.device ?? spec.bond?.name}`;
-    if (a.kind === 'ovs') return `OVS ${a.bridge} ← ${a.uplink ?? spec.bond?.name}${a.vlanPorts.map((p) => ` · ${p.name}:${p.vlan}`).join('')}`;
-    return a.kind;
-  },
 };

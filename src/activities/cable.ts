@@ -7,7 +7,7 @@ import { UnsupportedHardwareError } from '../common/errors';
 import { sh, join } from '../drivers/shell';
 import { listLinks, readLldpNeighbours, readNicSysfs } from '../drivers/linux/net';
 import { describeNeighbour, neighbourMatches } from '../drivers/linux/parse/lldp';
-import type { ServerSpec } from '../spec/server';
+import type { NicSpec } from '../spec/server';
 import { diffState } from './diff';
 import { pollUntilHolds, type Problem } from './poll';
 import type { Change, Step, StepIo } from './step';
@@ -20,10 +20,10 @@ export interface CableState {
 /** lldpd sends every 30 s by default; a freshly raised link may need one full interval to be heard. */
 const VERIFY = { timeoutMs: 75_000, intervalMs: 3_000 };
 
-async function observe(io: StepIo): Promise<CableState> {
+async function observe(io: StepIo<NicSpec[]>): Promise<CableState> {
   const links = await listLinks(io.host);
   const nics: CableState['nics'] = {};
-  io.spec.nics.forEach((nic, i) => {
+  io.want.forEach((nic, i) => {
     const link = links.get(nic.name);
     if (!link) {
       throw new UnsupportedHardwareError('NIC not found on the host', {
@@ -50,11 +50,11 @@ async function observe(io: StepIo): Promise<CableState> {
   return { nics };
 }
 
-function plan(spec: ServerSpec, observed: CableState): Change[] {
-  return spec.nics.filter((n) => n.cabled && !observed.nics[n.name]?.up).map((n) => ({ field: `${n.name}.up`, from: false, to: true }));
+function plan(nics: NicSpec[], observed: CableState): Change[] {
+  return nics.filter((n) => n.cabled && !observed.nics[n.name]?.up).map((n) => ({ field: `${n.name}.up`, from: false, to: true }));
 }
 
-async function apply(io: StepIo, _observed: CableState, changes: Change[]): Promise<void> {
+async function apply(io: StepIo<NicSpec[]>, _observed: CableState, changes: Change[]): Promise<void> {
   const nics = changes.map((c) => c.field.replace(/\.up$/, ''));
   await io.host.run(
     join(
@@ -65,12 +65,12 @@ async function apply(io: StepIo, _observed: CableState, changes: Change[]): Prom
   );
 }
 
-async function check(io: StepIo): Promise<Problem[]> {
+async function check(io: StepIo<NicSpec[]>): Promise<Problem[]> {
   const sysfs = await readNicSysfs(io.host);
-  const wantLldp = io.spec.nics.some((n) => n.cabled && n.lldp);
+  const wantLldp = io.want.some((n) => n.cabled && n.lldp);
   const neighbours = wantLldp ? await readLldpNeighbours(io.host) : new Map();
   const problems: Problem[] = [];
-  for (const nic of io.spec.nics.filter((n) => n.cabled)) {
+  for (const nic of io.want.filter((n) => n.cabled)) {
     const s = sysfs.get(nic.name);
     if (!s?.carrier) {
       problems.push({ field: `${nic.name}.carrier`, expected: 'link up', observed: s?.carrier === false ? 'no carrier' : 'unknown' });
@@ -90,7 +90,7 @@ async function check(io: StepIo): Promise<Problem[]> {
   return problems;
 }
 
-async function undo(io: StepIo, pre: CableState, now: CableState): Promise<void> {
+async function undo(io: StepIo<NicSpec[]>, pre: CableState, now: CableState): Promise<void> {
   const down = Object.keys(pre.nics).filter((n) => !pre.nics[n]?.up && now.nics[n]?.up);
   if (down.length)
     await io.host.run(
@@ -102,22 +102,13 @@ async function undo(io: StepIo, pre: CableState, now: CableState): Promise<void>
     );
 }
 
-export const cableStep: Step<CableState> = {
+export const cableStep: Step<CableState, NicSpec[]> = {
   name: 'cable',
+  want: (spec) => spec.nics,
   observe,
   plan,
   apply,
   verify: (io) => pollUntilHolds(io, 'cabling', () => check(io), VERIFY),
   undo,
   diff: (a, b) => diffState(a.nics, b.nics),
-  summary: (spec) =>
-    spec.nics
-      .filter((n) => n.cabled)
-      .map((n) => `${n.name}→${n.lldp ? `${n.lldp.switch}/${n.lldp.port}` : '?'}${n.speedMbps ? ` @${speedLabel(n.speedMbps)}` : ''}`)
-      .join(', '),
 };
-
-function speedLabel(mbps: number | undefined): string {
-  if (!mbps) return '';
-  return mbps >= 1000 ? `${mbps / 1000}G` : `${mbps}M`;
-}

@@ -16,7 +16,7 @@ import { ServerId } from '../spec/identifiers';
 import { validateSpecFile } from '../spec/load';
 import type { ServerSpec } from '../spec/server';
 import type { SpecIssue } from '../spec/validate';
-import type { StepSet } from '.';
+import type { StepSet } from './registry';
 import { planOnboarding, type OnboardingPlan } from './plan';
 import type { Connector } from './run-step';
 

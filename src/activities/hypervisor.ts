@@ -3,11 +3,12 @@
  * start libvirtd, and verify /dev/kvm, the daemon and `virsh version`. Undo purges exactly the packages that
  * were not installed before, so the package set returns to the snapshot.
  */
-import { CommandFailedError, UnsupportedHardwareError, UnsupportedPlatformError, VerificationError } from '../common/errors';
+import { CommandFailedError, UnsupportedHardwareError, VerificationError } from '../common/errors';
 import { join, sh } from '../drivers/shell';
 import { installPackages, installedPackages, purgePackages, readOsFamily, unitState } from '../drivers/linux/packages';
 import type { OsFamily } from '../drivers/linux/parse/text';
 import type { ServerSpec } from '../spec/server';
+import { hypervisorOfKind } from './want';
 import { pollUntilHolds, type Problem } from './poll';
 import type { Change, Step, StepIo } from './step';
 
@@ -15,6 +16,10 @@ export interface HypervisorState {
   family: OsFamily;
   /** Every installed package (names), sorted: the snapshot an undo restores. */
   packages: string[];
+  /**
+   * libvirtd answers: its service runs, or its socket is listening — Debian's libvirtd is socket-activated and
+   * exits after two idle minutes (--timeout 120), so the service alone would flap between active and inactive.
+   */
   libvirtdActive: boolean;
 }
 
@@ -24,28 +29,25 @@ const DEFAULT_PACKAGES: Record<OsFamily, string[]> = {
 };
 const OVS_PACKAGE: Record<OsFamily, string> = { debian: 'openvswitch-switch', rhel: 'openvswitch' };
 
-/** Hypervisor kinds this build can install (the others come with their vendor drivers). */
-export const INSTALLABLE_HYPERVISORS = ['kvm'] as const;
-
-export function kvmPackages(spec: ServerSpec, family: OsFamily): string[] {
-  const base = spec.hypervisor.kind === 'kvm' && spec.hypervisor.packages ? spec.hypervisor.packages : DEFAULT_PACKAGES[family];
-  return spec.attach?.kind === 'ovs' ? [...base, OVS_PACKAGE[family]] : base;
+/** What the KVM install owns: the package override, and whether the attach needs Open vSwitch. */
+export interface KvmWant {
+  packages?: string[];
+  withOvs: boolean;
 }
 
-function requireKvm(io: StepIo): void {
-  if (io.spec.hypervisor.kind !== 'kvm') {
-    throw new UnsupportedPlatformError(`no ${io.spec.hypervisor.kind} installer in this build`, {
-      host: io.host.label,
-      step: 'hypervisor',
-      field: 'hypervisor.kind',
-      expected: INSTALLABLE_HYPERVISORS.join('|'),
-      observed: io.spec.hypervisor.kind,
-    });
-  }
+type Io = StepIo<KvmWant>;
+
+export function kvmWant(spec: ServerSpec): KvmWant {
+  const h = hypervisorOfKind(spec, 'kvm');
+  return { ...(h.packages ? { packages: h.packages } : {}), withOvs: spec.attach?.kind === 'ovs' };
 }
 
-async function observe(io: StepIo): Promise<HypervisorState> {
-  requireKvm(io);
+export function kvmPackages(want: KvmWant, family: OsFamily): string[] {
+  const base = want.packages ?? DEFAULT_PACKAGES[family];
+  return want.withOvs ? [...base, OVS_PACKAGE[family]] : base;
+}
+
+async function observe(io: Io): Promise<HypervisorState> {
   const flags = Number(
     (await io.host.read(sh`grep -Ec '(vmx|svm)' /proc/cpuinfo || true`, { description: 'count vmx/svm CPU flags', privileged: false })).trim(),
   );
@@ -58,19 +60,23 @@ async function observe(io: StepIo): Promise<HypervisorState> {
     });
   }
   const family = await readOsFamily(io.host);
-  const [packages, libvirtd] = await Promise.all([installedPackages(io.host, family), unitState(io.host, 'libvirtd')]);
-  return { family, packages, libvirtdActive: libvirtd === 'active' };
+  const [packages, service, socket] = await Promise.all([
+    installedPackages(io.host, family),
+    unitState(io.host, 'libvirtd'),
+    unitState(io.host, 'libvirtd.socket'),
+  ]);
+  return { family, packages, libvirtdActive: service === 'active' || socket === 'active' };
 }
 
-function plan(spec: ServerSpec, observed: HypervisorState): Change[] {
-  const missing = kvmPackages(spec, observed.family).filter((p) => !observed.packages.includes(p));
+function plan(want: KvmWant, observed: HypervisorState): Change[] {
+  const missing = kvmPackages(want, observed.family).filter((p) => !observed.packages.includes(p));
   const changes: Change[] = missing.map((p) => ({ field: `package ${p}`, from: 'absent', to: 'installed' }));
   if (!observed.libvirtdActive) changes.push({ field: 'libvirtd', from: 'inactive', to: 'active' });
   return changes;
 }
 
-async function apply(io: StepIo, observed: HypervisorState): Promise<void> {
-  const missing = kvmPackages(io.spec, observed.family).filter((p) => !observed.packages.includes(p));
+async function apply(io: Io, observed: HypervisorState): Promise<void> {
+  const missing = kvmPackages(io.want, observed.family).filter((p) => !observed.packages.includes(p));
   if (missing.length) {
     const r = await io.host.run(installPackages(observed.family, missing), {
       description: `install ${missing.join(' ')}`,
@@ -99,12 +105,13 @@ async function apply(io: StepIo, observed: HypervisorState): Promise<void> {
   });
 }
 
-async function check(io: StepIo): Promise<Problem[]> {
+async function check(io: Io): Promise<Problem[]> {
   const problems: Problem[] = [];
   const kvm = await io.host.run(sh`test -c /dev/kvm`, { description: 'test -c /dev/kvm', okExitCodes: [0, 1], privileged: false });
   if (kvm.exitCode !== 0) problems.push({ field: '/dev/kvm', expected: 'character device', observed: 'absent', final: true });
-  const libvirtd = await unitState(io.host, 'libvirtd');
-  if (libvirtd !== 'active') problems.push({ field: 'libvirtd', expected: 'active', observed: libvirtd });
+  const [libvirtd, socket] = await Promise.all([unitState(io.host, 'libvirtd'), unitState(io.host, 'libvirtd.socket')]);
+  if (libvirtd !== 'active' && socket !== 'active')
+    problems.push({ field: 'libvirtd', expected: 'active (or its socket listening)', observed: `${libvirtd}, socket ${socket}` });
   else {
     const v = await io.host.run(sh`virsh -c qemu:///system version`, { description: 'virsh version', okExitCodes: [0, 1] });
     if (v.exitCode !== 0 || !/Running hypervisor:\s*QEMU/i.test(v.stdout)) {
@@ -114,7 +121,7 @@ async function check(io: StepIo): Promise<Problem[]> {
   return problems;
 }
 
-async function undo(io: StepIo, pre: HypervisorState, now: HypervisorState): Promise<void> {
+async function undo(io: Io, pre: HypervisorState, now: HypervisorState): Promise<void> {
   const added = now.packages.filter((p) => !pre.packages.includes(p));
   if (added.length)
     await io.host.run(purgePackages(pre.family, added), {
@@ -147,16 +154,13 @@ function diff(a: HypervisorState, b: HypervisorState): Change[] {
   return changes;
 }
 
-export const hypervisorStep: Step<HypervisorState> = {
+export const hypervisorStep: Step<HypervisorState, KvmWant> = {
   name: 'hypervisor',
+  want: kvmWant,
   observe,
   plan,
   apply,
   verify: (io) => pollUntilHolds(io, 'KVM', () => check(io), { timeoutMs: 60_000, intervalMs: 2_000 }),
   undo,
   diff,
-  summary: (spec) =>
-    spec.hypervisor.kind === 'kvm'
-      ? `KVM · ${(spec.hypervisor.packages ?? DEFAULT_PACKAGES.debian).join(' ')}${spec.attach?.kind === 'ovs' ? ' + Open vSwitch' : ''}`
-      : spec.hypervisor.kind,
 };

@@ -1,54 +1,48 @@
 /**
- * The activities a worker registers: one per onboarding step, one rollback per step, the dry-run plan, and the
- * drift sweep's inventory, managed-server lookups and observation.
- * Activity names are what operators read in the Web UI, so they say what the step does.
+ * The activities a worker registers: per step of the registry (src/steps) its apply and its rollback, under the
+ * names the step's definition gives (operators read them in the Web UI); the dry-run plan; and the drift sweep's
+ * inventory, managed-server lookups and observation.
  */
+import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
-import type { StepName } from '../common/steps';
+import { STEP_DEFS, type ApplyActivityName, type StepName, type UndoActivityName } from '../steps';
 import { sshConnector } from './connect';
 import { findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
-import { PLATFORM_STEP_SET, type StepSet } from './platforms';
 import { planOnboarding } from './plan';
+import { PLATFORM_STEP_SET, type StepSet } from './registry';
 import { runStep, undoStep, type Connector } from './run-step';
 import type { StepResult, UndoResult } from './step';
-
-import { Context } from '@temporalio/activity';
 
 export type { StepResult, UndoResult, StepFailureDetails, Change } from './step';
 export type { InventoryPage, InventoryPageInput, InvalidSpecFile, OnboardingState, UnmanagedServers } from './drift';
 export type { OnboardingPlan, StepPlan } from './plan';
 
-export { LINUX_STEPS, PLATFORM_STEP_SET, type StepSet } from './platforms';
+export { IMPLEMENTATIONS, PLATFORM_STEP_SET, stepSetOf, type StepSet } from './registry';
 
 export interface ActivityDeps {
   /** The Temporal client of the lookups (default: the worker's own, `Context.current().client`). */
   client?: () => Client;
 }
 
+/** Every step's apply and rollback activity, named by the registry. */
+export type StepActivities = { [K in ApplyActivityName]: (spec: unknown) => Promise<StepResult> } & {
+  [K in UndoActivityName]: (spec: unknown, pre: unknown) => Promise<UndoResult>;
+};
+
+export function stepActivities(connect: Connector, steps: StepSet): StepActivities {
+  const out: Record<string, unknown> = {};
+  for (const d of STEP_DEFS) {
+    const name: StepName = d.name;
+    out[d.activity.apply] = (spec: unknown): Promise<StepResult> => runStep(name, steps[name], spec, connect);
+    out[d.activity.undo] = (spec: unknown, pre: unknown): Promise<UndoResult> => undoStep(name, steps[name], spec, pre, connect);
+  }
+  return out as StepActivities;
+}
+
 export function createActivities(connect: Connector = sshConnector, steps: StepSet = PLATFORM_STEP_SET, deps: ActivityDeps = {}) {
   const client = deps.client ?? (() => Context.current().client);
-  const run =
-    (s: StepName) =>
-    (spec: unknown): Promise<StepResult> =>
-      runStep(s, steps[s], spec, connect);
-  const undo =
-    (s: StepName) =>
-    (spec: unknown, pre: unknown): Promise<UndoResult> =>
-      undoStep(s, steps[s], spec, pre, connect);
   return {
-    checkCabling: run('cable'),
-    configureBond: run('bond'),
-    configureVlans: run('vlan'),
-    enableSriov: run('sriov'),
-    installHypervisor: run('hypervisor'),
-    attachNetwork: run('attach'),
-
-    rollbackCabling: undo('cable'),
-    rollbackBond: undo('bond'),
-    rollbackVlans: undo('vlan'),
-    rollbackSriov: undo('sriov'),
-    rollbackHypervisor: undo('hypervisor'),
-    rollbackNetworkAttach: undo('attach'),
+    ...stepActivities(connect, steps),
 
     /** Dry run: every step's pending changes, nothing applied. */
     planOnboarding: (spec: unknown) => planOnboarding(spec, connect, steps, () => heartbeatIfActivity()),

@@ -4,9 +4,9 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UnderlayError } from '../common/errors';
-import { STEPS, stepApplies, type StepName } from '../common/steps';
+import { STEPS, stepApplies, type StepName } from '../steps';
 import { parseServerSpec } from '../spec/validate';
-import type { StepSet } from '.';
+import type { StepSet } from './registry';
 import type { RemoteHost } from '../drivers/remote';
 import { noShell, type Connector } from './run-step';
 import { chooseStep, type Change, type StepIo } from './step';
@@ -18,6 +18,8 @@ export interface StepPlan {
   changes: Change[];
   /** Why the step could not be planned (e.g. unsupported hardware); the others are still planned. */
   error?: string;
+  /** What the step found (e.g. the network manager it persists through). */
+  note?: string;
 }
 
 export interface OnboardingPlan {
@@ -44,10 +46,12 @@ export async function planOnboarding(
       }
       try {
         const step = chooseStep(steps[name], spec);
+        const want = step.want(spec);
         const host = step.connection === 'none' ? noShell(spec, name) : await shell(name);
-        const io: StepIo = { host, spec, sleep: (ms) => sleep(ms), progress: onProgress, marks: {}, mark: () => undefined };
+        const io: StepIo<unknown> = { host, spec, want, sleep: (ms) => sleep(ms), progress: onProgress, marks: {}, mark: () => undefined };
         const observed = await step.observe(io);
-        out.push({ step: name, applies: true, changes: step.plan(spec, observed) });
+        const note = step.note?.(observed);
+        out.push({ step: name, applies: true, changes: step.plan(want, observed), ...(note ? { note } : {}) });
       } catch (err) {
         // Host-state problems belong in the plan; transport trouble (unreachable, wrong host key) aborts it.
         if (err instanceof UnderlayError && !err.retryable && err.name !== 'HostKeyMismatchError' && err.name !== 'AuthenticationError') {
@@ -66,9 +70,9 @@ export function renderPlan(plan: OnboardingPlan): string {
   for (const s of plan.steps) {
     if (!s.applies) lines.push(`  - ${s.step}: not in the spec`);
     else if (s.error) lines.push(`  ! ${s.step}: cannot plan: ${s.error}`);
-    else if (!s.changes.length) lines.push(`  = ${s.step}: nothing to do`);
+    else if (!s.changes.length) lines.push(`  = ${s.step}: nothing to do${s.note ? ` (${s.note})` : ''}`);
     else {
-      lines.push(`  ~ ${s.step}: ${s.changes.length} change(s)`);
+      lines.push(`  ~ ${s.step}: ${s.changes.length} change(s)${s.note ? ` (${s.note})` : ''}`);
       for (const c of s.changes) lines.push(`      ${c.field}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`);
     }
   }

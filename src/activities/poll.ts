@@ -16,7 +16,12 @@ export interface PollOptions {
   intervalMs: number;
 }
 
-export async function pollUntilHolds(io: StepIo, what: string, check: () => Promise<Problem[]>, opts: PollOptions): Promise<void> {
+export async function pollUntilHolds(
+  io: Pick<StepIo<unknown>, 'host' | 'sleep' | 'progress'>,
+  what: string,
+  check: () => Promise<Problem[]>,
+  opts: PollOptions,
+): Promise<void> {
   const deadline = Date.now() + opts.timeoutMs;
   const maxRounds = Math.ceil(opts.timeoutMs / opts.intervalMs) + 1;
   let problems: Problem[] = [];
@@ -30,7 +35,7 @@ export async function pollUntilHolds(io: StepIo, what: string, check: () => Prom
   throw verificationFailure(io, what, problems);
 }
 
-export function verificationFailure(io: StepIo, what: string, problems: Problem[]): VerificationError {
+export function verificationFailure(io: Pick<StepIo<unknown>, 'host'>, what: string, problems: Problem[]): VerificationError {
   const lines = problems.map((p) => `${p.field}: expected ${show(p.expected)}, observed ${show(p.observed)}`);
   return new VerificationError(`${what} does not hold — ${lines.join('; ')}`, {
     host: io.host.label,

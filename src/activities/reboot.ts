@@ -11,7 +11,7 @@
 import { NotConvergedError, UnderlayError, VerificationError } from '../common/errors';
 import type { RemoteHost } from '../drivers/remote';
 import { issueReboot, readBootId } from '../drivers/linux/reboot';
-import type { StepName } from '../common/steps';
+import type { StepName } from '../steps';
 import { REBOOT_MARK, type RebootMark, type StepIo } from './step';
 
 /** How a platform reads its boot identity and issues a detached reboot. */
@@ -45,13 +45,13 @@ export interface RebootOutcome {
   issuedNow: boolean;
 }
 
-export function rebootMark(io: Pick<StepIo, 'marks'>): RebootMark | undefined {
+export function rebootMark(io: Pick<StepIo<unknown>, 'marks'>): RebootMark | undefined {
   const m = io.marks[REBOOT_MARK] as RebootMark | null | undefined;
   return m ?? undefined;
 }
 
 /** Reboots the host once for this activity and waits for the new boot. */
-export async function rebootAndWait(io: StepIo, ops: RebootOps, opts: RebootOptions): Promise<RebootOutcome> {
+export async function rebootAndWait(io: StepIo<unknown>, ops: RebootOps, opts: RebootOptions): Promise<RebootOutcome> {
   const ctx = { host: io.host.label, step: io.host.step };
   if (!io.reconnect) throw new Error(`${io.host.label}: rebootAndWait needs a StepIo that can reconnect`);
   let mark = rebootMark(io);
@@ -94,7 +94,13 @@ export async function rebootAndWait(io: StepIo, ops: RebootOps, opts: RebootOpti
   return { from: mark.bootId, to, waitedMs: backAt - mark.issuedAt, issuedNow };
 }
 
-async function waitForNewBoot(io: StepIo, ops: RebootOps, mark: RebootMark, opts: RebootOptions, where: { host: string; step?: StepName }): Promise<string> {
+async function waitForNewBoot(
+  io: StepIo<unknown>,
+  ops: RebootOps,
+  mark: RebootMark,
+  opts: RebootOptions,
+  where: { host: string; step?: StepName },
+): Promise<string> {
   const rounds = Math.min(2_000, Math.max(1, Math.ceil((mark.waitUntil - Date.now()) / opts.intervalMs) + 1));
   let last = 'no answer';
   for (let round = 0; round < rounds; round++) {

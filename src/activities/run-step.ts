@@ -12,7 +12,7 @@ import { ConnectionError, RollbackVerificationError, UnderlayError } from '../co
 import { parseServerSpec } from '../spec/validate';
 import type { ServerSpec } from '../spec/server';
 import { RemoteHost } from '../drivers/remote';
-import type { StepName } from '../common/steps';
+import { stepSummary, type StepName } from '../steps';
 import {
   chooseStep,
   REBOOT_MARK,
@@ -67,27 +67,30 @@ async function connectForStep(spec: ServerSpec, step: StepName, connect: Connect
 }
 
 async function withStepIo<T>(
-  step: Step<unknown>,
+  step: Step<unknown, unknown>,
   spec: ServerSpec,
   connect: Connector,
   carried: { marks: Record<string, unknown>; beat: () => void },
-  fn: (io: StepIo) => Promise<T>,
+  fn: (io: StepIo<unknown>) => Promise<T>,
 ): Promise<T> {
   const ctx = Context.current();
   const { beat, marks } = carried;
   const timer = setInterval(beat, HEARTBEAT_EVERY_MS);
   let conn: { host: RemoteHost; close(): void } | undefined;
   try {
+    // The step's part of the spec first: a spec without it fails before any connection.
+    const want = step.want(spec);
     const work = (async () => {
       conn =
         step.connection === 'none' ? { host: noShell(spec, step.name), close: () => undefined } : await connectForStep(spec, step.name, connect, marks, beat);
-      const io: StepIo = {
+      const io: StepIo<unknown> = {
         // A getter: reconnect() replaces the session.
         get host(): RemoteHost {
           if (!conn) throw new ConnectionError('no SSH session: the last reconnect failed', { host: spec.id, step: step.name });
           return conn.host;
         },
         spec,
+        want,
         sleep: (ms) => ctx.sleep(ms),
         progress: (note) => {
           ctx.log.debug(note, { step: step.name, server: spec.id });
@@ -148,7 +151,7 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
         pre = observed;
         beat();
       }
-      const changes = step.plan(spec, observed);
+      const changes = step.plan(io.want, observed);
       if (changes.length) {
         touched = true;
         beat();
@@ -164,7 +167,8 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
         changes: changes.length ? changes : sincePre,
         pre,
         attempt,
-        summary: step.summary(spec),
+        summary: stepSummary(name, spec),
+        ...(step.note?.(observed) ? { note: step.note(observed) } : {}),
       };
     });
   } catch (err) {

@@ -3,15 +3,15 @@
  * sees. Steps are written against a RemoteHost; the runner (run-step.ts) supplies the connection, heartbeats,
  * retries' memory of the pre-state, and typed failures.
  */
-import type { StepName } from '../common/steps';
+import type { StepName } from '../steps';
 import type { ServerSpec } from '../spec/server';
 import type { RemoteHost } from '../drivers/remote';
 
-/** A step, or the choice of one by the spec (e.g. the hypervisor install differs per hypervisor kind). */
+/** A step, or the choice of one by the spec (e.g. the ESXi attach differs per attach kind). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type StepChoice = Step<any> | ((spec: ServerSpec) => Step<any>);
+export type StepChoice = Step<any, any> | ((spec: ServerSpec) => Step<any, any>);
 
-export function chooseStep(choice: StepChoice, spec: ServerSpec): Step<unknown> {
+export function chooseStep(choice: StepChoice, spec: ServerSpec): Step<unknown, unknown> {
   return typeof choice === 'function' ? choice(spec) : choice;
 }
 
@@ -22,10 +22,13 @@ export interface Change {
   to: unknown;
 }
 
-export interface StepIo {
+export interface StepIo<P = ServerSpec> {
   /** The host's shell over SSH. A step with `connection: 'none'` has none: touching it throws. */
   host: RemoteHost;
+  /** The whole spec (for what the step does not own: the server id, the management address). */
   spec: ServerSpec;
+  /** The part of the spec the step owns, narrowed by its `want` (e.g. the bond section). */
+  want: P;
   /** Cancellation-aware sleep that keeps heartbeating. */
   sleep(ms: number): Promise<void>;
   /** Records progress (also keeps the heartbeat alive). */
@@ -64,28 +67,40 @@ export interface RebootMark {
   backAt?: number;
 }
 
-export interface Step<S> {
+/**
+ * How a step runs on one platform. Its identity — title, activity names, policy, summary — is in its definition
+ * (src/steps/<step>.ts); implementations are registered per platform in registry.ts.
+ */
+export interface Step<S, P = ServerSpec> {
   name: StepName;
   /**
    * What the runner opens before calling the step: an SSH session to the host (default), or nothing — for steps
    * that talk to a vendor API (Redfish BMC, vCenter) and build their own clients from the spec.
    */
   connection?: 'ssh' | 'none';
+  /**
+   * The part of the spec this step owns, narrowed and checked once (e.g. the bond section, or the attach of the
+   * kind this implementation handles); throws a typed error naming the field when the spec has no such part.
+   */
+  want(spec: ServerSpec): P;
   /** Reads the live state this step owns. Read-only. */
-  observe(io: StepIo): Promise<S>;
-  /** What apply would change, from the observed state to the spec. Pure; empty means the step already holds. */
-  plan(spec: ServerSpec, observed: S): Change[];
+  observe(io: StepIo<P>): Promise<S>;
+  /** What apply would change, from the observed state to the wanted one. Pure; empty means the step already holds. */
+  plan(want: P, observed: S): Change[];
   /** Converges the host to the spec. Idempotent: applying twice equals applying once. */
-  apply(io: StepIo, observed: S, changes: Change[]): Promise<void>;
+  apply(io: StepIo<P>, observed: S, changes: Change[]): Promise<void>;
   /** Confirms the spec holds on the host (polling, bounded), or throws VerificationError / NotConvergedError. */
-  verify(io: StepIo): Promise<void>;
+  verify(io: StepIo<P>): Promise<void>;
   /** Converges the host back to `pre`, given what it is `now`. */
-  undo(io: StepIo, pre: S, now: S): Promise<void>;
+  undo(io: StepIo<P>, pre: S, now: S): Promise<void>;
   /** The differences between two observations that this step is responsible for (used to verify an undo). */
   diff(a: S, b: S): Change[];
-  /** One line for the UI: `bond0 ← eth1,eth2 · 802.3ad · fast`. */
-  summary(spec: ServerSpec): string;
+  /** What the observation found that an operator should see next to the step (e.g. the network manager it persists through). */
+  note?(observed: S): string | undefined;
 }
+
+/** `want` for steps that read the whole spec (vendor steps whose inputs span several sections). */
+export const wholeSpec = (spec: ServerSpec): ServerSpec => spec;
 
 export interface StepResult {
   step: StepName;
@@ -96,6 +111,8 @@ export interface StepResult {
   pre: unknown;
   attempt: number;
   summary: string;
+  /** The step's note on what it found (Step.note), for the status and the Web UI. */
+  note?: string;
 }
 
 export interface UndoResult {
@@ -112,4 +129,9 @@ export interface StepFailureDetails {
   /** Whether any attempt began changing the host. */
   touched: boolean;
   pre?: unknown;
+}
+
+/** The same io (host, marks, reconnect — live, not copied) with another step's part of the spec: for a step that runs another. */
+export function withWant<P>(io: StepIo<unknown>, want: P): StepIo<P> {
+  return Object.assign(Object.create(io) as StepIo<P>, { want });
 }

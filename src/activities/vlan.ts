@@ -1,12 +1,19 @@
 /**
- * Step 3, VLANs: a tagged interface per spec VLAN on the bond (or a NIC), with its address, verified by
- * pinging the VLAN's gateway through it — the proof that the switch trunks the tag.
+ * Step 3, VLANs: a tagged interface per spec VLAN on the bond (or a NIC), with its address, written through the
+ * host's network manager so it survives a reboot, applied by the manager now, and verified by pinging the VLAN's
+ * gateway through it — the proof that the switch trunks the tag — and by the files on disk being underlay's.
+ * The undo takes the VLANs down through the manager and restores its files byte for byte.
  */
-import { join, sh, type Shell } from '../drivers/shell';
+import { convergeFilesScript, restoreFilesScript } from '../drivers/linux/files';
 import { listAddresses, listLinks } from '../drivers/linux/net';
+import type { NetManager } from '../drivers/linux/netmgr';
+import { applyVlansScript, bondFilePaths, renderVlanFiles, undoVlansScript, vlanFilePaths, vlanParentFile, type VlanConfig } from '../drivers/linux/persist';
+import { bondConfig } from './bond';
+import { sh } from '../drivers/shell';
 import { vlanIfName, type ServerSpec, type VlanSpec } from '../spec/server';
 import { diffState } from './diff';
-import { pollUntilHolds, type Problem } from './poll';
+import { detectManager, fileChanges, observeFiles } from './persist';
+import { pollUntilHolds, verificationFailure, type Problem } from './poll';
 import type { Change, Step, StepIo } from './step';
 
 export interface VlanLinkState {
@@ -19,95 +26,185 @@ export interface VlanLinkState {
 export interface VlanState {
   /** Per VLAN interface of the spec: its state, or null when absent. */
   vlans: Record<string, VlanLinkState | null>;
+  persisted: {
+    manager: NetManager;
+    files: Record<string, string | null>;
+    /** networkd: the .network file configuring each parent (the VLAN= drop-in goes next to it); null: none. */
+    parentFiles: Record<string, string | null>;
+    why: string;
+  };
 }
+
+export interface VlanWant {
+  vlans: VlanSpec[];
+  serverId: string;
+  spec: ServerSpec;
+}
+
+type Io = StepIo<VlanWant>;
 
 const VERIFY = { timeoutMs: 45_000, intervalMs: 2_000 };
 
-async function observe(io: StepIo): Promise<VlanState> {
+function configs(vlans: readonly VlanSpec[]): VlanConfig[] {
+  return vlans.map((v) => ({ name: vlanIfName(v), parent: v.parent, id: v.id, ...(v.address ? { address: v.address } : {}) }));
+}
+
+async function observeRuntime(io: Io): Promise<VlanState['vlans']> {
   const [links, addrs] = await Promise.all([listLinks(io.host), listAddresses(io.host)]);
   const vlans: VlanState['vlans'] = {};
-  for (const v of io.spec.vlans) {
+  for (const v of io.want.vlans) {
     const name = vlanIfName(v);
     const l = links.get(name);
     vlans[name] = l ? { parent: l.parent ?? null, id: l.vlan?.id ?? null, up: l.up, addresses: [...(addrs.get(name) ?? [])].sort() } : null;
   }
-  return { vlans };
+  return vlans;
+}
+
+/** The files this step owns on this host (the parent drop-ins depend on which file configures each parent). */
+function ownedPaths(manager: NetManager, vlans: readonly VlanConfig[], parentFiles: Record<string, string | null>): string[] {
+  const paths = vlans.flatMap((v) => vlanFilePaths(manager, v));
+  if (manager === 'networkd') {
+    for (const parent of new Set(vlans.map((v) => v.parent))) {
+      const { dropIn, ownNetworkFile } = vlanParentFile(parent, parentFiles[parent] ?? null);
+      paths.push(dropIn, ...(ownNetworkFile ? [ownNetworkFile] : []));
+    }
+  }
+  return paths;
+}
+
+async function observePersisted(io: Io): Promise<VlanState['persisted']> {
+  const parents = [...new Set(io.want.vlans.map((v) => v.parent))];
+  const bond = io.want.spec.bond;
+  // On the spec's bond, the manager is the bond's: its members decide (the bond may not exist yet in a dry run).
+  const nics = [...parents, ...(bond && parents.includes(bond.name) ? bond.members : [])];
+  const { facts, choice } = await detectManager(io, io.want.spec, nics, 'vlan');
+  const parentFiles: Record<string, string | null> = {};
+  for (const p of parents) {
+    // The spec's bond is configured by the bond step's own .network file (networkd), whether or not it exists yet.
+    const file = bond?.name === p ? bondFilePaths('networkd', bondConfig(bond))[1]! : (facts.networkd[p]?.networkFile ?? null);
+    // Our own parent file (a parent nothing else configured) is ours to list, not the parent's own configuration.
+    parentFiles[p] = file && !/\/25-underlay-[^/]+\.network$/.test(file) ? file : null;
+  }
+  return {
+    manager: choice.manager,
+    files: await observeFiles(io, ownedPaths(choice.manager, configs(io.want.vlans), parentFiles)),
+    parentFiles,
+    why: choice.why,
+  };
+}
+
+async function observe(io: Io): Promise<VlanState> {
+  return { vlans: await observeRuntime(io), persisted: await observePersisted(io) };
 }
 
 function desired(v: VlanSpec): VlanLinkState {
   return { parent: v.parent, id: v.id, up: true, addresses: v.address ? [v.address] : [] };
 }
 
-function plan(spec: ServerSpec, observed: VlanState): Change[] {
-  const want = Object.fromEntries(spec.vlans.map((v) => [vlanIfName(v), desired(v)]));
-  // Apply adds what the spec asks for; extra addresses an operator put there are left alone (reported, not removed).
+function persistedChanges(want: VlanWant, p: VlanState['persisted']): Change[] {
+  return fileChanges(p.manager, renderVlanFiles(p.manager, configs(want.vlans), want.serverId, p.parentFiles), p.files);
+}
+
+function plan(want: VlanWant, observed: VlanState): Change[] {
+  const wanted = Object.fromEntries(want.vlans.map((v) => [vlanIfName(v), desired(v)]));
+  // Addresses an operator put there are left alone (reported, not removed).
   const current = Object.fromEntries(
-    Object.entries(observed.vlans).map(([n, s]) => [n, s && { ...s, addresses: s.addresses.filter((a) => want[n]?.addresses.includes(a)) }]),
+    Object.entries(observed.vlans).map(([n, s]) => [n, s && { ...s, addresses: s.addresses.filter((a) => wanted[n]?.addresses.includes(a)) }]),
   );
-  return diffState(current, want);
+  return [...diffState(current, wanted), ...persistedChanges(want, observed.persisted)];
 }
 
-function converge(name: string, now: VlanLinkState | null, want: VlanLinkState | null): Shell[] {
-  const cmds: Shell[] = [];
-  const recreate = now !== null && (want === null || now.parent !== want.parent || now.id !== want.id);
-  if (recreate) cmds.push(sh`ip link del dev ${name}`);
-  if (!want) return cmds;
-  if (now === null || recreate) cmds.push(sh`ip link add link ${want.parent!} name ${name} type vlan id ${want.id!}`);
-  const have = recreate || now === null ? [] : now.addresses;
-  for (const a of have) if (!want.addresses.includes(a)) cmds.push(sh`ip addr del ${a} dev ${name}`);
-  for (const a of want.addresses) if (!have.includes(a)) cmds.push(sh`ip addr add ${a} dev ${name}`);
-  cmds.push(want.up ? sh`ip link set dev ${name} up` : sh`ip link set dev ${name} down`);
-  return cmds;
-}
-
-async function apply(io: StepIo, observed: VlanState): Promise<void> {
-  const cmds = io.spec.vlans.flatMap((v) => {
-    const name = vlanIfName(v);
-    const now = observed.vlans[name] ?? null;
-    // Keep addresses we did not put there: converge towards now ∪ spec.
-    const want = desired(v);
-    if (now && now.parent === want.parent && now.id === want.id) want.addresses = [...new Set([...now.addresses, ...want.addresses])];
-    return converge(name, now, want);
+async function apply(io: Io, observed: VlanState): Promise<void> {
+  const p = observed.persisted;
+  const cfgs = configs(io.want.vlans);
+  const files = convergeFilesScript(renderVlanFiles(p.manager, cfgs, io.want.serverId, p.parentFiles), p.files);
+  // A link of the VLAN's name that is not that VLAN (another parent or id) is made again by the manager.
+  const recreate = io.want.vlans
+    .map((v) => ({ v, now: observed.vlans[vlanIfName(v)] }))
+    .filter(({ v, now }) => now && (now.parent !== v.parent || now.id !== v.id))
+    .map(({ v }) => vlanIfName(v));
+  io.progress(`VLANs: writing ${p.manager} configuration and applying it (${p.why})`);
+  await io.host.run(applyVlansScript(p.manager, cfgs, files, recreate), {
+    description: `configure VLANs ${cfgs.map((c) => c.name).join(', ')} through ${p.manager}`,
+    timeoutMs: 180_000,
   });
-  await io.host.run(join('&&', cmds), { description: `configure VLANs ${Object.keys(observed.vlans).join(', ')}` });
 }
 
-async function check(io: StepIo): Promise<Problem[]> {
-  const state = await observe(io);
+async function check(io: Io): Promise<Problem[]> {
+  const state = await observeRuntime(io);
   const problems: Problem[] = [];
-  for (const v of io.spec.vlans) {
+  for (const v of io.want.vlans) {
     const name = vlanIfName(v);
-    const s = state.vlans[name];
+    const s = state[name];
     if (!s || s.id !== v.id || s.parent !== v.parent) {
-      problems.push({ field: name, expected: `VLAN ${v.id} on ${v.parent}`, observed: s ? `VLAN ${s.id} on ${s.parent}` : 'absent', final: true });
+      // Absent: the manager may still be creating it. Another VLAN of that name will not change by waiting.
+      problems.push({ field: name, expected: `VLAN ${v.id} on ${v.parent}`, observed: s ? `VLAN ${s.id} on ${s.parent}` : 'absent', final: !!s });
       continue;
     }
-    if (v.address && !s.addresses.includes(v.address)) problems.push({ field: `${name}.address`, expected: v.address, observed: s.addresses, final: true });
-    if (v.gateway) {
-      const family = v.gateway.includes(':') ? '-6' : '-4';
-      const r = await io.host.run(sh`ping ${family} -c 2 -i 0.3 -W 1 -I ${name} ${v.gateway}`, {
-        description: `ping ${v.gateway} via ${name}`,
-        okExitCodes: [0, 1, 2],
-        timeoutMs: 15_000,
-      });
-      if (r.exitCode !== 0) problems.push({ field: `${name}.gateway`, expected: `${v.gateway} answers`, observed: 'no reply' });
-    }
+    if (v.address && !s.addresses.includes(v.address)) problems.push({ field: `${name}.address`, expected: v.address, observed: s.addresses });
+    if (v.gateway) problems.push(...(await gatewayProblems(io, name, v.gateway)));
   }
   return problems;
 }
 
-async function undo(io: StepIo, pre: VlanState, now: VlanState): Promise<void> {
-  const cmds = Object.keys(pre.vlans).flatMap((name) => converge(name, now.vlans[name] ?? null, pre.vlans[name] ?? null));
-  if (cmds.length) await io.host.run(join('&&', cmds), { description: `restore VLANs ${Object.keys(pre.vlans).join(', ')}` });
+async function gatewayProblems(io: Io, name: string, gateway: string): Promise<Problem[]> {
+  const family = gateway.includes(':') ? '-6' : '-4';
+  const r = await io.host.run(sh`ping ${family} -c 2 -i 0.3 -W 1 -I ${name} ${gateway}`, {
+    description: `ping ${gateway} via ${name}`,
+    okExitCodes: [0, 1, 2],
+    timeoutMs: 15_000,
+  });
+  return r.exitCode === 0 ? [] : [{ field: `${name}.gateway`, expected: `${gateway} answers`, observed: 'no reply' }];
 }
 
-export const vlanStep: Step<VlanState> = {
+async function verify(io: Io): Promise<void> {
+  await pollUntilHolds(io, 'VLANs', () => check(io), VERIFY);
+  const persisted = persistedChanges(io.want, await observePersisted(io)).map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
+  if (persisted.length) throw verificationFailure(io, 'persisted VLAN configuration', persisted);
+}
+
+async function undo(io: Io, pre: VlanState, now: VlanState): Promise<void> {
+  const cfgs = configs(io.want.vlans);
+  const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);
+  const remove = Object.entries(pre.vlans)
+    .filter(([name, s]) => s === null && now.vlans[name] !== null)
+    .map(([name]) => name);
+  await io.host.run(undoVlansScript(pre.persisted.manager, cfgs, restore, remove), {
+    description: `restore VLANs ${cfgs.map((c) => c.name).join(', ')} and their ${pre.persisted.manager} configuration`,
+    timeoutMs: 180_000,
+  });
+  // A VLAN that existed before with other settings: back to them at runtime (the files are already restored).
+  const after = await observeRuntime(io);
+  for (const [name, want] of Object.entries(pre.vlans)) {
+    const cur = after[name] ?? null;
+    if (!want || !cur) continue;
+    for (const a of cur.addresses)
+      if (!want.addresses.includes(a)) await io.host.run(sh`ip addr del ${a} dev ${name}`, { description: `remove ${a} from ${name}` });
+    for (const a of want.addresses) if (!cur.addresses.includes(a)) await io.host.run(sh`ip addr add ${a} dev ${name}`, { description: `add ${a} to ${name}` });
+    if (cur.up !== want.up)
+      await io.host.run(want.up ? sh`ip link set dev ${name} up` : sh`ip link set dev ${name} down`, { description: `set ${name} admin state` });
+  }
+}
+
+export const vlanStep: Step<VlanState, VlanWant> = {
   name: 'vlan',
+  want: (spec) => ({ vlans: spec.vlans, serverId: spec.id, spec }),
   observe,
   plan,
   apply,
-  verify: (io) => pollUntilHolds(io, 'VLANs', () => check(io), VERIFY),
+  verify,
   undo,
-  diff: (a, b) => diffState(a.vlans, b.vlans),
-  summary: (spec) => spec.vlans.map((v) => `${vlanIfName(v)}${v.address ? ` ${v.address}` : ''}${v.gateway ? ` → ${v.gateway}` : ''}`).join(', '),
+  diff: (a, b) => diffState({ vlans: a.vlans, files: a.persisted.files }, { vlans: b.vlans, files: b.persisted.files }),
+  note: (s) => `persisted through ${s.persisted.why}`,
 };
+
+/** For drift health: each VLAN gateway answers now (one try, no waiting). */
+export async function vlanHealth(io: Io): Promise<Problem[]> {
+  const problems: Problem[] = [];
+  const state = await observeRuntime(io);
+  for (const v of io.want.vlans) {
+    const name = vlanIfName(v);
+    if (v.gateway && state[name]) problems.push(...(await gatewayProblems(io, name, v.gateway)));
+  }
+  return problems;
+}

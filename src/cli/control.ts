@@ -15,14 +15,14 @@ import { userInfo } from 'node:os';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, WorkflowUpdateStage, type Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { onboardingWorkflowId } from '../common/config';
-import { STEP_TITLES, STEPS, type StepName } from '../common/steps';
+import { STEP_TITLES, STEPS, stepSummary, type StepName } from '../steps';
 import type { ServerSpec } from '../spec/server';
 import {
   approveStepUpdate,
   cancelUpdate,
+  PHASES,
   pauseUpdate,
   resumeUpdate,
-  stepSummary,
   type CancelAnswer,
   type ControlAnswer,
   type ControlRequest,
@@ -190,7 +190,7 @@ export function registerControlCommands(program: Command): void {
     .option('--rack <rack>', 'UnderlayRack', list)
     .option('--hypervisor <kind>', 'UnderlayHypervisor: kvm, xen, esxi, hyperv', list)
     .option('--step <step>', 'UnderlayStep: the step it is at (or ended at): a step, done, or rollback:<step>', list)
-    .option('--outcome <outcome>', 'UnderlayOutcome: running, paused, awaiting-approval, onboarded, failed, cancelled, …-rollback-incomplete', list)
+    .option('--outcome <outcome>', `UnderlayOutcome (the phase): ${PHASES.join(', ')}`, list)
     .option('--drift <status>', "the server's latest drift check: clean, drifted, remediated, failed, awaiting-approval, skipped, none", list)
     .option('--all-runs', 'also runs superseded by a newer onboarding of the same server')
     .option('--limit <n>', 'at most this many rows', (v) => Number(v), 100)

@@ -9,7 +9,8 @@
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { SA_DRIFT_STATUS, SA_HYPERVISOR, SA_OUTCOME, SA_RACK, SA_SERVER_ID, SA_SITE, SA_STEP } from '../common/search-attributes';
 import { driftWorkflowId } from '../common/config';
-import { STEPS } from '../common/steps';
+import { STEPS } from '../steps';
+import { PHASES } from '../workflows/messages';
 
 export interface ListFilters {
   site?: string[];
@@ -50,7 +51,8 @@ export class InvalidFilterError extends Error {
 }
 
 const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const OUTCOMES = ['running', 'paused', 'awaiting-approval', 'onboarded', 'failed', 'cancelled', 'failed-rollback-incomplete', 'cancelled-rollback-incomplete'];
+/** The onboarding phases: `UnderlayOutcome` holds the phase (one vocabulary). */
+const OUTCOMES: readonly string[] = PHASES;
 const DRIFT = ['clean', 'drifted', 'remediated', 'failed', 'awaiting-approval', 'skipped', 'none'];
 
 /** What each filter may hold; a value outside it is refused (it could not match anyway). */

@@ -13,7 +13,7 @@
  *   underlay codec-server               decrypt payloads for the Web UI (payload encryption: workers/codec-*.ts)
  */
 import { Command } from 'commander';
-import { LINUX_STEPS } from '../activities';
+import { PLATFORM_STEP_SET } from '../activities';
 import { sshConnector } from '../activities/connect';
 import { planOnboarding, renderPlan } from '../activities/plan';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -28,7 +28,7 @@ import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
 import { installMetricsRuntime } from '../workers/step-metrics';
 import { registerDriftCommands } from './drift';
 import { registerControlCommands } from './control';
-import { assertOnboardable, describeFailure, queryStatus, startOnboarding } from './onboarding';
+import { assertOnboardable, describeFailure, hasLiveWorker, renderServerSideStatus, startOnboarding, statusOrServerView } from './onboarding';
 import { renderStatus } from './render';
 import { watchOnboarding } from './watch';
 
@@ -76,8 +76,12 @@ program
         process.exitCode = await watchOnboarding(client, serverId, process.stdout);
         return;
       }
-      const status = await queryStatus(client, serverId);
-      console.log(opts.json ? JSON.stringify(status, null, 2) : renderStatus(status));
+      const view = await statusOrServerView(client, serverId);
+      if ('status' in view) console.log(opts.json ? JSON.stringify(view.status, null, 2) : renderStatus(view.status));
+      else {
+        console.log(opts.json ? JSON.stringify(view.server, null, 2) : renderServerSideStatus(view.server));
+        process.exitCode = hasLiveWorker(view.server) ? 1 : 3;
+      }
     }).catch((err: unknown) => {
       if (err instanceof WorkflowNotFoundError) throw new Error(`no onboarding found for ${serverId} (workflow ${onboardingWorkflowId(serverId)})`);
       throw err;
@@ -89,7 +93,7 @@ program
   .description('dry run: observe the host over SSH and print what onboarding would change (changes nothing)')
   .option('--json', 'print JSON')
   .action(async (file: string, opts: { json?: boolean }) => {
-    const plan = await planOnboarding(await loadSpecFile(file), sshConnector, LINUX_STEPS);
+    const plan = await planOnboarding(await loadSpecFile(file), sshConnector, PLATFORM_STEP_SET);
     console.log(opts.json ? JSON.stringify(plan, null, 2) : renderPlan(plan));
   });
 

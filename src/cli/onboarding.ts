@@ -6,11 +6,13 @@ import {
   type Client,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
-import { missingSteps } from '../activities/platforms';
+import { missingSteps } from '../activities/registry';
 import { driftWorkflowId, onboardingWorkflowId, TASK_QUEUE } from '../common/config';
 import { UnsupportedPlatformError } from '../common/errors';
-import { SA_HYPERVISOR, SA_RACK, SA_SERVER_ID, SA_SITE, SA_OUTCOME } from '../common/search-attributes';
-import { STEPS, stepApplies } from '../common/steps';
+import { temporal } from '@temporalio/proto';
+import { tsToDate } from '@temporalio/common/lib/time';
+import { SA_HYPERVISOR, SA_RACK, SA_SERVER_ID, SA_SITE, SA_OUTCOME, SA_STEP } from '../common/search-attributes';
+import { STEPS, stepApplies } from '../steps';
 import type { ServerSpec } from '../spec/server';
 import type { onboardServer } from '../workflows/onboard';
 import { statusQuery, type OnboardingStatus } from '../workflows/messages';
@@ -63,7 +65,7 @@ export interface StartOptions {
 
 /** Refuses, before anything touches the host, a spec this build has no drivers for. */
 export function assertOnboardable(spec: ServerSpec): void {
-  const missing = missingSteps(spec, (s) => stepApplies(s, spec));
+  const missing = missingSteps(spec);
   if (missing.length) {
     throw new UnsupportedPlatformError(`no ${missing.join(', ')} step for ${spec.hypervisor.kind} in this build`, {
       host: spec.id,
@@ -124,6 +126,84 @@ export async function startOnboarding(
 
 export async function queryStatus(client: Client, serverId: string): Promise<OnboardingStatus> {
   return client.workflow.getHandle(onboardingWorkflowId(serverId)).query(statusQuery);
+}
+
+/** What the server itself knows of an onboarding, when no worker answers the status query. */
+export interface ServerSideStatus {
+  serverId: string;
+  workflowStatus: string;
+  taskQueue: string;
+  /** Workflow pollers the server saw on the task queue (identity and last access). */
+  pollers: Array<{ identity: string; lastAccess: string | null }>;
+  phase: string | null;
+  step: string | null;
+  pending: Array<{ activity: string; attempt: number; state: string; lastFailure?: string }>;
+}
+
+/** Reads the server's view: execution status, search attributes, pending activities, the task queue's pollers. */
+export async function serverSideStatus(client: Client, serverId: string): Promise<ServerSideStatus> {
+  const handle = client.workflow.getHandle(onboardingWorkflowId(serverId));
+  const d = await handle.describe();
+  const tq = await client.workflowService.describeTaskQueue({
+    namespace: client.options.namespace,
+    taskQueue: { name: d.taskQueue },
+    taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+  });
+  const sa = (key: typeof SA_OUTCOME | typeof SA_STEP) => d.typedSearchAttributes.get(key) ?? null;
+  return {
+    serverId,
+    workflowStatus: d.status.name,
+    taskQueue: d.taskQueue,
+    pollers: (tq.pollers ?? []).map((p) => ({ identity: p.identity ?? '?', lastAccess: p.lastAccessTime ? tsToDate(p.lastAccessTime).toISOString() : null })),
+    phase: sa(SA_OUTCOME),
+    step: sa(SA_STEP),
+    pending: (d.raw.pendingActivities ?? []).map((a) => ({
+      activity: a.activityType?.name ?? '?',
+      attempt: a.attempt ?? 1,
+      state: temporal.api.enums.v1.PendingActivityState[a.state ?? 0]?.replace(/^PENDING_ACTIVITY_STATE_/, '').toLowerCase() ?? '?',
+      ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
+    })),
+  };
+}
+
+/** How long a poller may have been silent and still count as a worker that answers. */
+const POLLER_FRESH_MS = 2 * 60_000;
+
+export function hasLiveWorker(s: Pick<ServerSideStatus, 'pollers'>, now = Date.now()): boolean {
+  return s.pollers.some((p) => p.lastAccess !== null && now - Date.parse(p.lastAccess) < POLLER_FRESH_MS);
+}
+
+/**
+ * The status query's answer, or — when no worker polls the onboarding's task queue (the query would only time
+ * out) — what the server knows, saying plainly that no worker runs.
+ */
+export async function statusOrServerView(client: Client, serverId: string): Promise<{ status: OnboardingStatus } | { server: ServerSideStatus }> {
+  const server = await serverSideStatus(client, serverId);
+  if (server.workflowStatus === 'RUNNING' && !hasLiveWorker(server)) return { server };
+  try {
+    return { status: await queryStatus(client, serverId) };
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw err;
+    return { server: await serverSideStatus(client, serverId) };
+  }
+}
+
+export function renderServerSideStatus(s: ServerSideStatus): string {
+  const lines = [`${s.serverId}: ${s.phase ?? '?'}${s.step ? ` (${s.step})` : ''} — workflow ${s.workflowStatus.toLowerCase()}`];
+  if (!hasLiveWorker(s)) {
+    const last = s.pollers
+      .map((p) => p.lastAccess)
+      .filter(Boolean)
+      .sort()
+      .pop();
+    lines.push(
+      `  no worker polls task queue "${s.taskQueue}"${last ? ` (last seen ${last})` : ''}: start one with \`underlay worker --task-queue ${s.taskQueue}\``,
+    );
+  } else lines.push(`  the workers of task queue "${s.taskQueue}" did not answer the status query`);
+  for (const a of s.pending)
+    lines.push(`  pending ${a.activity}: ${a.state}, attempt ${a.attempt}${a.lastFailure ? ` — last error: ${a.lastFailure.split('\n')[0]}` : ''}`);
+  lines.push('  (from the server: search attributes and pending activities; step details need a worker)');
+  return lines.join('\n');
 }
 
 /** The most useful message of a failed onboarding: the workflow's own summary (step, attempts, rollback). */

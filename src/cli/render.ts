@@ -1,6 +1,6 @@
 /** Plain-text rendering of an onboarding's progress for terminals and logs. */
-import { STEP_TITLES, STEPS, type StepName } from '../common/steps';
-import { STEP_MARK, type OnboardingStatus, type TimelineEntry } from '../workflows/messages';
+import { STEP_TITLES, STEPS, type StepName } from '../steps';
+import { isFinalPhase, STEP_MARK, type OnboardingStatus, type TimelineEntry } from '../workflows/messages';
 
 /** Braille spinner frames for the running step (terminals only). */
 export const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -77,11 +77,12 @@ export function renderStatus(s: OnboardingStatus, o: RenderOptions = {}): string
   if (c) {
     const w = c.waitingBefore;
     if (s.phase === 'paused' && w) lines.push(`  ⏸ paused before ${STEP_TITLES[w]} by ${c.pause?.by ?? '?'}: resume with \`underlay resume ${s.serverId}\``);
-    else if (c.pause && !['succeeded', 'failed', 'cancelled'].includes(s.phase)) lines.push(`  ⏸ pausing before the next step (asked by ${c.pause.by})`);
+    else if (c.pause && !isFinalPhase(s.phase)) lines.push(`  ⏸ pausing before the next step (asked by ${c.pause.by})`);
     if (s.phase === 'awaiting-approval' && w) lines.push(`  ⏳ ${STEP_TITLES[w]} awaits approval: \`underlay approve ${s.serverId} --step ${w}\``);
     if (c.cancel)
       lines.push(`  ✗ cancelled by ${c.cancel.by}${c.cancel.reason ? ` (${c.cancel.reason})` : ''}${s.phase === 'compensating' ? ': rolling back' : ''}`);
   }
-  if (s.timeline?.length && ['compensating', 'failed', 'cancelled'].includes(s.phase)) lines.push('  timeline:', ...s.timeline.map(timelineRow));
+  if (s.timeline?.length && s.phase !== 'onboarded' && s.phase !== 'running' && s.phase !== 'paused' && s.phase !== 'awaiting-approval')
+    lines.push('  timeline:', ...s.timeline.map(timelineRow));
   return lines.join('\n');
 }

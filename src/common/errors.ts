@@ -6,7 +6,7 @@
  * class name; `retryable` decides whether Temporal may try again. Messages name the host, the step, the field,
  * what was expected and what was observed — and never carry a secret (credentials travel by reference only).
  */
-import type { StepName } from './steps';
+import type { StepName } from '../steps';
 
 export interface ErrorContext {
   host?: string;

@@ -2,16 +2,13 @@
  * A remote shell as drivers see it: run a script built by `sh`, as root, with errors that name the host and
  * step. Implemented over an SSH session (src/transports/ssh.ts) — drivers depend only on this small shape.
  */
-import type { StepName } from '../common/steps';
+import type { StepName } from '../steps';
 import { CommandFailedError, CommandTimeoutError, UnexpectedOutputError } from '../common/errors';
+import type { ExecResult as TransportResult } from '../transports/ssh';
 import { sh, type Shell } from './shell';
 
-export interface ExecResult {
-  stdout: string;
-  stderr: string;
-  /** null when the command died of a signal. */
-  exitCode: number | null;
-}
+/** What a command answered: the transport's result (ssh.ts); stand-ins in tests fill the first three. */
+export type ExecResult = Pick<TransportResult, 'stdout' | 'stderr' | 'exitCode'> & Partial<Omit<TransportResult, 'stdout' | 'stderr' | 'exitCode'>>;
 
 /** The transport's exec, structurally (SshSession satisfies it). */
 export interface CommandChannel {
@@ -34,6 +31,27 @@ export interface RunOptions {
   privileged?: boolean;
 }
 
+/** How a command line bounds itself on the host, when it does. */
+export interface HostDeadline {
+  /** Exit codes meaning the host-side deadline fired (coreutils `timeout`: 124, 137 after -k). */
+  exitCodes: readonly number[];
+  /** How much longer the client waits than the host-side deadline, as a backstop. */
+  marginMs: number;
+}
+
+/** A command line ready for the channel, in the host's own shell (POSIX sh, PowerShell, ESXi's esxcli). */
+export interface CommandLine {
+  text: string;
+  /** Absent: the command is bounded by the client only (the transport kills the channel at the deadline). */
+  hostDeadline?: HostDeadline;
+  /** Makes captured output readable in an error (PowerShell's CLIXML streams). */
+  cleanOutput?: (s: string) => string;
+}
+
+const DEFAULT_TIMEOUT_MS = 120_000;
+/** POSIX hosts: `timeout` exits 124 when it fires, 137 when its -k KILL was needed. */
+export const POSIX_DEADLINE: HostDeadline = { exitCodes: [124, 137], marginMs: 15_000 };
+
 export class RemoteHost {
   constructor(
     private readonly channel: CommandChannel,
@@ -51,39 +69,45 @@ export class RemoteHost {
   }
 
   /**
-   * The connection itself, for hosts without a POSIX shell (Windows: PowerShell, src/drivers/hyperv/run.ts),
-   * where run()'s `timeout … sh -c` wrapping does not exist. Callers quote and bound commands themselves.
+   * The one command runner, for every kind of host: sends the line, bounded on the client (and on the host
+   * when the line bounds itself), and maps the answer to a typed error — a deadline to CommandTimeoutError,
+   * an exit code not in `okExitCodes` (or death by signal) to CommandFailedError naming host, step, command
+   * and the tail of its output. POSIX scripts go through run(); PowerShell (drivers/hyperv/run.ts) and
+   * esxcli (activities/esxi/vswitch.ts) build their own line and call this.
    */
-  rawChannel(): CommandChannel {
-    return this.channel;
-  }
-
-  async run(script: Shell, opts: RunOptions): Promise<ExecResult> {
-    const timeoutMs = opts.timeoutMs ?? 120_000;
-    const secs = Math.ceil(timeoutMs / 1000);
-    // The deadline is enforced on the host too: sshd does not deliver signals to root sessions, so closing
-    // the channel alone would leave a hung command running there. `timeout` exits 124 when it fires.
-    const sudo = opts.privileged === false || this.isRoot ? sh`` : sh`sudo -n `;
-    const command = sh`timeout -k 5 ${secs} ${sudo}sh -c ${script.text}`.text;
+  async runLine(cmd: CommandLine, opts: RunOptions): Promise<ExecResult> {
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const where = { host: this.label, step: this.step, command: opts.description };
     const onProgress = this.onProgress;
-    const r = await this.channel.exec(command, {
-      timeoutMs: timeoutMs + 15_000,
+    const r = await this.channel.exec(cmd.text, {
+      timeoutMs: timeoutMs + (cmd.hostDeadline?.marginMs ?? 0),
       stdin: opts.stdin,
       description: opts.description,
       onData: onProgress ? (chunk) => onProgress(chunk) : undefined,
     });
-    if (r.exitCode === 124 || r.exitCode === 137) {
-      throw new CommandTimeoutError(`${opts.description} timed out after ${secs}s`, { host: this.label, step: this.step, command: opts.description });
+    if (r.exitCode !== null && cmd.hostDeadline?.exitCodes.includes(r.exitCode)) {
+      throw new CommandTimeoutError(`${opts.description} timed out after ${Math.ceil(timeoutMs / 1000)}s`, where);
     }
     const ok = opts.okExitCodes ?? [0];
     if (r.exitCode === null || !ok.includes(r.exitCode)) {
+      const out = (cmd.cleanOutput ?? ((x: string) => x))(r.stderr || r.stdout).trim();
       throw new CommandFailedError(
-        opts.description + ' failed',
-        { host: this.label, step: this.step, command: opts.description, exitCode: r.exitCode, stderr: tail(r.stderr || r.stdout) },
+        r.exitCode === null ? `${opts.description} was killed by ${r.signal ?? 'a signal'}` : `${opts.description} failed`,
+        { ...where, exitCode: r.exitCode, stderr: tail(out) },
         opts.retryable ?? true,
       );
     }
     return r;
+  }
+
+  /**
+   * Runs a POSIX script built by `sh`. The deadline is enforced on the host too: sshd does not deliver signals
+   * to root sessions, so closing the channel alone would leave a hung command running there.
+   */
+  async run(script: Shell, opts: RunOptions): Promise<ExecResult> {
+    const secs = Math.ceil((opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000);
+    const sudo = opts.privileged === false || this.isRoot ? sh`` : sh`sudo -n `;
+    return this.runLine({ text: sh`timeout -k 5 ${secs} ${sudo}sh -c ${script.text}`.text, hostDeadline: POSIX_DEADLINE }, opts);
   }
 
   /** Runs and returns stdout. */

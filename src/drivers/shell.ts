@@ -54,3 +54,12 @@ export function join(op: '&&' | ';' | '||' | '|' | ' ', parts: ReadonlyArray<She
 export function writeTo(path: string, value: string | number): Shell {
   return sh`printf '%s\n' ${String(value)} > ${path}`;
 }
+
+/**
+ * A file-name glob, spliced unquoted so that the shell expands it (`*.network`). Only name characters and the
+ * wildcards `*` and `?` pass; anything else is refused here, so a glob can never carry shell syntax.
+ */
+export function glob(pattern: string): Shell {
+  if (!/^[A-Za-z0-9_.@*?-]{1,128}$/.test(pattern) || !/[*?]/.test(pattern)) throw new Error(`not a plain file-name glob: ${JSON.stringify(pattern)}`);
+  return new Shell(pattern);
+}

@@ -92,6 +92,16 @@ export const Vlan = z.strictObject({
   gateway: IpAddress.optional().describe('Address pinged to verify the VLAN carries traffic'),
 });
 
+/** How the host's own network configuration is kept: through the network manager that runs the host. */
+export const HostNetwork = z.strictObject({
+  manager: z
+    .enum(['auto', 'networkd', 'networkmanager', 'ifupdown'])
+    .default('auto')
+    .describe(
+      'The network manager underlay writes persistent configuration through (systemd-networkd, NetworkManager, ifupdown); auto: the one that configures the NICs, else the only one running',
+    ),
+});
+
 export const Sriov = z.strictObject({
   pf: IfName.describe('Physical function'),
   numVfs: z.number().int().min(1).max(1024),
@@ -244,6 +254,7 @@ export const ServerSpecShape = z.strictObject({
   bond: Bond.optional(),
   vlans: z.array(Vlan).default([]),
   sriov: Sriov.optional(),
+  network: HostNetwork.default({ manager: 'auto' }).describe('Linux hosts: how bond, VLAN, SR-IOV and bridge configuration persist across reboots'),
   hypervisor: Hypervisor,
   attach: Attach.optional(),
 });
@@ -254,6 +265,7 @@ export type NicSpec = z.output<typeof Nic>;
 export type BondSpec = z.output<typeof Bond>;
 export type VlanSpec = z.output<typeof Vlan>;
 export type SriovSpec = z.output<typeof Sriov>;
+export type HostNetworkSpec = z.output<typeof HostNetwork>;
 export type HypervisorSpec = z.output<typeof Hypervisor>;
 export type AttachSpec = z.output<typeof Attach>;
 export type SshCredentialRefSpec = z.output<typeof SshCredentialRef>;

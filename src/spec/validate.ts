@@ -267,6 +267,11 @@ function platformIssues(hv: keyof typeof PLATFORM_MATRIX, spec: Loose, add: (pat
     const why = hv === 'esxi' || hv === 'hyperv' ? NOT_IN_RUNBOOK[hv][section] : `not in the ${hv} runbook`;
     add([section], why);
   }
+  // `network` has a default (a parsed spec carries it): only a manager actually chosen is refused.
+  const manager = str(obj(spec.network).manager);
+  if (manager && manager !== 'auto' && !allowed.length) {
+    add(['network', 'manager'], `not used on ${hv}: it says how a Linux host's bond, VLANs and SR-IOV persist, which this platform's runbook does not set up`);
+  }
   const hvSpec = obj(spec.hypervisor);
   const transport = str(hvSpec.transport);
   if (transport && (row.refusedTransports as readonly string[]).includes(transport)) {

@@ -9,7 +9,6 @@ import { Client, type ClientChannel } from 'ssh2';
 import type { SshCredentialRefSpec } from '../spec/server';
 import {
   AuthenticationError,
-  CommandFailedError,
   CommandTimeoutError,
   ConnectionError,
   CredentialUnavailableError,
@@ -49,10 +48,6 @@ export interface ExecOptions {
   onData?: (chunk: string, stream: 'stdout' | 'stderr') => void;
   /** Shown in errors instead of the command text. */
   description?: string;
-  /** run() only: exit codes that count as success. Default [0]. */
-  okExitCodes?: number[];
-  /** run() only: passed to CommandFailedError. Default true. */
-  retryable?: boolean;
 }
 
 export interface ExecResult {
@@ -304,25 +299,6 @@ export class SshSession {
         finish(new ConnectionError(`cannot start command: ${(e as Error).message}`, ctx));
       }
     });
-  }
-
-  /** exec(), but throws CommandFailedError unless the exit code is in opts.okExitCodes (default [0]). */
-  async run(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
-    const r = await this.exec(command, opts);
-    const ok = opts.okExitCodes ?? [0];
-    if (r.exitCode === null || !ok.includes(r.exitCode)) {
-      throw new CommandFailedError(
-        r.exitCode === null ? `command terminated by signal ${r.signal ?? 'unknown'}` : 'command failed',
-        {
-          host: this.#target.label,
-          command: opts.description ?? command.slice(0, 200),
-          exitCode: r.exitCode,
-          stderr: tailOf(r.stderr, STDERR_IN_ERROR_CHARS),
-        },
-        opts.retryable ?? true,
-      );
-    }
-    return r;
   }
 
   /** Idempotent. Commands still running fail with ConnectionError. */

@@ -14,8 +14,7 @@
 import { CancelledFailure, type MetricTags } from '@temporalio/common';
 import type { Context } from '@temporalio/activity';
 import { Runtime, type ActivityInterceptors, type RuntimeOptions } from '@temporalio/worker';
-import type { Activities } from '../activities';
-import type { StepName } from '../common/steps';
+import { stepOfActivity } from '../steps';
 
 export const METRICS_ADDRESS_ENV = 'UNDERLAY_METRICS_ADDRESS';
 export const STEP_DURATION_METRIC = 'underlay_step_duration_seconds';
@@ -24,24 +23,7 @@ export const STEP_COUNT_METRIC = 'underlay_step_total';
 /** Step durations range from a second (cable check) to many minutes (a KVM install). */
 export const STEP_DURATION_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600];
 
-type Kind = 'apply' | 'rollback';
 export type StepOutcome = 'ok' | 'failed' | 'cancelled';
-
-/** The step activities createActivities registers; typed against it, so a renamed activity fails to compile. */
-const STEP_ACTIVITIES = {
-  checkCabling: ['cable', 'apply'],
-  configureBond: ['bond', 'apply'],
-  configureVlans: ['vlan', 'apply'],
-  enableSriov: ['sriov', 'apply'],
-  installHypervisor: ['hypervisor', 'apply'],
-  attachNetwork: ['attach', 'apply'],
-  rollbackCabling: ['cable', 'rollback'],
-  rollbackBond: ['bond', 'rollback'],
-  rollbackVlans: ['vlan', 'rollback'],
-  rollbackSriov: ['sriov', 'rollback'],
-  rollbackHypervisor: ['hypervisor', 'rollback'],
-  rollbackNetworkAttach: ['attach', 'rollback'],
-} as const satisfies Partial<Record<keyof Activities, readonly [StepName, Kind]>>;
 
 /** The hypervisor label: the spec's kind when it looks like one (bounded cardinality), else "unknown". */
 function hypervisorOf(spec: unknown): string {
@@ -60,9 +42,10 @@ function outcomeOf(err: unknown, ctx: Context): StepOutcome {
  * attempt and counts its outcome. Other activities pass through untouched.
  */
 export function stepMetricsInterceptor(ctx: Context): ActivityInterceptors {
-  const entry = (STEP_ACTIVITIES as Record<string, readonly [StepName, Kind]>)[ctx.info.activityType];
+  // The step and apply/rollback of the activity, from the step registry (other activities pass through).
+  const entry = stepOfActivity(ctx.info.activityType);
   if (!entry) return {};
-  const [step, kind] = entry;
+  const { step, kind } = entry;
   return {
     inbound: {
       async execute(input, next) {

@@ -1,7 +1,7 @@
 /** Messages and result types of the drift workflows (imported by clients too). */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { Change, InvalidSpecFile } from '../activities';
-import type { StepName } from '../common/steps';
+import type { StepName } from '../steps';
 import type { CompensationOutcome } from './messages';
 
 export const DRIFT_MODES = ['report', 'remediate', 'approve'] as const;

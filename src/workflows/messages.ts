@@ -1,13 +1,9 @@
-/**
- * Queries, updates and shared types of the onboarding workflow (imported by clients too), and the one-line
- * step summaries the workflow attaches to its activity calls (pure functions of the spec: deterministic).
- */
+/** Queries, updates and shared types of the onboarding workflow (imported by clients too). */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
-import { STEP_TITLES, type StepName } from '../common/steps';
-import type { ServerSpec } from '../spec/server';
+import type { StepName } from '../steps';
 
 export type StepState =
-  'pending' | 'skipped' | 'running' | 'done' | 'unchanged' | 'failed' | 'compensating' | 'compensated' | 'compensation-failed' | 'not-run';
+  'pending' | 'skipped' | 'running' | 'done' | 'unchanged' | 'failed' | 'cancelled' | 'compensating' | 'compensated' | 'compensation-failed' | 'not-run';
 
 export interface StepStatus {
   state: StepState;
@@ -22,10 +18,27 @@ export interface StepStatus {
 }
 
 /**
- * running → (paused | awaiting-approval → running)* → succeeded, or → compensating → failed | cancelled.
- * `paused` and `awaiting-approval` are waits between two steps: nothing runs on the host.
+ * running → (paused | awaiting-approval → running)* → onboarded, or → compensating → failed | cancelled, each
+ * with `-rollback-incomplete` when a compensation failed (the host is in neither state: look at it).
+ * `paused` and `awaiting-approval` are waits between two steps: nothing runs on the host. One vocabulary: the
+ * `UnderlayOutcome` search attribute always holds the phase, and the CLI and docs use the same words.
  */
-export type Phase = 'running' | 'paused' | 'awaiting-approval' | 'compensating' | 'succeeded' | 'failed' | 'cancelled';
+export const PHASES = [
+  'running',
+  'paused',
+  'awaiting-approval',
+  'compensating',
+  'onboarded',
+  'failed',
+  'cancelled',
+  'failed-rollback-incomplete',
+  'cancelled-rollback-incomplete',
+] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** Phases after which nothing more happens. */
+export const FINAL_PHASES: readonly Phase[] = ['onboarded', 'failed', 'cancelled', 'failed-rollback-incomplete', 'cancelled-rollback-incomplete'];
+export const isFinalPhase = (p: Phase): boolean => FINAL_PHASES.includes(p);
 
 /** Who asked for an operator action, and when (workflow time). */
 export interface OperatorAction {
@@ -99,6 +112,7 @@ export const STEP_MARK: Record<StepState, string> = {
   compensating: '↺',
   compensated: '↩',
   'compensation-failed': '!',
+  cancelled: '⊘',
   'not-run': '·',
 };
 
@@ -142,64 +156,3 @@ export const resumeUpdate = defineUpdate<ControlAnswer, [ControlRequest]>('resum
 export const approveStepUpdate = defineUpdate<ControlAnswer, [ApproveRequest]>('approveStep');
 /** Cancel the running step and roll back every change; completes once the rollback is done. */
 export const cancelUpdate = defineUpdate<CancelAnswer, [ControlRequest]>('cancel');
-
-// ---- summaries -------------------------------------------------------------------------------------------------
-
-/** The names of the step activities, as the Web UI shows them. */
-export const STEP_ACTIVITY: Record<StepName, { apply: string; undo: string }> = {
-  cable: { apply: 'checkCabling', undo: 'rollbackCabling' },
-  bond: { apply: 'configureBond', undo: 'rollbackBond' },
-  vlan: { apply: 'configureVlans', undo: 'rollbackVlans' },
-  sriov: { apply: 'enableSriov', undo: 'rollbackSriov' },
-  hypervisor: { apply: 'installHypervisor', undo: 'rollbackHypervisor' },
-  attach: { apply: 'attachNetwork', undo: 'rollbackNetworkAttach' },
-};
-
-const speed = (mbps?: number): string => (!mbps ? '' : mbps >= 1000 ? ` @${mbps / 1000}G` : ` @${mbps}M`);
-
-/**
- * What a step does to this server, in one line: `bond0 ← eth1,eth2 · 802.3ad · fast`. Computed from the spec
- * alone (workflows cannot import the steps' own summaries), so it is the same on every replay.
- */
-export function stepSummary(step: StepName, spec: ServerSpec): string {
-  switch (step) {
-    case 'cable': {
-      const nics = spec.nics.filter((n) => n.cabled);
-      return nics.map((n) => `${n.name}→${n.lldp ? `${n.lldp.switch}/${n.lldp.port}` : '?'}${speed(n.speedMbps)}`).join(', ') || 'no cabled NIC';
-    }
-    case 'bond': {
-      const b = spec.bond;
-      return b ? `${b.name} ← ${b.members.join(',')} · ${b.mode}${b.mode === '802.3ad' ? ` · ${b.lacpRate}` : ''}` : 'no bond';
-    }
-    case 'vlan':
-      return (
-        spec.vlans.map((v) => `${v.name ?? `${v.parent}.${v.id}`}${v.address ? ` ${v.address}` : ''}${v.gateway ? ` → ${v.gateway}` : ''}`).join(', ') ||
-        'no VLAN'
-      );
-    case 'sriov': {
-      const s = spec.sriov;
-      return s ? `${s.pf} · ${s.numVfs} VFs${s.vfioPci ? ' · vfio-pci' : ''}` : 'no SR-IOV';
-    }
-    case 'hypervisor': {
-      const h = spec.hypervisor;
-      if (h.kind === 'kvm') return `KVM · ${h.packages ? h.packages.join(' ') : 'qemu + libvirt'}${spec.attach?.kind === 'ovs' ? ' + Open vSwitch' : ''}`;
-      return { xen: 'Xen', esxi: 'ESXi', hyperv: 'Hyper-V' }[h.kind as string] ?? String(h.kind);
-    }
-    case 'attach': {
-      const a = spec.attach;
-      if (!a) return 'no attach';
-      if (a.kind === 'macvtap') return `macvtap ${a.mode} · network ${a.network} on ${a.device ?? spec.bond?.name ?? '?'}`;
-      if (a.kind === 'ovs') return `OVS ${a.bridge} ← ${a.uplink ?? spec.bond?.name ?? '?'}${a.vlanPorts.map((p) => ` · ${p.name}:${p.vlan}`).join('')}`;
-      return String(a.kind);
-    }
-  }
-}
-
-/**
- * The summary of a step activity call in the Web UI's event history: the step's one line for the apply
- * (`bond0 ← eth1,eth2 · 802.3ad · fast`), `undo bond: restore the pre-state of bond0 ← …` for its rollback.
- */
-export function activitySummary(step: StepName, spec: ServerSpec, kind: 'apply' | 'undo'): string {
-  const line = kind === 'undo' ? `undo ${STEP_TITLES[step]}: restore the pre-state of ${stepSummary(step, spec)}` : stepSummary(step, spec);
-  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
-}

@@ -5,7 +5,7 @@
 import { ActivityCancellationType, type ActivityOptions } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors';
-import type { StepName } from '../common/steps';
+import { STEP_DEFS, type StepName } from '../steps';
 
 const nonRetryableErrorTypes = [...NON_RETRYABLE_ERROR_TYPES];
 
@@ -20,16 +20,10 @@ function policy(startToClose: Duration, maximumAttempts: number, heartbeat: Dura
   };
 }
 
-export const STEP_POLICY: Record<StepName, ActivityOptions> = {
-  // LLDP can take a full 30 s advertisement interval to be heard; a verify pass waits up to 75 s.
-  cable: policy('3m', 4),
-  bond: policy('5m', 5),
-  vlan: policy('3m', 5),
-  sriov: policy('3m', 5),
-  // Package installs are long and stream output (heartbeats); a retry resumes on apt's own idempotence.
-  hypervisor: policy('60m', 3, '2m'),
-  attach: policy('5m', 5),
-};
+/** Each step's apply policy, from its definition (src/steps/<step>.ts), where the reason for its numbers is kept. */
+export const STEP_POLICY: Record<StepName, ActivityOptions> = Object.fromEntries(
+  STEP_DEFS.map((d) => [d.name, policy(d.policy.startToClose, d.policy.maximumAttempts, d.policy.heartbeat)]),
+) as Record<StepName, ActivityOptions>;
 
 /** Rollbacks must finish: more attempts, generous timeouts. */
 export const ROLLBACK_POLICY: ActivityOptions = policy('45m', 8, '2m');

@@ -19,34 +19,33 @@ import {
   workflowInfo,
   type ActivityFunctionWithOptions,
 } from '@temporalio/workflow';
-import type { Activities, StepFailureDetails, StepResult, UndoResult } from '../activities';
-import type { StepName } from '../common/steps';
+import type { StepActivities, StepFailureDetails, StepResult, UndoResult } from '../activities';
+import { STEP_DEFS, STEP_TITLES, stepSummary, type StepName } from '../steps';
 import type { ServerSpec } from '../spec/server';
-import { activitySummary, type CompensationOutcome } from './messages';
+import type { CompensationOutcome } from './messages';
 import { ROLLBACK_POLICY, STEP_POLICY } from './policy';
 
 // Each call carries a one-line summary (messages.ts stepSummary) that the Web UI shows next to the activity.
 type StepFn = ActivityFunctionWithOptions<(spec: ServerSpec) => Promise<StepResult>>;
 type UndoFn = ActivityFunctionWithOptions<(spec: ServerSpec, pre: unknown) => Promise<UndoResult>>;
 
-export const applyStep: Record<StepName, StepFn> = {
-  cable: proxyActivities<Activities>(STEP_POLICY.cable).checkCabling,
-  bond: proxyActivities<Activities>(STEP_POLICY.bond).configureBond,
-  vlan: proxyActivities<Activities>(STEP_POLICY.vlan).configureVlans,
-  sriov: proxyActivities<Activities>(STEP_POLICY.sriov).enableSriov,
-  hypervisor: proxyActivities<Activities>(STEP_POLICY.hypervisor).installHypervisor,
-  attach: proxyActivities<Activities>(STEP_POLICY.attach).attachNetwork,
-};
+/** Each step's apply activity, under its registry name and with its registry policy. */
+export const applyStep: Record<StepName, StepFn> = Object.fromEntries(
+  STEP_DEFS.map((d) => [d.name, proxyActivities<StepActivities>(STEP_POLICY[d.name])[d.activity.apply]]),
+) as Record<StepName, StepFn>;
 
-const rollbacks = proxyActivities<Activities>(ROLLBACK_POLICY);
-export const undoStep: Record<StepName, UndoFn> = {
-  cable: rollbacks.rollbackCabling,
-  bond: rollbacks.rollbackBond,
-  vlan: rollbacks.rollbackVlans,
-  sriov: rollbacks.rollbackSriov,
-  hypervisor: rollbacks.rollbackHypervisor,
-  attach: rollbacks.rollbackNetworkAttach,
-};
+const rollbacks = proxyActivities<StepActivities>(ROLLBACK_POLICY);
+/** Each step's rollback activity. */
+export const undoStep: Record<StepName, UndoFn> = Object.fromEntries(STEP_DEFS.map((d) => [d.name, rollbacks[d.activity.undo]])) as Record<StepName, UndoFn>;
+
+/**
+ * The summary of a step activity call in the Web UI's event history: the step's one line for the apply
+ * (`bond0 ← eth1,eth2 · 802.3ad · fast`), `undo bond: restore the pre-state of bond0 ← …` for its rollback.
+ */
+export function activitySummary(step: StepName, spec: ServerSpec, kind: 'apply' | 'undo'): string {
+  const line = kind === 'undo' ? `undo ${STEP_TITLES[step]}: restore the pre-state of ${stepSummary(step, spec)}` : stepSummary(step, spec);
+  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
+}
 
 export interface SagaHooks {
   /**

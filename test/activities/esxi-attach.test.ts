@@ -2,11 +2,12 @@
  * The ESXi attach step (vSphere Distributed Switch through vCenter) run as the worker runs it — runStep /
  * undoStep in an activity context (MockActivityEnvironment) — against a real vcsim on 127.0.0.1.
  */
+import { stepSummary } from '../../src/steps';
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
-import { platformStep } from '../../src/activities/platforms';
+import { platformStep } from '../../src/activities/registry';
 import { runStep, undoStep, type Connector } from '../../src/activities/run-step';
 import { vdsAttachStep, type VdsAttachState } from '../../src/activities/esxi/attach';
 import type { StepResult, UndoResult } from '../../src/activities/step';
@@ -102,7 +103,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
     const spec = parseServerSpec(specFor(vc), 'test');
     assert.equal(platformStep('attach', spec), vdsAttachStep);
     assert.equal(vdsAttachStep.connection, 'none');
-    assert.equal(vdsAttachStep.summary(spec), `vDS ${SWITCH} ← vmnic0,vmnic1 · port group ${PORTGROUP} · VLAN 120 · vCenter 127.0.0.1`);
+    assert.equal(stepSummary('attach', spec), `vDS ${SWITCH} ← vmnic0,vmnic1 · port group ${PORTGROUP} · VLAN 120 · vCenter 127.0.0.1`);
   });
 
   test('apply: host joins the switch with its uplinks, port group with VLAN 120; second apply is a no-op; undo restores the pre-state', async () => {

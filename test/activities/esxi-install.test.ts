@@ -13,7 +13,7 @@ import type { Info } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { redfishCableStep } from '../../src/activities/esxi/cable';
 import { MARK_CYCLE, MARK_DOWN, MARK_KICKSTART, esxiInstallStep, type EsxiInstallState } from '../../src/activities/esxi/install';
-import { platformStep } from '../../src/activities/platforms';
+import { platformStep } from '../../src/activities/registry';
 import { RedfishBmc, type BmcSpec } from '../../src/drivers/redfish/bmc';
 import { runStep, undoStep, type Connector } from '../../src/activities/run-step';
 import type { StepResult, UndoResult } from '../../src/activities/step';

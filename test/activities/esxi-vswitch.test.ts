@@ -11,6 +11,7 @@
  * What it does not prove: that ESXi prints what the fixtures say (they are written from documentation, not
  * captured), nor the XML of `nic list` and `policy failover get`, which have no fixture (assumed the same envelope).
  */
+import { stepSummary } from '../../src/steps';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,7 +21,7 @@ import { DefaultLogger } from '@temporalio/worker';
 import { vdsAttachStep } from '../../src/activities/esxi/attach';
 import { esxiVswitchStep, type VswitchAttachState } from '../../src/activities/esxi/vswitch';
 import { parseFailoverGet } from '../../src/drivers/esxi/esxcli';
-import { missingSteps, platformStep } from '../../src/activities/platforms';
+import { missingSteps, platformStep } from '../../src/activities/registry';
 import { runStep, undoStep, type Connector } from '../../src/activities/run-step';
 import type { StepResult, UndoResult } from '../../src/activities/step';
 import type { CommandChannel, ExecResult } from '../../src/drivers/remote';
@@ -353,10 +354,7 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
     const spec = parseServerSpec(RAW);
     assert.equal(platformStep('attach', spec), esxiVswitchStep);
     assert.equal(esxiVswitchStep.connection, 'ssh');
-    assert.deepEqual(
-      missingSteps(spec, (s) => s === 'attach'),
-      [],
-    );
+    assert.deepEqual(missingSteps(spec), []);
     const vds = parseServerSpec({
       ...RAW,
       attach: {
@@ -368,7 +366,7 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
       },
     });
     assert.equal(platformStep('attach', vds), vdsAttachStep);
-    assert.equal(esxiVswitchStep.summary(spec), 'vSwitch vSwitch1 ← vmnic1,vmnic2 · iphash · port group pg-vm-120 · VLAN 120 · MTU 9000 · esxcli over SSH');
+    assert.equal(stepSummary('attach', spec), 'vSwitch vSwitch1 ← vmnic1,vmnic2 · iphash · port group pg-vm-120 · VLAN 120 · MTU 9000 · esxcli over SSH');
   });
 
   test('apply from nothing: switch, uplinks, MTU, failover/teaming, port group, VLAN — bare esxcli, no busybox timeout', async () => {

@@ -12,10 +12,10 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { hypervSetAttachStep } from '../../src/activities/hyperv/attach';
 import { hypervCableStep } from '../../src/activities/hyperv/cable';
 import { makeHypervInstallStep } from '../../src/activities/hyperv/install';
-import { platformStep } from '../../src/activities/platforms';
+import { platformStep } from '../../src/activities/registry';
 import { runStep, undoStep, type Connector } from '../../src/activities/run-step';
-import { REBOOT_MARK, type Step, type StepResult, type UndoResult } from '../../src/activities/step';
-import type { StepName } from '../../src/common/steps';
+import { REBOOT_MARK, type StepResult, type UndoResult, type StepChoice } from '../../src/activities/step';
+import type { StepName } from '../../src/steps';
 import { RemoteHost } from '../../src/drivers/remote';
 import { parseServerSpec } from '../../src/spec/validate';
 import { FakeWindows } from '../helpers/fake-windows';
@@ -52,11 +52,11 @@ function connector(win: FakeWindows): Connector {
   };
 }
 
-function run(win: FakeWindows, name: StepName, step: Step<unknown>, info: Partial<Info> = {}, raw: unknown = RAW): Promise<StepResult> {
+function run(win: FakeWindows, name: StepName, step: StepChoice, info: Partial<Info> = {}, raw: unknown = RAW): Promise<StepResult> {
   return new MockActivityEnvironment(info, { logger: quiet }).run(runStep, name, step, raw, connector(win));
 }
 
-function undo(win: FakeWindows, name: StepName, step: Step<unknown>, pre: unknown): Promise<UndoResult> {
+function undo(win: FakeWindows, name: StepName, step: StepChoice, pre: unknown): Promise<UndoResult> {
   return new MockActivityEnvironment({}, { logger: quiet }).run(undoStep, name, step, RAW, pre, connector(win));
 }
 

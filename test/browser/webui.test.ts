@@ -20,7 +20,7 @@ import { createActivities } from '../../src/activities';
 import { startOnboarding } from '../../src/cli/onboarding';
 import { VerificationError } from '../../src/common/errors';
 import { loadSpecFile } from '../../src/spec/load';
-import { stepSummary } from '../../src/workflows/messages';
+import { stepSummary } from '../../src/steps';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
 import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
@@ -139,11 +139,11 @@ describe('the Web UI shows what underlay records', () => {
   test('an onboarding that succeeded: summary, details, current details, search attributes, named step activities', async () => {
     const run = runs.onboarded;
     const meta = await open(run, 'user-metadata');
-    const text = await textUntil(meta, /kvm-r12-07 · succeeded/, 'the current details');
+    const text = await textUntil(meta, /kvm-r12-07 · onboarded/, 'the current details');
     assert.match(text, new RegExp(`Onboard ${run.id} → kvm \\(fra1/r12\\)`));
     assert.match(text, /Planned steps/);
     assert.ok(text.includes(`bond — ${stepSummary('bond', spec)}`), 'the details list each step with its summary');
-    assert.match(text, /✓ network attach\s+done · [\d.]+ s\s+fake attach/);
+    assert.match(text, new RegExp(`✓ network attach\\s+done · [\\d.]+ s\\s+${stepSummary('attach', spec).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
     await shot(meta, 'webui-onboarded-metadata.png');
     await meta.close();
 

@@ -78,7 +78,7 @@ test('list refuses a filter value that is not what the search attribute holds, b
   assert.match(r.err, /--site: "ams1' OR WorkflowType != '" is not a site label/);
   const o = underlay('list', '--outcome', 'done');
   assert.equal(o.code, 1);
-  assert.match(o.err, /--outcome: "done" is not running, paused, awaiting-approval, onboarded/);
+  assert.match(o.err, /--outcome: "done" is not running, paused, awaiting-approval, compensating, onboarded/);
 });
 
 test('operator commands are there, and approve --step takes only step names', () => {

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { join as joinShell, quote, sh, writeTo, Shell } from '../../src/drivers/shell';
+import { glob, join as joinShell, quote, sh, writeTo, Shell } from '../../src/drivers/shell';
 
 const NASTY = [
   '',
@@ -57,4 +57,16 @@ test('writeTo writes the value and a newline, as sysfs expects', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('glob: a plain file-name pattern expands on a real /bin/sh; anything with shell syntax is refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'underlay-glob-'));
+  try {
+    execFileSync('/bin/sh', ['-c', `touch ${quote(join(dir, 'a.network'))} ${quote(join(dir, 'b.network'))} ${quote(join(dir, 'c.netdev'))}`]);
+    const out = execFileSync('/bin/sh', ['-c', sh`cd ${dir} && printf '%s\n' ${glob('*.network')}`.text], { encoding: 'utf8' });
+    assert.deepEqual(out.trim().split('\n'), ['a.network', 'b.network']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  for (const bad of ['*; rm -rf /', '$(id)*', 'a b*', '../*', '*/x', 'x', '', '`*`', 'a\n*']) assert.throws(() => glob(bad), /not a plain file-name glob/, bad);
 });

@@ -6,9 +6,9 @@
 import type { StepSet } from '../../src/activities';
 import { diffState } from '../../src/activities/diff';
 import type { Connector } from '../../src/activities/run-step';
-import type { Step } from '../../src/activities/step';
+import { wholeSpec, type Step } from '../../src/activities/step';
 import { RemoteHost } from '../../src/drivers/remote';
-import { STEPS, type StepName } from '../../src/common/steps';
+import { STEPS, type StepName } from '../../src/steps';
 
 export type Phase = 'observe' | 'apply' | 'verify' | 'undo';
 
@@ -81,6 +81,7 @@ type S = { value: string };
 function fakeStep(name: StepName, hostOf: (serverId: string) => FakeHost): Step<S> {
   return {
     name,
+    want: wholeSpec,
     async observe(io) {
       const host = hostOf(io.spec.id);
       await host.hit(name, 'observe', io.sleep);
@@ -103,7 +104,6 @@ function fakeStep(name: StepName, hostOf: (serverId: string) => FakeHost): Step<
       host.state[name] = pre.value;
     },
     diff: (a, b) => diffState(a, b),
-    summary: () => `fake ${name}`,
   };
 }
 

@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import { labSpec, labVm, type LabSpecOptions } from '../../lab/spec';
 import { sshTarget } from '../../src/activities/connect';
 import { SshSession } from '../../src/transports/ssh';
+import { RemoteHost } from '../../src/drivers/remote';
 import type { ServerSpec } from '../../src/spec/server';
 
 const root = resolve(__dirname, '../..');
@@ -31,7 +32,8 @@ export { labSpec, labVm, type LabSpecOptions };
 export async function onHost<T>(spec: ServerSpec, fn: (run: (cmd: string) => Promise<string>) => Promise<T>): Promise<T> {
   const s = await SshSession.connect(sshTarget(spec));
   try {
-    return await fn(async (cmd) => (await s.run(cmd, { timeoutMs: 60_000 })).stdout);
+    const host = new RemoteHost(s, spec.id, true);
+    return await fn(async (cmd) => (await host.runLine({ text: cmd }, { description: cmd.slice(0, 80), timeoutMs: 60_000 })).stdout);
   } finally {
     s.close();
   }

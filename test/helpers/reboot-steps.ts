@@ -3,10 +3,10 @@
  * X". Its apply is the production reboot-and-wait (src/activities/reboot.ts) with the Linux driver; everything
  * else about it is as small as a step can be. Shared by the in-process worker and the child worker the test kills.
  */
-import { createActivities, LINUX_STEPS, type StepSet } from '../../src/activities';
+import { createActivities, stepSetOf, type StepSet } from '../../src/activities';
 import { sshConnector } from '../../src/activities/connect';
 import { LINUX_REBOOT, rebootAndWait, type RebootOutcome } from '../../src/activities/reboot';
-import type { Step } from '../../src/activities/step';
+import { wholeSpec, type Step } from '../../src/activities/step';
 import { VerificationError } from '../../src/common/errors';
 import { readBootId } from '../../src/drivers/linux/reboot';
 
@@ -20,6 +20,7 @@ export const LAB_REBOOT = { timeoutMs: 10 * 60_000, intervalMs: 5_000 };
 export function rebootProbeStep(bootBefore: string, onOutcome: (o: RebootOutcome) => void = () => undefined): Step<BootState> {
   return {
     name: 'hypervisor',
+    want: wholeSpec,
     observe: async (io) => ({ bootId: await readBootId(io.host) }),
     plan: (_spec, observed) => (observed.bootId === bootBefore ? [{ field: 'boot id', from: observed.bootId, to: 'a new boot' }] : []),
     apply: async (io) => onOutcome(await rebootAndWait(io, LINUX_REBOOT, { reason: 'prove reboot-and-wait', ...LAB_REBOOT })),
@@ -36,11 +37,10 @@ export function rebootProbeStep(bootBefore: string, onOutcome: (o: RebootOutcome
     },
     undo: async () => undefined,
     diff: (a, b) => (a.bootId === b.bootId ? [] : [{ field: 'boot id', from: a.bootId, to: b.bootId }]),
-    summary: () => `reboot (was boot ${bootBefore})`,
   };
 }
 
 export function rebootActivities(bootBefore: string, onOutcome?: (o: RebootOutcome) => void) {
-  const steps: StepSet = { ...LINUX_STEPS, hypervisor: rebootProbeStep(bootBefore, onOutcome) };
+  const steps: StepSet = { ...stepSetOf('kvm'), hypervisor: rebootProbeStep(bootBefore, onOutcome) };
   return createActivities(sshConnector, steps);
 }

@@ -10,12 +10,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
-import { createActivities, LINUX_STEPS, type StepSet } from '../../src/activities';
+import { createActivities, stepSetOf, type StepSet } from '../../src/activities';
 import type { Step } from '../../src/activities/step';
 import { sshConnector } from '../../src/activities/connect';
 import { planOnboarding, renderPlan } from '../../src/activities/plan';
 import { VerificationError } from '../../src/common/errors';
-import { STEPS } from '../../src/common/steps';
+import { STEPS } from '../../src/steps';
 import { startOnboarding } from '../../src/cli/onboarding';
 import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';
@@ -30,6 +30,7 @@ import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
 const root = resolve(__dirname, '../..');
+const LINUX_STEPS = stepSetOf('kvm');
 let env: TestWorkflowEnvironment;
 
 before(async () => {
@@ -101,7 +102,7 @@ function labSpecOfSwitch(): ServerSpec {
 
 /** Steps as on Linux, but the last one fails after applying — a fault a real host will not produce on cue. */
 function failingAttach(): StepSet {
-  const attach = LINUX_STEPS.attach as Step<unknown>;
+  const attach = LINUX_STEPS.attach as Step<unknown, unknown>;
   return {
     ...LINUX_STEPS,
     attach: {
@@ -115,7 +116,7 @@ function failingAttach(): StepSet {
 
 /** Steps as on Linux, but `step` fails after applying (for a remediation that must be compensated). */
 function failingAfterApply(step: 'sriov'): StepSet {
-  const impl = LINUX_STEPS[step] as Step<unknown>;
+  const impl = LINUX_STEPS[step] as Step<unknown, unknown>;
   return {
     ...LINUX_STEPS,
     [step]: {

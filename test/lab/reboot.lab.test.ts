@@ -18,11 +18,11 @@ import { bondStep } from '../../src/activities/bond';
 import { sshConnector } from '../../src/activities/connect';
 import type { RebootOutcome } from '../../src/activities/reboot';
 import { runStep, undoStep } from '../../src/activities/run-step';
-import type { RebootMark, Step, StepResult, UndoResult } from '../../src/activities/step';
+import type { RebootMark, StepChoice, StepResult, UndoResult } from '../../src/activities/step';
 import { vlanStep } from '../../src/activities/vlan';
 import { xenBridgeAttachStep } from '../../src/activities/xen/attach';
 import { xenInstallStep, type XenInstallState } from '../../src/activities/xen/install';
-import type { StepName } from '../../src/common/steps';
+import type { StepName } from '../../src/steps';
 import type { ServerSpec, ServerSpecInput } from '../../src/spec/server';
 import { parseServerSpec } from '../../src/spec/validate';
 import { labSpecInput } from '../../lab/spec';
@@ -198,9 +198,8 @@ describe('reboot-and-wait on a real lab VM', () => {
 
 const silent = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: noop };
 const act = () => new MockActivityEnvironment({}, { logger: silent });
-const runOn = (name: StepName, step: Step<unknown>, raw: unknown) => act().run(runStep, name, step, raw, sshConnector) as Promise<StepResult>;
-const undoOn = (name: StepName, step: Step<unknown>, raw: unknown, pre: unknown) =>
-  act().run(undoStep, name, step, raw, pre, sshConnector) as Promise<UndoResult>;
+const runOn = (name: StepName, step: StepChoice, raw: unknown) => act().run(runStep, name, step, raw, sshConnector) as Promise<StepResult>;
+const undoOn = (name: StepName, step: StepChoice, raw: unknown, pre: unknown) => act().run(undoStep, name, step, raw, pre, sshConnector) as Promise<UndoResult>;
 
 /** server1 as a Xen host: bond0 (LACP with the switch VM), VLAN 100 on it, xenbr0 over bond0. */
 function xenInput(attach: Record<string, unknown> = { kind: 'bridge', name: 'xenbr0' }): ServerSpecInput {
@@ -223,7 +222,7 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     const observed = (await act().run(async () => {
       const conn = await sshConnector(xspec, 'hypervisor', noop);
       try {
-        const io = { host: conn.host, spec: xspec, sleep: (ms: number) => sleep(ms), progress: noop, marks: {}, mark: noop };
+        const io = { host: conn.host, spec: xspec, want: xspec, sleep: (ms: number) => sleep(ms), progress: noop, marks: {}, mark: noop };
         return await xenInstallStep.observe(io);
       } finally {
         conn.close();

@@ -20,6 +20,8 @@ import {
   InvalidSpecError,
 } from '../../src/common/errors';
 import { MAX_CAPTURE_BYTES, SshSession, sha256Fingerprint, withSsh } from '../../src/transports/ssh';
+import { RemoteHost } from '../../src/drivers/remote';
+import { sh } from '../../src/drivers/shell';
 import { freePort, generateKey, keygenFingerprint, sleep, startSshd, type Sshd } from '../helpers/sshd';
 
 const execFileP = promisify(execFile);
@@ -117,7 +119,7 @@ describe('SshSession against a real sshd', () => {
   after(() => session?.close());
 
   test('runs commands and returns stdout', async () => {
-    const r = await session.run('echo hello; id -un');
+    const r = await session.exec('echo hello; id -un');
     assert.equal(r.stdout, `hello\n${sshd.user}\n`);
     assert.equal(r.stderr, '');
     assert.equal(r.exitCode, 0);
@@ -136,35 +138,39 @@ describe('SshSession against a real sshd', () => {
     assert.equal(r.signal, 'SIGKILL'); // ssh2 reports exit-signal names with the SIG prefix
   });
 
-  test('run throws CommandFailedError with exit code and stderr; okExitCodes and retryable are honoured', async () => {
-    const err = await rejectsWith(session.run('echo boom >&2; exit 4', { description: 'probe thing' }), CommandFailedError);
+  test('the one command runner (RemoteHost.runLine) over a session: exit codes and signals → CommandFailedError; okExitCodes, retryable', async () => {
+    const host = new RemoteHost(session, 'test-server', false, 'bond');
+    const err = await rejectsWith(host.runLine({ text: 'echo boom >&2; exit 4' }, { description: 'probe thing' }), CommandFailedError);
     assert.equal(err.context.exitCode, 4);
     assert.equal(err.context.host, 'test-server');
+    assert.equal(err.context.step, 'bond');
     assert.equal(err.context.command, 'probe thing');
     assert.match(err.context.stderr ?? '', /boom/);
     assert.equal(err.retryable, true);
     assert.match(err.message, /host test-server.*exit code 4.*stderr: boom/);
 
-    const long = `echo ${'x'.repeat(300)} >/dev/null; exit 1`;
-    const err2 = await rejectsWith(session.run(long, { retryable: false }), CommandFailedError);
+    const err2 = await rejectsWith(host.runLine({ text: 'exit 1' }, { description: 'final thing', retryable: false }), CommandFailedError);
     assert.equal(err2.retryable, false);
-    assert.equal(err2.context.command, long.slice(0, 200));
+    const killed = await rejectsWith(host.runLine({ text: 'kill -KILL $$' }, { description: 'suicide' }), CommandFailedError);
+    assert.match(killed.message, /suicide was killed by SIGKILL/);
 
-    const ok = await session.run('exit 3', { okExitCodes: [0, 3] });
+    const ok = await host.runLine({ text: 'exit 3' }, { description: 'answer 3', okExitCodes: [0, 3] });
     assert.equal(ok.exitCode, 3);
+    // POSIX scripts: the host-side deadline (coreutils timeout) is a CommandTimeoutError, not a failure.
+    await rejectsWith(host.run(sh`sleep 30`, { description: 'nap', timeoutMs: 1_000, privileged: false }), CommandTimeoutError);
   });
 
   test('stdin is delivered (string and binary Buffer), and stdin is closed when none is given', async () => {
-    assert.equal((await session.run('cat', { stdin: 'line1\nline2\n' })).stdout, 'line1\nline2\n');
+    assert.equal((await session.exec('cat', { stdin: 'line1\nline2\n' })).stdout, 'line1\nline2\n');
     const bin = Buffer.alloc(200_000, 0xab);
-    assert.equal((await session.run('wc -c', { stdin: bin })).stdout.trim(), '200000');
+    assert.equal((await session.exec('wc -c', { stdin: bin })).stdout.trim(), '200000');
     // Would hang until the timeout if we didn't send EOF.
-    assert.equal((await session.run('cat; echo eof', { timeoutMs: 5000 })).stdout, 'eof\n');
+    assert.equal((await session.exec('cat; echo eof', { timeoutMs: 5000 })).stdout, 'eof\n');
   });
 
   test('onData streams decoded output', async () => {
     const seen: Array<[string, string]> = [];
-    const r = await session.run('printf "é1"; printf "ü2" >&2', { onData: (c, s) => seen.push([s, c]) });
+    const r = await session.exec('printf "é1"; printf "ü2" >&2', { onData: (c, s) => seen.push([s, c]) });
     assert.equal(
       seen
         .filter(([s]) => s === 'stdout')
@@ -187,11 +193,11 @@ describe('SshSession against a real sshd', () => {
     // passes only if all N channels run at once, however slow the machine is.
     const n = 12;
     const barrier = join(sshd.dir, 'barrier');
-    await session.run(`mkdir -p ${barrier}`);
+    await session.exec(`mkdir -p ${barrier}`);
     const cmd = (i: number): string =>
       // `set -- dir/*` counts the files without forking, keeping the poll loop cheap.
       `touch ${barrier}/${i}; for t in $(seq 200); do set -- ${barrier}/*; [ $# -ge ${n} ] && break; sleep 0.05; done; set -- ${barrier}/*; echo ${i} $#`;
-    const results = await Promise.all(Array.from({ length: n }, (_, i) => session.run(cmd(i), { timeoutMs: 30_000 })));
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => session.exec(cmd(i), { timeoutMs: 30_000 })));
     assert.deepEqual(
       results.map((r) => r.stdout),
       Array.from({ length: n }, (_, i) => `${i} ${n}\n`),
@@ -199,7 +205,7 @@ describe('SshSession against a real sshd', () => {
   });
 
   test('caps captured output (stdout keeps the head, stderr the tail)', async () => {
-    const r = await session.run(`head -c ${MAX_CAPTURE_BYTES + 100_000} /dev/zero | tr '\\0' a; yes e | head -c 5000000 >&2; echo END >&2`);
+    const r = await session.exec(`head -c ${MAX_CAPTURE_BYTES + 100_000} /dev/zero | tr '\\0' a; yes e | head -c 5000000 >&2; echo END >&2`);
     assert.equal(r.stdout.length, MAX_CAPTURE_BYTES);
     assert.equal(r.stdoutTruncated, true);
     assert.equal(r.stderr.length, MAX_CAPTURE_BYTES);
@@ -226,7 +232,7 @@ describe('SshSession against a real sshd', () => {
       assert.equal(err.retryable, true);
       assert.equal(err.context.command, 'hang');
       assert.equal(session.closed, false);
-      assert.equal((await session.run('echo still-here')).stdout, 'still-here\n');
+      assert.equal((await session.exec('echo still-here')).stdout, 'still-here\n');
 
       // The KILL request really reached sshd: either the process is gone, or sshd logged why it refused
       // (OpenSSH refuses signals for root sessions: "session signalling requires privilege separation").
@@ -274,7 +280,7 @@ describe('connection lifecycle', () => {
     let captured: SshSession | undefined;
     const out = await withSsh(sshd.target(), async (s) => {
       captured = s;
-      return (await s.run('echo via-withSsh')).stdout;
+      return (await s.exec('echo via-withSsh')).stdout;
     });
     assert.equal(out, 'via-withSsh\n');
     assert.equal(captured?.closed, true);
@@ -326,7 +332,7 @@ describe('host key pinning', () => {
     const err = await rejectsWith(
       withSsh(sshd.target({ hostKey: wrong }), async (s) => {
         ran = true;
-        await s.run('touch /tmp/should-not-exist');
+        await s.exec('touch /tmp/should-not-exist');
       }),
       HostKeyMismatchError,
     );
@@ -348,7 +354,7 @@ describe('credentials', () => {
   test('key from privateKeyEnv', async () => {
     const keyText = await readFile(sshd.userKeyPath, 'utf8');
     await withEnv({ UNDERLAY_TEST_SSH_KEY: keyText }, async () => {
-      const out = await withSsh(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_TEST_SSH_KEY' } }), async (s) => (await s.run('echo env-key')).stdout);
+      const out = await withSsh(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_TEST_SSH_KEY' } }), async (s) => (await s.exec('echo env-key')).stdout);
       assert.equal(out, 'env-key\n');
     });
   });
@@ -371,7 +377,7 @@ describe('credentials', () => {
     const creds = { privateKeyFile: enc.privateKeyPath, passphraseEnv: 'UNDERLAY_TEST_PASSPHRASE' };
 
     await withEnv({ UNDERLAY_TEST_PASSPHRASE: passphrase }, async () => {
-      const out = await withSsh(sshd.target({ credentials: creds }), async (s) => (await s.run('echo decrypted')).stdout);
+      const out = await withSsh(sshd.target({ credentials: creds }), async (s) => (await s.exec('echo decrypted')).stdout);
       assert.equal(out, 'decrypted\n');
     });
     const wrongPass = 'wrong-passphrase-0123456789abcdef';
@@ -460,12 +466,12 @@ describe('credentials', () => {
       await withEnv({ UNDERLAY_TEST_AGENT_SOCK: sock }, async () => {
         const out = await withSsh(
           sshd.target({ credentials: { agent: true, agentSocketEnv: 'UNDERLAY_TEST_AGENT_SOCK' } }),
-          async (s) => (await s.run('echo agent')).stdout,
+          async (s) => (await s.exec('echo agent')).stdout,
         );
         assert.equal(out, 'agent\n');
       });
       await withEnv({ SSH_AUTH_SOCK: sock }, async () => {
-        const out = await withSsh(sshd.target({ credentials: { agent: true } }), async (s) => (await s.run('echo default-sock')).stdout);
+        const out = await withSsh(sshd.target({ credentials: { agent: true } }), async (s) => (await s.exec('echo default-sock')).stdout);
         assert.equal(out, 'default-sock\n');
       });
     });

@@ -16,7 +16,7 @@ import { createActivities } from '../../src/activities';
 import { startOnboarding } from '../../src/cli/onboarding';
 import { VerificationError } from '../../src/common/errors';
 import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
-import { STEPS } from '../../src/common/steps';
+import { STEPS } from '../../src/steps';
 import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import { metricsRuntimeOptions, parseMetricsAddress, STEP_COUNT_METRIC, STEP_DURATION_BUCKETS, STEP_DURATION_METRIC } from '../../src/workers/step-metrics';

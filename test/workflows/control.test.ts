@@ -5,7 +5,7 @@
  * renders in a real pseudo-terminal (util-linux `script`).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
@@ -20,11 +20,12 @@ import { renderStatus } from '../../src/cli/render';
 import { driftWorkflowId } from '../../src/common/config';
 import { NotConvergedError, VerificationError } from '../../src/common/errors';
 import { SA_OUTCOME, SA_STEP } from '../../src/common/search-attributes';
-import { STEPS, type StepName } from '../../src/common/steps';
+import { STEPS, type StepName } from '../../src/steps';
 import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import type { driftCheck } from '../../src/workflows/drift';
-import { statusQuery, stepSummary, type CancelAnswer, type OnboardingFailureReport, type OnboardingStatus } from '../../src/workflows/messages';
+import { stepSummary } from '../../src/steps';
+import { statusQuery, type CancelAnswer, type OnboardingFailureReport, type OnboardingStatus } from '../../src/workflows/messages';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
 import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
@@ -168,8 +169,11 @@ describe('what the Web UI shows', () => {
 
     // Current details: what the UI reads with the built-in metadata query (a worker answers it).
     const meta = await h.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
-    assert.match(meta.currentDetails ?? '', /\*\*c\d+-\d+\*\* · succeeded/);
-    assert.match(meta.currentDetails ?? '', /\| ✓ bond \| done · [\d.]+ s \| fake bond \|/);
+    assert.match(meta.currentDetails ?? '', /\*\*c\d+-\d+\*\* · onboarded/);
+    assert.ok(
+      (meta.currentDetails ?? '').includes(`| ✓ bond | done · `) && (meta.currentDetails ?? '').includes(` s | ${stepSummary('bond', spec)} |`),
+      meta.currentDetails,
+    );
     assert.equal(result.timeline?.length, 6);
     assert.deepEqual(await searchAttributes(h), { step: 'done', outcome: 'onboarded' });
   });
@@ -329,7 +333,10 @@ describe('operator control (updates with validators)', () => {
     for (const s of STEPS) assert.equal(host.state[s], 'pristine');
     assert.ok(!host.applyCalls().includes('sriov'), 'the latched apply never ran');
     assert.deepEqual(await searchAttributes(h), { step: 'rollback:cable', outcome: 'cancelled' });
-    assert.equal((await status(h)).phase, 'cancelled');
+    const st = await status(h);
+    assert.equal(st.phase, 'cancelled');
+    assert.equal(st.steps.sriov.state, 'cancelled', 'a step cancelled mid-run is cancelled, not failed');
+    assert.equal(st.steps.sriov.error, 'cancelled by dave');
     await assert.rejects(cancelOnboarding(env.client, spec.id), (e: unknown) => e instanceof OnboardingControlError && /not running/.test(e.message));
     assert.ok(Date.now() - started < 15_000);
   });
@@ -458,12 +465,29 @@ describe('underlay status --watch in a terminal', () => {
     assert.ok(elapsed.size >= 3, `its elapsed time ticks (${[...elapsed].join(', ')})`);
     assert.match(out, /\[█+░+\] 3\/6/);
     assert.match(out, /\[█{18}\] 6\/6/);
-    assert.match(
-      out,
-      /✓ bond\s+done\s+[\d.]+s\s+bond0 ← ens1f0,ens1f1 · 802\.3ad · fast · needs approval · 3 attempts|✓ bond\s+done\s+[\d.]+s\s+fake bond · approved by \S+ · 3 attempts/,
-    );
+    assert.match(out, /✓ bond\s+done\s+[\d.]+s\s+bond0 ← ens1f0,ens1f1 · 802\.3ad · fast · (needs approval|approved by \S+) · 3 attempts/);
     const last = frames[frames.length - 1]!;
-    assert.match(last, new RegExp(`${spec.id}: succeeded`));
+    assert.match(last, new RegExp(`${spec.id}: onboarded`));
     assert.doesNotMatch(last, /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/, 'the final frame is still');
+  });
+});
+
+describe('underlay status when no worker runs', () => {
+  test('falls back to what the server knows and says that no worker polls the task queue', async () => {
+    const spec = nextSpec();
+    const orphanQueue = `nobody-polls-${spec.id}`;
+    await startOnboarding(env.client, spec, { taskQueue: orphanQueue });
+    const r = spawnSync(join(root, 'bin/underlay'), ['status', spec.id], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' },
+    });
+    assert.equal(r.status, 3, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^${spec.id}: running — workflow running$`, 'm'));
+    assert.match(r.stdout, new RegExp(`no worker polls task queue "${orphanQueue}"`));
+    assert.match(r.stdout, new RegExp(`underlay worker --task-queue ${orphanQueue}`));
+    assert.doesNotMatch(r.stderr, /Failed to query/);
+    await env.client.workflow.getHandle(`onboard-${spec.id}`).terminate('test over');
   });
 });

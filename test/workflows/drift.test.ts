@@ -19,7 +19,7 @@ import { DriftRemediationRunningError, startOnboarding } from '../../src/cli/onb
 import { driftWorkflowId } from '../../src/common/config';
 import { VerificationError } from '../../src/common/errors';
 import { SA_DRIFT_STATUS, SA_DRIFTED_STEPS, SA_LAST_CHECKED } from '../../src/common/search-attributes';
-import { STEPS } from '../../src/common/steps';
+import { STEPS } from '../../src/steps';
 import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import type { driftCheck } from '../../src/workflows/drift';

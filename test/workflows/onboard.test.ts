@@ -9,7 +9,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../src/activities';
 import { createWorker } from '../../src/workers/worker';
 import { NotConvergedError, VerificationError, UnexpectedOutputError } from '../../src/common/errors';
-import { STEPS, type StepName } from '../../src/common/steps';
+import { STEPS, type StepName } from '../../src/steps';
 import { SA_OUTCOME, SA_SERVER_ID, SA_STEP } from '../../src/common/search-attributes';
 import { OnboardingAlreadyRunningError, startOnboarding } from '../../src/cli/onboarding';
 import { loadSpecFile } from '../../src/spec/load';

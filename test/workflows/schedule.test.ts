@@ -14,7 +14,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createActivities, type OnboardingPlan } from '../../src/activities';
 import { approveDrift, latestSweep, renderScheduleStatus, scheduleHandle, scheduleSweeps } from '../../src/cli/drift';
 import { DRIFT_SCHEDULE_ID } from '../../src/common/config';
-import { STEPS } from '../../src/common/steps';
+import { STEPS } from '../../src/steps';
 import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';

@@ -34,7 +34,7 @@ import {
 import type { Mor } from '../../drivers/vsphere/schema';
 import { diffState } from '../diff';
 import { pollUntilHolds, type Problem } from '../poll';
-import type { Change, Step, StepIo } from '../step';
+import { wholeSpec, type Change, type Step, type StepIo } from '../step';
 
 export type VdsAttachSpec = Extract<AttachSpec, { kind: 'vds' }>;
 
@@ -294,6 +294,7 @@ function view(s: VdsAttachState) {
 
 export const vdsAttachStep: Step<VdsAttachState> = {
   name: 'attach',
+  want: wholeSpec,
   connection: 'none',
   observe,
   plan,
@@ -301,9 +302,4 @@ export const vdsAttachStep: Step<VdsAttachState> = {
   verify: (io) => pollUntilHolds(io, 'distributed switch attach', () => check(io), { timeoutMs: 30_000, intervalMs: 1_000 }),
   undo: (io, pre) => undo(io, pre),
   diff: (a, b) => diffState(view(a), view(b)),
-  summary: (spec) => {
-    const a = vdsAttach(spec);
-    const vlan = a.vlan !== undefined ? ` · VLAN ${a.vlan}` : '';
-    return `vDS ${a.switch} ← ${a.uplinks.join(',')}${a.lacp ? ' (LACP)' : ''} · port group ${a.portgroup}${vlan} · vCenter ${a.vcenter.address}`;
-  },
 };

@@ -7,7 +7,7 @@
 import type { NicInventory } from '../../drivers/redfish/bmc';
 import type { ServerSpec } from '../../spec/server';
 import { pollUntilHolds, type Problem } from '../poll';
-import type { Change, Step, StepIo } from '../step';
+import { wholeSpec, type Change, type Step, type StepIo } from '../step';
 import { withBmc } from './bmc';
 
 export interface RedfishCableState {
@@ -68,6 +68,7 @@ export function cableProblems(spec: ServerSpec, inventory: NicInventory[]): Prob
 
 export const redfishCableStep: Step<RedfishCableState> = {
   name: 'cable',
+  want: wholeSpec,
   connection: 'none',
   observe,
   plan: (): Change[] => [],
@@ -77,12 +78,4 @@ export const redfishCableStep: Step<RedfishCableState> = {
   undo: async () => undefined,
   // The step owns no state: nothing it observes is its doing, so nothing is ever to be undone.
   diff: () => [],
-  summary: (spec) =>
-    spec.nics
-      .filter((n) => n.mac)
-      .map(
-        (n) =>
-          `${n.name}=${n.mac}${n.cabled ? '' : ' (uncabled)'}${n.speedMbps ? ` @${n.speedMbps >= 1000 ? `${n.speedMbps / 1000}G` : `${n.speedMbps}M`}` : ''}`,
-      )
-      .join(', ') + ' · via BMC',
 };

@@ -19,7 +19,7 @@ import { resetSequence, type RedfishBmc } from '../../drivers/redfish/bmc';
 import { tcpAnswers } from '../../transports/http';
 import type { ServerSpec } from '../../spec/server';
 import { diffState } from '../diff';
-import type { Change, Step, StepIo } from '../step';
+import { wholeSpec, type Change, type Step, type StepIo } from '../step';
 import { esxiOf, withBmc, type EsxiSpec } from './bmc';
 
 export interface EsxiInstallState {
@@ -228,6 +228,7 @@ function diff(a: EsxiInstallState, b: EsxiInstallState): Change[] {
 
 export const esxiInstallStep: Step<EsxiInstallState> = {
   name: 'hypervisor',
+  want: wholeSpec,
   connection: 'none',
   observe,
   plan,
@@ -235,9 +236,4 @@ export const esxiInstallStep: Step<EsxiInstallState> = {
   verify,
   undo,
   diff,
-  summary: (spec) => {
-    if (spec.hypervisor.kind !== 'esxi') return spec.hypervisor.kind;
-    const iso = spec.hypervisor.installerIso.split('/').pop();
-    return `ESXi · ${iso} via BMC ${spec.hypervisor.bmc.address}${spec.hypervisor.kickstart ? ` · ks ${spec.hypervisor.kickstart.split('/').pop()}` : ''}`;
-  },
 };

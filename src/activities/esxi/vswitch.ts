@@ -4,18 +4,18 @@
  * in the spec's order), its load balancing (`attach.teaming`), optionally its MTU, and one port group with its
  * VLAN. A standard vSwitch has no LACP: `iphash` is a static EtherChannel, to be matched on the physical switch.
  *
- * Commands go through `host.rawChannel().exec`, not `host.run`: run() wraps every command in
+ * Commands go through `host.runLine` with the bare esxcli line, not `host.run`: run() wraps every command in
  * `timeout -k 5 N sh -c '…'`, and ESXi's shell is VMware's busybox build, whose applet set is not documented —
  * whether it has `timeout`, and with GNU's `-k` syntax (older busybox takes `timeout -t SECS`), could not be
  * established here (no ESXi host runs on this machine; the public material searched does not say). esxcli needs
  * no shell features, so each command is sent as built by `sh` (every value quoted); the deadline is the SSH
- * transport's own (it sends KILL, closes the channel and throws CommandTimeoutError), exit codes are read here,
+ * transport's own (it sends KILL, closes the channel and throws CommandTimeoutError), exit codes are mapped by runLine,
  * and there is no sudo (ESXi's SSH login is root).
  *
  * Read with three list commands in `--formatter=xml` (parsed by src/drivers/esxi/esxcli.ts) and
  * `policy failover get`; changed only by the esxcli builders there (and `vswitch standard set --mtu`).
  */
-import { CommandFailedError, InvalidSpecError, LockoutRiskError, UnsupportedHardwareError, UnsupportedPlatformError } from '../../common/errors';
+import { InvalidSpecError, LockoutRiskError, UnsupportedHardwareError, UnsupportedPlatformError } from '../../common/errors';
 import {
   esxcli,
   failoverGet,
@@ -32,7 +32,7 @@ import type { Shell } from '../../drivers/shell';
 import type { AttachSpec, ServerSpec } from '../../spec/server';
 import { diffState } from '../diff';
 import { pollUntilHolds, type Problem } from '../poll';
-import type { Change, Step, StepIo } from '../step';
+import { wholeSpec, type Change, type Step, type StepIo } from '../step';
 
 export type VswitchAttachSpec = Extract<AttachSpec, { kind: 'vswitch' }>;
 
@@ -72,20 +72,9 @@ function vswitchAttach(spec: ServerSpec): VswitchAttachSpec {
   return a;
 }
 
-/** One esxcli command, bounded by the transport's deadline; a non-zero exit is a CommandFailedError. */
+/** One esxcli command through the one command runner, bounded by the transport's deadline (no host-side one). */
 async function esx(io: StepIo, cmd: Shell, description: string): Promise<string> {
-  const r = await io.host.rawChannel().exec(cmd.text, { timeoutMs: COMMAND_TIMEOUT_MS, description });
-  if (r.exitCode !== 0) {
-    const out = (r.stderr || r.stdout).trim();
-    throw new CommandFailedError(`${description} failed`, {
-      host: io.spec.id,
-      step: STEP,
-      command: cmd.text,
-      exitCode: r.exitCode,
-      stderr: out.length > 800 ? '…' + out.slice(-800) : out,
-    });
-  }
-  return r.stdout;
+  return (await io.host.runLine({ text: cmd.text }, { description, timeoutMs: COMMAND_TIMEOUT_MS, privileged: false })).stdout;
 }
 
 async function observe(io: StepIo): Promise<VswitchAttachState> {
@@ -242,6 +231,7 @@ function view(s: VswitchAttachState) {
 
 export const esxiVswitchStep: Step<VswitchAttachState> = {
   name: 'attach',
+  want: wholeSpec,
   connection: 'ssh',
   observe,
   plan,
@@ -249,10 +239,4 @@ export const esxiVswitchStep: Step<VswitchAttachState> = {
   verify: (io) => pollUntilHolds(io, 'standard vSwitch attach', () => check(io), { timeoutMs: 30_000, intervalMs: 2_000 }),
   undo: (io, pre) => undo(io, pre),
   diff: (a, b) => diffState(view(a), view(b)),
-  summary: (spec) => {
-    const a = vswitchAttach(spec);
-    const vlan = a.vlan !== undefined ? ` · VLAN ${a.vlan}` : '';
-    const mtu = a.mtu !== undefined ? ` · MTU ${a.mtu}` : '';
-    return `vSwitch ${a.name} ← ${a.uplinks.join(',')} · ${a.teaming} · port group ${a.portgroup}${vlan}${mtu} · esxcli over SSH`;
-  },
 };

@@ -30,6 +30,7 @@ import type { ServerSpec } from '../../spec/server';
 import { diffState } from '../diff';
 import { pollUntilHolds, type Problem } from '../poll';
 import type { Change, Step, StepIo } from '../step';
+import { attachOfKind } from '../want';
 
 type SetSpec = Extract<NonNullable<ServerSpec['attach']>, { kind: 'set' }>;
 
@@ -42,23 +43,17 @@ export interface SetAttachState {
   managementVlan: number | null;
 }
 
-function setAttach(io: StepIo): SetSpec {
-  const a = io.spec.attach;
-  if (a?.kind !== 'set') {
-    throw new UnsupportedPlatformError('the Hyper-V attach step builds a SET switch only', {
-      host: io.host.label,
-      step: 'attach',
-      field: 'attach.kind',
-      expected: 'set',
-      observed: a?.kind ?? 'none',
-    });
-  }
-  return a;
+/** The SET attach, and the NICs to team: attach.nics (the validator requires them on Hyper-V; the bond members are a fallback). */
+export interface SetWant {
+  attach: SetSpec;
+  nics: string[];
 }
 
-/** The NICs to team: attach.nics (the validator requires them on Hyper-V; the bond members are a fallback). */
-export function teamNics(spec: ServerSpec, a: SetSpec): string[] {
-  return [...(a.nics ?? spec.bond?.members ?? [])];
+type Io = StepIo<SetWant>;
+
+export function setWant(spec: ServerSpec): SetWant {
+  const attach = attachOfKind(spec, ['set']);
+  return { attach, nics: [...(attach.nics ?? spec.bond?.members ?? [])] };
 }
 
 /** The host vNIC New-VMSwitch -AllowManagementOS creates is named after the switch; Windows shows it as `vEthernet (<name>)`. */
@@ -66,10 +61,10 @@ export function hostVnicAlias(switchName: string): string {
   return `vEthernet (${switchName})`;
 }
 
-export function wantedSet(spec: ServerSpec, a: SetSpec): SetAttachState {
+export function wantedSet({ attach: a, nics }: SetWant): SetAttachState {
   return {
     switch: { type: 'External', embeddedTeaming: true, allowManagementOS: true },
-    team: { members: teamNics(spec, a).sort(), loadBalancing: a.loadBalancing, teamingMode: 'SwitchIndependent' },
+    team: { members: [...nics].sort(), loadBalancing: a.loadBalancing, teamingMode: 'SwitchIndependent' },
     managementVlan: a.managementVlan ?? null,
   };
 }
@@ -96,8 +91,8 @@ export function setStateFrom(
   };
 }
 
-async function observe(io: StepIo): Promise<SetAttachState> {
-  const a = setAttach(io);
+async function observe(io: Io): Promise<SetAttachState> {
+  const a = io.want.attach;
   const opts = (what: string) => ({ description: what, timeoutMs: 60_000 });
   const [sw] = await readPs(io.host, getVMSwitch(a.switchName), VMSwitch, opts(`Get-VMSwitch ${a.switchName}`));
   const [team] = sw?.EmbeddedTeamingEnabled ? await readPs(io.host, getVMSwitchTeam(a.switchName), VMSwitchTeam, opts(`Get-VMSwitchTeam ${a.switchName}`)) : [];
@@ -107,8 +102,8 @@ async function observe(io: StepIo): Promise<SetAttachState> {
   return setStateFrom(sw, team, vlan, await readNetAdapters(io.host));
 }
 
-function plan(spec: ServerSpec, observed: SetAttachState): Change[] {
-  return diffState(observed, wantedSet(spec, spec.attach as SetSpec));
+function plan(want: SetWant, observed: SetAttachState): Change[] {
+  return diffState(observed, wantedSet(want));
 }
 
 /** The commands converging `now` to `want` (both SET states of switch `name`). */
@@ -135,7 +130,7 @@ export function convergeSet(name: string, nics: string[], now: SetAttachState, w
   return cmds;
 }
 
-async function guard(io: StepIo, a: SetSpec, now: SetAttachState, want: SetAttachState): Promise<void> {
+async function guard(io: Io, a: SetSpec, now: SetAttachState, want: SetAttachState): Promise<void> {
   const session = await readSessionInterface(io.host);
   if (!session) return;
   const vnic = hostVnicAlias(a.switchName);
@@ -161,9 +156,8 @@ async function guard(io: StepIo, a: SetSpec, now: SetAttachState, want: SetAttac
   }
 }
 
-async function converge(io: StepIo, now: SetAttachState, want: SetAttachState, what: string): Promise<void> {
-  const a = setAttach(io);
-  const nics = teamNics(io.spec, a);
+async function converge(io: Io, now: SetAttachState, want: SetAttachState, what: string): Promise<void> {
+  const { attach: a, nics } = io.want;
   await guard(io, a, now, want);
   if (want.switch && !now.switch) {
     // Every NIC must exist and be free before New-VMSwitch: its own error is a long .NET message.
@@ -191,38 +185,32 @@ async function converge(io: StepIo, now: SetAttachState, want: SetAttachState, w
   if (cmds.length) await runPs(io.host, psJoin(cmds), { description: `${what} ${a.switchName}`, timeoutMs: 10 * 60_000 });
 }
 
-async function apply(io: StepIo, observed: SetAttachState): Promise<void> {
-  await converge(io, observed, wantedSet(io.spec, setAttach(io)), 'configure SET switch');
+async function apply(io: Io, observed: SetAttachState): Promise<void> {
+  await converge(io, observed, wantedSet(io.want), 'configure SET switch');
 }
 
-async function check(io: StepIo): Promise<Problem[]> {
-  const a = setAttach(io);
-  const problems: Problem[] = plan(io.spec, await observe(io)).map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
+async function check(io: Io): Promise<Problem[]> {
+  const problems: Problem[] = plan(io.want, await observe(io)).map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
   if (problems.length) return problems;
   const adapters = new Map((await readNetAdapters(io.host)).map((n) => [n.Name, n]));
-  for (const nic of teamNics(io.spec, a)) {
+  for (const nic of io.want.nics) {
     const s = adapters.get(nic)?.Status;
     if (s !== 'Up') problems.push({ field: `${nic}.Status`, expected: 'Up', observed: s ?? 'absent' });
   }
   return problems;
 }
 
-async function undo(io: StepIo, pre: SetAttachState, now: SetAttachState): Promise<void> {
+async function undo(io: Io, pre: SetAttachState, now: SetAttachState): Promise<void> {
   await converge(io, now, pre, 'restore SET switch');
 }
 
-export const hypervSetAttachStep: Step<SetAttachState> = {
+export const hypervSetAttachStep: Step<SetAttachState, SetWant> = {
   name: 'attach',
+  want: setWant,
   observe,
   plan,
   apply,
-  verify: (io) => pollUntilHolds(io, `SET switch ${setAttach(io).switchName}`, () => check(io), { timeoutMs: 60_000, intervalMs: 5_000 }),
+  verify: (io) => pollUntilHolds(io, `SET switch ${io.want.attach.switchName}`, () => check(io), { timeoutMs: 60_000, intervalMs: 5_000 }),
   undo,
   diff: (a, b) => diffState(a, b),
-  summary: (spec) => {
-    const a = spec.attach;
-    return a?.kind === 'set'
-      ? `SET ${a.switchName} ← ${teamNics(spec, a).join(',')} · ${a.loadBalancing}${a.managementVlan ? ` · host VLAN ${a.managementVlan}` : ''}`
-      : 'set';
-  },
 };

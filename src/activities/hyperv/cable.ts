@@ -3,9 +3,8 @@
  * expected MAC — Get-NetAdapter, read-only. Windows shows no LLDP neighbours; the validator refuses nics[].lldp
  * on Hyper-V rather than skip the check silently.
  */
-import { UnsupportedHardwareError } from '../../common/errors';
 import { normalizeMac, readNetAdapters, type NetAdapterJson } from '../../drivers/hyperv/cmdlets';
-import type { ServerSpec } from '../../spec/server';
+import type { NicSpec } from '../../spec/server';
 import { diffState } from '../diff';
 import { pollUntilHolds, type Problem } from '../poll';
 import type { Step, StepIo } from '../step';
@@ -15,10 +14,10 @@ export interface HypervCableState {
 }
 
 /** Get-NetAdapter's answers as the cable check sees them (pure: tested on fixtures). */
-export function cableStateFrom(spec: ServerSpec, adapters: NetAdapterJson[]): HypervCableState {
+export function cableStateFrom(specNics: NicSpec[], adapters: NetAdapterJson[]): HypervCableState {
   const byName = new Map(adapters.map((a) => [a.Name, a]));
   const nics: HypervCableState['nics'] = {};
-  for (const nic of spec.nics) {
+  for (const nic of specNics) {
     const a = byName.get(nic.name);
     nics[nic.name] = a
       ? { status: a.Status, speedMbps: a.ReceiveLinkSpeed ? Math.round(a.ReceiveLinkSpeed / 1_000_000) : null, mac: normalizeMac(a.MacAddress) }
@@ -28,9 +27,9 @@ export function cableStateFrom(spec: ServerSpec, adapters: NetAdapterJson[]): Hy
 }
 
 /** What is wrong with the cabling, per NIC; a wrong MAC or speed is final, a link still coming up is not. */
-export function cableProblems(spec: ServerSpec, s: HypervCableState): Problem[] {
+export function cableProblems(specNics: NicSpec[], s: HypervCableState): Problem[] {
   const problems: Problem[] = [];
-  for (const nic of spec.nics.filter((n) => n.cabled)) {
+  for (const nic of specNics.filter((n) => n.cabled)) {
     const got = s.nics[nic.name];
     if (!got || got.status === 'absent') {
       problems.push({ field: `${nic.name}`, expected: 'a network adapter of that name', observed: 'absent', final: true });
@@ -52,31 +51,18 @@ export function cableProblems(spec: ServerSpec, s: HypervCableState): Problem[] 
   return problems;
 }
 
-async function observe(io: StepIo): Promise<HypervCableState> {
-  if (io.spec.hypervisor.kind !== 'hyperv') {
-    throw new UnsupportedHardwareError('the Hyper-V cable check reads Get-NetAdapter on Windows only', {
-      host: io.host.label,
-      step: 'cable',
-      field: 'hypervisor.kind',
-      expected: 'hyperv',
-      observed: io.spec.hypervisor.kind,
-    });
-  }
-  return cableStateFrom(io.spec, await readNetAdapters(io.host));
+async function observe(io: StepIo<NicSpec[]>): Promise<HypervCableState> {
+  return cableStateFrom(io.want, await readNetAdapters(io.host));
 }
 
-export const hypervCableStep: Step<HypervCableState> = {
+export const hypervCableStep: Step<HypervCableState, NicSpec[]> = {
   name: 'cable',
+  want: (spec) => spec.nics,
   observe,
   // Read-only: nothing to apply, the check is all in verify.
   plan: () => [],
   apply: async () => undefined,
-  verify: (io) => pollUntilHolds(io, 'cabling', async () => cableProblems(io.spec, await observe(io)), { timeoutMs: 60_000, intervalMs: 5_000 }),
+  verify: (io) => pollUntilHolds(io, 'cabling', async () => cableProblems(io.want, await observe(io)), { timeoutMs: 60_000, intervalMs: 5_000 }),
   undo: async () => undefined,
   diff: (a, b) => diffState(a, b),
-  summary: (spec) =>
-    `${spec.nics
-      .filter((n) => n.cabled)
-      .map((n) => n.name)
-      .join(', ')}: Up${spec.nics.some((n) => n.speedMbps) ? ', speed' : ''}${spec.nics.some((n) => n.mac) ? ', MAC' : ''} (Get-NetAdapter)`,
 };

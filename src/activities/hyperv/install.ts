@@ -22,6 +22,7 @@ import type { ServerSpec } from '../../spec/server';
 import { pollUntilHolds, type Problem } from '../poll';
 import { rebootAndWait, type RebootOps } from '../reboot';
 import type { Change, Step, StepIo } from '../step';
+import { hypervisorOfKind } from '../want';
 
 export const WINDOWS_REBOOT: RebootOps = {
   bootId: async (host) => (await readBootInfo(host)).LastBootUpTime,
@@ -38,19 +39,10 @@ export interface HypervInstallState {
   hypervisorPresent: boolean;
 }
 
-function requireHyperv(io: StepIo): void {
-  if (io.spec.hypervisor.kind !== 'hyperv') {
-    throw new UnsupportedPlatformError(`the Hyper-V install step cannot install ${io.spec.hypervisor.kind}`, {
-      host: io.host.label,
-      step: 'hypervisor',
-      field: 'hypervisor.kind',
-      expected: 'hyperv',
-      observed: io.spec.hypervisor.kind,
-    });
-  }
-}
+type HypervSpec = Extract<ServerSpec['hypervisor'], { kind: 'hyperv' }>;
+type Io = StepIo<HypervSpec>;
 
-async function readFeatures(io: StepIo): Promise<Record<string, string>> {
+async function readFeatures(io: Io): Promise<Record<string, string>> {
   const list = await readPs(io.host, getWindowsFeatures(HYPERV_FEATURES), WindowsFeature, { description: 'Get-WindowsFeature Hyper-V', timeoutMs: 5 * 60_000 });
   const out: Record<string, string> = {};
   for (const name of HYPERV_FEATURES) {
@@ -69,14 +61,13 @@ async function readFeatures(io: StepIo): Promise<Record<string, string>> {
   return out;
 }
 
-async function observe(io: StepIo): Promise<HypervInstallState> {
-  requireHyperv(io);
+async function observe(io: Io): Promise<HypervInstallState> {
   const features = await readFeatures(io);
   const boot = await readBootInfo(io.host);
   return { features, hypervisorPresent: boot.HypervisorPresent };
 }
 
-function plan(_spec: ServerSpec, o: HypervInstallState): Change[] {
+function plan(_want: HypervSpec, o: HypervInstallState): Change[] {
   const changes: Change[] = HYPERV_FEATURES.filter((f) => o.features[f] !== 'Installed').map((f) => ({
     field: `feature ${f}`,
     from: o.features[f] ?? 'unknown',
@@ -93,8 +84,7 @@ export interface HypervInstallTiming {
 
 export const HYPERV_INSTALL_TIMING: HypervInstallTiming = { reboot: WINDOWS_REBOOT_BOUNDS, verify: { timeoutMs: 15 * 60_000, intervalMs: 15_000 } };
 
-async function apply(io: StepIo, o: HypervInstallState, timing: HypervInstallTiming): Promise<void> {
-  requireHyperv(io);
+async function apply(io: Io, o: HypervInstallState, timing: HypervInstallTiming): Promise<void> {
   if (Object.values(o.features).includes('Removed')) {
     throw new UnsupportedPlatformError('the Hyper-V feature payload was removed from this Windows image (Install-WindowsFeature needs -Source)', {
       host: io.host.label,
@@ -125,7 +115,7 @@ async function apply(io: StepIo, o: HypervInstallState, timing: HypervInstallTim
 }
 
 /** A check that survives the host restarting under it (Hyper-V's second, automatic restart): reconnect and retry. */
-async function tolerant(io: StepIo, fn: () => Promise<Problem[]>): Promise<Problem[]> {
+async function tolerant(io: Io, fn: () => Promise<Problem[]>): Promise<Problem[]> {
   try {
     return await fn();
   } catch (err) {
@@ -135,7 +125,7 @@ async function tolerant(io: StepIo, fn: () => Promise<Problem[]>): Promise<Probl
   }
 }
 
-async function check(io: StepIo): Promise<Problem[]> {
+async function check(io: Io): Promise<Problem[]> {
   const problems: Problem[] = [];
   const features = await readFeatures(io);
   for (const f of HYPERV_FEATURES) {
@@ -150,7 +140,7 @@ async function check(io: StepIo): Promise<Problem[]> {
   return problems;
 }
 
-async function undo(io: StepIo, pre: HypervInstallState, now: HypervInstallState, timing: HypervInstallTiming): Promise<void> {
+async function undo(io: Io, pre: HypervInstallState, now: HypervInstallState, timing: HypervInstallTiming): Promise<void> {
   const installedNow = Object.values(now.features).some((s) => s === 'Installed' || s === 'InstallPending');
   const installedBefore = Object.values(pre.features).some((s) => s === 'Installed' || s === 'InstallPending');
   if (installedNow && !installedBefore) {
@@ -194,16 +184,16 @@ function diff(a: HypervInstallState, b: HypervInstallState): Change[] {
 }
 
 /** The step with its waits (tests shorten them; the host's behaviour is the same). */
-export function makeHypervInstallStep(timing: HypervInstallTiming = HYPERV_INSTALL_TIMING): Step<HypervInstallState> {
+export function makeHypervInstallStep(timing: HypervInstallTiming = HYPERV_INSTALL_TIMING): Step<HypervInstallState, HypervSpec> {
   return {
     name: 'hypervisor',
+    want: (spec) => hypervisorOfKind(spec, 'hyperv'),
     observe,
     plan,
     apply: (io, o) => apply(io, o, timing),
     verify: (io) => pollUntilHolds(io, 'Hyper-V', () => tolerant(io, () => check(io)), timing.verify),
     undo: (io, pre, now) => undo(io, pre, now, timing),
     diff,
-    summary: () => 'Hyper-V role · Install-WindowsFeature Hyper-V -IncludeManagementTools · one reboot',
   };
 }
 

@@ -14,44 +14,50 @@ import type { ServerSpec } from '../../spec/server';
 import { diffState } from '../diff';
 import { pollUntilHolds, type Problem } from '../poll';
 import type { Change, Step, StepIo } from '../step';
+import { attachOfKind } from '../want';
 
 type BridgeSpec = Extract<NonNullable<ServerSpec['attach']>, { kind: 'bridge' }>;
 
-function bridgeAttach(io: StepIo): BridgeSpec {
-  const a = io.spec.attach;
-  if (a?.kind !== 'bridge') {
-    throw new UnsupportedPlatformError('the Xen attach step builds a Linux bridge only', {
-      host: io.host.label,
-      step: 'attach',
-      field: 'attach.kind',
-      expected: 'bridge',
-      observed: a?.kind ?? 'none',
-    });
-  }
-  return a;
+/** The bridge, and its uplink: the spec's, or the bond. */
+export interface XenBridgeWant {
+  attach: BridgeSpec;
+  uplink: string;
 }
 
-export function bridgeUplink(spec: ServerSpec, a: BridgeSpec): string {
-  return a.uplink ?? spec.bond!.name;
+type Io = StepIo<XenBridgeWant>;
+
+export function xenBridgeWant(spec: ServerSpec): XenBridgeWant {
+  const attach = attachOfKind(spec, ['bridge']);
+  const uplink = attach.uplink ?? spec.bond?.name;
+  if (!uplink) {
+    throw new UnsupportedPlatformError('the bridge has no uplink: name one or configure a bond', {
+      host: spec.id,
+      step: 'attach',
+      field: 'attach.uplink',
+      expected: 'an uplink, or a bond section',
+      observed: 'neither',
+    });
+  }
+  return { attach, uplink };
 }
 
 function wanted(a: BridgeSpec): BridgeAttachState {
   return { bridge: { kind: 'bridge', up: true }, uplinkMaster: a.name };
 }
 
-async function observe(io: StepIo): Promise<BridgeAttachState> {
-  const a = bridgeAttach(io);
+async function observe(io: Io): Promise<BridgeAttachState> {
+  const a = io.want.attach;
   const links = await listLinks(io.host);
   const br = links.get(a.name);
-  const up = links.get(bridgeUplink(io.spec, a));
+  const up = links.get(io.want.uplink);
   return { bridge: br ? { kind: br.kind ?? 'physical', up: br.up } : null, uplinkMaster: up?.master ?? null };
 }
 
-function plan(spec: ServerSpec, observed: BridgeAttachState): Change[] {
-  return diffState(observed, wanted(spec.attach as BridgeSpec));
+function plan(want: XenBridgeWant, observed: BridgeAttachState): Change[] {
+  return diffState(observed, wanted(want.attach));
 }
 
-async function guard(io: StepIo, a: BridgeSpec, uplink: string): Promise<void> {
+async function guard(io: Io, a: BridgeSpec, uplink: string): Promise<void> {
   const addrs = await listAddresses(io.host);
   const mgmt = await managementInterface(io.host, addrs);
   if (mgmt && (mgmt === uplink || mgmt === a.name)) {
@@ -75,9 +81,8 @@ async function guard(io: StepIo, a: BridgeSpec, uplink: string): Promise<void> {
   }
 }
 
-async function apply(io: StepIo, observed: BridgeAttachState): Promise<void> {
-  const a = bridgeAttach(io);
-  const uplink = bridgeUplink(io.spec, a);
+async function apply(io: Io, observed: BridgeAttachState): Promise<void> {
+  const { attach: a, uplink } = io.want;
   await guard(io, a, uplink);
   const links = await listLinks(io.host);
   if (!links.has(uplink)) {
@@ -102,10 +107,9 @@ async function apply(io: StepIo, observed: BridgeAttachState): Promise<void> {
   if (script) await io.host.run(script, { description: `bridge ${a.name} ← ${uplink}` });
 }
 
-async function check(io: StepIo): Promise<Problem[]> {
-  const a = bridgeAttach(io);
-  const uplink = bridgeUplink(io.spec, a);
-  const problems: Problem[] = plan(io.spec, await observe(io)).map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
+async function check(io: Io): Promise<Problem[]> {
+  const { uplink } = io.want;
+  const problems: Problem[] = plan(io.want, await observe(io)).map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
   if (problems.length) return problems;
   // With STP off (the default) a port forwards as soon as it is up; anything else means it is not passing frames.
   const state = await readBrportState(io.host, uplink);
@@ -113,21 +117,20 @@ async function check(io: StepIo): Promise<Problem[]> {
   return problems;
 }
 
-async function undo(io: StepIo, pre: BridgeAttachState, now: BridgeAttachState): Promise<void> {
-  const a = bridgeAttach(io);
-  const uplink = bridgeUplink(io.spec, a);
+async function undo(io: Io, pre: BridgeAttachState, now: BridgeAttachState): Promise<void> {
+  const { attach: a, uplink } = io.want;
   if (now.bridge && now.bridge.kind !== 'bridge') return; // not ours: nothing to restore
   const script = convergeBridgeScript(a.name, uplink, now, pre);
   if (script) await io.host.run(script, { description: `restore bridge ${a.name} and ${uplink}` });
 }
 
-export const xenBridgeAttachStep: Step<BridgeAttachState> = {
+export const xenBridgeAttachStep: Step<BridgeAttachState, XenBridgeWant> = {
   name: 'attach',
+  want: xenBridgeWant,
   observe,
   plan,
   apply,
-  verify: (io) => pollUntilHolds(io, `bridge ${bridgeAttach(io).name}`, () => check(io), { timeoutMs: 20_000, intervalMs: 1_000 }),
+  verify: (io) => pollUntilHolds(io, `bridge ${io.want.attach.name}`, () => check(io), { timeoutMs: 20_000, intervalMs: 1_000 }),
   undo,
   diff: (a, b) => diffState(a, b),
-  summary: (spec) => (spec.attach?.kind === 'bridge' ? `Linux bridge ${spec.attach.name} ← ${bridgeUplink(spec, spec.attach)}` : 'bridge'),
 };

@@ -2,16 +2,14 @@
  * Step 5 on Xen: install Debian's Xen (xen-system-amd64), make the Xen GRUB entry the default with dom0's memory
  * on Xen's command line, reboot once into it, and verify with `xl info`.
  *
- * The reboot is issued once per activity and only waited for by retries (src/activities/reboot.ts). A reboot
- * discards what the earlier steps configured at runtime (bond, VLANs, SR-IOV VFs: iproute2 and sysfs, not
- * persisted), so once the host runs Xen this step also holds them: it re-applies those steps' changes after the
- * reboot, and its plan lists them when they are missing on a host already running Xen.
+ * The reboot is issued once per activity and only waited for by retries (src/activities/reboot.ts). What the
+ * earlier steps configured (bond, VLANs, SR-IOV) is persisted through the host's network manager, so it comes
+ * back by itself after the reboot; drift checks report it if it does not.
  *
  * Undo: point GRUB away from Xen (XEN_OVERRIDE_GRUB_DEFAULT=0), reboot once out of Xen, purge the packages that
  * were not installed before, restore the drop-in as it was, update-grub.
  */
 import { CommandFailedError, UnsupportedPlatformError, VerificationError } from '../../common/errors';
-import { stepApplies } from '../../common/steps';
 import { installedPackages, installPackages, purgePackages, readOsFamily } from '../../drivers/linux/packages';
 import type { OsFamily } from '../../drivers/linux/parse/text';
 import { sh } from '../../drivers/shell';
@@ -27,30 +25,15 @@ import {
 } from '../../drivers/xen/grub';
 import { dom0MemOption, parseDom0Mem, readXenRuntime, readXlInfo } from '../../drivers/xen/xl';
 import type { ServerSpec } from '../../spec/server';
-import { bondStep, type BondState } from '../bond';
 import { pollUntilHolds, type Problem } from '../poll';
 import { LINUX_REBOOT, rebootAndWait } from '../reboot';
-import { sriovStep, type SriovState } from '../sriov';
 import type { Change, Step, StepIo } from '../step';
-import { vlanStep, type VlanState } from '../vlan';
+import { hypervisorOfKind } from '../want';
 
 export const XEN_PACKAGES = ['xen-system-amd64'];
 
 /** Real servers POST for minutes; bound the wait generously (the hypervisor step may take 60 min in all). */
 export const XEN_REBOOT = { timeoutMs: 20 * 60_000, intervalMs: 10_000 };
-
-/** The earlier steps whose runtime state a reboot discards, in runbook order. */
-const NETWORK_STEPS = [
-  { name: 'bond', step: bondStep },
-  { name: 'vlan', step: vlanStep },
-  { name: 'sriov', step: sriovStep },
-] as const;
-
-export interface XenNetwork {
-  bond?: BondState;
-  vlan?: VlanState;
-  sriov?: SriovState;
-}
 
 export interface XenInstallState {
   family: OsFamily;
@@ -64,22 +47,6 @@ export interface XenInstallState {
   dom0: boolean;
   /** From `xl info` on a dom0. */
   xen: { version: string; dom0Mem: string | null } | null;
-  /** On a dom0 only: what the earlier host-network steps hold now. */
-  network?: XenNetwork;
-}
-
-function requireXen(io: StepIo): Extract<ServerSpec['hypervisor'], { kind: 'xen' }> {
-  const hv = io.spec.hypervisor;
-  if (hv.kind !== 'xen') {
-    throw new UnsupportedPlatformError(`the Xen install step cannot install ${hv.kind}`, {
-      host: io.host.label,
-      step: 'hypervisor',
-      field: 'hypervisor.kind',
-      expected: 'xen',
-      observed: hv.kind,
-    });
-  }
-  return hv;
 }
 
 function wantedDropIn(spec: ServerSpec): string {
@@ -87,17 +54,7 @@ function wantedDropIn(spec: ServerSpec): string {
   return renderXenDropIn(hv.kind === 'xen' && hv.dom0MemoryMb ? dom0MemOption(hv.dom0MemoryMb) : null);
 }
 
-async function observeNetwork(io: StepIo): Promise<XenNetwork> {
-  const out: XenNetwork = {};
-  for (const { name, step } of NETWORK_STEPS) {
-    if (!stepApplies(name, io.spec)) continue;
-    (out as Record<string, unknown>)[name] = await (step as Step<unknown>).observe(io);
-  }
-  return out;
-}
-
 async function observe(io: StepIo): Promise<XenInstallState> {
-  requireXen(io);
   const family = await readOsFamily(io.host);
   if (family !== 'debian') {
     throw new UnsupportedPlatformError('Xen is installed from Debian’s packages in this build', {
@@ -123,7 +80,6 @@ async function observe(io: StepIo): Promise<XenInstallState> {
     dom0: runtime.dom0,
     xen: info && { version: info.xenVersion, dom0Mem: parseDom0Mem(info.commandLine)?.text ?? null },
   };
-  if (runtime.dom0) state.network = await observeNetwork(io);
   return state;
 }
 
@@ -132,15 +88,6 @@ function needsReboot(spec: ServerSpec, o: XenInstallState): boolean {
   if (!o.dom0) return true;
   const hv = spec.hypervisor;
   return hv.kind === 'xen' && hv.dom0MemoryMb !== undefined && o.xen?.dom0Mem !== dom0MemOption(hv.dom0MemoryMb);
-}
-
-function networkChanges(spec: ServerSpec, network: XenNetwork | undefined): Change[] {
-  if (!network) return [];
-  return NETWORK_STEPS.flatMap(({ name, step }) => {
-    const state = network[name];
-    if (state === undefined) return [];
-    return (step as Step<unknown>).plan(spec, state).map((c) => ({ ...c, field: `${name}: ${c.field}` }));
-  });
 }
 
 function plan(spec: ServerSpec, o: XenInstallState): Change[] {
@@ -152,7 +99,7 @@ function plan(spec: ServerSpec, o: XenInstallState): Change[] {
     const hv = spec.hypervisor;
     changes.push({ field: 'dom0_mem', from: o.xen?.dom0Mem ?? 'unset', to: hv.kind === 'xen' && hv.dom0MemoryMb ? dom0MemOption(hv.dom0MemoryMb) : 'unset' });
   }
-  return [...changes, ...networkChanges(spec, o.network)];
+  return changes;
 }
 
 async function installMissing(io: StepIo, o: XenInstallState): Promise<boolean> {
@@ -181,22 +128,7 @@ async function installMissing(io: StepIo, o: XenInstallState): Promise<boolean> 
   return true;
 }
 
-/** Re-applies the earlier steps' runtime state the reboot discarded (each as its own step would). */
-async function reconvergeNetwork(io: StepIo): Promise<void> {
-  for (const { name, step } of NETWORK_STEPS) {
-    if (!stepApplies(name, io.spec)) continue;
-    const s = step as Step<unknown>;
-    const now = await s.observe(io);
-    const changes = s.plan(io.spec, now);
-    if (!changes.length) continue;
-    io.progress(`re-applying ${name} after the reboot (${changes.length} change(s))`);
-    await s.apply(io, now, changes);
-    await s.verify(io);
-  }
-}
-
 async function apply(io: StepIo, o: XenInstallState): Promise<void> {
-  requireXen(io);
   const installed = await installMissing(io, o);
   const want = wantedDropIn(io.spec);
   if (o.dropIn !== want || installed || !o.nextBoot?.xen) {
@@ -227,7 +159,6 @@ async function apply(io: StepIo, o: XenInstallState): Promise<void> {
     }
     await rebootAndWait(io, LINUX_REBOOT, { reason: 'boot into Xen', ...XEN_REBOOT });
   }
-  await reconvergeNetwork(io);
 }
 
 async function check(io: StepIo): Promise<Problem[]> {
@@ -242,7 +173,6 @@ async function check(io: StepIo): Promise<Problem[]> {
   if (hv.kind === 'xen' && hv.dom0MemoryMb !== undefined && mem !== dom0MemOption(hv.dom0MemoryMb)) {
     problems.push({ field: 'dom0_mem', expected: dom0MemOption(hv.dom0MemoryMb), observed: mem ?? 'unset', final: true });
   }
-  for (const c of networkChanges(io.spec, await observeNetwork(io))) problems.push({ field: c.field, expected: c.to, observed: c.from, final: true });
   return problems;
 }
 
@@ -299,6 +229,7 @@ function diff(a: XenInstallState, b: XenInstallState): Change[] {
 
 export const xenInstallStep: Step<XenInstallState> = {
   name: 'hypervisor',
+  want: (spec) => (hypervisorOfKind(spec, 'xen'), spec),
   observe,
   plan,
   apply,
@@ -306,8 +237,4 @@ export const xenInstallStep: Step<XenInstallState> = {
   verify: (io) => pollUntilHolds(io, 'Xen', () => check(io), { timeoutMs: 3 * 60_000, intervalMs: 5_000 }),
   undo,
   diff,
-  summary: (spec) =>
-    spec.hypervisor.kind === 'xen'
-      ? `Xen · ${XEN_PACKAGES.join(' ')}${spec.hypervisor.dom0MemoryMb ? ` · dom0 ${spec.hypervisor.dom0MemoryMb} MiB` : ''} · one reboot`
-      : spec.hypervisor.kind,
 };

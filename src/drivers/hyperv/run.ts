@@ -1,10 +1,10 @@
 /**
- * Runs PowerShell on a Windows host over its OpenSSH server. RemoteHost.run wraps commands in `timeout … sh -c`,
- * which Windows lacks, so this goes to the raw channel with its own deadline: on the host (boundedScript: a job
- * stopped after the timeout, exit 124) and on the client (the SSH exec timeout, a little later, as a backstop).
+ * Runs PowerShell on a Windows host over its OpenSSH server, through the one command runner (RemoteHost.runLine)
+ * with its own line: RemoteHost.run wraps commands in `timeout … sh -c`, which Windows lacks. The deadline holds
+ * on the host (boundedScript: a job stopped after the timeout, exit 124) and on the client, a little later.
  */
 import type { z } from 'zod';
-import { CommandFailedError, CommandTimeoutError, UnexpectedOutputError } from '../../common/errors';
+import { UnexpectedOutputError } from '../../common/errors';
 import type { RemoteHost } from '../remote';
 import { boundedScript, powershellCommandLine, toJson, type Ps } from './powershell';
 
@@ -31,24 +31,13 @@ export function cleanStderr(s: string): string {
 
 export async function runPs(host: RemoteHost, body: Ps, opts: PsRunOptions): Promise<PsResult> {
   const timeoutMs = opts.timeoutMs ?? 120_000;
-  const where = { host: host.label, step: host.step, command: opts.description };
-  const r = await host
-    .rawChannel()
-    .exec(powershellCommandLine(boundedScript(body, timeoutMs / 1000)), { timeoutMs: timeoutMs + 30_000, description: opts.description })
-    .catch((err: unknown) => {
-      if (err instanceof CommandTimeoutError)
-        throw new CommandTimeoutError(`${opts.description} did not answer within ${Math.round(timeoutMs / 1000) + 30}s`, where);
-      throw err;
-    });
-  if (r.exitCode === 124) throw new CommandTimeoutError(`${opts.description} timed out after ${Math.ceil(timeoutMs / 1000)}s`, where);
-  if (r.exitCode !== 0) {
-    const err = cleanStderr(r.stderr || r.stdout);
-    throw new CommandFailedError(
-      `${opts.description} failed`,
-      { ...where, exitCode: r.exitCode, stderr: err.length > 800 ? '…' + err.slice(-800) : err },
-      opts.retryable ?? true,
-    );
-  }
+  // The host-side deadline: a job stopped after the timeout, exit 124 (boundedScript); the client waits 30 s more.
+  const line = {
+    text: powershellCommandLine(boundedScript(body, timeoutMs / 1000)),
+    hostDeadline: { exitCodes: [124], marginMs: 30_000 },
+    cleanOutput: cleanStderr,
+  };
+  const r = await host.runLine(line, { description: opts.description, timeoutMs, retryable: opts.retryable, privileged: false });
   return { stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -67,3 +67,45 @@ export function bindVfs(pf: string, driver: string): Shell {
   printf '%s\n' "$bdf" > /sys/bus/pci/drivers_probe || true
 done`;
 }
+
+/** The PF's device as sysfs names it (`0000:3b:00.0`, or `netdevsim10` in the lab): what a udev rule matches. */
+export async function readPfDevice(host: RemoteHost, pf: string): Promise<string> {
+  const out = (await host.read(sh`basename "$(readlink -f ${deviceDir(pf)})"`, { description: `read the device of ${pf}`, privileged: false })).trim();
+  if (!/^[A-Za-z0-9:._-]{1,64}$/.test(out)) throw host.unexpected(`readlink ${deviceDir(pf)}`, out);
+  return out;
+}
+
+export const SRIOV_VFIO_HELPER = '/usr/local/sbin/underlay-sriov-vfio';
+
+export function sriovRulePath(pf: string): string {
+  return `/etc/udev/rules.d/70-underlay-sriov-${pf}.rules`;
+}
+
+/**
+ * The udev rule that gives the PF its VFs at every boot: on the PF's net "add" event, the count written as an
+ * ATTR assignment (the kernel refuses a second non-zero count, but the event comes once per boot, with 0 VFs), and
+ * for vfio-pci the helper run after it (the VFs exist by then). Matched by the device, not the interface name.
+ */
+export function sriovUdevRule(serverId: string, device: string, numVfs: number, vfioPci: boolean): string {
+  const run = vfioPci ? `, RUN+="${SRIOV_VFIO_HELPER} %S%p/device"` : '';
+  return (
+    `# Written by underlay for ${serverId} (sriov step); \`underlay rollback ${serverId}\` restores what was here before.\n` +
+    `ACTION=="add", SUBSYSTEM=="net", KERNELS=="${device}", ATTR{device/sriov_numvfs}="${numVfs}"${run}\n`
+  );
+}
+
+/** The helper the rule runs: every VF of the PF at $1 to vfio-pci (the same steps as bindVfs, for boot). */
+export function vfioHelperScript(serverId: string): string {
+  return `#!/bin/sh
+# Written by underlay for ${serverId} (sriov step): binds every VF of the PF device at $1 to vfio-pci; run by udev.
+set -u
+modprobe vfio-pci || exit 1
+for v in "$1"/virtfn*; do
+  [ -e "$v" ] || continue
+  bdf=$(basename "$(readlink -f "$v")")
+  printf '%s\\n' vfio-pci > "$v/driver_override"
+  if [ -e "$v/driver" ]; then printf '%s\\n' "$bdf" > "$v/driver/unbind"; fi
+  printf '%s\\n' "$bdf" > /sys/bus/pci/drivers_probe || true
+done
+`;
+}

@@ -7,7 +7,7 @@
  * with a fresh ETag. Actions answered 202 are followed through their task monitor, honouring Retry-After.
  */
 import type { z } from 'zod';
-import type { StepName } from '../../common/steps';
+import type { StepName } from '../../steps';
 import { CommandFailedError, InvalidSpecError, UnexpectedOutputError, UnsupportedHardwareError, type ErrorContext } from '../../common/errors';
 import type { HypervisorSpec } from '../../spec/server';
 import { HttpClient, HttpStatusError, type HttpClientOptions, type HttpResponse, type RequestLogEntry } from '../../transports/http';
