@@ -100,18 +100,24 @@ export async function loadInventoryPage(input: InventoryPageInput): Promise<Inve
 export type OnboardingState = { state: 'onboarded'; detail: string } | { state: 'running'; detail: string } | { state: 'not-onboarded'; detail: string };
 
 /**
- * Whether a server is managed: its latest `onboard-<id>` run completed (or an earlier one did), or an onboarding
- * is running right now (read from the workflow's mutable state, not from eventually consistent visibility).
+ * Whether a server is managed: its latest `onboard-<id>` run completed (or an earlier one did, unless the latest
+ * run is a rollback), or an onboarding or rollback is running right now (read from the workflow's mutable state,
+ * not from eventually consistent visibility).
  */
 export async function onboardingState(client: Client, serverId: string): Promise<OnboardingState> {
   const id = ServerId.parse(serverId);
   const workflowId = onboardingWorkflowId(id);
   try {
     const d = await client.workflow.getHandle(workflowId).describe();
+    if (d.type === 'rollbackServer') {
+      // The latest run undid the onboarding (or is undoing it): the server is not managed until onboarded again.
+      if (d.status.name === 'RUNNING') return { state: 'running', detail: `rollback running (${workflowId}, run ${d.runId})` };
+      return { state: 'not-onboarded', detail: `not onboarded: rolled back (${workflowId} run ${d.runId} ${d.status.name.toLowerCase()})` };
+    }
     if (d.status.name === 'RUNNING') return { state: 'running', detail: `onboarding running (${workflowId}, run ${d.runId})` };
     if (d.status.name === 'COMPLETED') return { state: 'onboarded', detail: `${workflowId} completed ${d.closeTime?.toISOString() ?? ''}`.trim() };
     // The latest run failed or was cancelled (and rolled back): an earlier completed run still makes it managed.
-    const earlier = await client.workflow.count(`WorkflowId = '${workflowId}' AND ExecutionStatus = 'Completed'`);
+    const earlier = await client.workflow.count(`WorkflowId = '${workflowId}' AND WorkflowType = 'onboardServer' AND ExecutionStatus = 'Completed'`);
     if (earlier.count > 0) return { state: 'onboarded', detail: `${workflowId} completed before; latest run ${d.status.name.toLowerCase()}` };
     return { state: 'not-onboarded', detail: `not onboarded: ${workflowId} never completed (latest run ${d.status.name.toLowerCase()})` };
   } catch (err) {

@@ -9,6 +9,7 @@ import { STEP_DEFS, type ApplyActivityName, type StepName, type UndoActivityName
 import { sshConnector } from './connect';
 import { findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
 import { planOnboarding } from './plan';
+import { loadRollback } from './rollback';
 import { PLATFORM_STEP_SET, type StepSet } from './registry';
 import { runStep, undoStep, type Connector } from './run-step';
 import type { StepResult, UndoResult } from './step';
@@ -16,6 +17,7 @@ import type { StepResult, UndoResult } from './step';
 export type { StepResult, UndoResult, StepFailureDetails, Change } from './step';
 export type { InventoryPage, InventoryPageInput, InvalidSpecFile, OnboardingState, UnmanagedServers } from './drift';
 export type { OnboardingPlan, StepPlan } from './plan';
+export type { RollbackPlan } from './rollback';
 
 export { IMPLEMENTATIONS, PLATFORM_STEP_SET, stepSetOf, type StepSet } from './registry';
 
@@ -55,6 +57,8 @@ export function createActivities(connect: Connector = sshConnector, steps: StepS
     findUnmanaged: (dir: string) => findUnmanaged(client(), dir),
     /** Drift: every step's live state against the spec, over one SSH session; changes nothing. */
     observeDrift: (spec: unknown) => observeDrift(spec, connect, steps),
+    /** Rollback: the compensations of the server's latest completed onboarding. */
+    loadRollback: (serverId: string) => loadRollback(client(), serverId),
   };
 }
 

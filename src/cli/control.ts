@@ -20,7 +20,7 @@ import type { ServerSpec } from '../spec/server';
 import {
   approveStepUpdate,
   cancelUpdate,
-  PHASES,
+  OUTCOMES,
   pauseUpdate,
   resumeUpdate,
   type CancelAnswer,
@@ -190,7 +190,7 @@ export function registerControlCommands(program: Command): void {
     .option('--rack <rack>', 'UnderlayRack', list)
     .option('--hypervisor <kind>', 'UnderlayHypervisor: kvm, xen, esxi, hyperv', list)
     .option('--step <step>', 'UnderlayStep: the step it is at (or ended at): a step, done, or rollback:<step>', list)
-    .option('--outcome <outcome>', `UnderlayOutcome (the phase): ${PHASES.join(', ')}`, list)
+    .option('--outcome <outcome>', `UnderlayOutcome (the phase): ${OUTCOMES.join(', ')}`, list)
     .option('--drift <status>', "the server's latest drift check: clean, drifted, remediated, failed, awaiting-approval, skipped, none", list)
     .option('--all-runs', 'also runs superseded by a newer onboarding of the same server')
     .option('--limit <n>', 'at most this many rows', (v) => Number(v), 100)

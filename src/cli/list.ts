@@ -10,7 +10,7 @@ import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { SA_DRIFT_STATUS, SA_HYPERVISOR, SA_OUTCOME, SA_RACK, SA_SERVER_ID, SA_SITE, SA_STEP } from '../common/search-attributes';
 import { driftWorkflowId } from '../common/config';
 import { STEPS } from '../steps';
-import { PHASES } from '../workflows/messages';
+import { OUTCOMES as ALL_OUTCOMES } from '../workflows/messages';
 
 export interface ListFilters {
   site?: string[];
@@ -52,7 +52,7 @@ export class InvalidFilterError extends Error {
 
 const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** The onboarding phases: `UnderlayOutcome` holds the phase (one vocabulary). */
-const OUTCOMES: readonly string[] = PHASES;
+const OUTCOMES: readonly string[] = ALL_OUTCOMES;
 const DRIFT = ['clean', 'drifted', 'remediated', 'failed', 'awaiting-approval', 'skipped', 'none'];
 
 /** What each filter may hold; a value outside it is refused (it could not match anyway). */

@@ -5,6 +5,7 @@
  *   underlay worker [--metrics h:p]     run a worker (workflows + SSH step activities), optionally with metrics
  *   underlay onboard <spec> [--watch]   start onboarding the server a spec describes
  *   underlay status <serverId>          per-step status of an onboarding
+ *   underlay rollback <serverId> --yes  undo a completed onboarding (rollbackServer)
  *   underlay pause|resume|approve|cancel <serverId>   operator control of a running onboarding (control.ts)
  *   underlay list [--site …]            onboardings filtered by search attributes (list.ts)
  *   underlay validate <spec...>         check spec files; exit 1 listing every bad field
@@ -28,7 +29,18 @@ import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
 import { installMetricsRuntime } from '../workers/step-metrics';
 import { registerDriftCommands } from './drift';
 import { registerControlCommands } from './control';
-import { assertOnboardable, describeFailure, hasLiveWorker, renderServerSideStatus, startOnboarding, statusOrServerView } from './onboarding';
+import { loadRollback } from '../activities/rollback';
+import { describeCompensations } from '../workflows/saga';
+import {
+  assertOnboardable,
+  describeFailure,
+  hasLiveWorker,
+  renderRollbackPlan,
+  renderServerSideStatus,
+  startOnboarding,
+  startRollback,
+  statusOrServerView,
+} from './onboarding';
 import { renderStatus } from './render';
 import { watchOnboarding } from './watch';
 
@@ -95,6 +107,26 @@ program
   .action(async (file: string, opts: { json?: boolean }) => {
     const plan = await planOnboarding(await loadSpecFile(file), sshConnector, PLATFORM_STEP_SET);
     console.log(opts.json ? JSON.stringify(plan, null, 2) : renderPlan(plan));
+  });
+
+program
+  .command('rollback <serverId>')
+  .description('undo a completed onboarding: every step that changed the host, newest first, back to its pre-state (verified)')
+  .option('--yes', 'do it (without it, only print what would be undone)')
+  .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
+  .action(async (serverId: string, opts: { yes?: boolean; taskQueue: string }) => {
+    await withClient(async (client) => {
+      const plan = await loadRollback(client, serverId);
+      console.log(renderRollbackPlan(plan).replace(/\*\*|`/g, ''));
+      if (!opts.yes) {
+        console.log('\nnothing changed: run again with --yes to roll back');
+        return;
+      }
+      const handle = await startRollback(client, plan, { taskQueue: opts.taskQueue });
+      console.log(`started ${handle.workflowId} (rollbackServer, run ${handle.firstExecutionRunId})`);
+      const result = await handle.result();
+      console.log(`rolled back ${result.serverId}: ${describeCompensations(result.compensations)}`);
+    });
   });
 
 program

@@ -12,9 +12,11 @@ import { UnsupportedPlatformError } from '../common/errors';
 import { temporal } from '@temporalio/proto';
 import { tsToDate } from '@temporalio/common/lib/time';
 import { SA_HYPERVISOR, SA_RACK, SA_SERVER_ID, SA_SITE, SA_OUTCOME, SA_STEP } from '../common/search-attributes';
-import { STEPS, stepApplies } from '../steps';
+import { STEP_TITLES, STEPS, stepApplies } from '../steps';
 import type { ServerSpec } from '../spec/server';
 import type { onboardServer } from '../workflows/onboard';
+import type { rollbackServer } from '../workflows/rollback';
+import type { RollbackPlan } from '../activities/rollback';
 import { statusQuery, type OnboardingStatus } from '../workflows/messages';
 import { onboardingDetails, parseApprovalGates } from './control';
 
@@ -122,6 +124,49 @@ export async function startOnboarding(
     throw new DriftRemediationRunningError(spec.id, after, true);
   }
   return handle;
+}
+
+/**
+ * Starts `rollbackServer` under the onboarding's workflow id (so it cannot overlap an onboarding of the same
+ * server), refused while a drift check that may change the host runs.
+ */
+export async function startRollback(
+  client: Client,
+  plan: RollbackPlan,
+  opts: { taskQueue?: string } = {},
+): Promise<WorkflowHandleWithFirstExecutionRunId<typeof rollbackServer>> {
+  const { spec } = plan;
+  const drift = await blockingDriftCheck(client, spec.id);
+  if (drift) throw new DriftRemediationRunningError(spec.id, drift);
+  try {
+    return await client.workflow.start<typeof rollbackServer>('rollbackServer', {
+      taskQueue: opts.taskQueue ?? TASK_QUEUE,
+      workflowId: onboardingWorkflowId(spec.id),
+      workflowIdConflictPolicy: 'FAIL',
+      args: [{ serverId: spec.id }],
+      typedSearchAttributes: [
+        { key: SA_SERVER_ID, value: spec.id },
+        { key: SA_SITE, value: spec.site },
+        { key: SA_RACK, value: spec.rack },
+        { key: SA_HYPERVISOR, value: spec.hypervisor.kind },
+        { key: SA_OUTCOME, value: 'rolling-back' },
+      ],
+      staticSummary: `Roll back ${spec.id}: undo onboarding run ${plan.runId}`,
+      staticDetails: renderRollbackPlan(plan),
+    });
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) throw new OnboardingAlreadyRunningError(spec.id);
+    throw err;
+  }
+}
+
+export function renderRollbackPlan(plan: RollbackPlan): string {
+  return [
+    `Undo the onboarding of **${plan.serverId}** (run \`${plan.runId}\`${plan.completedAt ? `, completed ${plan.completedAt}` : ''}), newest first:`,
+    '',
+    ...plan.compensations.map((c, i) => `${i + 1}. ${STEP_TITLES[c.step]} (${c.step}): back to its pre-onboarding state`),
+    ...(plan.compensations.length ? [] : ['(nothing: the onboarding changed nothing)']),
+  ].join('\n');
 }
 
 export async function queryStatus(client: Client, serverId: string): Promise<OnboardingStatus> {

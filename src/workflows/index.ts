@@ -1,2 +1,3 @@
 export { onboardServer } from './onboard';
 export { driftCheck, driftSweep } from './drift';
+export { rollbackServer } from './rollback';

@@ -36,6 +36,9 @@ export const PHASES = [
 ] as const;
 export type Phase = (typeof PHASES)[number];
 
+/** What `UnderlayOutcome` holds on `onboard-<id>` workflows: an onboarding's phase, or a rollback's (rollbackServer). */
+export const OUTCOMES = [...PHASES, 'rolling-back', 'rolled-back', 'rollback-incomplete'] as const;
+
 /** Phases after which nothing more happens. */
 export const FINAL_PHASES: readonly Phase[] = ['onboarded', 'failed', 'cancelled', 'failed-rollback-incomplete', 'cancelled-rollback-incomplete'];
 export const isFinalPhase = (p: Phase): boolean => FINAL_PHASES.includes(p);

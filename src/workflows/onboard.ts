@@ -17,7 +17,7 @@ import { plannedSteps, STEP_TITLES, type StepName } from '../steps';
 import type { OnboardingFailureReport, OperatorAction, StepStatus, TimelineEntry } from './messages';
 import { registerControl } from './onboard-control';
 import { OnboardingTracker } from './onboard-status';
-import { describeCompensations, rootMessage, runStepSaga } from './saga';
+import { describeCompensations, rootMessage, runStepSaga, type Compensation } from './saga';
 
 export interface OnboardInput {
   /** A validated server spec (the client validates; every activity validates again). */
@@ -30,6 +30,10 @@ export interface OnboardResult {
   serverId: string;
   steps: Record<StepName, StepStatus>;
   timeline?: TimelineEntry[];
+  /** What `underlay rollback` undoes, newest first: each step that changed the host, with the pre-state it saw. */
+  compensations?: Compensation[];
+  /** The spec it onboarded (the rollback's undo activities need it). */
+  spec?: ServerSpec;
 }
 
 export async function onboardServer(input: OnboardInput): Promise<OnboardResult> {
@@ -57,7 +61,7 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
     tracker.finish('onboarded');
     control.settle([]);
     await condition(allHandlersFinished);
-    return { serverId: spec.id, steps: tracker.status.steps, timeline: tracker.timeline };
+    return { serverId: spec.id, steps: tracker.status.steps, timeline: tracker.timeline, compensations: outcome.compensations, spec };
   }
 
   const { cancelled } = outcome;

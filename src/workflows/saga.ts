@@ -64,7 +64,12 @@ export interface SagaHooks {
 }
 
 export type SagaOutcome =
-  | { ok: true; results: Partial<Record<StepName, StepResult>> }
+  | {
+      ok: true;
+      results: Partial<Record<StepName, StepResult>>;
+      /** What undoes it all, newest first: the steps that changed the host and the pre-state each saw. */
+      compensations: Compensation[];
+    }
   | {
       ok: false;
       error: unknown;
@@ -76,7 +81,7 @@ export type SagaOutcome =
       results: Partial<Record<StepName, StepResult>>;
     };
 
-interface Compensation {
+export interface Compensation {
   step: StepName;
   pre: unknown;
 }
@@ -108,7 +113,7 @@ export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], 
       if (result.changed) compensations.unshift({ step, pre: result.pre });
     }
     await hooks.beforeFinish?.();
-    return { ok: true, results };
+    return { ok: true, results, compensations };
   } catch (err) {
     const outcomes = await CancellationScope.nonCancellable(() => compensate(spec, compensations, hooks));
     return { ok: false, error: err, cancelled: isCancellation(err), failedStep, attempts, compensations: outcomes, results };
@@ -116,7 +121,7 @@ export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], 
 }
 
 /** Runs the compensations newest-first; one failing does not stop the others. */
-async function compensate(spec: ServerSpec, compensations: Compensation[], hooks: SagaHooks): Promise<CompensationOutcome[]> {
+export async function compensate(spec: ServerSpec, compensations: Compensation[], hooks: SagaHooks): Promise<CompensationOutcome[]> {
   const outcomes: CompensationOutcome[] = [];
   for (const { step, pre } of compensations) {
     hooks.compensating?.(step);

@@ -11,7 +11,9 @@ import { createWorker } from '../../src/workers/worker';
 import { NotConvergedError, VerificationError, UnexpectedOutputError } from '../../src/common/errors';
 import { STEPS, type StepName } from '../../src/steps';
 import { SA_OUTCOME, SA_SERVER_ID, SA_STEP } from '../../src/common/search-attributes';
-import { OnboardingAlreadyRunningError, startOnboarding } from '../../src/cli/onboarding';
+import { OnboardingAlreadyRunningError, startOnboarding, startRollback } from '../../src/cli/onboarding';
+import { loadRollback } from '../../src/activities/rollback';
+import { onboardingState } from '../../src/activities/drift';
 import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import type { OnboardingFailureReport } from '../../src/workflows/messages';
@@ -85,6 +87,44 @@ describe('onboardServer on a real Temporal dev server', () => {
     assert.ok(again.outcome.ok);
     assert.deepEqual(host.calls, []);
     for (const s of STEPS) assert.equal(again.outcome.result.steps[s].state, 'unchanged');
+  });
+
+  test('rollback: a completed onboarding is undone newest first, each step back to its pre-state; drift then skips the server', async () => {
+    const host = new FakeHost();
+    const { outcome, spec } = await onboard(host);
+    assert.ok(outcome.ok, String(!outcome.ok && outcome.error));
+    const taskQueue = `tq-rb-${spec.id}`;
+    const worker = await createWorker({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities(nullConnector, fakeSteps(host)),
+    });
+    await worker.runUntil(async () => {
+      const plan = await loadRollback(env.client, spec.id);
+      assert.deepEqual(
+        plan.compensations.map((c) => c.step),
+        [...STEPS].reverse(),
+      );
+      assert.deepEqual(plan.compensations[0]!.pre, { value: 'pristine' });
+      host.calls = [];
+      const handle = await startRollback(env.client, plan, { taskQueue });
+      const result = await handle.result();
+      assert.deepEqual(
+        result.compensations.map((c) => [c.step, c.outcome]),
+        [...STEPS].reverse().map((s) => [s, 'restored']),
+      );
+      assert.deepEqual(host.undoCalls(), [...STEPS].reverse());
+      for (const s of STEPS) assert.equal(host.state[s], 'pristine');
+      const desc = await handle.describe();
+      assert.equal(desc.type, 'rollbackServer');
+      assert.equal(desc.typedSearchAttributes.get(SA_OUTCOME), 'rolled-back');
+      assert.equal((await onboardingState(env.client, spec.id)).state, 'not-onboarded');
+      // A second rollback of the same onboarding finds every step already back: nothing is changed twice.
+      const again = await startRollback(env.client, await loadRollback(env.client, spec.id), { taskQueue });
+      assert.ok((await again.result()).compensations.every((c) => c.outcome === 'already-restored'));
+    });
   });
 
   for (const [i, failing] of STEPS.entries()) {
