@@ -125,7 +125,8 @@ program
   .description('decrypt/encrypt payloads for the Temporal Web UI and CLI (keys from $UNDERLAY_CODEC_KEYS_FILE or $UNDERLAY_CODEC_KEY)')
   .option('--listen <host:port>', 'address to listen on', DEFAULT_CODEC_LISTEN)
   .option('--cors-origin <url...>', 'browser origin(s) allowed to call it, e.g. http://localhost:8233')
-  .action((opts: { listen: string; corsOrigin?: string[] }) => runCodecServer(opts));
+  .option('--no-temporal-check', 'start without connecting to Temporal (by default it checks the profile and namespace first)')
+  .action((opts: { listen: string; corsOrigin?: string[]; temporalCheck: boolean }) => runCodecServer(opts));
 
 program
   .command('dev-server-flags', { hidden: true })
