@@ -2,7 +2,7 @@
 /**
  * underlay — onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows.
  *
- *   underlay worker [--metrics h:p]     run a worker (workflows + SSH step activities), optionally with metrics
+ *   underlay worker [--metrics h:p] [--shutdown-grace 60s]   run a worker (workflows + SSH step activities) until SIGTERM
  *   underlay onboard <spec> [--watch]   start onboarding the server a spec describes
  *   underlay status <serverId>          per-step status of an onboarding
  *   underlay pause|resume|approve|cancel <serverId>   operator control of a running onboarding (control.ts)
@@ -22,31 +22,18 @@ import { UnderlayError, InvalidSpecError } from '../common/errors';
 import { devServerSearchAttributeFlags } from '../common/search-attributes';
 import { loadSpecFile, validateSpecFile } from '../spec/load';
 import { serverSpecJsonSchema } from '../spec/validate';
-import { connectWorker, withClient } from '../workers/connection';
-import { createWorker } from '../workers/worker';
+import { withClient } from '../workers/connection';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
-import { installMetricsRuntime } from '../workers/step-metrics';
 import { registerDriftCommands } from './drift';
 import { registerControlCommands } from './control';
+import { registerWorkerCommand } from './worker';
 import { assertOnboardable, describeFailure, queryStatus, startOnboarding } from './onboarding';
 import { renderStatus } from './render';
 import { watchOnboarding } from './watch';
 
 const program = new Command('underlay').description('Onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows');
 
-program
-  .command('worker')
-  .description('run a worker: onboarding workflows and step activities (SSH with pinned host keys)')
-  .option('--task-queue <name>', 'task queue to poll', TASK_QUEUE)
-  .option('--metrics <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (default $UNDERLAY_METRICS_ADDRESS; off when unset)')
-  .action(async (opts: { taskQueue: string; metrics?: string }) => {
-    const metrics = installMetricsRuntime(opts.metrics); // before any connection: the Runtime installs once
-    if (metrics) console.log(`underlay worker metrics on http://${metrics}/metrics`);
-    const { connection, namespace } = await connectWorker();
-    const worker = await createWorker({ connection, namespace, taskQueue: opts.taskQueue });
-    console.log(`underlay worker polling task queue "${opts.taskQueue}" in namespace ${namespace}`);
-    await worker.run();
-  });
+registerWorkerCommand(program);
 
 program
   .command('onboard <spec>')
