@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # chromium: the headless browser of the Web UI test (test/browser, driven by npm playwright-core);
 # bsdutils: `script`, the pseudo-terminal of the `status --watch` test
-APT_PACKAGES=(openssh-server openssh-client chromium bsdutils)
+# systemd: `systemd-analyze verify|security` of the shipped worker unit (test/deploy); openssl: the TLS tests' CA
+APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
