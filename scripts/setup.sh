@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything underlay's tests and demo need on a fresh Debian 12 machine. Idempotent; fast when warm.
 #   Debian packages (sshd for the transport tests, QEMU & co. for the lab), npm packages (npm ci), the pinned
-#   Temporal CLI. The lab's guest image is built (and cached) on first use by lab/up.sh.
+#   Temporal CLI, vcsim and sushy-tools — built once per machine in ${UNDERLAY_CACHE:-/var/cache/underlay}/tools
+#   and linked from .tools/ (scripts/tool-cache.sh). The lab's guest image is built (and cached) on first use
+#   by lab/up.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
