@@ -92,9 +92,10 @@ async function establish<C>(s: TemporalSettings, open: () => Promise<C>, close: 
   if ('conn' in first) return first.conn;
   if ('probe' in first) {
     const p = first.probe;
-    // With the system's CAs the SDK's trust store may differ from Node's: let the SDK decide then.
-    const definite = p.problem && (p.problem.problem !== 'tls-trust' || (s.tls && (s.tls.caFile || s.tls.caInline)));
-    if (p.problem && p.problem.problem !== 'unreachable' && definite) {
+    // With the system's CAs the SDK's trust store may differ from Node's: let the SDK decide then. A timeout may
+    // be a slow server: the SDK keeps trying until its own deadline.
+    const ownTrust = p.problem?.problem !== 'tls-trust' || (s.tls && (s.tls.caFile || s.tls.caInline));
+    if (p.problem && p.definite && ownTrust) {
       void attempt.then(close, () => undefined);
       throw p.problem;
     }
@@ -130,8 +131,8 @@ async function checkNamespace(s: TemporalSettings, service: NamespaceService): P
   }
 }
 
-/** A client; with payload encryption when configured (the workers must use the same keys). */
-export async function connectClient(dataConverter: DataConverter | undefined = dataConverterFromEnv(), opts: ConnectOptions = {}): Promise<Client> {
+/** The settings, announced, and a grpc-js connection to them whose namespace exists. */
+async function openConnection(opts: ConnectOptions): Promise<{ s: TemporalSettings; connection: Connection }> {
   const s = loadTemporalSettings(opts.env);
   (opts.announce ?? toStderr)(describeTemporalSettings(s));
   const connection = await establish(
@@ -145,7 +146,14 @@ export async function connectClient(dataConverter: DataConverter | undefined = d
     await connection.close();
     throw err;
   }
-  return new Client({ connection, namespace: s.namespace, ...(dataConverter ? { dataConverter } : {}) });
+  return { s, connection };
+}
+
+/** A client; with payload encryption when configured (default: from the environment; workers use the same keys). */
+export async function connectClient(dataConverter?: DataConverter, opts: ConnectOptions = {}): Promise<Client> {
+  const dc = dataConverter ?? dataConverterFromEnv(opts.env);
+  const { s, connection } = await openConnection(opts);
+  return new Client({ connection, namespace: s.namespace, ...(dc ? { dataConverter: dc } : {}) });
 }
 
 /** Runs `fn` with a client and closes its connection afterwards, whatever `fn` did. */
@@ -179,17 +187,7 @@ export async function connectWorker(opts: ConnectOptions = {}): Promise<{ connec
 
 /** Connects, checks the namespace, and closes again: the codec server's start-up check of its profile. */
 export async function checkTemporal(opts: ConnectOptions = {}): Promise<TemporalSettings> {
-  const s = loadTemporalSettings(opts.env);
-  (opts.announce ?? toStderr)(describeTemporalSettings(s));
-  const connection = await establish(
-    s,
-    () => Connection.connect(s.connectionOptions),
-    (c) => c.close(),
-  );
-  try {
-    await checkNamespace(s, connection.workflowService);
-  } finally {
-    await connection.close();
-  }
+  const { s, connection } = await openConnection(opts);
+  await connection.close();
   return s;
 }

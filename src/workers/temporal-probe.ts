@@ -11,7 +11,7 @@
  */
 import http2 from 'node:http2';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { TemporalConnectionError, type TemporalProblem } from '../common/errors';
 import type { TemporalSettings } from './temporal-config';
 
@@ -45,7 +45,11 @@ export interface ProbeResult {
   problem?: TemporalConnectionError;
   /** The server answered HTTP/2 (over TLS when configured): the transport is fine. */
   ok: boolean;
+  /** The problem will not go away by waiting (refused, no such host): no need to wait for the SDK's own verdict. */
+  definite?: boolean;
 }
+
+const DEFINITE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_NONAME']);
 
 function reason(err: NodeJS.ErrnoException | undefined, fallback: string): string {
   if (!err) return fallback;
@@ -133,7 +137,20 @@ export function probeTemporal(s: TemporalSettings, timeoutMs = 5_000): Promise<P
         })
       : netConnect({ host: s.host, port: s.port });
     socket.once('connect', () => (stage = s.tls ? 'tls' : 'http2'));
-    socket.once('secureConnect', () => (stage = 'http2'));
+    socket.once('secureConnect', () => {
+      stage = 'http2';
+      const alpn = (socket as TLSSocket).alpnProtocol;
+      if (alpn !== 'h2') {
+        finish({
+          ok: false,
+          definite: true,
+          problem: new TemporalConnectionError(
+            'unreachable',
+            `Temporal at ${s.address} (profile "${s.profile}") did not negotiate HTTP/2 over TLS (ALPN ${alpn || 'none'}): not a gRPC endpoint — check the address`,
+          ),
+        });
+      }
+    });
     const authority = `${s.tls ? 'https' : 'http'}://${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`;
     const session = http2.connect(authority, { createConnection: () => socket, settings: { enablePush: false } });
     const finish = (r: ProbeResult) => {
@@ -155,11 +172,14 @@ export function probeTemporal(s: TemporalSettings, timeoutMs = 5_000): Promise<P
       });
     }, timeoutMs);
     session.once('remoteSettings', () => finish({ ok: true }));
-    session.once('error', (err: NodeJS.ErrnoException) => finish({ ok: false, problem: classifyTransportFailure(s, stage, err, 'connection failed') }));
-    socket.once('error', (err: NodeJS.ErrnoException) => finish({ ok: false, problem: classifyTransportFailure(s, stage, err, 'connection failed') }));
+    const failed = (err: NodeJS.ErrnoException) =>
+      finish({ ok: false, definite: stage !== 'tcp' || DEFINITE.has(err.code ?? ''), problem: classifyTransportFailure(s, stage, err, 'connection failed') });
+    session.once('error', failed);
+    socket.once('error', failed);
     session.once('close', () =>
       finish({
         ok: false,
+        definite: stage !== 'tcp',
         problem: classifyTransportFailure(s, stage, undefined, stage === 'http2' ? 'the server closed the connection without answering' : 'connection closed'),
       }),
     );

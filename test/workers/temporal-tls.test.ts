@@ -31,6 +31,7 @@ import { startCodecServer } from '../../src/workers/codec-server';
 import { checkTemporal, connectClient, connectWorker } from '../../src/workers/connection';
 import { createWorker } from '../../src/workers/worker';
 import { FakeHost, fakeSteps, nullConnector } from '../helpers/fake-steps';
+import { freePort } from '../helpers/sshd';
 import { startGrpcTlsProxy, type GrpcTlsProxy } from '../helpers/grpc-tls-proxy';
 import { makePki, type Ca, type CertFiles, type Pki } from '../helpers/pki';
 import { runInBackground, startTemporal, workflowBundle, type BackgroundWorker } from '../helpers/temporal';
@@ -260,6 +261,24 @@ describe('refused, with one clear message — by the client and the worker alike
       seen: () => proxy.refusedStreams,
     },
     {
+      name: 'nothing listening at the address',
+      env: () => ({ ...opEnv, TEMPORAL_ADDRESS: `127.0.0.1:${closedPort}` }),
+      problem: 'unreachable',
+      message: /^cannot reach Temporal at 127\.0\.0\.1:\d+ \(profile "worker"\): connect ECONNREFUSED/,
+    },
+    {
+      name: 'TLS to the plain-text dev server',
+      env: () => ({ ...opEnv, TEMPORAL_ADDRESS: env.address }),
+      problem: 'not-tls',
+      message: /^TLS: Temporal at 127\.0\.0\.1:\d+ \(profile "worker"\) does not speak TLS/,
+    },
+    {
+      name: 'plain text to the TLS proxy',
+      env: () => ({ HOME: tmp, TEMPORAL_ADDRESS: proxy.address }),
+      problem: 'tls-required',
+      message: /^Temporal at 127\.0\.0\.1:\d+ \(profile "default"\) did not answer plain-text gRPC .* it probably requires TLS — set TEMPORAL_TLS=true/,
+    },
+    {
       name: 'a namespace that does not exist',
       env: () => ({ ...opEnv, TEMPORAL_NAMESPACE: 'underlay-nosuch' }),
       problem: 'namespace',
@@ -267,7 +286,11 @@ describe('refused, with one clear message — by the client and the worker alike
     },
   ];
 
-  before(() => writeFileSync(wrongKeyFile, 'not-the-key\n', { mode: 0o600 }));
+  let closedPort = 0;
+  before(async () => {
+    writeFileSync(wrongKeyFile, 'not-the-key\n', { mode: 0o600 });
+    closedPort = await freePort();
+  });
 
   for (const c of cases) {
     test(c.name, async () => {
