@@ -132,7 +132,7 @@ function appliesPerStep(server: string): Record<string, number> {
 const ONCE = Object.fromEntries(STEPS.map((s) => [s, 1]));
 
 describe('graceful shutdown', { concurrency: false }, () => {
-  test('SIGTERM mid-step: the step finishes within the grace, the onboarding completes on another worker, each effect once', async () => {
+  test('SIGTERM mid-step: the step finishes within the grace, the onboarding completes on another worker, each effect once', { timeout: 240_000 }, async () => {
     const taskQueue = `svc-grace-${process.pid}`;
     host.setPlan({ applyMs: { bond: 6_000 } });
     const w1 = await spawnWorker(taskQueue, '45s');
@@ -165,7 +165,7 @@ describe('graceful shutdown', { concurrency: false }, () => {
     assert.deepEqual(host.events({ server: spec.id, event: 'undo' }), []);
   });
 
-  test('SIGTERM with a grace shorter than the step: cancelled, retried on another worker, the change made once', async () => {
+  test('SIGTERM with a grace shorter than the step: cancelled, retried on another worker, the change made once', { timeout: 240_000 }, async () => {
     const taskQueue = `svc-short-${process.pid}`;
     host.setPlan({ settleMs: { vlan: 30_000 } });
     const w1 = await spawnWorker(taskQueue, '1s');
@@ -196,7 +196,7 @@ describe('graceful shutdown', { concurrency: false }, () => {
 });
 
 describe('scale-out', { concurrency: false }, () => {
-  test('two worker processes share onboardings; SIGKILL one mid-step and the other finishes its work', async () => {
+  test('two worker processes share onboardings; SIGKILL one mid-step and the other finishes its work', { timeout: 300_000 }, async () => {
     const taskQueue = `svc-scale-${process.pid}`;
     host.setPlan({ applyMs: Object.fromEntries(STEPS.map((s) => [s, 300])) });
     const [w1, w2] = await Promise.all([spawnWorker(taskQueue, '30s'), spawnWorker(taskQueue, '30s')]);
@@ -230,7 +230,7 @@ describe('scale-out', { concurrency: false }, () => {
 });
 
 describe('bin/underlay worker', () => {
-  test('announces its Temporal profile on stderr, drains on SIGTERM and exits 0 well within the grace', async () => {
+  test('announces its Temporal profile on stderr, drains on SIGTERM and exits 0 well within the grace', { timeout: 180_000 }, async () => {
     const w = await spawnWorker(`svc-bin-${process.pid}`, '60s', { bin: true });
     assert.match(w.output(), /underlay: Temporal profile "default" \(no config file\): 127\.0\.0\.1:\d+, namespace default, plain text \(no TLS\)/);
     const t0 = Date.now();

@@ -102,7 +102,7 @@ after(async () => {
 const cliEnv = () => ({ ...opEnv, TEMPORAL_PROFILE: 'cli' });
 const calls = (who: string, method: string) => proxy.calls.get(`${who} ${method}`) ?? 0;
 
-describe('through the TLS proxy', { concurrency: false }, () => {
+describe('through the TLS proxy', { concurrency: false, timeout: 300_000 }, () => {
   let spec: ServerSpec;
 
   test('an encrypted onboarding: the CLI client (grpc-js) and the worker (Rust core), mTLS + API key, namespace underlay-prod', async () => {
@@ -222,7 +222,7 @@ function underlay(e: Record<string, string>, ...args: string[]): Promise<{ code:
   });
 }
 
-describe('refused, with one clear message — by the client and the worker alike', () => {
+describe('refused, with one clear message — by the client and the worker alike', { timeout: 120_000 }, () => {
   const wrongKeyFile = join(tmp, 'wrong-api-key');
   const cases: Array<{ name: string; env: () => Record<string, string | undefined>; problem: TemporalProblem; message: RegExp; seen?: () => number }> = [
     {
