@@ -1,26 +1,18 @@
 #!/usr/bin/env bash
-# Installs the pinned sushy-tools (the OpenStack Redfish emulator, `sushy-emulator`) into a project-local venv,
-# .tools/sushy, for the Redfish driver and ESXi install tests. Idempotent: instant when already installed.
+# Installs the pinned sushy-tools (the OpenStack Redfish emulator, `sushy-emulator`) for the Redfish driver and ESXi
+# install tests: a venv built once per machine in the tool cache (scripts/tool-cache.sh,
+# ${UNDERLAY_CACHE:-/var/cache/underlay}/tools), linked as .tools/sushy. Idempotent: a warm run checks the cached
+# venv against its MANIFEST and the link, nothing else.
 # Every distribution is pinned by version and sha256 (pip --require-hashes, wheels only, no dependency
 # resolution beyond this list), fetched from PyPI through pip. The hashes are those of the CPython 3.11
 # x86_64 wheels (the project machine's python3); another interpreter fails loudly here rather than drifting.
+# The venv is built where it stays (venvs are not relocatable); the interpreter is part of the cache key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/tool-cache.sh
 
 VERSION=2.2.0
-venv=.tools/sushy
-stamp="$venv/.underlay-sushy-$VERSION"
-
-if [ -f "$stamp" ] && [ -x "$venv/bin/sushy-emulator" ]; then
-  exit 0
-fi
-
-mkdir -p .tools
-rm -rf "$venv"
-python3 -m venv "$venv"
-req=$(mktemp)
-trap 'rm -f "$req"' EXIT
-cat >"$req" <<EOF
+REQUIREMENTS="\
 sushy-tools==$VERSION --hash=sha256:a9efb547beee24b3a81a8db0af1c99ffa3818b82013a6165188734abffe95f65
 bcrypt==5.0.0 --hash=sha256:611f0a17aa4a25a69362dcc299fda5c8a3d4f160e2abb3831041feb77393a14a
 blinker==1.9.0 --hash=sha256:ba0efaa9080b619ff2f3459d1d500c57bddea4a6b424b60a91141db6fd2f08bc
@@ -38,13 +30,29 @@ setuptools==84.2.1 --hash=sha256:ca140b45d5325a9478f880e351484f62fef15f336462e44
 tenacity==9.2.1 --hash=sha256:9e56f17539296baab7beabb08b92f6ee3d7be92d8be72d763360677c2ad6580e
 urllib3==2.8.0 --hash=sha256:0cf3cae568d36aa9576b28dfb35f11328f1cb974ca7647d9475ebb86c75ac6e3
 webob==1.8.11 --hash=sha256:4addd1d38d6a7fbe0eda22d45f25a40d74c8b290f3a99c0ac3d4023cf21f2da2
-werkzeug==3.1.9 --hash=sha256:6392e50c78460ba618e5b21f08a71f59c99ce99cdc6cf6e3dd7e6ccca8754fab
-EOF
+werkzeug==3.1.9 --hash=sha256:6392e50c78460ba618e5b21f08a71f59c99ce99cdc6cf6e3dd7e6ccca8754fab"
+python=$(python3 -c 'import platform, sys; print(sys.version.split()[0], sys.executable, platform.machine())')
+key=$(tool_key sushy "$VERSION" "$REQUIREMENTS" "$python")
+link=.tools/sushy
+
+if tool_verified "$key" && [ -x "$TOOLS_CACHE/$key/bin/sushy-emulator" ]; then
+  [ "$(readlink "$link" 2>/dev/null)" = "$TOOLS_CACHE/$key" ] || { [ -L "$link" ] || rm -rf "$link"; tool_link "$key" "" "$link"; }
+  exit 0
+fi
+[ -L "$TOOLS_CACHE/$key" ] && tool_discard "$key"
+
+venv=$(tool_workdir "$key")
+req=$(mktemp)
+trap 'rm -f "$req"; tool_abandon "$key" "$venv"' EXIT
+printf '%s\n' "$REQUIREMENTS" >"$req"
+python3 -m venv "$venv"
 if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes -r "$req"; then
   echo "install-sushy: pip install failed (the pinned hashes are for CPython 3.11 on x86_64; this is $("$venv/bin/python" -V))" >&2
   exit 1
 fi
 "$venv/bin/pip" check --disable-pip-version-check >/dev/null
 "$venv/bin/sushy-emulator" --help >/dev/null
-touch "$stamp"
-echo "install-sushy: sushy-tools $VERSION → $venv/bin/sushy-emulator"
+tool_publish "$key" "$venv"
+[ -L "$link" ] || rm -rf "$link" # the per-clone venv of earlier setups
+tool_link "$key" "" "$link"
+echo "install-sushy: sushy-tools $VERSION → $TOOLS_CACHE/$key, linked as $link"

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything underlay's tests and demo need on a fresh Debian 12 machine. Idempotent; fast when warm.
 #   Debian packages (sshd for the transport tests, QEMU & co. for the lab), npm packages (npm ci), the pinned
-#   Temporal CLI. The lab's guest image is built (and cached) on first use by lab/up.sh.
+#   Temporal CLI, vcsim and sushy-tools — built once per machine in ${UNDERLAY_CACHE:-/var/cache/underlay}/tools
+#   and linked from .tools/ (scripts/tool-cache.sh). The lab's guest image is built (and cached) on first use
+#   by lab/up.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the headless browser of the Web UI test (test/browser, driven by npm playwright-core);
 # bsdutils: `script`, the pseudo-terminal of the `status --watch` test
-APT_PACKAGES=(openssh-server openssh-client chromium bsdutils)
+# systemd: `systemd-analyze verify|security` of the shipped worker unit (test/deploy); openssl: the TLS tests' CA
+APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -2,7 +2,7 @@
 /**
  * underlay — onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows.
  *
- *   underlay worker [--metrics h:p]     run a worker (workflows + SSH step activities), optionally with metrics
+ *   underlay worker [--metrics h:p] [--shutdown-grace 60s]   run a worker (workflows + SSH step activities) until SIGTERM
  *   underlay onboard <spec> [--watch]   start onboarding the server a spec describes
  *   underlay status <serverId>          per-step status of an onboarding
  *   underlay rollback <serverId> --yes  undo a completed onboarding (rollbackServer)
@@ -23,10 +23,8 @@ import { UnderlayError, InvalidSpecError } from '../common/errors';
 import { devServerSearchAttributeFlags } from '../common/search-attributes';
 import { loadSpecFile, validateSpecFile } from '../spec/load';
 import { serverSpecJsonSchema } from '../spec/validate';
-import { connectWorker, withClient } from '../workers/connection';
-import { createWorker } from '../workers/worker';
+import { withClient } from '../workers/connection';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
-import { installMetricsRuntime } from '../workers/step-metrics';
 import { registerDriftCommands } from './drift';
 import { registerControlCommands } from './control';
 import { loadRollback } from '../activities/rollback';
@@ -41,24 +39,13 @@ import {
   startRollback,
   statusOrServerView,
 } from './onboarding';
+import { registerWorkerCommand } from './worker';
 import { renderStatus } from './render';
 import { watchOnboarding } from './watch';
 
 const program = new Command('underlay').description('Onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows');
 
-program
-  .command('worker')
-  .description('run a worker: onboarding workflows and step activities (SSH with pinned host keys)')
-  .option('--task-queue <name>', 'task queue to poll', TASK_QUEUE)
-  .option('--metrics <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (default $UNDERLAY_METRICS_ADDRESS; off when unset)')
-  .action(async (opts: { taskQueue: string; metrics?: string }) => {
-    const metrics = installMetricsRuntime(opts.metrics); // before any connection: the Runtime installs once
-    if (metrics) console.log(`underlay worker metrics on http://${metrics}/metrics`);
-    const { connection, namespace } = await connectWorker();
-    const worker = await createWorker({ connection, namespace, taskQueue: opts.taskQueue });
-    console.log(`underlay worker polling task queue "${opts.taskQueue}" in namespace ${namespace}`);
-    await worker.run();
-  });
+registerWorkerCommand(program);
 
 program
   .command('onboard <spec>')
@@ -161,7 +148,8 @@ program
   .description('decrypt/encrypt payloads for the Temporal Web UI and CLI (keys from $UNDERLAY_CODEC_KEYS_FILE or $UNDERLAY_CODEC_KEY)')
   .option('--listen <host:port>', 'address to listen on', DEFAULT_CODEC_LISTEN)
   .option('--cors-origin <url...>', 'browser origin(s) allowed to call it, e.g. http://localhost:8233')
-  .action((opts: { listen: string; corsOrigin?: string[] }) => runCodecServer(opts));
+  .option('--no-temporal-check', 'start without connecting to Temporal (by default it checks the profile and namespace first)')
+  .action((opts: { listen: string; corsOrigin?: string[]; temporalCheck: boolean }) => runCodecServer(opts));
 
 program
   .command('dev-server-flags', { hidden: true })

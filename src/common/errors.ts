@@ -140,6 +140,29 @@ export class RollbackVerificationError extends UnderlayError {
   readonly retryable = false;
 }
 
+// ---- Temporal ------------------------------------------------------------------------------------------------
+/** What is wrong with the way underlay reaches Temporal (one of these, named in the message). */
+export type TemporalProblem =
+  'config' | 'unreachable' | 'not-tls' | 'tls-required' | 'tls-trust' | 'client-certificate' | 'api-key' | 'permission' | 'namespace';
+
+/**
+ * underlay cannot use the configured Temporal service: a bad setting (profile, file, address), or the service
+ * refused us — unreachable, its certificate not trusted, our client certificate or API key refused, the namespace
+ * missing. The message names the setting to change; never a secret (API key values are never shown).
+ */
+export class TemporalConnectionError extends UnderlayError {
+  /** Only an unreachable server may be there a moment later. */
+  get retryable(): boolean {
+    return this.problem === 'unreachable';
+  }
+  constructor(
+    readonly problem: TemporalProblem,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** Names Temporal must never retry; workflows pass this list as `nonRetryableErrorTypes` too. */
 export const NON_RETRYABLE_ERROR_TYPES = [
   'InvalidSpecError',

@@ -13,6 +13,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Payload, PayloadCodec } from '@temporalio/common';
 import { codecFromEnv, ENV_KEY, ENV_KEY_ID, ENV_KEYS_FILE } from './codec-keys';
+import { checkTemporal, type ConnectOptions } from './connection';
 
 export const DEFAULT_CODEC_LISTEN = '127.0.0.1:8888';
 /** Temporal's own limit on a request is 4 MB; a larger body is not a batch of payloads from the UI. */
@@ -192,11 +193,21 @@ export function isLoopback(host: string): boolean {
 
 /**
  * `underlay codec-server`: serves the codec configured in the environment (codec-keys.ts) until SIGINT/SIGTERM.
- * Prints its URL and the key ids (never the keys).
+ * Prints its URL and the key ids (never the keys). Unless `temporalCheck` is false, it first connects with the
+ * same Temporal profile as the workers (connection.ts) and checks the namespace, so a codec server configured
+ * for the wrong service or namespace fails at start with the reason, not later as undecodable payloads.
  */
-export async function runCodecServer(opts: { listen?: string; corsOrigin?: string[] }, out: (line: string) => void = console.log): Promise<void> {
+export async function runCodecServer(
+  opts: { listen?: string; corsOrigin?: string[]; temporalCheck?: boolean },
+  out: (line: string) => void = console.log,
+  connect: ConnectOptions = {},
+): Promise<void> {
   const codec = codecFromEnv();
   if (!codec) throw new Error(`payload encryption is not configured: set ${ENV_KEYS_FILE}, or ${ENV_KEY} and ${ENV_KEY_ID}`);
+  if (opts.temporalCheck !== false) {
+    const s = await checkTemporal(connect);
+    out(`Temporal namespace ${s.namespace} at ${s.address} answers (profile "${s.profile}"): its Web UI can use this codec server`);
+  }
   const listen = opts.listen ?? DEFAULT_CODEC_LISTEN;
   const corsOrigins = (opts.corsOrigin ?? [])
     .flatMap((o) => o.split(','))

@@ -13,7 +13,7 @@
  */
 import { CancelledFailure, type MetricTags } from '@temporalio/common';
 import type { Context } from '@temporalio/activity';
-import { Runtime, type ActivityInterceptors, type RuntimeOptions } from '@temporalio/worker';
+import { type ActivityInterceptors, type RuntimeOptions } from '@temporalio/worker';
 import { stepOfActivity } from '../steps';
 
 export const METRICS_ADDRESS_ENV = 'UNDERLAY_METRICS_ADDRESS';
@@ -95,15 +95,4 @@ export function metricsRuntimeOptions(bindAddress: string): RuntimeOptions {
       },
     },
   };
-}
-
-/**
- * Installs the process's Temporal Runtime with the Prometheus exporter when an address is given (the flag,
- * else $UNDERLAY_METRICS_ADDRESS); nothing otherwise. Call before any connection or worker is created: the
- * Runtime can be installed only once per process. Returns the address served, if any.
- */
-export function installMetricsRuntime(address: string | undefined = process.env[METRICS_ADDRESS_ENV]): string | undefined {
-  if (!address) return undefined;
-  Runtime.install(metricsRuntimeOptions(address));
-  return address;
 }

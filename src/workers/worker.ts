@@ -1,5 +1,5 @@
 /** The underlay worker: onboarding workflows and the step activities that reach hosts over SSH. */
-import type { DataConverter } from '@temporalio/common';
+import type { DataConverter, Duration } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import type { Connector } from '../activities/run-step';
@@ -25,6 +25,13 @@ export interface UnderlayWorkerOptions {
    * unset. Clients must use the same keys (connectClient reads the same settings).
    */
   dataConverter?: DataConverter;
+  /**
+   * After `shutdown()` (SIGTERM), how long running activities may go on before they are cancelled (their attempt
+   * then fails and Temporal retries it on another worker). Default 0: cancel at once.
+   */
+  shutdownGraceTime?: Duration;
+  /** After `shutdown()`, when to give up waiting altogether (run() throws); default: never. */
+  shutdownForceTime?: Duration;
 }
 
 export async function createWorker(opts: UnderlayWorkerOptions): Promise<Worker> {
@@ -36,6 +43,8 @@ export async function createWorker(opts: UnderlayWorkerOptions): Promise<Worker>
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     activities: opts.activities ?? createActivities(opts.connector),
     ...(dataConverter ? { dataConverter } : {}),
+    ...(opts.shutdownGraceTime !== undefined ? { shutdownGraceTime: opts.shutdownGraceTime } : {}),
+    ...(opts.shutdownForceTime !== undefined ? { shutdownForceTime: opts.shutdownForceTime } : {}),
     // Per-step duration histograms and outcome counters, on the Runtime's Prometheus endpoint (step-metrics.ts).
     interceptors: { activity: [stepMetricsInterceptor] },
     // Workflow state is small, but cap the cache so a large fleet cannot exhaust the worker's heap.

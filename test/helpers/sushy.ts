@@ -1,6 +1,6 @@
 /**
  * A real Redfish BMC for tests: sushy-tools' `sushy-emulator` (the OpenStack Redfish emulator, installed pinned by
- * scripts/install-sushy.sh into .tools/sushy) with its FAKE systems driver, on 127.0.0.1 over TLS with a
+ * scripts/install-sushy.sh, linked as .tools/sushy) with its FAKE systems driver, on 127.0.0.1 over TLS with a
  * self-signed certificate made here by `openssl req`, and HTTP basic auth (bcrypt htpasswd, as sushy wants).
  *
  * What the fake driver does (read from sushy_tools 2.2.0's source): systems, power (changes land 1–11 s after the

@@ -19,6 +19,8 @@ function installQuietRuntime(): void {
 export interface TemporalOptions {
   /** Serve the Web UI on this port (127.0.0.1); default: headless. */
   uiPort?: number;
+  /** Create this namespace (with underlay's search attributes) besides `default`; env.client uses it. */
+  namespace?: string;
 }
 
 export async function startTemporal(opts: TemporalOptions = {}): Promise<TestWorkflowEnvironment> {
@@ -31,6 +33,7 @@ export async function startTemporal(opts: TemporalOptions = {}): Promise<TestWor
       searchAttributes: SEARCH_ATTRIBUTES,
       log: { format: 'pretty', level: 'warn' },
       ...(opts.uiPort ? { ui: true, uiPort: opts.uiPort } : {}),
+      ...(opts.namespace ? { namespace: opts.namespace } : {}),
     },
   });
 }

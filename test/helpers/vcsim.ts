@@ -1,5 +1,5 @@
 /**
- * A real, throwaway vcsim (govmomi's vCenter simulator, built by scripts/install-vcsim.sh into .tools/bin) on
+ * A real, throwaway vcsim (govmomi's vCenter simulator, built by scripts/install-vcsim.sh, linked as .tools/bin/vcsim) on
  * 127.0.0.1 for the vSphere driver and ESXi attach tests.
  *
  * TLS: the helper makes a self-signed certificate for 127.0.0.1 with openssl and hands it to vcsim (-tlscert /
