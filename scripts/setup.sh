@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # chromium: the headless browser of the Web UI test (test/browser, driven by npm playwright-core);
 # bsdutils: `script`, the pseudo-terminal of the `status --watch` test
-APT_PACKAGES=(openssh-server openssh-client chromium bsdutils)
+APT_PACKAGES=(openssh-server openssh-client chromium bsdutils xorriso)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
