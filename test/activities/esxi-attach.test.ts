@@ -24,11 +24,11 @@ import type { StepIo, StepResult, UndoResult } from '../../src/activities/step';
 import { addPortgroup, destroy, findByName, readDvs, readName, readPortgroup, reconfigureHostMember } from '../../src/drivers/vsphere/dvs';
 import type { VsphereClient } from '../../src/drivers/vsphere/client';
 import { morSchema, parseWith, type Mor } from '../../src/drivers/vsphere/schema';
-import { el, xml } from '../../src/transports/soap';
+import { xml } from '../../src/transports/soap';
 import { sha1Thumbprint } from '../../src/transports/pinned-tls';
 import { X509Certificate } from 'node:crypto';
 import { parseServerSpec } from '../../src/spec/validate';
-import { addClusterHost, createCluster, createDvs, makeCertificate, startVcsim, type Vcsim } from '../helpers/vcsim';
+import { addClusterHost, createCluster, createDvs, driftByHand, makeCertificate, startVcsim, type Vcsim } from '../helpers/vcsim';
 import { esxiWorkerFixture, type EsxiWorkerFixture } from '../helpers/esxi';
 import { freePort } from '../helpers/sshd';
 import { applicationFailureOf } from '../helpers/failures';
@@ -324,23 +324,8 @@ describe('ESXi attach step (vCenter join, vDS, vmk0) against vcsim', () => {
   test('drift: a removed uplink and a changed VLAN are planned, and a second apply puts them back', async () => {
     const spec = specFor();
     await run(spec);
-    // By hand: VLAN 7 on the port group, vmnic1 taken off the host's proxy switch (the whole host config is sent,
-    // as a host reports it after such a change).
-    const [pgRef] = await findByName(c, 'DistributedVirtualPortgroup', PORTGROUP);
-    const pg = await readPortgroup(c, pgRef!);
-    await c.runTask(
-      'ReconfigureDVPortgroup_Task',
-      pg.ref,
-      xml`<spec xsi:type="DVPortgroupConfigSpec">${el('name', pg.name)}${el('numPorts', pg.numPorts)}<defaultPortConfig xsi:type="VMwareDVSPortSetting"><vlan xsi:type="VmwareDistributedVirtualSwitchVlanIdSpec"><inherited>false</inherited><vlanId>7</vlanId></vlan></defaultPortConfig>${el('type', pg.type)}</spec>`,
-      wait,
-    );
-    const h = (await hostRef())!;
-    const ns = parseWith(morSchema, (await c.properties(h, ['configManager.networkSystem'])).props['configManager.networkSystem'], 'ns', 'test');
-    const uuid = (await readDvs(c, dvs)).uuid;
-    await c.invoke('UpdateNetworkConfig', ns, [
-      xml`<config><vswitch><changeOperation>edit</changeOperation><name>vSwitch0</name><spec><numPorts>128</numPorts><policy><nicTeaming><nicOrder></nicOrder></nicTeaming></policy></spec></vswitch><proxySwitch><changeOperation>edit</changeOperation>${el('uuid', uuid)}<spec><backing xsi:type="DistributedVirtualSwitchHostMemberPnicBacking"><pnicSpec><pnicDevice>vmnic0</pnicDevice></pnicSpec></backing></spec></proxySwitch><vnic><changeOperation>edit</changeOperation><device>vmk0</device><portgroup></portgroup><spec><distributedVirtualPort>${el('switchUuid', uuid)}${el('portgroupKey', pg.key)}</distributedVirtualPort></spec></vnic></config>`,
-      el('changeMode', 'modify'),
-    ]);
+    // By hand: VLAN 7 on the port group, vmnic1 taken off the host's proxy switch.
+    await driftByHand(c, { host: HOST, switch: SWITCH, portgroup: PORTGROUP, vlan: 7, keep: ['vmnic0'] });
     // What a drift check does: observe, then plan (read-only; no activity context needed).
     const io = { spec: parseServerSpec(spec), sleep: wait.sleep, progress: () => undefined, marks: {}, mark: () => undefined } as unknown as StepIo;
     const observed = await vdsAttachStep.observe(io);

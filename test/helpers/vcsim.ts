@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { VsphereClient, type VcenterTarget } from '../../src/drivers/vsphere/client';
-import { findByName } from '../../src/drivers/vsphere/dvs';
+import { findByName, readDvs, readPortgroup } from '../../src/drivers/vsphere/dvs';
 import { many, morSchema, parseWith, type Mor } from '../../src/drivers/vsphere/schema';
 import { el, xml } from '../../src/transports/soap';
 import { freePort } from './sshd';
@@ -260,4 +260,30 @@ export async function dvsMembers(c: VsphereClient, dvs: Mor): Promise<string[]> 
   const v = oc.props['summary.hostMember'];
   const list = parseWith(many(morSchema), typeof v === 'object' && v ? (v as Record<string, unknown>).ManagedObjectReference : undefined, 'hostMember', 'test');
   return list.map((m) => m.value);
+}
+
+/**
+ * Changes made "by hand" to an attached host, for drift tests: the port group's VLAN, and the host's proxy switch
+ * left with only `keep` of its pnics. The whole host network config is sent (vSwitch0 without uplinks, the proxy
+ * switch, vmk0 on the port group), as a host reports its configuration after such a change — vcsim keeps only the
+ * last HostNetworkConfig it was sent.
+ */
+export async function driftByHand(c: VsphereClient, o: { host: string; switch: string; portgroup: string; vlan: number; keep: string[] }): Promise<void> {
+  const [pgRef] = await findByName(c, 'DistributedVirtualPortgroup', o.portgroup);
+  const pg = await readPortgroup(c, pgRef!);
+  await c.runTask(
+    'ReconfigureDVPortgroup_Task',
+    pg.ref,
+    xml`<spec xsi:type="DVPortgroupConfigSpec">${el('name', pg.name)}${el('numPorts', pg.numPorts)}<defaultPortConfig xsi:type="VMwareDVSPortSetting"><vlan xsi:type="VmwareDistributedVirtualSwitchVlanIdSpec"><inherited>false</inherited>${el('vlanId', o.vlan)}</vlan></defaultPortConfig>${el('type', pg.type)}</spec>`,
+    wait,
+  );
+  const [host] = await findByName(c, 'HostSystem', o.host);
+  const ns = parseWith(morSchema, (await c.properties(host!, ['configManager.networkSystem'])).props['configManager.networkSystem'], 'ns', 'test');
+  const [dvsRef] = await findByName(c, 'DistributedVirtualSwitch', o.switch);
+  const uuid = (await readDvs(c, dvsRef!)).uuid;
+  const pnics = o.keep.map((p) => xml`<pnicSpec>${el('pnicDevice', p)}</pnicSpec>`);
+  await c.invoke('UpdateNetworkConfig', ns, [
+    xml`<config><vswitch><changeOperation>edit</changeOperation><name>vSwitch0</name><spec><numPorts>128</numPorts><policy><nicTeaming><nicOrder></nicOrder></nicTeaming></policy></spec></vswitch><proxySwitch><changeOperation>edit</changeOperation>${el('uuid', uuid)}<spec><backing xsi:type="DistributedVirtualSwitchHostMemberPnicBacking">${pnics}</backing></spec></proxySwitch><vnic><changeOperation>edit</changeOperation><device>vmk0</device><portgroup></portgroup><spec><distributedVirtualPort>${el('switchUuid', uuid)}${el('portgroupKey', pg.key)}</distributedVirtualPort></spec></vnic></config>`,
+    el('changeMode', 'modify'),
+  ]);
 }
