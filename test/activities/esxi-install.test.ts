@@ -261,6 +261,7 @@ describe('ESXi install through the BMC', () => {
         bootOverride: { target: 'Hdd', enabled: 'Continuous' },
         media: { image: null, inserted: false, ours: false, verifyCertificate: false },
         api: 'down',
+        inVcenter: null,
       },
     );
     assert.equal(first.changed, true);

@@ -22,6 +22,8 @@
 import { access } from 'node:fs/promises';
 import { ConnectionError, HostKeyMismatchError, UnsupportedPlatformError, VerificationError } from '../../common/errors';
 import { resetSequence, type RedfishBmc } from '../../drivers/redfish/bmc';
+import { VsphereClient } from '../../drivers/vsphere/client';
+import { findByName } from '../../drivers/vsphere/dvs';
 import { probeHostApi, type HostApiAnswer } from '../../drivers/vsphere/host-api';
 import type { ServerSpec } from '../../spec/server';
 import { isoFile, isoTokenHash, maskIsoUrl, parseIsoUrl } from '../../transports/iso-server';
@@ -42,6 +44,11 @@ export interface EsxiInstallState {
   media: { image: string | null; inserted: boolean; ours: boolean; verifyCertificate: boolean | null };
   /** The host's API on management.address:apiPort (not part of diff: the step does not own it). */
   api: ApiView;
+  /**
+   * Whether the spec's vCenter (attach.kind vds) has a host of this name — an installed, managed host — or null
+   * without one. A managed host whose API does not answer is never reinstalled (not part of diff either).
+   */
+  inVcenter: boolean | null;
 }
 
 export interface ApiView {
@@ -113,6 +120,24 @@ function isExpected(api: ApiView, esxi: EsxiSpec): boolean {
   );
 }
 
+/** Whether the spec's vCenter knows a host by the management address (null: the spec names no vCenter). */
+async function inVcenter(spec: ServerSpec): Promise<boolean | null> {
+  const a = spec.attach;
+  if (a?.kind !== 'vds') return null;
+  const c = await VsphereClient.connect({
+    address: a.vcenter.address,
+    port: a.vcenter.port,
+    credentials: a.vcenter.credentials,
+    caFile: a.vcenter.caFile,
+    label: spec.id,
+  });
+  try {
+    return (await findByName(c, 'HostSystem', spec.management.address)).length > 0;
+  } finally {
+    await c.close();
+  }
+}
+
 async function readState(bmc: RedfishBmc, spec: ServerSpec, esxi: EsxiSpec): Promise<EsxiInstallState> {
   const sys = await bmc.system();
   const media = await bmc.cdMedia();
@@ -127,6 +152,7 @@ async function readState(bmc: RedfishBmc, spec: ServerSpec, esxi: EsxiSpec): Pro
       verifyCertificate: media.verifyCertificate ?? null,
     },
     api: await probe(spec, esxi),
+    inVcenter: await inVcenter(spec),
   };
 }
 
@@ -157,6 +183,20 @@ function plan(spec: ServerSpec, o: EsxiInstallState): Change[] {
   const where = apiWhere(spec, esxi);
   refuseForeign(spec, esxi, o.api);
   const changes: Change[] = [];
+  if (o.api.state === 'down' && o.inVcenter) {
+    // An installed host that stopped answering (a network fault, a reboot) must not be wiped by a re-run or a
+    // drift remediation: the one sign of "installed and managed" every onboarded host has is its place in vCenter.
+    throw new VerificationError(
+      `vCenter manages ${spec.management.address}, but its API does not answer: not reinstalling a managed host (remove it from vCenter to reinstall)`,
+      {
+        host: spec.id,
+        step: 'hypervisor',
+        field: 'esxi',
+        expected: `${expected(esxi)} answering on ${where}`,
+        observed: o.api.detail,
+      },
+    );
+  }
   if (o.api.state === 'down') {
     if (!(o.media.inserted && o.media.ours)) {
       changes.push({ field: 'virtualMedia', from: o.media.inserted ? o.media.image : 'empty', to: `${spec.id}.iso (${esxi.installer.iso} + kickstart)` });
