@@ -156,8 +156,13 @@ async function readState(bmc: RedfishBmc, spec: ServerSpec, esxi: EsxiSpec): Pro
   };
 }
 
-function observe(io: StepIo): Promise<EsxiInstallState> {
-  return withBmc(io, 'hypervisor', (bmc, esxi) => readState(bmc, io.spec, esxi));
+async function observe(io: StepIo): Promise<EsxiInstallState> {
+  const state = await withBmc(io, 'hypervisor', (bmc, esxi) => readState(bmc, io.spec, esxi));
+  // While this activity's install runs (a retry, a restarted worker), another certificate is the installer's or the
+  // first boot's own, before %firstboot replaced it: the host is not up yet, and not someone else's system.
+  if (io.marks[MARK_CYCLE] && state.api.state === 'untrusted')
+    state.api = { state: 'down', detail: `not the pinned certificate yet (install under way): ${state.api.detail}` };
+  return state;
 }
 
 function refuseForeign(spec: ServerSpec, esxi: EsxiSpec, api: ApiView): void {

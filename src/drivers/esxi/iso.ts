@@ -8,7 +8,7 @@
  * Also: the version the ISO says it installs (`build=8.0.3-0.0.24022510` in BOOT.CFG), read before remastering
  * so a spec that expects another version is refused before the server is touched.
  */
-import { mkdtemp, readFile, rm, writeFile, chmod } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidSpecError, UnexpectedOutputError } from '../../common/errors';
 import { runLocal } from '../../transports/local-tool';
@@ -136,6 +136,9 @@ export async function remasterInstaller(r: RemasterInput): Promise<RemasterResul
     let product: { version: string; build: string } | undefined;
     const maps: string[] = [];
     for (const [i, p] of found.entries()) {
+      if ((await stat(locals[i]!)).size > MAX_BOOT_CFG_BYTES) {
+        throw new UnexpectedOutputError(`${p} is larger than ${MAX_BOOT_CFG_BYTES} bytes`, { host: label, command: 'read BOOT.CFG' });
+      }
       const text = await readFile(locals[i]!, 'utf8');
       product ??= bootCfgProduct(text);
       const edited = join(scratch, `boot-${i}.edited`);
