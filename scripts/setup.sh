@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 # chromium: the headless browser of the Web UI test (test/browser, driven by npm playwright-core);
 # bsdutils: `script`, the pseudo-terminal of the `status --watch` test
-# systemd: `systemd-analyze verify|security` of the shipped worker unit (test/deploy); openssl: the TLS tests' CA
-APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl)
+# systemd: `systemd-analyze verify|security` of the shipped worker unit (test/deploy); openssl: the TLS tests' CA;
+# xorriso: remastering the ESXi installer ISO (src/drivers/esxi/iso.ts)
+APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl xorriso)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

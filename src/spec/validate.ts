@@ -192,6 +192,14 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       add(['attach', 'kind'], `${q(attachKind)} does not fit hypervisor ${hvKind}; use ${allowed.join(' or ')}`);
     }
   }
+  if (hvKind === 'esxi') {
+    // The management NIC the kickstart names must be one of the server's NICs.
+    const device = obj(obj(obj(spec.hypervisor).kickstart).network).device;
+    const name = device === undefined ? 'vmnic0' : str(device);
+    if (name && !nicNames.has(name)) {
+      add(['hypervisor', 'kickstart', 'network', 'device'], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
+    }
+  }
   if (hvKind && Object.hasOwn(PLATFORM_MATRIX, hvKind)) platformIssues(hvKind as keyof typeof PLATFORM_MATRIX, spec, add);
   if (attach && attachKind) {
     // The link the attachment sits on must be something the spec creates or names.
@@ -219,10 +227,23 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
         const name = str(n);
         if (name && !nicNames.has(name))
           add(['attach', 'uplinks', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
-        // esxcli refuses an uplink added twice, and the failover order would name it twice.
-        if (name && attachKind === 'vswitch' && seen.has(name)) add(['attach', 'uplinks', i], `${q(name)} is listed twice`);
+        // esxcli refuses an uplink added twice, and the failover order (or the proxy switch backing) would name it twice.
+        if (name && seen.has(name)) add(['attach', 'uplinks', i], `${q(name)} is listed twice`);
         if (name) seen.add(name);
       });
+    }
+    if (attachKind === 'vds' && hvKind === 'esxi') {
+      // The kickstart puts vmk0 on vSwitch0 with this one NIC. Handing that NIC to the distributed switch without
+      // moving vmk0 along strands the host's management: the attach step would refuse it (lockout guard) after the
+      // whole install; say it now.
+      const mgmtNic = str(obj(obj(obj(spec.hypervisor).kickstart).network).device) ?? 'vmnic0';
+      const i = arr(attach.uplinks).findIndex((n) => str(n) === mgmtNic);
+      if (i >= 0 && attach.migrateVmk === undefined) {
+        add(
+          ['attach', 'uplinks', i],
+          `${q(mgmtNic)} carries the management vmk0 (hypervisor.kickstart.network.device): set attach.migrateVmk: vmk0 to move it along, or leave the NIC out`,
+        );
+      }
     }
     if (attachKind === 'ovs' || attachKind === 'bridge') {
       // The bridge is a new link on the host; like the OVS vlanPorts it must not reuse an existing name.

@@ -23,7 +23,7 @@ export const attach = defineStep({
       case 'bridge':
         return `Linux bridge ${a.name} ← ${a.uplink ?? spec.bond?.name ?? '?'}`;
       case 'vds':
-        return `vDS ${a.switch} ← ${a.uplinks.join(',')}${a.lacp ? ' (LACP)' : ''} · port group ${a.portgroup}${vlan(a.vlan)} · vCenter ${a.vcenter.address}`;
+        return `vDS ${a.switch} ← ${a.uplinks.join(',')}${a.lacp ? ' (LACP)' : ''} · port group ${a.portgroup}${vlan(a.vlan)}${a.migrateVmk ? ` · ${a.migrateVmk} moved` : ''} · vCenter ${a.vcenter.address} ${a.datacenter}/${a.cluster ?? '(standalone)'}`;
       case 'vswitch':
         return `vSwitch ${a.name} ← ${a.uplinks.join(',')} · ${a.teaming} · port group ${a.portgroup}${vlan(a.vlan)}${a.mtu !== undefined ? ` · MTU ${a.mtu}` : ''} · esxcli over SSH`;
       case 'set':

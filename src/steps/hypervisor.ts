@@ -18,7 +18,7 @@ export const hypervisor = defineStep({
       case 'xen':
         return `Xen · xen-system-amd64${h.dom0MemoryMb ? ` · dom0 ${h.dom0MemoryMb} MiB` : ''} · one reboot`;
       case 'esxi':
-        return `ESXi · ${h.installerIso.split('/').pop()} via BMC ${h.bmc.address}${h.kickstart ? ` · ks ${h.kickstart.split('/').pop()}` : ''}`;
+        return `ESXi ${h.installer.version} · ${h.installer.iso.split('/').pop()} + kickstart via BMC ${h.bmc.address}`;
       case 'hyperv':
         return 'Hyper-V role · Install-WindowsFeature Hyper-V -IncludeManagementTools · one reboot';
     }

@@ -24,7 +24,7 @@ import { excerpt, resolveCredentials, type HttpCredentialRefSpec, type Secrets }
 import { Agent } from 'node:https';
 import { httpsExchange } from './https-exchange';
 import type { IncomingHttpHeaders } from 'node:http';
-import { connect as netConnect, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { checkServerIdentity as standardIdentityCheck, type PeerCertificate } from 'node:tls';
 import {
   AuthenticationError,
@@ -427,24 +427,4 @@ function redfishMessage(text: string): string | undefined {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/**
- * Whether `host:port` accepts a TCP connection within `timeoutMs` (the connection is closed at once; nothing is
- * sent). A liveness probe: "the installed host's management service is up", not an identity check.
- */
-export function tcpAnswers(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host, port });
-    const done = (up: boolean) => {
-      clearTimeout(timer);
-      socket.removeAllListeners();
-      socket.on('error', () => undefined);
-      socket.destroy();
-      resolve(up);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
 }

@@ -9,7 +9,9 @@
  *
  * Trust is pinned, never accept-all: with `caFile` the bundle is the only trust anchor (node's `ca` replaces the
  * system store); without one, the system store. Either way the certificate must name the host (node's standard
- * identity check). A certificate that does not verify is HostKeyMismatchError (never retried).
+ * identity check). Or `pin`: one self-signed certificate saved as a file (./pinned-tls.ts) is the only one trusted
+ * — how the worker talks to an installed ESXi host. A certificate that does not verify is HostKeyMismatchError
+ * (never retried).
  *
  * Credentials are references (env vars or a file), read at open time into private fields; they go into the
  * Login body only, and never into an error, a log entry or a result (fault texts are excerpted with them
@@ -26,6 +28,7 @@ import { httpsExchange } from './https-exchange';
 import { isIP } from 'node:net';
 import { checkServerIdentity } from 'node:tls';
 import { XMLParser } from 'fast-xml-parser';
+import { loadPinnedCertificate, pinnedTlsOptions, type CertificatePin } from './pinned-tls';
 import {
   AuthenticationError,
   ConnectionError,
@@ -146,9 +149,12 @@ export interface SoapTarget {
   port: number;
   /** Endpoint path; vCenter's is /sdk. */
   path: string;
-  /** PEM bundle that is the only trust anchor; absent: the system store. */
+  /** PEM bundle that is the only trust anchor; absent: the system store (unless `pin` is set). */
   caFile?: string;
-  credentials: HttpCredentialRefSpec;
+  /** One self-signed certificate that is the only one trusted (instead of `caFile`). */
+  pin?: CertificatePin;
+  /** Absent: the client can make anonymous calls only (RetrieveServiceContent), not `login`. */
+  credentials?: HttpCredentialRefSpec;
   /** Sent as SOAPAction, e.g. `urn:vim25/8.0.0.0`. */
   soapAction: string;
   /** Server id, used in error messages. */
@@ -201,7 +207,7 @@ export class SoapFaultError extends UnderlayError {
 }
 
 /** OpenSSL verification codes and node's identity-check code: the peer is not who the pin says. */
-const TLS_TRUST_CODES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME/;
+const TLS_TRUST_CODES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME|PINNED/;
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_BODY = 16 * 1024 * 1024;
 const LOG_KEEP = 1000;
@@ -209,7 +215,7 @@ const SESSION_COOKIE = 'vmware_soap_session';
 
 export class SoapClient {
   readonly #target: SoapTarget;
-  readonly #secrets: Secrets;
+  readonly #secrets: Secrets | undefined;
   readonly #agent: Agent;
   readonly #timeoutMs: number;
   readonly #maxBody: number;
@@ -218,7 +224,7 @@ export class SoapClient {
   #relogin: (() => Promise<void>) | undefined;
   #closed = false;
 
-  private constructor(target: SoapTarget, secrets: Secrets, agent: Agent, opts: SoapClientOptions) {
+  private constructor(target: SoapTarget, secrets: Secrets | undefined, agent: Agent, opts: SoapClientOptions) {
     this.#target = target;
     this.#secrets = secrets;
     this.#agent = agent;
@@ -230,7 +236,17 @@ export class SoapClient {
   static async open(target: SoapTarget, opts: SoapClientOptions = {}): Promise<SoapClient> {
     const host = target.label;
     if (!/^\/[A-Za-z0-9._~/-]*$/.test(target.path)) throw new InvalidSpecError('SOAP endpoint path has unsafe characters', [], { host, field: 'path' });
-    const secrets = await resolveCredentials(target.credentials, host);
+    const secrets = target.credentials ? await resolveCredentials(target.credentials, host) : undefined;
+    if (target.pin) {
+      const x509 = await loadPinnedCertificate(target.pin, host, 'pin');
+      const agent = new Agent({
+        keepAlive: true,
+        maxSockets: 2,
+        servername: isIP(target.host) ? undefined : target.host,
+        ...pinnedTlsOptions(x509, target.pin.fingerprint),
+      });
+      return new SoapClient(target, secrets, agent, opts);
+    }
     let ca: Buffer | undefined;
     if (target.caFile) {
       try {
@@ -267,13 +283,15 @@ export class SoapClient {
    * cookie the answer sets is sent on every later call; a NotAuthenticated fault later logs in again, once.
    */
   async login(operation: string, build: (username: string, password: string) => XmlFragment): Promise<Record<string, unknown>> {
-    const res = await this.#post(operation, build(this.#secrets.username, this.#secrets.password));
+    const secrets = this.#secrets;
+    if (!secrets) throw new InvalidSpecError(`${operation}: no credentials configured for ${this.#target.host}`, [], { host: this.#target.label });
+    const res = await this.#post(operation, build(secrets.username, secrets.password));
     if (!this.#cookie) {
       throw new UnexpectedOutputError(`${operation} answered without a ${SESSION_COOKIE} cookie`, { host: this.#target.label, command: operation });
     }
     this.#relogin = async () => {
       this.#cookie = undefined;
-      await this.#post(operation, build(this.#secrets.username, this.#secrets.password));
+      await this.#post(operation, build(secrets.username, secrets.password));
     };
     return res;
   }
@@ -399,6 +417,15 @@ export class SoapClient {
     const where = `${t.host}:${t.port}`;
     const code = e.code ?? '';
     if (TLS_TRUST_CODES.test(code)) {
+      if (t.pin) {
+        return new HostKeyMismatchError(`TLS certificate of ${where} is not the pinned one (${code}): refusing the connection`, {
+          host: t.label,
+          field: 'pin',
+          command: operation,
+          expected: `${t.pin.fingerprint} (${t.pin.certFile})`,
+          observed: code,
+        });
+      }
       return new HostKeyMismatchError(`TLS certificate of ${where} is not trusted (${code}): refusing the connection`, {
         host: t.label,
         field: 'caFile',

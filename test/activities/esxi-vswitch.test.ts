@@ -305,7 +305,7 @@ const RAW = {
     hostKey: 'SHA256:e5PZVZfhvLAzSzWBZwk8Fd8H4+NUs+eYlxaK2GwTMh0',
     credentials: { privateKeyFile: '/etc/underlay/keys/esxi_ed25519' },
   },
-  nics: [{ name: 'vmnic1' }, { name: 'vmnic2' }],
+  nics: [{ name: 'vmnic0', cabled: false }, { name: 'vmnic1' }, { name: 'vmnic2' }],
   hypervisor: {
     kind: 'esxi',
     bmc: {
@@ -313,12 +313,23 @@ const RAW = {
       credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' },
       tls: { caFile: '/nonexistent/bmc-ca.pem' },
     },
-    installerIso: 'https://repo.example.net/esxi/VMware-VMvisor-Installer-8.0U3-x86_64.iso',
+    installer: { iso: '/var/lib/underlay/isos/esxi-8.0.3.iso', sha256: 'a'.repeat(64), version: '8.0.3' },
+    rootPassword: { file: '/etc/underlay/credentials/esx-r21-05-root' },
+    hostCertificate: {
+      certFile: '/etc/underlay/esxi/esx-r21-05.crt',
+      keyFile: '/etc/underlay/credentials/esx-r21-05.key',
+      fingerprint: `sha256/${'A'.repeat(43)}=`,
+    },
   },
   attach: { kind: 'vswitch', name: 'vSwitch1', uplinks: ['vmnic1', 'vmnic2'], teaming: 'iphash', portgroup: 'pg-vm-120', vlan: 120, mtu: 9000 },
 };
 
-const withAttach = (attach: Record<string, unknown>, nics = RAW.nics) => ({ ...RAW, nics, attach: { ...RAW.attach, ...attach } });
+/** The spec with another attach (and NICs: vmnic0, the kickstart's management NIC, is always one of them). */
+const withAttach = (attach: Record<string, unknown>, nics: Array<{ name: string; cabled?: boolean }> = RAW.nics) => ({
+  ...RAW,
+  nics: nics.some((n) => n.name === 'vmnic0') ? nics : [{ name: 'vmnic0', cabled: false }, ...nics],
+  attach: { ...RAW.attach, ...attach },
+});
 
 function connector(fake: FakeEsxi, opened: { n: number } = { n: 0 }): Connector {
   return async (spec, step) => {
@@ -360,6 +371,7 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
       attach: {
         kind: 'vds',
         vcenter: { address: 'vcenter.example.net', credentials: { file: '/etc/underlay/secrets/vcenter.cred' } },
+        datacenter: 'dc-1',
         switch: 'dvs-1',
         portgroup: 'pg-1',
         uplinks: ['vmnic1'],

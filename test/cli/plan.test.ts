@@ -13,7 +13,8 @@ import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { startSshd, type Sshd } from '../helpers/sshd';
 import { DEFAULT_SYSTEM, startSushy, type Sushy } from '../helpers/sushy';
-import { addClusterHost, createDvs, startVcsim, type Vcsim } from '../helpers/vcsim';
+import { esxiWorkerFixture, type EsxiWorkerFixture } from '../helpers/esxi';
+import { createDvs, startVcsim, type Vcsim } from '../helpers/vcsim';
 
 const root = resolve(__dirname, '../..');
 const tmp = mkdtempSync(join(tmpdir(), 'underlay-plan-'));
@@ -32,18 +33,20 @@ function plan(specFile: string) {
 describe('underlay plan on ESXi: BMC and vCenter only', () => {
   let sushy: Sushy;
   let vc: Vcsim;
+  let fx: EsxiWorkerFixture;
   before(async () => {
-    [sushy, vc] = await Promise.all([startSushy(), startVcsim()]);
+    [sushy, vc, fx] = await Promise.all([startSushy(), startVcsim(), esxiWorkerFixture()]);
     const c = await vc.client();
     try {
+      // A fresh server: not in vCenter yet (the attach adds it).
       await createDvs(c, 'DSwitch-plan');
-      await addClusterHost(c, '127.0.0.1');
     } finally {
       await c.close();
     }
   });
   after(async () => {
     await Promise.all([sushy?.stop(), vc?.stop()]);
+    await fx?.cleanup();
   });
 
   test('cable from the BMC inventory holds; the install and the vDS attach are pending; no Linux step, no SSH', () => {
@@ -65,16 +68,19 @@ describe('underlay plan on ESXi: BMC and vCenter only', () => {
             credentials: { file: sushy.credentialFile },
             tls: { certFile: sushy.certFile, fingerprint: sushy.fingerprint },
           },
-          installerIso: 'http://127.0.0.1:9/esxi.iso',
-          probePort: 1,
+          ...fx.hypervisor(),
+          // Nothing answers there: the host is not installed yet.
+          apiPort: 1,
         },
         attach: {
           kind: 'vds',
           vcenter: { address: '127.0.0.1', port: vc.port, credentials: { usernameEnv: vc.usernameEnv, passwordEnv: vc.passwordEnv }, caFile: vc.caFile },
+          datacenter: 'DC0',
           switch: 'DSwitch-plan',
           portgroup: 'pg-plan',
           vlan: 120,
           uplinks: ['vmnic0', 'vmnic1'],
+          migrateVmk: 'vmk0',
         },
       }),
     );

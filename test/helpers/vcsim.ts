@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { VsphereClient, type VcenterTarget } from '../../src/drivers/vsphere/client';
-import { findByName } from '../../src/drivers/vsphere/dvs';
+import { findByName, readDvs, readPortgroup } from '../../src/drivers/vsphere/dvs';
 import { many, morSchema, parseWith, type Mor } from '../../src/drivers/vsphere/schema';
 import { el, xml } from '../../src/transports/soap';
 import { freePort } from './sshd';
@@ -39,6 +39,8 @@ export interface Vcsim {
   /** A logged-in client (close it). */
   client(): Promise<VsphereClient>;
   log(): string;
+  /** The SOAP trace (with `trace: true`), else ''. */
+  trace(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -47,6 +49,17 @@ export interface StartVcsimOptions {
   clusterHosts?: number;
   /** Bound for the wait until /about answers. Default 20000. */
   readyTimeoutMs?: number;
+  /**
+   * A standalone ESXi host (`vcsim -esx`: its API answers as HostAgent, ESXi 6.5.0 build 5969303) instead of a
+   * vCenter — what the tests use as "the installed host".
+   */
+  esx?: boolean;
+  /** Serve this certificate and key (e.g. the host certificate a spec pins) instead of a fresh one. */
+  tls?: { cert: string; key: string };
+  /** Listen on this port (e.g. the spec's apiPort); default a free one. */
+  port?: number;
+  /** Record every SOAP request and answer (vcsim -trace) to a file `trace()` reads: what was sent on the wire. */
+  trace?: boolean;
 }
 
 /** A self-signed P-256 certificate for 127.0.0.1 (and localhost), as PEM files `<name>.crt` / `<name>.key`. */
@@ -98,40 +111,46 @@ export async function startVcsim(opts: StartVcsimOptions = {}): Promise<Vcsim> {
   process.env[usernameEnv] = `administrator-${tag.toLowerCase()}`;
   process.env[passwordEnv] = randomBytes(12).toString('base64url');
   try {
-    const { cert, key } = await makeCertificate(dir, 'vcsim');
+    const { cert, key } = opts.tls ?? (await makeCertificate(dir, 'vcsim'));
     const ca = await readFile(cert);
     const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const port = await freePort();
+      const port = opts.port ?? (await freePort());
       let output = '';
       const started = Date.now();
+      const model = opts.esx
+        ? ['-esx']
+        : [
+            '-dc',
+            '1',
+            '-cluster',
+            '1',
+            '-host',
+            String(opts.clusterHosts ?? 1),
+            '-standalone-host',
+            '0',
+            '-vm',
+            '0',
+            '-pg',
+            '0',
+            '-ds',
+            '0',
+            '-pod',
+            '0',
+            '-app',
+            '0',
+            '-folder',
+            '0',
+            '-pool',
+            '0',
+          ];
       const child: ChildProcess = spawn(
         VCSIM_BIN,
         [
           '-l',
           `127.0.0.1:${port}`,
-          '-dc',
-          '1',
-          '-cluster',
-          '1',
-          '-host',
-          String(opts.clusterHosts ?? 1),
-          '-standalone-host',
-          '0',
-          '-vm',
-          '0',
-          '-pg',
-          '0',
-          '-ds',
-          '0',
-          '-pod',
-          '0',
-          '-app',
-          '0',
-          '-folder',
-          '0',
-          '-pool',
-          '0',
+          ...model,
+          ...(opts.trace ? ['-trace', '-trace-file', join(dir, 'trace.xml')] : []),
           '-username',
           process.env[usernameEnv]!,
           '-password',
@@ -164,7 +183,7 @@ export async function startVcsim(opts: StartVcsimOptions = {}): Promise<Vcsim> {
       if (!ready) {
         child.kill('SIGKILL');
         await exit;
-        if (attempt < 3 && /address already in use/.test(output)) continue;
+        if (attempt < 3 && opts.port === undefined && /address already in use/.test(output)) continue;
         throw new Error(`vcsim did not answer on 127.0.0.1:${port} within ${readyTimeoutMs} ms: ${output.slice(-2000)}`);
       }
       const startMs = Date.now() - started;
@@ -178,6 +197,7 @@ export async function startVcsim(opts: StartVcsimOptions = {}): Promise<Vcsim> {
         target: (o = {}) => ({ address: '127.0.0.1', port, credentials: { usernameEnv, passwordEnv }, caFile: cert, label: 'vcsim-test', ...o }),
         client: () => VsphereClient.connect(vc.target()),
         log: () => output,
+        trace: () => (opts.trace ? readFile(join(dir, 'trace.xml'), 'utf8').catch(() => '') : Promise.resolve('')),
         stop: async () => {
           if (!exited) {
             child.kill('SIGTERM');
@@ -214,9 +234,21 @@ export async function createDvs(c: VsphereClient, name: string): Promise<Mor> {
   return dvs!;
 }
 
-/** Adds a host named `name` to the (first) cluster, as vCenter's "Add Host" does. */
-export async function addClusterHost(c: VsphereClient, name: string): Promise<Mor> {
-  const [cluster] = await c.findAll('ClusterComputeResource', ['name']);
+/**
+ * A new cluster in the (first) datacenter. vcsim v0.46.3 panics when a host is added to a cluster one of whose hosts
+ * was removed (the cluster's EnvironmentBrowser keeps the removed host), so tests that remove hosts use a fresh one.
+ */
+export async function createCluster(c: VsphereClient, name: string): Promise<Mor> {
+  const [dc] = await c.findAll('Datacenter', ['hostFolder']);
+  const folder = parseWith(morSchema, dc!.props.hostFolder, 'hostFolder', 'test');
+  const res = await c.invoke('CreateClusterEx', folder, [el('name', name), xml`<spec></spec>`]);
+  return parseWith(morSchema, res.returnval, 'CreateClusterEx', 'test');
+}
+
+/** Adds a host named `name` to a cluster (default the first), as vCenter's "Add Host" does. */
+export async function addClusterHost(c: VsphereClient, name: string, clusterName?: string): Promise<Mor> {
+  const clusters = await c.findAll('ClusterComputeResource', ['name']);
+  const cluster = clusterName ? clusters.find((k) => JSON.stringify(k.props.name).includes(`"${clusterName}"`)) : clusters[0];
   await c.runTask('AddHost_Task', cluster!.obj, [xml`<spec>${el('hostName', name)}${el('force', true)}</spec>`, el('asConnected', true)], wait);
   const [host] = await findByName(c, 'HostSystem', name);
   return host!;
@@ -228,4 +260,30 @@ export async function dvsMembers(c: VsphereClient, dvs: Mor): Promise<string[]> 
   const v = oc.props['summary.hostMember'];
   const list = parseWith(many(morSchema), typeof v === 'object' && v ? (v as Record<string, unknown>).ManagedObjectReference : undefined, 'hostMember', 'test');
   return list.map((m) => m.value);
+}
+
+/**
+ * Changes made "by hand" to an attached host, for drift tests: the port group's VLAN, and the host's proxy switch
+ * left with only `keep` of its pnics. The whole host network config is sent (vSwitch0 without uplinks, the proxy
+ * switch, vmk0 on the port group), as a host reports its configuration after such a change — vcsim keeps only the
+ * last HostNetworkConfig it was sent.
+ */
+export async function driftByHand(c: VsphereClient, o: { host: string; switch: string; portgroup: string; vlan: number; keep: string[] }): Promise<void> {
+  const [pgRef] = await findByName(c, 'DistributedVirtualPortgroup', o.portgroup);
+  const pg = await readPortgroup(c, pgRef!);
+  await c.runTask(
+    'ReconfigureDVPortgroup_Task',
+    pg.ref,
+    xml`<spec xsi:type="DVPortgroupConfigSpec">${el('name', pg.name)}${el('numPorts', pg.numPorts)}<defaultPortConfig xsi:type="VMwareDVSPortSetting"><vlan xsi:type="VmwareDistributedVirtualSwitchVlanIdSpec"><inherited>false</inherited>${el('vlanId', o.vlan)}</vlan></defaultPortConfig>${el('type', pg.type)}</spec>`,
+    wait,
+  );
+  const [host] = await findByName(c, 'HostSystem', o.host);
+  const ns = parseWith(morSchema, (await c.properties(host!, ['configManager.networkSystem'])).props['configManager.networkSystem'], 'ns', 'test');
+  const [dvsRef] = await findByName(c, 'DistributedVirtualSwitch', o.switch);
+  const uuid = (await readDvs(c, dvsRef!)).uuid;
+  const pnics = o.keep.map((p) => xml`<pnicSpec>${el('pnicDevice', p)}</pnicSpec>`);
+  await c.invoke('UpdateNetworkConfig', ns, [
+    xml`<config><vswitch><changeOperation>edit</changeOperation><name>vSwitch0</name><spec><numPorts>128</numPorts><policy><nicTeaming><nicOrder></nicOrder></nicTeaming></policy></spec></vswitch><proxySwitch><changeOperation>edit</changeOperation>${el('uuid', uuid)}<spec><backing xsi:type="DistributedVirtualSwitchHostMemberPnicBacking">${pnics}</backing></spec></proxySwitch><vnic><changeOperation>edit</changeOperation><device>vmk0</device><portgroup></portgroup><spec><distributedVirtualPort>${el('switchUuid', uuid)}${el('portgroupKey', pg.key)}</distributedVirtualPort></spec></vnic></config>`,
+    el('changeMode', 'modify'),
+  ]);
 }

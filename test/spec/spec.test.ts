@@ -318,6 +318,8 @@ describe('rejections', () => {
       ['hypervisor.bmc.password', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'password'], 'calvin'],
       ['attach.vcenter.credentials.password', 'esxi-vds.yaml', ['attach', 'vcenter', 'credentials', 'password'], 'VMware1!'],
       ['attach.vcenter.token', 'esxi-vds.yaml', ['attach', 'vcenter', 'token'], 'abc123'],
+      ['hypervisor.rootPassword as a string', 'esxi-vds.yaml', ['hypervisor', 'rootPassword'], 'VMware1!'],
+      ['hypervisor.rootPassword.password', 'esxi-vds.yaml', ['hypervisor', 'rootPassword', 'password'], 'VMware1!'],
       ['management.apiKey', 'kvm-minimal.json', ['management', 'apiKey'], 'abc'],
       ['management.secret', 'kvm-minimal.json', ['management', 'secret'], 'abc'],
     ];
@@ -338,15 +340,21 @@ describe('rejections', () => {
       assertValid(example('xen-bridge.yaml')); // privateKeyEnv
     });
 
-    test('a URL carrying user:password is refused', () => {
-      for (const url of ['https://admin:hunter2@repo.example.net/esxi.iso', 'https://ghp_token@repo.example.net/esxi.iso']) {
+    test('the ESXi installer is a file on the worker pinned by its hash, never a URL (which could carry a token)', () => {
+      for (const url of ['https://admin:hunter2@repo.example.net/esxi.iso', 'https://repo.example.net/esxi.iso']) {
         const raw = example('esxi-vds.yaml');
-        setAt(raw, ['hypervisor', 'installerIso'], url);
-        assertIssueAt(raw, 'hypervisor.installerIso', /credentials/);
+        setAt(raw, ['hypervisor', 'installer', 'iso'], url);
+        assertIssueAt(raw, 'hypervisor.installer.iso', /^must be a file path/);
       }
-      const ok = example('esxi-vds.yaml');
-      setAt(ok, ['hypervisor', 'kickstart'], 'https://repo.example.net/pkg@1.0/ks.cfg');
-      assertValid(ok);
+      const noHash = example('esxi-vds.yaml');
+      deleteAt(noHash, ['hypervisor', 'installer', 'sha256']);
+      assertIssueAt(noHash, 'hypervisor.installer.sha256');
+      const badHash = example('esxi-vds.yaml');
+      setAt(badHash, ['hypervisor', 'installer', 'sha256'], 'ABC');
+      assertIssueAt(badHash, 'hypervisor.installer.sha256', /64 lowercase hex/);
+      const version = example('esxi-vds.yaml');
+      setAt(version, ['hypervisor', 'installer', 'version'], '8.0U3');
+      assertIssueAt(version, 'hypervisor.installer.version', /like 8\.0\.3/);
     });
   });
 
@@ -361,6 +369,7 @@ describe('rejections', () => {
       ['kvm-ovs.yaml', ['hypervisor', 'packages', 1]],
       ['esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'file']],
       ['esxi-vds.yaml', ['attach', 'vcenter', 'credentials']],
+      ['esxi-vds.yaml', ['hypervisor', 'hostCertificate', 'keyFile']],
     ];
     for (const [file, path] of places) {
       test(`${file}: ${formatPath(path)}`, () => {
@@ -457,10 +466,37 @@ describe('rejections', () => {
     assertValid(listed);
   });
 
-  test('vds uplinks that are not NICs', () => {
+  test('vds uplinks that are not NICs, or listed twice', () => {
     const raw = example('esxi-vds.yaml');
     setAt(raw, ['attach', 'uplinks', 1], 'vmnic7');
     assertIssueAt(raw, 'attach.uplinks[1]', /not one of the spec's NICs/);
+    const twice = example('esxi-vds.yaml');
+    setAt(twice, ['attach', 'uplinks', 1], 'vmnic0');
+    assertIssueAt(twice, 'attach.uplinks[1]', /listed twice/);
+  });
+
+  test('ESXi: the kickstart’s management NIC is a NIC of the spec, and goes to the vDS only with vmk0 along', () => {
+    const notNic = example('esxi-vds.yaml');
+    setAt(notNic, ['hypervisor', 'kickstart', 'network', 'device'], 'vmnic9');
+    assertIssueAt(notNic, 'hypervisor.kickstart.network.device', /not one of the spec's NICs/);
+    const stranded = example('esxi-vds.yaml');
+    deleteAt(stranded, ['attach', 'migrateVmk']);
+    assertIssueAt(stranded, 'attach.uplinks[0]', /carries the management vmk0.*set attach\.migrateVmk: vmk0/);
+    const apart = example('esxi-vds.yaml');
+    deleteAt(apart, ['attach', 'migrateVmk']);
+    setAt(apart, ['attach', 'uplinks'], ['vmnic1']);
+    setAt(apart, ['attach', 'lacp'], false);
+    assertValid(apart);
+    const gatewayWithoutAddress = example('esxi-vds.yaml');
+    deleteAt(gatewayWithoutAddress, ['hypervisor', 'kickstart', 'network', 'address']);
+    assertIssueAt(gatewayWithoutAddress, 'hypervisor.kickstart.network.address', /need a static address/);
+    const noDatacenter = example('esxi-vds.yaml');
+    deleteAt(noDatacenter, ['attach', 'datacenter']);
+    assertIssueAt(noDatacenter, 'attach.datacenter');
+    const dhcp = example('esxi-vds.yaml');
+    setAt(dhcp, ['hypervisor', 'kickstart'], {});
+    const parsed = assertValid(dhcp);
+    assert.deepEqual(parsed.hypervisor.kind === 'esxi' && parsed.hypervisor.kickstart, { network: { device: 'vmnic0', nameservers: [] } });
   });
 
   test('an attach kind that does not fit the hypervisor: kvm + vds → attach.kind', () => {
@@ -631,7 +667,6 @@ describe('rejections', () => {
   describe('shell metacharacters in every kind of identifier field', () => {
     const META = [';', '|', '&', '$(id)', '`id`', ' ', '\t', '\n', "'", '"', '<', '>', '\\', '*', '!', '{a,b}', '[x]', '\0'];
     const plain = (good: string) => (m: string) => `${good}${m}x`;
-    const url = (m: string) => `https://repo.example.net/esxi${m}.iso`;
     type Row = [string, string, Key[], (m: string) => string];
     const rows: Row[] = [
       ['server id', 'kvm-minimal.json', ['id'], plain('kvm')],
@@ -662,9 +697,19 @@ describe('rejections', () => {
       ['BMC password env var', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'credentials', 'passwordEnv'], plain('BMC_PASS')],
       ['BMC TLS fingerprint', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'tls', 'fingerprint'], (m) => `sha256/${'A'.repeat(43 - m.length)}${m}=`],
       ['BMC certificate file', 'esxi-vds.yaml', ['hypervisor', 'bmc', 'tls', 'certFile'], (m) => `/etc/underlay/bmc/esx${m}.pem`],
-      ['installer ISO URL', 'esxi-vds.yaml', ['hypervisor', 'installerIso'], url],
-      ['kickstart URL', 'esxi-vds.yaml', ['hypervisor', 'kickstart'], (m) => `https://repo.example.net/ks.cfg${m}`],
-      ['URL host', 'esxi-vds.yaml', ['hypervisor', 'installerIso'], (m) => `https://repo${m}.example.net/esxi.iso`],
+      ['installer ISO path', 'esxi-vds.yaml', ['hypervisor', 'installer', 'iso'], (m) => `/var/lib/underlay/isos/esxi${m}.iso`],
+      ['installer version', 'esxi-vds.yaml', ['hypervisor', 'installer', 'version'], (m) => `8.0.3${m}`],
+      ['installer build', 'esxi-vds.yaml', ['hypervisor', 'installer', 'build'], plain('24022510')],
+      ['kickstart disk', 'esxi-vds.yaml', ['hypervisor', 'kickstart', 'disk'], plain('mpx.vmhba0')],
+      ['kickstart network device', 'esxi-vds.yaml', ['hypervisor', 'kickstart', 'network', 'device'], plain('vmnic')],
+      ['kickstart address', 'esxi-vds.yaml', ['hypervisor', 'kickstart', 'network', 'address'], (m) => `198.18.21.4/24${m}`],
+      ['root password file', 'esxi-vds.yaml', ['hypervisor', 'rootPassword', 'file'], (m) => `/etc/underlay/credentials/root${m}`],
+      ['host certificate file', 'esxi-vds.yaml', ['hypervisor', 'hostCertificate', 'certFile'], (m) => `/etc/underlay/esxi/h${m}.crt`],
+      ['host key file', 'esxi-vds.yaml', ['hypervisor', 'hostCertificate', 'keyFile'], (m) => `/etc/underlay/credentials/h${m}.key`],
+      ['host certificate fingerprint', 'esxi-vds.yaml', ['hypervisor', 'hostCertificate', 'fingerprint'], (m) => `sha256/${'A'.repeat(43 - m.length)}${m}=`],
+      ['vCenter datacenter', 'esxi-vds.yaml', ['attach', 'datacenter'], plain('fra1')],
+      ['vCenter cluster', 'esxi-vds.yaml', ['attach', 'cluster'], plain('prod')],
+      ['VMkernel adapter', 'esxi-vds.yaml', ['attach', 'migrateVmk'], plain('vmk0')],
       ['vCenter address', 'esxi-vds.yaml', ['attach', 'vcenter', 'address'], (m) => `vcenter.example.net${m}`],
       ['vCenter credentials file', 'esxi-vds.yaml', ['attach', 'vcenter', 'credentials', 'file'], (m) => `/etc/underlay/vc${m}.cred`],
       ['vCenter CA file', 'esxi-vds.yaml', ['attach', 'vcenter', 'caFile'], (m) => `/etc/underlay/ca${m}.pem`],

@@ -54,7 +54,7 @@ describe('step definitions', () => {
       assert.ok(names.includes(d.activity.undo), d.activity.undo);
     }
     const others = names.filter((n) => !stepOfActivity(n));
-    assert.deepEqual(others.sort(), ['findUnmanaged', 'loadInventoryPage', 'observeDrift', 'onboardingState', 'planOnboarding']);
+    assert.deepEqual(others.sort(), ['findUnmanaged', 'loadInventoryPage', 'loadRollback', 'observeDrift', 'onboardingState', 'planOnboarding']);
   });
 });
 

@@ -8,11 +8,12 @@
  */
 import type { z } from 'zod';
 import type { StepName } from '../../steps';
-import { CommandFailedError, InvalidSpecError, UnexpectedOutputError, UnsupportedHardwareError, type ErrorContext } from '../../common/errors';
+import { CommandFailedError, InvalidSpecError, UnderlayError, UnexpectedOutputError, UnsupportedHardwareError, type ErrorContext } from '../../common/errors';
 import type { HypervisorSpec } from '../../spec/server';
 import { HttpClient, HttpStatusError, type HttpClientOptions, type HttpResponse, type RequestLogEntry } from '../../transports/http';
 import {
   ActionInfo,
+  Certificate,
   Collection,
   ComputerSystem,
   EthernetInterface,
@@ -58,6 +59,10 @@ export interface MediaState {
   id: string;
   image?: string;
   inserted: boolean;
+  /** VerifyCertificate, when the BMC has it: whether it checks the image server's certificate. */
+  verifyCertificate?: boolean;
+  /** The device's Certificates collection (the image servers' certificates it trusts), when it has one. */
+  certificatesPath?: string;
 }
 
 export interface BootOverride {
@@ -311,11 +316,69 @@ export class RedfishBmc {
     );
   }
 
-  /** InsertMedia (read-only); falls back to PATCHing the resource when the action is absent or refused. */
-  async insertMedia(image: string): Promise<void> {
+  /**
+   * InsertMedia (read-only); falls back to PATCHing the resource when the action is absent or refused.
+   * `secret`: a part of the image URL that must not leave (an access token in the path): a BMC error that quotes
+   * the URL ("cannot download https://…") is passed on with it masked.
+   */
+  async insertMedia(image: string, secret?: string): Promise<void> {
     const dev = await this.cdMedia();
     const body = { Image: image, Inserted: true, WriteProtected: true };
-    await this.#actionOrPatch(dev.path, dev.insertTarget, body, body, 'InsertMedia');
+    try {
+      await this.#actionOrPatch(dev.path, dev.insertTarget, body, body, 'InsertMedia');
+    } catch (e) {
+      if (secret) maskSecret(e, secret);
+      throw e;
+    }
+  }
+
+  /**
+   * Makes the CD device trust exactly this image-server certificate: adds it to the device's `Certificates` when it
+   * is not there, then sets `VerifyCertificate: true`. 'unsupported' when the BMC has neither (it then downloads
+   * without checking the server — the Redfish default).
+   */
+  async trustMediaCertificate(pem: string): Promise<'pinned' | 'unsupported'> {
+    const dev = await this.cdMedia();
+    if (!dev.certificatesPath || dev.verifyCertificate === undefined) return 'unsupported';
+    if (!(await this.#mediaCertificates(dev.certificatesPath)).some((c) => samePem(c.pem, pem))) {
+      const res = await this.#http.request('POST', dev.certificatesPath, { body: { CertificateString: pem, CertificateType: 'PEM' } });
+      await this.#completeAction(res, 'add the image server certificate');
+    }
+    if (dev.verifyCertificate !== true) await this.#patchMedia(dev.path, { VerifyCertificate: true }, 'VerifyCertificate');
+    return 'pinned';
+  }
+
+  /** Removes this certificate from the CD device's trusted ones, and puts VerifyCertificate back to `verify`. */
+  async untrustMediaCertificate(pem: string, verify: boolean | undefined): Promise<void> {
+    const dev = await this.cdMedia();
+    if (!dev.certificatesPath) return;
+    for (const c of await this.#mediaCertificates(dev.certificatesPath)) {
+      if (samePem(c.pem, pem)) await this.#http.request('DELETE', c.path);
+    }
+    if (verify !== undefined && dev.verifyCertificate !== undefined && dev.verifyCertificate !== verify) {
+      await this.#patchMedia(dev.path, { VerifyCertificate: verify }, 'VerifyCertificate');
+    }
+  }
+
+  async #mediaCertificates(collection: string): Promise<Array<{ path: string; pem: string }>> {
+    const out: Array<{ path: string; pem: string }> = [];
+    for (const m of await this.#members(collection, 'the media certificates')) {
+      const { value } = await this.#get(Certificate, m, `certificate ${lastSegment(m)}`);
+      if (value.CertificateString) out.push({ path: m, pem: value.CertificateString });
+    }
+    return out;
+  }
+
+  async #patchMedia(resource: string, body: unknown, what: string): Promise<void> {
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const etag = (await this.#http.get(resource)).etag;
+      try {
+        await this.#completeAction(await this.#http.request('PATCH', resource, { body, ifMatch: etag }), what);
+        return;
+      } catch (e) {
+        if (!(e instanceof HttpStatusError && e.status === 412 && attempt === 1)) throw e;
+      }
+    }
   }
 
   /** EjectMedia; falls back to PATCH {Image: null, Inserted: false}. */
@@ -394,6 +457,8 @@ function media(v: VirtualMediaT): MediaState & { insertTarget?: string; ejectTar
     image,
     // Some BMCs omit Inserted: an image present means inserted.
     inserted: v.Inserted ?? image !== undefined,
+    ...(v.VerifyCertificate !== undefined ? { verifyCertificate: v.VerifyCertificate } : {}),
+    ...(v.Certificates ? { certificatesPath: v.Certificates['@odata.id'] } : {}),
     insertTarget: v.Actions?.['#VirtualMedia.InsertMedia']?.target,
     ejectTarget: v.Actions?.['#VirtualMedia.EjectMedia']?.target,
   };
@@ -430,6 +495,25 @@ export function resetSequence(want: 'on' | 'off' | 'cycle', power: string, allow
     });
   }
   return seq;
+}
+
+function samePem(a: string, b: string): boolean {
+  const norm = (s: string) => s.replace(/\s+/g, '');
+  return norm(a) === norm(b);
+}
+
+/** Masks `secret` wherever an error could carry it: its message, stack, context and a quoted BMC answer. */
+function maskSecret(e: unknown, secret: string): void {
+  if (!(e instanceof Error) || secret.length < 8) return;
+  const mask = (s: string) => s.split(secret).join('***');
+  e.message = mask(e.message);
+  if (e.stack) e.stack = mask(e.stack);
+  if (e instanceof UnderlayError) {
+    const ctx = e.context as Record<string, unknown>;
+    for (const [k, v] of Object.entries(ctx)) if (typeof v === 'string') ctx[k] = mask(v);
+  }
+  const withExcerpt = e as { excerpt?: unknown };
+  if (typeof withExcerpt.excerpt === 'string') Object.defineProperty(e, 'excerpt', { value: mask(withExcerpt.excerpt) });
 }
 
 export function normaliseMac(mac: string | undefined): string | undefined {

@@ -91,12 +91,27 @@ export const VirtualMedia = z.object({
     .boolean()
     .nullish()
     .transform((v) => v ?? undefined),
+  /** Whether the BMC verifies the TLS certificate of the image's server (Redfish 2021.1+), against `Certificates`. */
+  VerifyCertificate: z
+    .boolean()
+    .nullish()
+    .transform((v) => v ?? undefined),
+  Certificates: Link.optional(),
   Actions: z
     .object({
       '#VirtualMedia.InsertMedia': ActionTarget.optional(),
       '#VirtualMedia.EjectMedia': ActionTarget.optional(),
     })
     .optional(),
+});
+
+export const Certificate = z.object({
+  '@odata.id': ODataId,
+  CertificateString: z
+    .string()
+    .max(64 * 1024)
+    .optional(),
+  CertificateType: z.string().optional(),
 });
 
 export const Task = z.object({

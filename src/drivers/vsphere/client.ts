@@ -5,6 +5,7 @@
  * Everything that reaches XML passes through `xml`/`el` (src/transports/soap.ts); everything that comes back is
  * validated with the zod schemas in ./schema before use.
  */
+import { z } from 'zod';
 import { AuthenticationError, NotConvergedError, UnexpectedOutputError } from '../../common/errors';
 import { SoapClient, SoapFaultError, XmlFragment, el, xml, type HttpCredentialRefSpec, type SoapClientOptions } from '../../transports/soap';
 import {
@@ -13,6 +14,7 @@ import {
   TaskInfoSchema,
   RetrieveResultSchema,
   morSchema,
+  many,
   parseWith,
   type Mor,
   type ObjectContent,
@@ -52,7 +54,15 @@ export function morEl(name: string, ref: Mor): XmlFragment {
 export class VsphereClient {
   private constructor(
     readonly soap: SoapClient,
-    readonly content: { rootFolder: Mor; propertyCollector: Mor; viewManager: Mor; sessionManager: Mor; apiVersion: string; fullName: string },
+    readonly content: {
+      rootFolder: Mor;
+      propertyCollector: Mor;
+      viewManager: Mor;
+      sessionManager: Mor;
+      setting?: Mor;
+      apiVersion: string;
+      fullName: string;
+    },
     readonly label: string,
   ) {}
 
@@ -85,6 +95,7 @@ export class VsphereClient {
           propertyCollector: sc.propertyCollector,
           viewManager: sc.viewManager,
           sessionManager: sc.sessionManager,
+          ...(sc.setting ? { setting: sc.setting } : {}),
           apiVersion: sc.about.apiVersion,
           fullName: sc.about.fullName,
         },
@@ -163,6 +174,25 @@ export class VsphereClient {
     });
   }
 
+  /**
+   * One advanced setting of the service (vCenter: Administration → Advanced Settings), by its exact key: its value
+   * as text, or undefined when the service does not have it (then its built-in default applies).
+   */
+  async option(key: string): Promise<string | undefined> {
+    if (!this.content.setting) return undefined;
+    let res: Record<string, unknown>;
+    try {
+      res = await this.invoke('QueryOptions', this.content.setting, [el('name', key)]);
+    } catch (e) {
+      // InvalidName: no such setting (vCenter only lists settings that were set, or have a registered default).
+      if (e instanceof SoapFaultError && e.fault === 'InvalidName') return undefined;
+      throw e;
+    }
+    const values = parseWith(many(OptionValueSchema), res.returnval, `QueryOptions ${key}`, this.label);
+    const hit = values.find((v) => v.key === key);
+    return hit?.value;
+  }
+
   /** Runs a `*_Task` method and waits for its outcome; a task error is thrown as SoapFaultError. */
   async runTask(method: string, self: Mor, args: XmlFragment | XmlFragment[], wait: WaitOptions): Promise<TaskInfo> {
     const res = await this.invoke(method, self, args);
@@ -214,6 +244,13 @@ export class VsphereClient {
     this.soap.close();
   }
 }
+
+/** An OptionValue: its key and its value as text (`<value xsi:type="xsd:boolean">true</value>`). */
+const OptionValueSchema = z.looseObject({ key: z.string(), value: z.unknown() }).transform((o) => {
+  const v = o.value;
+  const text = typeof v === 'object' && v !== null && '#text' in v ? (v as Record<string, unknown>)['#text'] : v;
+  return { key: o.key, value: typeof text === 'string' || typeof text === 'number' || typeof text === 'boolean' ? String(text) : undefined };
+});
 
 /** Task faults that say "not now". */
 const RETRYABLE_TASK_FAULTS = new Set(['ConcurrentAccess', 'TaskInProgress', 'HostCommunication', 'HostNotConnected', 'Timedout', 'SystemError']);

@@ -95,6 +95,8 @@ export interface Lag {
 export interface DvsInfo {
   ref: Mor;
   name: string;
+  /** The switch's uuid: names its proxy switch on each member host, and its ports in a VMkernel adapter's spec. */
+  uuid: string;
   /** Must accompany a ReconfigureDvs_Task (optimistic concurrency); '' when vCenter keeps none (vcsim). */
   configVersion: string;
   /** summary.hostMember: the hosts that are members. */
@@ -123,7 +125,7 @@ const DvsConfigSchema = z.looseObject({
 });
 
 export async function readDvs(c: VsphereClient, ref: Mor): Promise<DvsInfo> {
-  const oc = await c.properties(ref, ['config', 'summary.hostMember', 'portgroup']);
+  const oc = await c.properties(ref, ['config', 'summary.hostMember', 'portgroup', 'uuid']);
   const what = `DistributedVirtualSwitch ${ref.value}`;
   const config = parseWith(DvsConfigSchema, oc.props.config, `${what} config`, c.label);
   const backing: Record<string, MemberPnic[]> = {};
@@ -138,6 +140,7 @@ export async function readDvs(c: VsphereClient, ref: Mor): Promise<DvsInfo> {
   return {
     ref,
     name: config.name,
+    uuid: parseWith(nameVal, oc.props.uuid, `${what} uuid`, c.label),
     configVersion: config.configVersion ?? '',
     members: parseWith(morList.optional().default([]), oc.props['summary.hostMember'], `${what} summary.hostMember`, c.label),
     backing,

@@ -34,12 +34,23 @@ export const boolSchema = z.enum(['true', 'false', '1', '0']).transform((v) => v
 /** A leaf that may be empty (`<x></x>` parses as ''). */
 export const textSchema = z.string();
 
-export const ServiceContentSchema = z.object({
+export const AboutSchema = z.looseObject({
+  fullName: z.string(),
+  apiVersion: z.string(),
+  /** `VirtualCenter` (vCenter) or `HostAgent` (an ESXi host's own hostd). */
+  apiType: z.string().optional(),
+  version: z.string().optional(),
+  build: z.string().optional(),
+});
+
+export const ServiceContentSchema = z.looseObject({
   rootFolder: morSchema,
   propertyCollector: morSchema,
   viewManager: morSchema,
   sessionManager: morSchema,
-  about: z.object({ fullName: z.string(), apiVersion: z.string() }),
+  /** The OptionManager of the service's advanced settings (vCenter's `config.vpxd.*`). */
+  setting: morSchema.optional(),
+  about: AboutSchema,
 });
 
 export const RetrieveResultSchema = z.object({
