@@ -97,6 +97,21 @@ export interface Step<S, P = ServerSpec> {
   diff(a: S, b: S): Change[];
   /** What the observation found that an operator should see next to the step (e.g. the network manager it persists through). */
   note?(observed: S): string | undefined;
+  /**
+   * Health that re-applying cannot fix, read now without waiting (drift checks): a lost LACP partner, a gateway that
+   * stopped answering, a cable moved to another switch port. Each problem needs a person; an empty list is healthy.
+   * Configuration drift is not here: plan() shows it, and remediation re-applies it.
+   */
+  health?(io: StepIo<P>): Promise<HealthProblem[]>;
+}
+
+/** A health problem of a step: what is wrong, what was expected and observed, and what a person should look at. */
+export interface HealthProblem {
+  field: string;
+  expected: unknown;
+  observed: unknown;
+  /** Where to look: `the switch side of eth2`, `the cable of eth1`. */
+  hint: string;
 }
 
 /** `want` for steps that read the whole spec (vendor steps whose inputs span several sections). */
