@@ -204,8 +204,8 @@ ip addr add 192.0.2.24/24 dev bond0.100; ip link set bond0.100 up'`),
     const fresh = await reach(at(s, dm.newPort), 180_000); // the same pinned host key on the new path
     try {
       figures['VLAN 100 path answers after the bond'] = secs(Date.now() - t0);
-      assert.match((await fresh.run('echo $SSH_CONNECTION')).stdout, /^192\.0\.2\.1 \d+ 192\.0\.2\.24 22$/m);
-      assert.match((await fresh.run('cat /proc/net/bonding/bond0')).stdout, /Number of ports: 2/);
+      assert.match((await fresh.exec('echo $SSH_CONNECTION')).stdout, /^192\.0\.2\.1 \d+ 192\.0\.2\.24 22$/m);
+      assert.match((await fresh.exec('cat /proc/net/bonding/bond0')).stdout, /Number of ports: 2/);
     } finally {
       fresh.close();
     }
