@@ -35,8 +35,8 @@ function specFor(vc: Vcsim, attach: Record<string, unknown> = {}, rest: Record<s
       kind: 'esxi',
       bmc: {
         address: '127.0.0.1',
-        credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' },
-        tls: { caFile: '/nonexistent/bmc-ca.pem' },
+        credentials: { usernameEnv: 'UNDERLAY_SECRET_UNUSED_BMC_USER', passwordEnv: 'UNDERLAY_SECRET_UNUSED_BMC_PASS' },
+        tls: { caFile: 'unused/bmc-ca.pem' },
       },
       installerIso: 'https://images.lab.test/esxi-8.0u3.iso',
     },
@@ -202,7 +202,7 @@ describe('ESXi attach step (vDS via vCenter) against vcsim', () => {
   });
 
   test('bad vCenter credentials: AuthenticationError, not retryable, nothing changed', async () => {
-    const wrong = 'UNDERLAY_TEST_VC_WRONG';
+    const wrong = 'UNDERLAY_SECRET_TEST_VC_WRONG';
     process.env[wrong] = 'wrong-password-xyz';
     try {
       const spec = specFor(vc, {
@@ -253,12 +253,12 @@ describe('ESXi attach planning (pure: states vCenter reports that vcsim cannot p
         nics: [{ name: 'vmnic0' }, { name: 'vmnic1' }],
         hypervisor: {
           kind: 'esxi',
-          bmc: { address: '127.0.0.1', credentials: { usernameEnv: 'U', passwordEnv: 'P' }, tls: { caFile: '/x.pem' } },
+          bmc: { address: '127.0.0.1', credentials: { usernameEnv: 'UNDERLAY_SECRET_U', passwordEnv: 'UNDERLAY_SECRET_P' }, tls: { caFile: 'x.pem' } },
           installerIso: 'https://images.lab.test/esxi.iso',
         },
         attach: {
           kind: 'vds',
-          vcenter: { address: 'vc.lab.test', credentials: { usernameEnv: 'U', passwordEnv: 'P' } },
+          vcenter: { address: 'vc.lab.test', credentials: { usernameEnv: 'UNDERLAY_SECRET_U', passwordEnv: 'UNDERLAY_SECRET_P' }, caFile: 'vc-ca.pem' },
           switch: SWITCH,
           portgroup: PORTGROUP,
           vlan: 120,

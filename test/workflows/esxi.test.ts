@@ -143,8 +143,8 @@ async function onboard(s: ServerSpec) {
 
 describe('ESXi onboarding: Redfish BMC (sushy-tools) + vCenter (vcsim) on a real dev server', () => {
   test('a failed attach rolls the install back through the BMC; vCenter untouched', async () => {
-    process.env.UNDERLAY_TEST_WRONG_VC_PASSWORD = 'not-the-password';
-    const s = spec({ vcenterPasswordEnv: 'UNDERLAY_TEST_WRONG_VC_PASSWORD' });
+    process.env.UNDERLAY_SECRET_TEST_WRONG_VC_PASSWORD = 'not-the-password';
+    const s = spec({ vcenterPasswordEnv: 'UNDERLAY_SECRET_TEST_WRONG_VC_PASSWORD' });
     const resetsBefore = resets();
     const outcome = await onboard(s);
     await stopEsxi();
