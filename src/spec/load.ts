@@ -9,7 +9,7 @@
  */
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { isCollection, isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { isCollection, isMap, isScalar, isSeq, Lexer, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { InvalidSpecError, printable } from '../common/errors';
 import { formatPath, MAX_SPEC_DEPTH, validateServerSpec, type SpecIssue, type SpecResult } from './validate';
 
@@ -30,6 +30,15 @@ export function parseSpecText(text: string, source: string, opts: ParseOptions =
   if (bytes > max)
     throw new InvalidSpecError(`${source} is too large`, [{ path: '(file)', message: `${bytes} bytes, over the ${max}-byte limit of a spec file` }]);
   try {
+    // Flow nesting (`[[[[…`) is counted on the tokens first: the parser would recurse once per level and exhaust
+    // the stack (slowly) on a file of brackets. Block nesting needs indentation, so the size cap bounds it.
+    let depth = 0;
+    for (const token of new Lexer().lex(text)) {
+      if (token === '[' || token === '{') depth++;
+      else if (token === ']' || token === '}') depth--;
+      if (depth > MAX_SPEC_DEPTH)
+        throw new InvalidSpecError(`${source} is invalid`, [{ path: '(file)', message: `nested deeper than ${MAX_SPEC_DEPTH} levels` }]);
+    }
     const lines = new LineCounter();
     const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, lineCounter: lines });
     if (doc.errors.length) {
