@@ -11,7 +11,11 @@ import type { ServerSpec } from '../../src/spec/server';
 
 const root = resolve(__dirname, '../..');
 
-/** Boots a fresh lab with `servers` server VMs (tearing down any previous one). Prints lab/up.sh progress. */
+/**
+ * Boots a fresh lab with `servers` server VMs (tearing down any previous one). Prints lab/up.sh progress. Then
+ * the lab directory becomes this process's credentials directory (and that of the workers it spawns): the lab
+ * specs reference the lab key `<lab dir>/id_ed25519`, and a worker reads credential files only from there.
+ */
 export function freshLab(servers: number): void {
   execFileSync('bash', [resolve(root, 'lab/down.sh')], { stdio: 'inherit' });
   execFileSync('bash', [resolve(root, 'lab/up.sh')], {
@@ -19,6 +23,7 @@ export function freshLab(servers: number): void {
     env: { ...process.env, UNDERLAY_LAB_SERVERS: String(servers) },
     timeout: 20 * 60_000,
   });
+  process.env.UNDERLAY_CREDENTIALS_DIR = process.env.UNDERLAY_LAB_DIR ?? resolve(root, '.lab');
 }
 
 export function stopLab(): void {
