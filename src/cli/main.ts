@@ -172,7 +172,7 @@ function warnScope(file: string, spec: ServerSpec): void {
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidSpecError) {
-    console.error(printable(err.message.split(': ')[0] ?? '', 300) + ':');
+    console.error(`underlay: ${printable(err.summary, 300)}${err.issues.length ? ':' : ''}`);
     for (const i of err.issues) console.error(`  ${printable(i.path, 300)}: ${printable(i.message, 500)}`);
   } else if (err instanceof UnderlayError) console.error(`underlay: ${err.message}`);
   else console.error(`underlay: ${describeFailure(err)}`);

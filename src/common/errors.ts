@@ -103,12 +103,15 @@ function formatMessage(message: string, c: ErrorContext): string {
 /** The spec (or an activity's input) is invalid. `issues` lists every bad field by path. */
 export class InvalidSpecError extends UnderlayError {
   readonly retryable = false;
+  /** The message without the issues (e.g. "kvm.yaml is invalid"), for a caller that lists the issues itself. */
+  readonly summary: string;
   constructor(
     message: string,
     readonly issues: Array<{ path: string; message: string }> = [],
     context: ErrorContext = {},
   ) {
     super(issues.length ? `${message}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}` : message, context);
+    this.summary = context.host ? `host ${context.host}: ${message}` : message;
   }
 }
 
