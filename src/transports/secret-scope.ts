@@ -125,6 +125,13 @@ export function checkScopeAtStart(scope: SecretScope): string[] {
   return notes;
 }
 
+/** Whether a file (symlinks resolved where it exists) lies inside the credentials directory, where a spec could name it. */
+export function insideCredentialsDir(path: string, scope: SecretScope): boolean {
+  const real = realpathOrUndefined(path) ?? resolve(path);
+  const realDir = realpathOrUndefined(scope.credentialsDir) ?? scope.credentialsDir;
+  return within(realDir, real) || within(scope.credentialsDir, resolve(path));
+}
+
 // ---- references ------------------------------------------------------------------------------------------------
 
 /** Where a read is for: the host (server id) and the field, for error messages. */

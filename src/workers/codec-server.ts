@@ -25,7 +25,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
 import type { Payload, PayloadCodec } from '@temporalio/common';
-import { FileCheckError, MAX_CERTIFICATE_BYTES, MAX_SECRET_BYTES, readCheckedFile } from '../transports/secret-scope';
+import { FileCheckError, insideCredentialsDir, MAX_CERTIFICATE_BYTES, MAX_SECRET_BYTES, readCheckedFile, secretScopeFromEnv } from '../transports/secret-scope';
 import { codecFromEnv, ENV_KEY, ENV_KEY_ID, ENV_KEYS_FILE } from './codec-keys';
 
 export const ENV_TOKEN = 'UNDERLAY_CODEC_TOKEN';
@@ -312,11 +312,25 @@ export function codecTokenFromEnv(env: Env = process.env): string | undefined {
   if (inline && file) throw new Error(`set either ${ENV_TOKEN} or ${ENV_TOKEN_FILE}, not both`);
   if (inline) return inline.trim();
   if (!file) return undefined;
+  outsideSpecReach(file, ENV_TOKEN_FILE, env);
   const buf = readFileOrExplain(file, ENV_TOKEN_FILE, MAX_SECRET_BYTES, true);
   const token = buf.toString('utf8').trim();
   buf.fill(0);
   if (!token) throw new Error(`${ENV_TOKEN_FILE}=${file}: empty`);
   return token;
+}
+
+function readTlsKey(path: string): Buffer {
+  outsideSpecReach(path, '--tls-key', process.env);
+  return readFileOrExplain(path, '--tls-key', MAX_SECRET_BYTES, true);
+}
+
+/** The token and the TLS key must not be where a spec on this machine could name them as a credential. */
+function outsideSpecReach(path: string, what: string, env: Env): void {
+  const scope = secretScopeFromEnv(env);
+  if (insideCredentialsDir(path, scope)) {
+    throw new Error(`${what} ${path} is inside the credentials directory ${scope.credentialsDir}, where a spec could name it: move it out`);
+  }
 }
 
 function readFileOrExplain(path: string, what: string, maxBytes: number, ownerOnly: boolean): Buffer {
@@ -348,7 +362,7 @@ export async function runCodecServer(opts: RunCodecServerOptions, out: (line: st
     opts.tlsCert && opts.tlsKey
       ? {
           cert: readFileOrExplain(opts.tlsCert, '--tls-cert', MAX_CERTIFICATE_BYTES, false),
-          key: readFileOrExplain(opts.tlsKey, '--tls-key', MAX_SECRET_BYTES, true),
+          key: readTlsKey(opts.tlsKey),
           ...(opts.clientCa ? { clientCa: readFileOrExplain(opts.clientCa, '--client-ca', MAX_CERTIFICATE_BYTES, false) } : {}),
         }
       : undefined;

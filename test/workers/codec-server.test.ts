@@ -20,7 +20,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join, relative } from 'node:path';
@@ -40,7 +41,7 @@ import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import { resolveAuth } from '../../src/transports/ssh-auth';
 import { codecFromEnv, FAILURE_CONVERTER_PATH } from '../../src/workers/codec-keys';
-import { isLoopback, startCodecServer, type CodecServer } from '../../src/workers/codec-server';
+import { codecTokenFromEnv, isLoopback, startCodecServer, type CodecServer } from '../../src/workers/codec-server';
 import { connectClient } from '../../src/workers/connection';
 import { createWorker } from '../../src/workers/worker';
 import { credentialsDir, credentialsSubdir } from '../helpers/credentials';
@@ -473,6 +474,30 @@ describe('the codec server', () => {
       assert.equal((await fetch(`${dev.url}/decode`, { method: 'POST', body: '{"payloads":[]}' })).status, 200, 'local dev: loopback without auth');
     } finally {
       await dev.close();
+    }
+  });
+
+  test('the token by reference: inline or an owner-only file outside the credentials directory', async () => {
+    const inside = await credentialsSubdir('token-');
+    const outsideDir = await mkdtemp(join(tmpdir(), 'underlay-token-'));
+    try {
+      const file = join(outsideDir, 'codec.token');
+      await writeFile(file, `${TOKEN}\n`, { mode: 0o600 });
+      const env = { UNDERLAY_CREDENTIALS_DIR: credentialsDir() };
+      assert.equal(codecTokenFromEnv({ ...env, UNDERLAY_CODEC_TOKEN_FILE: file }), TOKEN);
+      assert.equal(codecTokenFromEnv({ ...env, UNDERLAY_CODEC_TOKEN: TOKEN }), TOKEN);
+      assert.equal(codecTokenFromEnv(env), undefined);
+      assert.throws(() => codecTokenFromEnv({ ...env, UNDERLAY_CODEC_TOKEN: TOKEN, UNDERLAY_CODEC_TOKEN_FILE: file }), /not both/);
+      await chmod(file, 0o644);
+      assert.throws(() => codecTokenFromEnv({ ...env, UNDERLAY_CODEC_TOKEN_FILE: file }), /accessible by group or others/);
+      const specReachable = join(inside, 'codec.token');
+      await writeFile(specReachable, TOKEN, { mode: 0o600 });
+      assert.throws(
+        () => codecTokenFromEnv({ ...env, UNDERLAY_CODEC_TOKEN_FILE: specReachable }),
+        /inside the credentials directory .* where a spec could name it/,
+      );
+    } finally {
+      await rm(outsideDir, { recursive: true, force: true });
     }
   });
 
