@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { UnderlayError } from '../common/errors';
 import { STEPS, stepApplies, type StepName } from '../steps';
 import { parseServerSpec } from '../spec/validate';
+import { assertSecretScope } from '../transports/secret-scope';
 import type { StepSet } from './registry';
 import type { RemoteHost } from '../drivers/remote';
 import { noShell, type Connector } from './run-step';
@@ -36,6 +37,7 @@ export async function planOnboarding(
   onProgress: (note: string) => void = () => undefined,
 ): Promise<OnboardingPlan> {
   const spec = parseServerSpec(rawSpec, 'spec');
+  assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
   // One SSH session for every step that needs one, opened when the first does (an ESXi plan needs none).
   let conn: Promise<{ host: RemoteHost; close(): void }> | undefined;
   const shell = async (name: StepName) => (await (conn ??= connect(spec, name, onProgress))).host.forStep(name);

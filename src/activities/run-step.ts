@@ -10,6 +10,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { ConnectionError, RollbackVerificationError, UnderlayError } from '../common/errors';
 import { parseServerSpec } from '../spec/validate';
+import { assertSecretScope } from '../transports/secret-scope';
 import type { ServerSpec } from '../spec/server';
 import { RemoteHost } from '../drivers/remote';
 import { stepSummary, type StepName } from '../steps';
@@ -144,6 +145,7 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
   try {
     const spec = parseServerSpec(rawSpec, 'activity input');
     hostLabel = spec.id;
+    assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
     const step = chooseStep(choice, spec);
     return await withStepIo(step, spec, connect, { marks, beat }, async (io) => {
       const observed = await step.observe(io);
@@ -183,6 +185,7 @@ export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unkn
   try {
     const spec = parseServerSpec(rawSpec, 'activity input');
     hostLabel = spec.id;
+    assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
     const step = chooseStep(choice, spec);
     return await withStepIo(step, spec, connect, { marks, beat: () => ctx.heartbeat({ marks } satisfies Carried<unknown>) }, async (io) => {
       const now = await step.observe(io);

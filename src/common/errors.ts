@@ -8,6 +8,51 @@
  */
 import type { StepName } from '../steps';
 
+/**
+ * Text from outside (a key of a spec, a parser's message) made safe to print on one line: control characters
+ * (a newline that would forge a CLI output line, a terminal escape), line and paragraph separators, bidi
+ * overrides, zero-width and other invisible characters, and lone surrogates are shown as \uXXXX; other text,
+ * Unicode included, stays readable. Cut at `max` characters.
+ */
+export function printable(text: string, max = 200): string {
+  const cut = text.length > max ? text.slice(0, max) : text;
+  let out = '';
+  for (let i = 0; i < cut.length; i++) {
+    const c = cut.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < cut.length && isLowSurrogate(cut.charCodeAt(i + 1))) {
+      out += cut[i]! + cut[i + 1]!; // a whole astral character (emoji, CJK extension): readable
+      i++;
+    } else if (isInvisible(c) || (c >= 0xd800 && c <= 0xdfff)) out += `\\u${c.toString(16).padStart(4, '0')}`;
+    else out += cut[i];
+  }
+  return text.length > max ? `${out}…` : out;
+}
+
+const isLowSurrogate = (c: number) => c >= 0xdc00 && c <= 0xdfff;
+
+/** C0/C1 controls, DEL, soft hyphen, bidi marks and overrides, zero-width and filler characters, specials. */
+function isInvisible(c: number): boolean {
+  return (
+    c < 0x20 ||
+    (c >= 0x7f && c <= 0x9f) ||
+    c === 0xad ||
+    c === 0x61c ||
+    c === 0x115f ||
+    c === 0x1160 ||
+    c === 0x17b4 ||
+    c === 0x17b5 ||
+    c === 0x180e ||
+    (c >= 0x200b && c <= 0x200f) ||
+    (c >= 0x2028 && c <= 0x202e) ||
+    (c >= 0x2060 && c <= 0x206f) ||
+    c === 0x3164 ||
+    (c >= 0xfe00 && c <= 0xfe0f) ||
+    c === 0xfeff ||
+    c === 0xffa0 ||
+    c >= 0xfff0
+  );
+}
+
 export interface ErrorContext {
   host?: string;
   step?: StepName;
@@ -58,12 +103,15 @@ function formatMessage(message: string, c: ErrorContext): string {
 /** The spec (or an activity's input) is invalid. `issues` lists every bad field by path. */
 export class InvalidSpecError extends UnderlayError {
   readonly retryable = false;
+  /** The message without the issues (e.g. "kvm.yaml is invalid"), for a caller that lists the issues itself. */
+  readonly summary: string;
   constructor(
     message: string,
     readonly issues: Array<{ path: string; message: string }> = [],
     context: ErrorContext = {},
   ) {
     super(issues.length ? `${message}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}` : message, context);
+    this.summary = context.host ? `host ${context.host}: ${message}` : message;
   }
 }
 

@@ -21,7 +21,11 @@ export interface FreshLabOptions {
   dataMgmt?: number[];
 }
 
-/** Boots a fresh lab with `servers` server VMs (tearing down any previous one). Prints lab/up.sh progress. */
+/**
+ * Boots a fresh lab with `servers` server VMs (tearing down any previous one). Prints lab/up.sh progress. Then
+ * the lab directory becomes this process's credentials directory (and that of the workers it spawns): the lab
+ * specs reference the lab key `<lab dir>/id_ed25519`, and a worker reads credential files only from there.
+ */
 export function freshLab(servers: number, opts: FreshLabOptions = {}): void {
   if (opts.images && opts.images.length !== servers) throw new Error(`freshLab: ${opts.images.length} images for ${servers} servers`);
   execFileSync('bash', [resolve(root, 'lab/down.sh')], { stdio: 'inherit' });
@@ -35,6 +39,7 @@ export function freshLab(servers: number, opts: FreshLabOptions = {}): void {
     },
     timeout: 20 * 60_000,
   });
+  process.env.UNDERLAY_CREDENTIALS_DIR = process.env.UNDERLAY_LAB_DIR ?? resolve(root, '.lab');
 }
 
 export function stopLab(): void {

@@ -5,12 +5,13 @@
  * made by ssh-keygen in a mkdtemp folder. Everything it starts is stopped, and the folder removed, by stop().
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm, writeFile, appendFile, mkdir } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile, appendFile, mkdir } from 'node:fs/promises';
 import { createServer, connect as tcpConnect } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { SshTarget } from '../../src/transports/ssh';
+import { credentialsSubdir } from './credentials';
 
 const execFileP = promisify(execFile);
 export const SSHD = '/usr/sbin/sshd';
@@ -73,7 +74,7 @@ export async function freePort(): Promise<number> {
 }
 
 export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
-  const dir = await mkdtemp(join(tmpdir(), 'underlay-sshd-'));
+  const dir = await credentialsSubdir('sshd-'); // the user key is a credential: inside the worker's scope
   try {
     // sshd refuses to start without its privilege-separation directory.
     await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
