@@ -8,7 +8,7 @@
  */
 import { LockoutRiskError, UnsupportedPlatformError } from '../common/errors';
 import { convergeFilesScript, restoreFilesScript } from '../drivers/linux/files';
-import { listAddresses, listLinks, managementInterface } from '../drivers/linux/net';
+import { listLinks, requireManagementInterface } from '../drivers/linux/net';
 import type { NetManager } from '../drivers/linux/netmgr';
 import { applyBondScript, bondFilePaths, renderBondFiles, undoBondScript, type BondConfig } from '../drivers/linux/persist';
 import { LACP_IN_SERVICE, NO_PARTNER_MAC } from '../drivers/linux/parse/ip-link';
@@ -165,8 +165,8 @@ function convergeScript(name: string, now: Pick<BondState, 'bond' | 'members'>, 
 
 async function guardManagement(io: Io): Promise<void> {
   const bond = io.want.bond;
-  const mgmt = await managementInterface(io.host, await listAddresses(io.host));
-  if (mgmt && (bond.members.includes(mgmt) || mgmt === bond.name)) {
+  const mgmt = await requireManagementInterface(io.host, 'bond', 'bond.members');
+  if (bond.members.includes(mgmt) || mgmt === bond.name) {
     throw new LockoutRiskError('refusing to re-parent the interface that carries the management session', {
       host: io.host.label,
       step: 'bond',

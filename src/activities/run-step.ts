@@ -12,6 +12,7 @@ import { ConnectionError, RollbackVerificationError, UnderlayError } from '../co
 import { parseServerSpec } from '../spec/validate';
 import { assertSecretScope } from '../transports/secret-scope';
 import type { ServerSpec } from '../spec/server';
+import type { PathName } from '../spec/management';
 import { RemoteHost } from '../drivers/remote';
 import { stepSummary, type StepName } from '../steps';
 import {
@@ -27,7 +28,13 @@ import {
 } from './step';
 
 /** Opens the host for one activity; the runner closes it. */
-export type Connector = (spec: ServerSpec, step: StepName, onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(): void }>;
+export type Connector = (
+  spec: ServerSpec,
+  step: StepName,
+  onProgress: (note: string) => void,
+  /** `path`: only this management path (a step that moved management checks the new one on purpose). */
+  opts?: { path?: PathName },
+) => Promise<{ host: RemoteHost; close(): void }>;
 
 interface Carried<S> {
   pre?: S;
@@ -105,10 +112,10 @@ async function withStepIo<T>(
         ...(step.connection === 'none'
           ? {}
           : {
-              reconnect: async (): Promise<RemoteHost> => {
+              reconnect: async (opts?: { path?: PathName }): Promise<RemoteHost> => {
                 conn?.close();
                 conn = undefined;
-                conn = await connect(spec, step.name, () => beat());
+                conn = await connect(spec, step.name, () => beat(), opts);
                 return conn.host;
               },
             }),

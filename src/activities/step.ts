@@ -5,6 +5,7 @@
  */
 import type { StepName } from '../steps';
 import type { ServerSpec } from '../spec/server';
+import type { PathName } from '../spec/management';
 import type { RemoteHost } from '../drivers/remote';
 
 /** A step, or the choice of one by the spec (e.g. the ESXi attach differs per attach kind). */
@@ -46,7 +47,7 @@ export interface StepIo<P = ServerSpec> {
    * retryable ConnectionError. `host` is the new session afterwards. For steps that reboot the host
    * (src/activities/reboot.ts). Absent where no session can be reopened (dry-run plans, `connection: 'none'`).
    */
-  reconnect?(): Promise<RemoteHost>;
+  reconnect?(opts?: { path?: PathName }): Promise<RemoteHost>;
 }
 
 /**

@@ -105,6 +105,26 @@ export const Vlan = z.strictObject({
   gateway: IpAddress.optional().describe('Address pinged to verify the VLAN carries traffic'),
 });
 
+/**
+ * Management that moves during onboarding: the host is reached over a NIC the bond takes (PXE / DHCP on a data
+ * NIC), and its management address ends up on the bond or a VLAN of it. The change is commit-confirmed: armed on
+ * the host with a dead-man that undoes it by itself unless underlay reaches the host over the new path in time.
+ */
+export const ManagementMove = z.strictObject({
+  interface: IfName.describe('The bond, or a VLAN of the spec on it, that carries the management address after onboarding'),
+  reachAt: z
+    .strictObject({ address: HostAddress, port: Port.optional() })
+    .optional()
+    .describe('Where underlay reaches the host over the new path (default: the interface’s address, management.port)'),
+  confirmWindowSeconds: z
+    .number()
+    .int()
+    .min(30)
+    .max(1800)
+    .default(120)
+    .describe('How long the host waits for underlay to confirm over the new path before it undoes the change by itself'),
+});
+
 /** How the host's own network configuration is kept: through the network manager that runs the host. */
 export const HostNetwork = z.strictObject({
   manager: z
@@ -113,6 +133,7 @@ export const HostNetwork = z.strictObject({
     .describe(
       'The network manager underlay writes persistent configuration through (systemd-networkd, NetworkManager, ifupdown); auto: the one that configures the NICs, else the only one running',
     ),
+  management: ManagementMove.optional().describe('Where the management address lives after onboarding, when it moves onto the bond'),
 });
 
 export const Sriov = z.strictObject({
@@ -348,6 +369,7 @@ export type BondSpec = z.output<typeof Bond>;
 export type VlanSpec = z.output<typeof Vlan>;
 export type SriovSpec = z.output<typeof Sriov>;
 export type HostNetworkSpec = z.output<typeof HostNetwork>;
+export type ManagementMoveSpec = z.output<typeof ManagementMove>;
 export type HypervisorSpec = z.output<typeof Hypervisor>;
 export type AttachSpec = z.output<typeof Attach>;
 export type SshCredentialRefSpec = z.output<typeof SshCredentialRef>;

@@ -232,6 +232,29 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
     }
   });
 
+  // Management that moves onto the bond: its interface must be the bond or one of the spec's VLANs on it with an
+  // address (the address the host is reached at afterwards, unless reachAt says otherwise).
+  const move = obj(obj(spec.network).management);
+  const moveIf = str(move.interface);
+  if (obj(spec.network).management !== undefined && moveIf) {
+    const vlans = arr(spec.vlans).map(obj);
+    const vlan = vlans.find((v) => {
+      const parent = str(v.parent);
+      const id = typeof v.id === 'number' ? v.id : undefined;
+      return parent && id !== undefined && vlanIfName({ id, parent, name: str(v.name) }) === moveIf;
+    });
+    if (!bond) add(['network', 'management'], 'management moves onto the bond: the spec needs a bond section');
+    else if (moveIf !== bondName && !vlan) {
+      add(['network', 'management', 'interface'], `${q(moveIf)} is neither the bond nor a VLAN of the spec (${listNames(linkNames, plain)})`);
+    } else if (vlan && str(vlan.parent) !== bondName) {
+      add(['network', 'management', 'interface'], `${q(moveIf)} is not on the bond: management moves onto the bond or a VLAN of it`);
+    } else if (moveIf === bondName && move.reachAt === undefined) {
+      add(['network', 'management', 'reachAt'], 'the bond carries no address of its own in the spec: say where the host answers afterwards');
+    } else if (vlan && !str(vlan.address) && move.reachAt === undefined) {
+      add(['network', 'management', 'interface'], `${q(moveIf)} has no address in the spec: give it one, or set reachAt`);
+    }
+  }
+
   const sriov = spec.sriov === undefined ? undefined : obj(spec.sriov);
   const pf = sriov ? str(sriov.pf) : undefined;
   if (pf && !nicNames.has(pf)) add(['sriov', 'pf'], `${q(pf)} is not one of the spec's NICs`);
@@ -344,6 +367,9 @@ function platformIssues(hv: keyof typeof PLATFORM_MATRIX, spec: Loose, add: (pat
   }
   // `network` has a default (a parsed spec carries it): only a manager actually chosen is refused.
   const manager = str(obj(spec.network).manager);
+  if (obj(spec.network).management !== undefined && !allowed.length) {
+    add(['network', 'management'], `not used on ${hv}: moving management onto a bond is a Linux host's runbook`);
+  }
   if (manager && manager !== 'auto' && !allowed.length) {
     add(['network', 'manager'], `not used on ${hv}: it says how a Linux host's bond, VLANs and SR-IOV persist, which this platform's runbook does not set up`);
   }

@@ -316,7 +316,7 @@ const RAW = {
     installer: { iso: '/var/lib/underlay/isos/esxi-8.0.3.iso', sha256: 'a'.repeat(64), version: '8.0.3' },
     rootPassword: { file: '/etc/underlay/credentials/esx-r21-05-root' },
     hostCertificate: {
-      certFile: '/etc/underlay/esxi/esx-r21-05.crt',
+      certFile: '/etc/underlay/credentials/esx-r21-05.crt',
       keyFile: '/etc/underlay/credentials/esx-r21-05.key',
       fingerprint: `sha256/${'A'.repeat(43)}=`,
     },

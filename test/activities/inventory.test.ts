@@ -17,7 +17,7 @@ import { loadInventoryPage } from '../../src/activities/drift';
 import { INVENTORY_HEARTBEAT_TIMEOUT_MS } from '../helpers/inventory-workflow';
 import { startTemporal } from '../helpers/temporal';
 
-const FILES = 12;
+const FILES = 16;
 const dir = mkdtempSync(join(tmpdir(), 'underlay-inventory-'));
 let env: TestWorkflowEnvironment;
 

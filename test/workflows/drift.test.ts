@@ -189,7 +189,7 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const s = await sweep.result();
     assert.deepEqual(
       { ...s.counts, unmanaged: undefined },
-      { servers: 3, clean: 1, drifted: 1, remediated: 0, failed: 0, skipped: 0, notOnboarded: 1, invalid: 2, unmanaged: undefined },
+      { servers: 3, clean: 1, drifted: 1, needsOperator: 0, remediated: 0, failed: 0, skipped: 0, notOnboarded: 1, invalid: 2, unmanaged: undefined },
       renderSweepReport(s),
     );
     const row = s.servers.find((r) => r.serverId === drifted.id)!;
@@ -388,7 +388,18 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const pageSize = 100;
     const m = await mockedSweep('fleet', n, { concurrency: 40, pageSize, observeMs: 0 });
     const s = m.summary;
-    assert.deepEqual(s.counts, { servers: n, clean: n - 20, drifted: 20, remediated: 0, failed: 0, skipped: 0, notOnboarded: 0, invalid: 0, unmanaged: 0 });
+    assert.deepEqual(s.counts, {
+      servers: n,
+      clean: n - 20,
+      drifted: 20,
+      needsOperator: 0,
+      remediated: 0,
+      failed: 0,
+      skipped: 0,
+      notOnboarded: 0,
+      invalid: 0,
+      unmanaged: 0,
+    });
     assert.equal(s.pages, n / pageSize);
     assert.equal(s.servers.length, 20);
     assert.ok(m.maxInFlight <= 40);
