@@ -135,6 +135,30 @@ export class LockoutRiskError extends UnderlayError {
   readonly retryable = false;
 }
 
+/**
+ * A detached host job (src/drivers/linux/job.ts) ended without success: its command exited non-zero, was killed,
+ * or hit its runtime bound. The message names the unit, the exit status and the tail of the job's output.
+ * Retryable unless the caller knows the failure is deterministic (a package the repositories do not carry).
+ */
+export class JobFailedError extends UnderlayError {
+  constructor(
+    message: string,
+    context: ErrorContext,
+    readonly retryable: boolean = true,
+  ) {
+    super(message, context);
+  }
+}
+
+/**
+ * The host's package database is not in a state underlay may build on: dpkg was interrupted or left packages
+ * half-configured, and not by an underlay job (so underlay does not guess how to repair it), or it is still
+ * inconsistent after underlay's own recovery. Names the packages and what to run.
+ */
+export class PackageDatabaseError extends UnderlayError {
+  readonly retryable = false;
+}
+
 /** A rollback ran but the host did not return to the observed pre-state. */
 export class RollbackVerificationError extends UnderlayError {
   readonly retryable = false;
@@ -175,4 +199,5 @@ export const NON_RETRYABLE_ERROR_TYPES = [
   'VerificationError',
   'LockoutRiskError',
   'RollbackVerificationError',
+  'PackageDatabaseError',
 ] as const;
