@@ -29,7 +29,7 @@ import {
   recordedDpkgJob,
   simulatePurgeScript,
 } from '../drivers/linux/dpkg';
-import { jobStatus } from '../drivers/linux/job';
+import { jobStatus, releaseJob } from '../drivers/linux/job';
 import { installedPackages, installPackages, purgePackages } from '../drivers/linux/packages';
 import type { OsFamily } from '../drivers/linux/parse/text';
 import { jobMarkKey, runDetached, unitFor, type JobOutcome } from './job';
@@ -172,7 +172,7 @@ export function describeKept(kept: KeptPackage[]): string {
   return kept.map((k) => `${k.name} (needed by ${k.neededBy.join(', ')})`).join(', ');
 }
 
-/** Waits (bounded) while this step's install job — of any activity — still runs on the host. */
+/** Waits (bounded) while this step's install job — of any activity — still runs on the host, then frees its name. */
 async function waitForInstallJob(io: StepIo<unknown>, opts: PackageJobOptions): Promise<void> {
   const unit = unitFor(io, 'install');
   const pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
@@ -180,7 +180,14 @@ async function waitForInstallJob(io: StepIo<unknown>, opts: PackageJobOptions): 
   const rounds = Math.min(100_000, Math.ceil((opts.installTimeoutMs + 2 * 60_000) / pollMs) + 1);
   for (let i = 0; i < rounds; i++) {
     const s = await jobStatus(io.host, unit, opts.stateDir);
-    if (s.state !== 'running') return;
+    if (s.state !== 'running') {
+      // Finished, and its own activity is over (this is its undo): nobody else will read its result.
+      if (s.state !== 'not-found' && s.token) {
+        io.progress(`releasing the finished install job ${unit} (${s.result ?? s.state})`);
+        await releaseJob(io.host, unit, s.token, opts.stateDir);
+      }
+      return;
+    }
     io.progress(`waiting for the install job ${unit} to finish before undoing it (${secs(Date.now() - since)} s)`);
     await io.sleep(pollMs);
   }

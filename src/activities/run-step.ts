@@ -8,7 +8,7 @@
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { ConnectionError, RollbackVerificationError, UnderlayError } from '../common/errors';
+import { ConnectionError, inStep, RollbackVerificationError, UnderlayError } from '../common/errors';
 import { parseServerSpec } from '../spec/validate';
 import type { ServerSpec } from '../spec/server';
 import { RemoteHost } from '../drivers/remote';
@@ -129,7 +129,9 @@ function toFailure(err: unknown, details: StepFailureDetails): Error {
   if (err instanceof CancelledFailure) return new CancelledFailure(err.message, [details]);
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof UnderlayError) {
-    return ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: !err.retryable, details: [details, err.context] });
+    // A transport error names the host only; the failure names the step too.
+    const e = inStep(err, details.step);
+    return ApplicationFailure.create({ type: e.name, message: e.message, nonRetryable: !e.retryable, details: [details, e.context] });
   }
   const e = err instanceof Error ? err : new Error(String(err));
   return ApplicationFailure.create({ type: e.name || 'Error', message: e.message, nonRetryable: false, details: [details] });

@@ -25,12 +25,30 @@ export abstract class UnderlayError extends Error {
   /** Whether Temporal may retry the activity that threw this. */
   abstract readonly retryable: boolean;
   readonly context: ErrorContext;
+  /** The message without the context (what formatMessage was given). */
+  readonly bareMessage: string;
 
   constructor(message: string, context: ErrorContext = {}) {
     super(formatMessage(message, context));
     this.name = new.target.name;
     this.context = context;
+    this.bareMessage = message;
   }
+}
+
+/**
+ * The same error naming `step` — for errors raised below the step that met them (a transport's ConnectionError
+ * knows the host, not the step). Unchanged when it names a step already.
+ */
+export function inStep<E extends UnderlayError>(err: E, step: StepName): E {
+  if (err.context.step) return err;
+  const context = { ...err.context, step };
+  const copy = Object.create(Object.getPrototypeOf(err) as object) as E;
+  Object.assign(copy, err);
+  Object.defineProperty(copy, 'context', { value: context, enumerable: true });
+  Object.defineProperty(copy, 'message', { value: formatMessage(err.bareMessage, context), writable: true, configurable: true });
+  Object.defineProperty(copy, 'stack', { value: err.stack, writable: true, configurable: true });
+  return copy;
 }
 
 function show(v: unknown): string {

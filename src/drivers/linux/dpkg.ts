@@ -27,14 +27,19 @@ export interface LockHolder {
   unit?: string;
 }
 
-/** One line per holder of a package lock: `lock<TAB>pid<TAB>comm<TAB>unit`. */
+/**
+ * One line per holder of a package lock: `lock<TAB>pid<TAB>comm<TAB>unit`. /proc/locks names a lock's file as
+ * `MAJOR:MINOR:INODE` (hex device numbers) of the file system's device, matched against stat's device number
+ * (Linux's dev_t encoding). Where the two differ (btrfs subvolumes) no holder is found, and apt's own
+ * `DPkg::Lock::Timeout` is what waits.
+ */
 export function lockHoldersScript(): Shell {
   return sh`for f in ${[...DPKG_LOCKS]}; do
   [ -e "$f" ] || continue
-  id=$(stat -L -c '%t %T %i' "$f" 2>/dev/null) || continue
-  for pid in $(awk -v id="$id" 'BEGIN { split(id, w, " "); M = w[1]; m = w[2]; i = w[3]; sub(/^0+/, "", M); sub(/^0+/, "", m) }
+  id=$(stat -L -c '%d %i' "$f" 2>/dev/null) || continue
+  for pid in $(awk -v id="$id" 'BEGIN { split(id, w, " "); d = w[1]; key = sprintf("%02x:%02x:%s", int(d / 256) % 4096, d % 256 + int(d / 1048576) * 256, w[2]) }
       /->/ { next }
-      { split($6, a, ":"); x = a[1]; y = a[2]; sub(/^0+/, "", x); sub(/^0+/, "", y); if (x == M && y == m && a[3] == i) print $5 }' /proc/locks | sort -u); do
+      $6 == key { print $5 }' /proc/locks | sort -u); do
     comm=$(cat "/proc/$pid/comm" 2>/dev/null || echo '?')
     unit=$(sed -n 's#^.*/\\([^/]*\\.\\(service\\|scope\\)\\)$#\\1#p' "/proc/$pid/cgroup" 2>/dev/null | head -n 1)
     printf '%s\\t%s\\t%s\\t%s\\n' "$f" "$pid" "$comm" "$unit"
