@@ -52,13 +52,13 @@ dpkg-query -W -f='\${Package}\n' 'ul-*' 2>/dev/null | wc -l`;
 
 /** Builds the repository, adds it as an apt source and installs ul-base 1.0 (the pre-existing package). */
 export async function setUpTestPackages(spec: ServerSpec): Promise<void> {
-  const version = await onHost(spec, (run) => run(SETUP));
+  const version = await onHost(spec, (run) => run(SETUP, 5 * 60_000));
   if (version.trim() !== '1.0') throw new Error(`ul-base 1.0 not installed: ${version}`);
 }
 
 /** Removes every ul-* package, the repository and its apt source, whatever state the test left them in. */
 export async function tearDownTestPackages(spec: ServerSpec): Promise<void> {
-  await onHost(spec, (run) => run(TEARDOWN));
+  await onHost(spec, (run) => run(TEARDOWN, 5 * 60_000));
 }
 
 /** `name status version` of each ul-* package known to dpkg. */

@@ -26,8 +26,9 @@ import { rejectionOf } from '../helpers/failures';
 import { onHost, snapshot } from '../helpers/lab';
 
 const noop = () => undefined;
-const silent = { trace: noop, debug: noop, info: noop, warn: noop, error: noop, log: noop };
-const act = () => new MockActivityEnvironment({}, { logger: silent });
+type Logger = Record<'trace' | 'debug' | 'info' | 'warn' | 'error' | 'log', (message: string) => void>;
+const silent: Logger = { trace: noop, debug: noop, info: noop, warn: noop, error: noop, log: noop };
+const act = (logger: Logger = silent) => new MockActivityEnvironment({}, { logger });
 const OPTS = { ...KVM_PACKAGE_JOBS, pollMs: 2_000, lockWaitMs: 5 * 60_000 };
 
 /** Runs fn with a StepIo of the hypervisor step over a real SSH session (marks kept in `marks`). */
@@ -67,7 +68,7 @@ async function untilSlowConfiguring(spec: ServerSpec): Promise<void> {
   assert.fail(`ul-slow never got to its postinst: ${JSON.stringify(await testPackageStates(spec))}`);
 }
 
-const run = (spec: ServerSpec, cmd: string) => onHost(spec, (r) => r(cmd));
+const run = (spec: ServerSpec, cmd: string) => onHost(spec, (r) => r(cmd, 3 * 60_000));
 
 export function describePackageFaults(specOf: () => ServerSpec): void {
   describe('package-database faults on a real Debian host (tiny packages)', { concurrency: false }, () => {
@@ -81,6 +82,8 @@ export function describePackageFaults(specOf: () => ServerSpec): void {
     });
 
     test('an install killed on the host mid-configure is compensated: dpkg recovered, purged, the package a pre-existing one needs kept', async () => {
+      const t0 = Date.now();
+      const phase = (what: string) => console.log(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] ${what}`);
       const pre = (await withIo(spec, (io) => hypervisorStep.observe(io as never))) as HypervisorState;
       const packagesBefore = ((await snapshot(spec)).packages as string[]).map((l) => l.trimEnd());
       await run(spec, `touch ${UL_HOLD}`);
@@ -94,9 +97,11 @@ export function describePackageFaults(specOf: () => ServerSpec): void {
         withIo(spec, (io) => installDetached(io, 'debian', ['ul-top'], OPTS), { marks, sleep: dying }),
         /worker died/,
       );
+      phase('install job started; the worker stopped waiting');
       const unit = (marks['job:install'] as JobMark).unit;
       assert.equal(unit, `underlay-${spec.id}-hypervisor-install`);
       await untilSlowConfiguring(spec);
+      phase('ul-slow half-configured');
       // The job dies on the host (the OOM killer, a reboot): dpkg is left half-way, with underlay's record.
       await run(spec, `systemctl kill --signal=KILL ${unit}.service; rm -f ${UL_HOLD}`);
       for (let i = 0; i < 30 && !(await run(spec, `systemctl is-failed ${unit}.service || true`)).includes('failed'); i++) await sleep(500);
@@ -105,7 +110,9 @@ export function describePackageFaults(specOf: () => ServerSpec): void {
       assert.equal(broken['ul-base'], 'ii 2.0', 'the pre-existing package was upgraded before ul-slow was configured');
       assert.equal((await run(spec, `cat ${DPKG_JOB_RECORD}`)).trim(), unit, 'the job left its record');
 
-      const u = (await act().run(undoStep, 'hypervisor' as const, hypervisorStep as StepChoice, spec, pre, sshConnector)) as UndoResult;
+      phase('job killed; compensating');
+      const u = (await act({ ...silent, debug: (m: string) => phase(`    undo: ${m}`) }).run(undoStep, 'hypervisor' as const, hypervisorStep as StepChoice, spec, pre, sshConnector)) as UndoResult;
+      phase('compensated');
       assert.match(u.note ?? '', /^kept ul-dep \(needed by ul-base\): the install upgraded packages present before/);
       const states = await testPackageStates(spec);
       assert.deepEqual(
@@ -126,7 +133,7 @@ export function describePackageFaults(specOf: () => ServerSpec): void {
     });
 
     test('a dpkg someone else left half-configured is refused, naming the package; nothing is installed', async () => {
-      await run(spec, `touch ${UL_HOLD}; systemd-run --quiet --unit=ul-hand-install env DEBIAN_FRONTEND=noninteractive apt-get -y -q install ul-slow`);
+      await run(spec, `touch ${UL_HOLD}; systemd-run --quiet --collect --unit=ul-hand-install env DEBIAN_FRONTEND=noninteractive apt-get -y -q install ul-slow`);
       await untilSlowConfiguring(spec);
       await run(spec, `systemctl kill --signal=KILL ul-hand-install.service; rm -f ${UL_HOLD}`);
       await sleep(1_000);
@@ -144,7 +151,7 @@ export function describePackageFaults(specOf: () => ServerSpec): void {
     test('a package lock held by another apt run is waited for, with the holder named in the progress notes', async () => {
       await run(
         spec,
-        `touch ${UL_HOLD}; systemd-run --quiet --unit=ul-fake-unattended-upgrades env DEBIAN_FRONTEND=noninteractive apt-get -y -q install ul-slow`,
+        `touch ${UL_HOLD}; systemd-run --quiet --collect --unit=ul-fake-unattended-upgrades env DEBIAN_FRONTEND=noninteractive apt-get -y -q install ul-slow`,
       );
       await untilSlowConfiguring(spec);
       const notes: string[] = [];

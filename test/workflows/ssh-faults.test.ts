@@ -25,7 +25,7 @@ import { sshConnector } from '../../src/activities/connect';
 import { diffState } from '../../src/activities/diff';
 import { runDetached } from '../../src/activities/job';
 import { wholeSpec, type Step } from '../../src/activities/step';
-import { startOnboarding } from '../../src/cli/onboarding';
+import { renderServerSideStatus, serverSideStatus, startOnboarding } from '../../src/cli/onboarding';
 import { VerificationError } from '../../src/common/errors';
 import { sh } from '../../src/drivers/shell';
 import { STEPS } from '../../src/steps';
@@ -144,10 +144,18 @@ describe('SSH faults in the middle of a step', { concurrency: false }, () => {
     async () => {
       const dir = mkdtempSync(join(work, 'kill-'));
       const spec = specVia(sshd.port, `sshkill${process.pid}`);
+      let note: string | undefined;
+      let rendered = '';
       let killedAt = 0;
       const outcome = await onboardWith(spec, { ...fileHostSteps(host), hypervisor: jobStep(dir, 8) }, async () => {
         await untilJobRuns(dir);
-        await sleep(1_000);
+        // What `underlay status` shows from the server while the step waits: its latest progress note.
+        for (let i = 0; i < 50 && !note?.includes('running for'); i++) {
+          const view = await serverSideStatus(env.client, spec.id);
+          note = view.pending[0]?.note;
+          if (note?.includes('running for')) rendered = renderServerSideStatus(view);
+          else await sleep(200);
+        }
         await sshd.crash();
         killedAt = Date.now();
         await sleep(3_000);
@@ -160,6 +168,12 @@ describe('SSH faults in the middle of a step', { concurrency: false }, () => {
       );
       assert.ok((outcome.result.steps.hypervisor.attempts ?? 0) >= 2, 'the step was retried after the connection died');
       assert.equal(runs(dir), 1, 'the job ran once: reattached, not restarted');
+      assert.match(
+        note ?? '',
+        new RegExp(`^test install: running for \\d+ s \\(underlay-${spec.id}-hypervisor-install\\)`),
+        'the progress note, read back through the server',
+      );
+      assert.match(rendered, /\n  pending installHypervisor: started, attempt 1 — test install: running for \d+ s/, rendered);
       assert.equal(readFileSync(join(dir, 'state'), 'utf8').trim(), 'applied');
       figures.push(
         `sshd killed mid-step: onboarding done ${secs(Date.now() - killedAt)} after the kill (hypervisor attempts ${outcome.result.steps.hypervisor.attempts})`,
@@ -197,7 +211,7 @@ describe('SSH faults in the middle of a step', { concurrency: false }, () => {
       const report = (outcome.error.cause as { details?: unknown[] }).details?.[0] as OnboardingFailureReport;
       assert.equal(report.failedStep, 'hypervisor');
       assert.equal(report.attempts, 3, 'the hypervisor policy: 3 attempts');
-      assert.match(report.error, new RegExp(`host ${spec.id}`));
+      assert.match(report.error, new RegExp(`step hypervisor, host ${spec.id}: `), 'the transport error names the step too');
       assert.match(report.error, /(timed out after 20000 ms connecting to 127\.0\.0\.1:\d+|connection lost while the command was running|Keepalive timeout)/);
       assert.deepEqual(
         report.compensations.map((c) => [c.step, c.outcome]),

@@ -173,7 +173,7 @@ export function jobStartScript(j: JobStart): Shell {
   if err=$(systemd-run --quiet --unit=${j.unit} --description=${`underlay job ${j.token}: ${j.description.slice(0, 200)}`} \
       --property=RemainAfterExit=yes --property=RuntimeMaxSec=${secs} \
       /bin/sh -c ${j.command.text} 2>&1); then echo started
-  elif printf '%s' "$err" | grep -q 'already exists'; then echo exists
+  elif printf '%s' "$err" | grep -Eq 'already (exists|loaded)'; then echo exists
   else printf '%s\n' "$err" >&2; exit 1; fi
 else
   mkdir -p ${j.stateDir ?? JOB_STATE_DIR} || exit 1
