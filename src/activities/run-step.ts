@@ -8,7 +8,7 @@
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { ConnectionError, RollbackVerificationError, UnderlayError } from '../common/errors';
+import { ConnectionError, inStep, RollbackVerificationError, UnderlayError } from '../common/errors';
 import { parseServerSpec } from '../spec/validate';
 import { assertSecretScope } from '../transports/secret-scope';
 import type { ServerSpec } from '../spec/server';
@@ -40,6 +40,8 @@ interface Carried<S> {
   pre?: S;
   touched?: boolean;
   marks?: Record<string, unknown>;
+  /** The latest progress note, for `underlay status` (read from the pending activity's heartbeat details). */
+  note?: string;
 }
 
 const HEARTBEAT_EVERY_MS = 5_000;
@@ -78,7 +80,7 @@ async function withStepIo<T>(
   step: Step<unknown, unknown>,
   spec: ServerSpec,
   connect: Connector,
-  carried: { marks: Record<string, unknown>; beat: () => void },
+  carried: { marks: Record<string, unknown>; beat: () => void; noted?: (note: string) => void },
   fn: (io: StepIo<unknown>) => Promise<T>,
 ): Promise<T> {
   const ctx = Context.current();
@@ -102,6 +104,7 @@ async function withStepIo<T>(
         sleep: (ms) => ctx.sleep(ms),
         progress: (note) => {
           ctx.log.debug(note, { step: step.name, server: spec.id });
+          carried.noted?.(note);
           beat();
         },
         marks,
@@ -134,7 +137,9 @@ function toFailure(err: unknown, details: StepFailureDetails): Error {
   if (err instanceof CancelledFailure) return new CancelledFailure(err.message, [details]);
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof UnderlayError) {
-    return ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: !err.retryable, details: [details, err.context] });
+    // A transport error names the host only; the failure names the step too.
+    const e = inStep(err, details.step);
+    return ApplicationFailure.create({ type: e.name, message: e.message, nonRetryable: !e.retryable, details: [details, e.context] });
   }
   const e = err instanceof Error ? err : new Error(String(err));
   return ApplicationFailure.create({ type: e.name || 'Error', message: e.message, nonRetryable: false, details: [details] });
@@ -148,13 +153,15 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
   let touched = carried.touched ?? false;
   const marks = { ...carried.marks };
   let hostLabel = '?';
-  const beat = () => ctx.heartbeat({ pre, touched, marks } satisfies Carried<unknown>);
+  let note: string | undefined;
+  const beat = () => ctx.heartbeat({ pre, touched, marks, ...(note ? { note } : {}) } satisfies Carried<unknown>);
   try {
     const spec = parseServerSpec(rawSpec, 'activity input');
     hostLabel = spec.id;
     assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
     const step = chooseStep(choice, spec);
-    return await withStepIo(step, spec, connect, { marks, beat }, async (io) => {
+    const noted = (n: string) => (note = n.slice(0, 300));
+    return await withStepIo(step, spec, connect, { marks, beat, noted }, async (io) => {
       const observed = await step.observe(io);
       if (pre === undefined) {
         pre = observed;
@@ -194,14 +201,17 @@ export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unkn
     hostLabel = spec.id;
     assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
     const step = chooseStep(choice, spec);
-    return await withStepIo(step, spec, connect, { marks, beat: () => ctx.heartbeat({ marks } satisfies Carried<unknown>) }, async (io) => {
+    let note: string | undefined;
+    const beat = () => ctx.heartbeat({ marks, ...(note ? { note } : {}) } satisfies Carried<unknown>);
+    return await withStepIo(step, spec, connect, { marks, beat, noted: (n) => (note = n.slice(0, 300)) }, async (io) => {
       const now = await step.observe(io);
       const changes = step.diff(now, pre);
       if (!changes.length) return { step: step.name, changes };
       io.progress(`${step.name}: restoring ${changes.length} field(s) to the pre-state`);
-      await step.undo(io, pre, now);
+      const outcome = await step.undo(io, pre, now);
+      const target = outcome ? outcome.target : pre;
       const after = await step.observe(io);
-      const remaining = step.diff(after, pre);
+      const remaining = step.diff(after, target);
       if (remaining.length) {
         throw new RollbackVerificationError('the host did not return to its pre-state', {
           host: spec.id,
@@ -211,7 +221,7 @@ export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unkn
           observed: remaining.map((c) => c.from),
         });
       }
-      return { step: step.name, changes };
+      return { step: step.name, changes, ...(outcome ? { note: outcome.note } : {}) };
     });
   } catch (err) {
     throw toFailure(err, { step: name, host: hostLabel, attempt: ctx.info.attempt, touched: true, pre });

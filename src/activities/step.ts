@@ -92,8 +92,11 @@ export interface Step<S, P = ServerSpec> {
   apply(io: StepIo<P>, observed: S, changes: Change[]): Promise<void>;
   /** Confirms the spec holds on the host (polling, bounded), or throws VerificationError / NotConvergedError. */
   verify(io: StepIo<P>): Promise<void>;
-  /** Converges the host back to `pre`, given what it is `now`. */
-  undo(io: StepIo<P>, pre: S, now: S): Promise<void>;
+  /**
+   * Converges the host back to `pre`, given what it is `now`. Returns an outcome only when part of the pre-state
+   * cannot be restored safely: the undo is then verified against its `target`, and its note is reported.
+   */
+  undo(io: StepIo<P>, pre: S, now: S): Promise<void | UndoOutcome<S>>;
   /** The differences between two observations that this step is responsible for (used to verify an undo). */
   diff(a: S, b: S): Change[];
   /** What the observation found that an operator should see next to the step (e.g. the network manager it persists through). */
@@ -113,6 +116,14 @@ export interface HealthProblem {
   observed: unknown;
   /** Where to look: `the switch side of eth2`, `the cable of eth1`. */
   hint: string;
+}
+
+/** An undo that restores less than the whole pre-state, and says why (e.g. packages pre-existing ones need now). */
+export interface UndoOutcome<S> {
+  /** The state the undo converged to: the pre-state except what the note names. */
+  target: S;
+  /** For the compensation's outcome: what was not restored and why. */
+  note: string;
 }
 
 /** `want` for steps that read the whole spec (vendor steps whose inputs span several sections). */
@@ -135,6 +146,8 @@ export interface UndoResult {
   step: StepName;
   /** What the undo changed on the host (empty when the host already was in the pre-state). */
   changes: Change[];
+  /** What the undo left different from the pre-state on purpose, and why (UndoOutcome.note). */
+  note?: string;
 }
 
 /** Carried in a step's ApplicationFailure details, so the workflow can compensate a half-applied step. */

@@ -70,12 +70,30 @@ export abstract class UnderlayError extends Error {
   /** Whether Temporal may retry the activity that threw this. */
   abstract readonly retryable: boolean;
   readonly context: ErrorContext;
+  /** The message without the context (what formatMessage was given). */
+  readonly bareMessage: string;
 
   constructor(message: string, context: ErrorContext = {}) {
     super(formatMessage(message, context));
     this.name = new.target.name;
     this.context = context;
+    this.bareMessage = message;
   }
+}
+
+/**
+ * The same error naming `step` — for errors raised below the step that met them (a transport's ConnectionError
+ * knows the host, not the step). Unchanged when it names a step already.
+ */
+export function inStep<E extends UnderlayError>(err: E, step: StepName): E {
+  if (err.context.step) return err;
+  const context = { ...err.context, step };
+  const copy = Object.create(Object.getPrototypeOf(err) as object) as E;
+  Object.assign(copy, err);
+  Object.defineProperty(copy, 'context', { value: context, enumerable: true });
+  Object.defineProperty(copy, 'message', { value: formatMessage(err.bareMessage, context), writable: true, configurable: true });
+  Object.defineProperty(copy, 'stack', { value: err.stack, writable: true, configurable: true });
+  return copy;
 }
 
 function show(v: unknown): string {
@@ -183,6 +201,30 @@ export class LockoutRiskError extends UnderlayError {
   readonly retryable = false;
 }
 
+/**
+ * A detached host job (src/drivers/linux/job.ts) ended without success: its command exited non-zero, was killed,
+ * or hit its runtime bound. The message names the unit, the exit status and the tail of the job's output.
+ * Retryable unless the caller knows the failure is deterministic (a package the repositories do not carry).
+ */
+export class JobFailedError extends UnderlayError {
+  constructor(
+    message: string,
+    context: ErrorContext,
+    readonly retryable: boolean = true,
+  ) {
+    super(message, context);
+  }
+}
+
+/**
+ * The host's package database is not in a state underlay may build on: dpkg was interrupted or left packages
+ * half-configured, and not by an underlay job (so underlay does not guess how to repair it), or it is still
+ * inconsistent after underlay's own recovery. Names the packages and what to run.
+ */
+export class PackageDatabaseError extends UnderlayError {
+  readonly retryable = false;
+}
+
 /** A rollback ran but the host did not return to the observed pre-state. */
 export class RollbackVerificationError extends UnderlayError {
   readonly retryable = false;
@@ -223,4 +265,5 @@ export const NON_RETRYABLE_ERROR_TYPES = [
   'VerificationError',
   'LockoutRiskError',
   'RollbackVerificationError',
+  'PackageDatabaseError',
 ] as const;

@@ -81,11 +81,11 @@ export function restoreVm(name: string, tag: string): Promise<void> {
 }
 
 /** Runs commands on a lab VM over one SSH session (pinned host key, lab key by reference). */
-export async function onHost<T>(spec: ServerSpec, fn: (run: (cmd: string) => Promise<string>) => Promise<T>): Promise<T> {
+export async function onHost<T>(spec: ServerSpec, fn: (run: (cmd: string, timeoutMs?: number) => Promise<string>) => Promise<T>): Promise<T> {
   const s = await SshSession.connect(sshTarget(spec));
   try {
     const host = new RemoteHost(s, spec.id, true);
-    return await fn(async (cmd) => (await host.runLine({ text: cmd }, { description: cmd.slice(0, 80), timeoutMs: 60_000 })).stdout);
+    return await fn(async (cmd, timeoutMs = 60_000) => (await host.runLine({ text: cmd }, { description: cmd.slice(0, 80), timeoutMs })).stdout);
   } finally {
     s.close();
   }

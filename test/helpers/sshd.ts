@@ -41,6 +41,13 @@ export interface Sshd {
   authorize(publicKey: string): Promise<void>;
   /** Everything sshd logged to stderr so far (-e). */
   log(): string;
+  /**
+   * SIGKILL to sshd and every session process it forked (commands in flight die with their sessions; a process
+   * that left the session — setsid, reparented — survives, as on a real host). The port stays free for restart().
+   */
+  crash(): Promise<void>;
+  /** Starts sshd again on the same port with the same host key and configuration (after crash()). */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -112,11 +119,15 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
           '',
         ].join('\n'),
       );
-      const proc = spawn(SSHD, ['-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
       let log = '';
-      proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
-        log = (log + d).slice(-200_000);
-      });
+      const spawnSshd = (): ChildProcess => {
+        const p = spawn(SSHD, ['-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+        p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+          log = (log + d).slice(-200_000);
+        });
+        return p;
+      };
+      let proc = spawnSshd();
       try {
         await waitForBanner(port, proc, () => log, opts.readyTimeoutMs ?? 10_000);
       } catch (e) {
@@ -142,6 +153,22 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
         }),
         authorize: (publicKey) => appendFile(authorizedKeys, publicKey.trim() + '\n'),
         log: () => log,
+        crash: async () => {
+          const pids = [proc.pid!, ...(await descendants(proc.pid!))];
+          const exited = proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => proc.once('exit', () => r()));
+          for (const pid of pids) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              /* already gone */
+            }
+          }
+          await Promise.race([exited, sleep(5_000)]);
+        },
+        restart: async () => {
+          proc = spawnSshd();
+          await waitForBanner(port, proc, () => log, opts.readyTimeoutMs ?? 10_000);
+        },
         stop: async () => {
           await killTree(proc);
           await rm(dir, { recursive: true, force: true });
