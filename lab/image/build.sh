@@ -69,7 +69,8 @@ log "cold build $key (kernel $kpkg $meta, mirror $mirror)"
 tmp=$(mktemp -d "$root/.tmp.$key.XXXXXX")
 rfs=$tmp/rootfs
 cleanup() {
-  local r m
+  local r m j
+  for j in $(jobs -p); do kill "$j" 2>/dev/null; done; wait   # a variant chain still running
   for r in "$tmp"/*/; do
     for m in dev/pts dev proc sys; do mountpoint -q "$r$m" 2>/dev/null && umount -l "$r$m"; done
   done
@@ -197,10 +198,10 @@ log "rootfs configured (initrd $(du -h "$tmp/initrd.img" | cut -f1))"
 # Image variants. Installs run in each copy's chroot with a policy-rc.d that refuses every service start
 # (postinsts still enable units), with dpkg's unsafe-io (the image is written once, by mkfs below).
 apt_i=(-y -o Dpkg::Options::=--force-unsafe-io --no-install-recommends)
-vapt() { # ROOTFS APT-ARGS...: apt-get in a variant's chroot, log in $tmp/variants.log
-  local r=$1; shift
-  chroot "$r" env DEBIAN_FRONTEND=noninteractive LC_ALL=C apt-get "${apt_q[@]}" "$@" >>"$tmp/variants.log" 2>&1 \
-    || { tail -20 "$tmp/variants.log" >&2; die "apt-get $* in ${r##*/} failed"; }
+vapt() { # ROOTFS APT-ARGS...: apt-get in a variant's chroot, log in $tmp/variants-<rootfs>.log
+  local r=$1 lg=$tmp/variants-${1##*/}.log; shift
+  chroot "$r" env DEBIAN_FRONTEND=noninteractive LC_ALL=C apt-get "${apt_q[@]}" "$@" >>"$lg" 2>&1 \
+    || { tail -20 "$lg" >&2; die "apt-get $* in ${r##*/} failed"; }
 }
 prep() { # ROOTFS: bind mounts + policy-rc.d
   binds "$1"
@@ -250,16 +251,48 @@ finish() { # ROOTFS VARIANT: identity and caches out, unmount, ext4 from the dir
   rm -f "$tmp/$v.raw"
   log "$v.qcow2 $(du -h "$tmp/$v.qcow2" | cut -f1), $(dpkg-query --admindir="$r/var/lib/dpkg" -W -f='${db:Status-Abbrev}\n' | grep -c '^ii') packages"
 }
+# The variants' chains run in the background where they are independent (two cores): fresh next to the
+# KVM install, then ifupdown and nm next to networkd. A chain that fails fails the build (wait).
+build_fresh() { # ifupdown as Debian installs it, no hypervisor packages
+  prep "$tmp/fresh"
+  managers "$tmp/fresh" ifupdown
+  netconf "$tmp/fresh" ifupdown
+  enabled "$tmp/fresh" networking.service
+  finish "$tmp/fresh" fresh
+  rm -rf "$tmp/fresh"
+}
+build_ifupdown() {
+  prep "$tmp/ifupdown"
+  managers "$tmp/ifupdown" ifupdown
+  netconf "$tmp/ifupdown" ifupdown
+  enabled "$tmp/ifupdown" networking.service
+  finish "$tmp/ifupdown" ifupdown
+  rm -rf "$tmp/ifupdown"
+}
+build_nm() {
+  prep "$tmp/nm"
+  managers "$tmp/nm" nm
+  # No "Wired connection N" profiles for NICs without one (new VFs, eth3): NetworkManager.conf(5) no-auto-default.
+  printf '[main]\nno-auto-default=*\n' >"$tmp/nm/etc/NetworkManager/conf.d/underlay-lab.conf"
+  netconf "$tmp/nm" nm
+  enabled "$tmp/nm" NetworkManager.service
+  absent "$tmp/nm" networking.service
+  finish "$tmp/nm" nm
+  rm -rf "$tmp/nm"
+}
+build_networkd() { # on the KVM rootfs itself (no copy)
+  binds "$kvm"
+  chroot "$kvm" systemctl enable -q systemd-networkd.service
+  netconf "$kvm" networkd
+  enabled "$kvm" systemd-networkd.service
+  absent "$kvm" networking.service NetworkManager.service
+  finish "$kvm" networkd
+}
+bg() { ( trap - EXIT; "$@" ) & }   # the EXIT trap (cleanup of $tmp) stays with the main shell
 # base (the switch): no manager, underlay-boot configures eth0.
 cp -a "$rfs" "$tmp/fresh"
+bg build_fresh; fresh_pid=$!
 finish "$rfs" base
-# fresh: ifupdown as Debian installs it, no hypervisor packages.
-prep "$tmp/fresh"
-managers "$tmp/fresh" ifupdown
-netconf "$tmp/fresh" ifupdown
-enabled "$tmp/fresh" networking.service
-finish "$tmp/fresh" fresh
-rm -rf "$tmp/fresh"
 # The KVM set + openvswitch-switch, installed once from the offline repo, then copied per manager.
 kvm=$rfs
 prep "$kvm"
@@ -271,30 +304,16 @@ chroot "$kvm" systemctl enable -q libvirtd.service
 enabled "$kvm" libvirtd.service openvswitch-switch.service
 unbinds "$kvm"
 log "KVM set + openvswitch-switch installed ($(wc -l <<<"$want") packages)"
+wait "$fresh_pid" || die "variant fresh failed"
 cp -a "$kvm" "$tmp/ifupdown"
 cp -a "$kvm" "$tmp/nm"
-prep "$tmp/ifupdown"
-managers "$tmp/ifupdown" ifupdown
-netconf "$tmp/ifupdown" ifupdown
-enabled "$tmp/ifupdown" networking.service
-finish "$tmp/ifupdown" ifupdown
-rm -rf "$tmp/ifupdown"
-prep "$tmp/nm"
-managers "$tmp/nm" nm
-# No "Wired connection N" profiles for NICs without one (new VFs, eth3): NetworkManager.conf(5) no-auto-default.
-printf '[main]\nno-auto-default=*\n' >"$tmp/nm/etc/NetworkManager/conf.d/underlay-lab.conf"
-netconf "$tmp/nm" nm
-enabled "$tmp/nm" NetworkManager.service
-absent "$tmp/nm" networking.service
-finish "$tmp/nm" nm
-rm -rf "$tmp/nm"
-binds "$kvm"
-chroot "$kvm" systemctl enable -q systemd-networkd.service
-netconf "$kvm" networkd
-enabled "$kvm" systemd-networkd.service
-absent "$kvm" networking.service NetworkManager.service
-finish "$kvm" networkd
+bg build_ifupdown; ifupdown_pid=$!
+bg build_nm; nm_pid=$!
+build_networkd
+wait "$ifupdown_pid" || die "variant ifupdown failed"
+wait "$nm_pid" || die "variant nm failed"
 rm -rf "$kvm" "$tmp/set-ifupdown" "$tmp/set-nm"
+cat "$tmp"/variants-*.log >"$tmp/variants.log" && rm -f "$tmp"/variants-*.log
 {
   echo "key=$key"; echo "kernel=$kver"; echo "kernel_package=$kpkg $kdeb"
   echo "mirror=$mirror"; echo "repo_packages=$repo_pkgs"; echo "repo_debs=$nrepo"
