@@ -25,6 +25,7 @@ case $op in save | restore | delete) [[ -n $tag ]] || usage ;; list) ;; *) usage
 env=$LAB/lab.env
 [[ -s $env ]] || die "no lab in $LAB (lab/lab up)"
 read -r _ _ port _ _ newport < <(awk -v n="$vm" '$1 == n' "$env") || die "no VM $vm in $env"
+newport=${newport:--}
 pf=$LAB/$vm.pid
 [[ -s $pf ]] && kill -0 "$(<"$pf")" 2>/dev/null || die "$vm is not running"
 

@@ -25,7 +25,7 @@ die() { log "ERROR: $*"; exit 1; }
 ((${#IMAGES[@]})) || for ((k = 0; k < N; k++)); do IMAGES[k]=fresh; done
 ((${#IMAGES[@]} == N)) || die "UNDERLAY_LAB_SERVER_IMAGES has ${#IMAGES[@]} words for $N servers"
 for v in "${IMAGES[@]}"; do
-  [[ $v =~ ^(fresh|ifupdown|networkd|nm)$ ]] || die "unknown server image '$v' (fresh, ifupdown, networkd, nm)"
+  [[ $v =~ ^(base|fresh|ifupdown|networkd|nm)$ ]] || die "unknown server image '$v' (base, fresh, ifupdown, networkd, nm)"
 done
 declare -A DATA=()   # K -> 1: serverK managed over its data NIC
 for k in ${UNDERLAY_LAB_DATA_MGMT:-}; do

@@ -15,8 +15,8 @@ import type { ServerSpec } from '../../src/spec/server';
 const root = resolve(__dirname, '../..');
 
 export interface FreshLabOptions {
-  /** One image variant per server (default: all `fresh`). The switch always runs `base`. */
-  images?: Exclude<LabImage, 'base'>[];
+  /** One image variant per server (default: all `fresh`; `base` = no network manager). The switch always runs `base`. */
+  images?: LabImage[];
   /** Servers (K of serverK) reachable only through their data NIC eth1, via the switch. */
   dataMgmt?: number[];
 }

@@ -113,18 +113,22 @@ describe('lab image variants', () => {
           const active = await run('for u in NetworkManager systemd-networkd networking; do echo "$u $(systemctl is-active $u)"; done');
           for (const unit of ['NetworkManager', 'systemd-networkd', 'networking'])
             assert.match(active, new RegExp(`^${unit} ${unit === MANAGER[image] ? 'active' : 'inactive'}$`, 'm'), `${name} (${image}): ${unit}`);
-          // The manager's own view: eth0 (static), eth1 and eth2 are its interfaces.
-          if (image === 'nm') {
-            const dev = await run('nmcli -t -f DEVICE,STATE,CONNECTION device');
-            for (const n of ['eth0', 'eth1', 'eth2']) assert.match(dev, new RegExp(`^${n}:connected:${n}$`, 'm'), `${name}: nmcli device`);
-            assert.doesNotMatch(await run('nmcli -t -f NAME connection show'), /Wired connection/, `${name}: no-auto-default`);
-          } else if (image === 'networkd') {
-            const list = await run('networkctl list --no-legend');
-            for (const n of ['eth0', 'eth1', 'eth2']) assert.match(list, new RegExp(`\\b${n}\\s+ether\\s+\\S+\\s+configured\\b`), `${name}: networkctl list`);
-          } else {
-            const state = await run('ifquery --state');
-            for (const n of ['eth0', 'eth1', 'eth2']) assert.match(state, new RegExp(`^${n}=${n}$`, 'm'), `${name}: ifquery --state`);
+          // The manager's own view: eth0 (static), eth1 and eth2 are its interfaces (polled: a manager may still be
+          // bringing the data NICs up when sshd already answers).
+          const view =
+            image === 'nm'
+              ? { cmd: 'nmcli -t -f DEVICE,STATE,CONNECTION device', line: (n: string) => new RegExp(`^${n}:connected:${n}$`, 'm') }
+              : image === 'networkd'
+                ? { cmd: 'networkctl list --no-legend', line: (n: string) => new RegExp(`\\b${n}\\s+ether\\s+\\S+\\s+configured\\b`) }
+                : { cmd: 'ifquery --state', line: (n: string) => new RegExp(`^${n}=${n}$`, 'm') };
+          let seen = '';
+          for (let i = 0; i < 30; i++) {
+            seen = await run(view.cmd);
+            if (['eth0', 'eth1', 'eth2'].every((n) => view.line(n).test(seen))) break;
+            await sleep(2000);
           }
+          for (const n of ['eth0', 'eth1', 'eth2']) assert.match(seen, view.line(n), `${name} (${image}): ${view.cmd}`);
+          if (image === 'nm') assert.doesNotMatch(await run('nmcli -t -f NAME connection show'), /Wired connection/, `${name}: no-auto-default`);
           const v4 = (await run('ip -4 -br addr show')).trim();
           assert.match(v4, /^eth0\s+UP\s+198\.18\.0\.15\/24\s*$/m, `${name}: eth0`);
           if (name === 'server4') assert.match(v4, /^eth1\s+UP\s+198\.18\.10\.24\/24\s*$/m, `${name}: eth1 pre-onboarding address`);
