@@ -1,3 +1,0 @@
-import { labSpec } from '../helpers/lab';
-import { describePackageFaults } from './package-faults';
-describePackageFaults(() => labSpec('server1'));
