@@ -18,6 +18,8 @@ read -r -a IMAGES <<<"${UNDERLAY_LAB_SERVER_IMAGES:-}"
 N=${UNDERLAY_LAB_SERVERS:-$((${#IMAGES[@]} ? ${#IMAGES[@]} : 1))}
 BASE=${UNDERLAY_LAB_PORT_BASE:-22200}   # SSH: BASE+i (0 = switch); data-NIC mgmt: BASE+20+K, BASE+40+K; UDP cables: BASE+100+...
 MEM=${UNDERLAY_LAB_MEM:-256}
+NICE=${UNDERLAY_LAB_NICE:-0}   # CPU niceness of the VMs: the test suite runs them at 10, next to its other tests
+[[ $NICE =~ ^[0-9]+$ ]] && ((NICE <= 19)) || { echo "UNDERLAY_LAB_NICE must be 0..19" >&2; exit 2; }
 TIMEOUT=${UNDERLAY_LAB_BOOT_TIMEOUT:-$((300 + 60 * N))}   # the VMs share the host's cores while they boot
 log() { printf '[up %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -61,7 +63,7 @@ mac() { printf '52:54:00:00:%02x:%02x' "$1" "$2"; }   # 52:54:00:00:<vm>:<nic>, 
 boot() { # boot NAME ROLE VMINDEX IMAGE USERNET-OPTIONS EXTRA-QEMU-ARGS...
   local name=$1 role=$2 i=$3 image=$4 net=$5; shift 5
   qemu-img create -q -f qcow2 -b "$img/$image.qcow2" -F qcow2 "$LAB/$name.qcow2"
-  qemu-system-x86_64 -name "underlay-$name" -nodefaults -display none -daemonize -pidfile "$LAB/$name.pid" \
+  nice -n "$NICE" qemu-system-x86_64 -name "underlay-$name" -nodefaults -display none -daemonize -pidfile "$LAB/$name.pid" \
     -accel tcg,tb-size=128 -cpu max -m "$MEM" -smp 1 \
     -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
     -append "root=/dev/vda rw console=ttyS0 quiet mitigations=off net.ifnames=0 systemd.firstboot=off" \

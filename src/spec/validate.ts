@@ -252,6 +252,13 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       add(['network', 'management', 'reachAt'], 'the bond carries no address of its own in the spec: say where the host answers afterwards');
     } else if (vlan && !str(vlan.address) && move.reachAt === undefined) {
       add(['network', 'management', 'interface'], `${q(moveIf)} has no address in the spec: give it one, or set reachAt`);
+    } else {
+      // The spec is consistent, but the commit-confirmed move (a host-side dead-man that undoes the change unless
+      // underlay confirms over the new path) is not built yet: refuse rather than ignore the section.
+      add(
+        ['network', 'management'],
+        'moving management onto the bond (commit-confirmed) is not supported yet: the bond step refuses to take the NIC that carries the session',
+      );
     }
   }
 

@@ -24,7 +24,7 @@ function plan(specFile: string) {
   const r = spawnSync(join(root, 'bin/underlay'), ['plan', specFile], {
     cwd: root,
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: 300_000, // the Windows stand-in starts tsx per command: slow on a loaded 2-core machine
     env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' },
   });
   return { code: r.status, out: r.stdout, err: r.stderr };

@@ -5,7 +5,7 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { InventoryPage, InventoryPageInput } from '../../src/activities/drift';
 
-export const INVENTORY_HEARTBEAT_TIMEOUT_MS = 1000;
+export const INVENTORY_HEARTBEAT_TIMEOUT_MS = 2000;
 
 const { loadInventoryPage } = proxyActivities<{ loadInventoryPage(input: InventoryPageInput): Promise<InventoryPage> }>({
   startToCloseTimeout: '5m',

@@ -1262,3 +1262,25 @@ describe('attach.kind vswitch (ESXi standard vSwitch)', () => {
     assertIssueAt(raw, 'vlans', /not in the ESXi runbook/);
   });
 });
+
+describe('network.management (management moving onto the bond)', () => {
+  const withMove = (move: Record<string, unknown>) => {
+    const raw = example('kvm-macvtap.yaml');
+    setAt(raw, ['network'], { management: move });
+    return raw;
+  };
+  test('an interface that is neither the bond nor one of its VLANs is refused, naming the field', () => {
+    assertIssueAt(withMove({ interface: 'eth7' }), 'network.management.interface', /neither the bond nor a VLAN of the spec/);
+  });
+  test('the bond itself without reachAt is refused: it has no address of its own', () => {
+    assertIssueAt(withMove({ interface: 'bond0' }), 'network.management.reachAt', /say where the host answers/);
+  });
+  test('a consistent section is refused as not supported yet, never ignored', () => {
+    assertIssueAt(withMove({ interface: 'bond0.100' }), 'network.management', /not supported yet/);
+  });
+  test('not on a platform without a Linux network manager', () => {
+    const raw = example('esxi-vds.yaml');
+    setAt(raw, ['network'], { management: { interface: 'bond0' } });
+    assertIssueAt(raw, 'network.management');
+  });
+});

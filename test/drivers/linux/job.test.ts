@@ -5,7 +5,7 @@
  * The job's state directory is a temporary one (the production default is /run/underlay/jobs).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -88,7 +88,9 @@ describe('job driver (fallback: setsid nohup, this machine has no systemd as PID
     const unit = jobUnit('job-test', 'hypervisor', 'alone');
     const counter = join(work, 'alone.count');
     const a = await session();
-    const command = sh`echo "run $$" >>${counter}; echo first line; sleep 2; echo last line`;
+    // The job holds until the test opens its gate (bounded: 60 s), so "still running" does not depend on the load.
+    const gate = join(work, 'alone.gate');
+    const command = sh`echo "run $$" >>${counter}; echo first line; i=0; while [ ! -e ${gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; echo last line`;
     assert.equal(await startJob(a.host, { unit, token: 'token-aaaa-0001', command, description: 'test job', timeoutSec: 60, stateDir }), 'started');
     assert.equal(
       await startJob(a.host, { unit, token: 'token-aaaa-0002', command, description: 'test job', timeoutSec: 60, stateDir }),
@@ -101,8 +103,9 @@ describe('job driver (fallback: setsid nohup, this machine has no systemd as PID
       const s = await jobStatus(b.host, unit, stateDir);
       assert.equal(s.state, 'running');
       assert.equal(s.token, 'token-aaaa-0001');
+      writeFileSync(gate, '');
       let done = s;
-      for (let i = 0; i < 100 && done.state === 'running'; i++) {
+      for (let i = 0; i < 300 && done.state === 'running'; i++) {
         await sleep(100);
         done = await jobStatus(b.host, unit, stateDir);
       }
@@ -127,8 +130,8 @@ describe('job driver (fallback: setsid nohup, this machine has no systemd as PID
         return unit;
       };
       const exit3 = await run('exit3', sh`echo oops >&2; exit 3`);
-      const killed = await run('killed', sh`sleep 30`);
-      const bounded = await run('bounded', sh`sleep 30`, 1);
+      const killed = await run('killed', sh`sleep 600`);
+      const bounded = await run('bounded', sh`sleep 600`, 1);
       await sleep(500);
       const pid = readFileSync(join(stateDir, killed, 'pid'), 'utf8').trim();
       process.kill(Number(pid), 'SIGKILL');
@@ -138,7 +141,7 @@ describe('job driver (fallback: setsid nohup, this machine has no systemd as PID
       const k = await jobStatus(c.host, killed, stateDir);
       assert.deepEqual([k.state, k.result], ['failed', 'lost'], 'the runner died with the job: no exit status');
       let b = await jobStatus(c.host, bounded, stateDir);
-      for (let i = 0; i < 100 && b.state === 'running'; i++) b = (await sleep(100), await jobStatus(c.host, bounded, stateDir));
+      for (let i = 0; i < 300 && b.state === 'running'; i++) b = (await sleep(100), await jobStatus(c.host, bounded, stateDir));
       assert.deepEqual([b.state, b.result], ['failed', 'timeout']);
       for (const [u, t] of [
         [exit3, 'token-exit3-1'],
@@ -277,15 +280,22 @@ describe('runDetached: checkpoint before start, reattach by name, never twice', 
     const notes: string[] = [];
     try {
       const unit = jobUnit('job-test', 'hypervisor', 'shared');
+      // The earlier job holds until ours is seen waiting for it (bounded: 60 s).
+      const gate = join(work, 'shared.gate');
       await startJob(a.host, {
         unit,
         token: 'token-earlier-0001',
-        command: sh`echo "run $$" >>${counter}; sleep 2`,
+        command: sh`echo "run $$" >>${counter}; i=0; while [ ! -e ${gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done`,
         description: 'earlier',
         timeoutSec: 60,
         stateDir,
       });
+      const opener = (async () => {
+        for (let i = 0; i < 600 && !notes.some((n) => n.startsWith('waiting for an earlier')); i++) await sleep(100);
+        writeFileSync(gate, '');
+      })();
       const r = await runDetached(stepIo(a.host, {}, notes), jobOf('shared', counter, sh`true`));
+      await opener;
       assert.equal(r?.reattached, false);
       assert.ok(
         notes.some((n) => n.startsWith('waiting for an earlier underlay job underlay-job-test-hypervisor-shared to finish')),

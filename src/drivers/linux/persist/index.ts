@@ -222,6 +222,14 @@ export interface BondActivation {
 }
 
 /** The file changes, wrapped in what makes the manager apply them now. */
+/**
+ * `ifup` that also brings back an interface someone deleted at runtime: ifupdown still lists it in
+ * /run/network/ifstate, so a plain `ifup` would do nothing; `--force` ignores that record when the link is gone.
+ */
+function ifupShell(name: string): Shell {
+  return sh`{ if [ -e /sys/class/net/${name} ]; then ifup ${name}; else ifup --force ${name}; fi; }`;
+}
+
 export function applyBondScript(m: NetManager, b: BondConfig, files: Shell | null, a: BondActivation): Shell {
   const cmds: Shell[] = [];
   const del = sh`{ ! [ -e /sys/class/net/${b.name} ] || ip link del dev ${b.name}; }`;
@@ -244,7 +252,7 @@ export function applyBondScript(m: NetManager, b: BondConfig, files: Shell | nul
       for (const p of a.ifupdownUp) cmds.push(sh`ifdown ${p}`);
       if (files) cmds.push(files);
       if (a.recreate) cmds.push(del);
-      cmds.push(sh`ifup ${b.name}`);
+      cmds.push(ifupShell(b.name));
       break;
   }
   return join('&&', cmds);
@@ -293,7 +301,7 @@ export function applyVlansScript(m: NetManager, vlans: readonly VlanConfig[], fi
       for (const v of vlans) cmds.push(sh`nmcli --wait 30 connection up ${`underlay-vlan-${v.name}`}`);
       break;
     case 'ifupdown':
-      for (const v of vlans) cmds.push(sh`ifup ${v.name}`);
+      for (const v of vlans) cmds.push(ifupShell(v.name));
       break;
   }
   return join('&&', cmds);
