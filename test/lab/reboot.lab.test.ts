@@ -29,6 +29,7 @@ import { labSpecInput } from '../../lab/spec';
 import { createWorker } from '../../src/workers/worker';
 import { spawnDetached } from '../helpers/detached';
 import { freshLab, labSpec, onHost, snapshot, stopLab } from '../helpers/lab';
+import { rebootVm } from '../helpers/lab-host';
 import { rebootActivities } from '../helpers/reboot-steps';
 import { startTemporal } from '../helpers/temporal';
 import { applicationFailureOf } from '../helpers/failures';
@@ -245,7 +246,7 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     assert.deepEqual((await snapshot(xspec)).packages, packagesBefore, 'nothing installed');
   });
 
-  test('bridge attach: xenbr0 over the real bond0, the VLAN on bond0 still passes traffic, idempotent, undone exactly', async () => {
+  test('bridge attach: xenbr0 over the real bond0, the VLAN on bond0 still passes traffic, idempotent, back after a reboot, undone exactly', async () => {
     const raw = xenInput();
     const xspec = parseServerSpec(raw);
     const before = await snapshot(xspec);
@@ -272,6 +273,30 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     });
     const again = await runOn('attach', xenBridgeAttachStep, raw);
     assert.equal(again.changed, false, 'a re-run is a no-op');
+    // Persisted through ifupdown (bridge_ports): after a real reboot the bond, its VLAN and the bridge are back.
+    const t3 = Date.now();
+    await rebootVm(xspec);
+    await onHost(xspec, async (run) => {
+      assert.match(await run('cat /etc/network/interfaces.d/underlay-bridge-xenbr0'), /^ {4}bridge_ports bond0$/m);
+      let master = '';
+      for (let i = 0; i < 30 && master !== 'xenbr0'; i++) {
+        master = (JSON.parse(await run('ip -j link show dev bond0')) as Array<{ master?: string }>)[0]?.master ?? '';
+        if (master !== 'xenbr0') await sleep(2_000);
+      }
+      assert.equal(master, 'xenbr0', 'bond0 is the bridge port again after the reboot');
+      let pinged = false;
+      for (let i = 0; i < 30 && !pinged; i++) {
+        pinged = await run('ping -c 1 -W 2 -I bond0.100 192.0.2.1').then(
+          () => true,
+          () => false,
+        );
+        if (!pinged) await sleep(2_000);
+      }
+      assert.ok(pinged, 'VLAN 100 on the bridged bond answers after the reboot');
+    });
+    const rebooted = await runOn('attach', xenBridgeAttachStep, raw);
+    assert.equal(rebooted.changed, false, 'nothing to re-apply after the reboot');
+    figures['xen bridge: reboot, back with the bridge (persisted through ifupdown)'] = secs(Date.now() - t3);
     const u = await undoOn('attach', xenBridgeAttachStep, raw, attach.pre);
     assert.ok(u.changes.length > 0);
     await undoOn('vlan', vlanStep, raw, vlan.pre);

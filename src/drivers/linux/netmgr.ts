@@ -20,8 +20,8 @@ export interface ManagerFacts {
   active: { networkd: boolean; networkmanager: boolean; ifupdown: boolean };
   /** `systemctl is-enabled` (enabled, or static/indirect through a socket/alias) of each. */
   enabled: { networkd: boolean; networkmanager: boolean; ifupdown: boolean };
-  /** ifupdown tools present: ifup, and ifenslave's bond hook. */
-  ifupdown: { installed: boolean; ifenslave: boolean; sourcesInterfacesD: boolean };
+  /** ifupdown tools present: ifup, ifenslave's bond hook, bridge-utils' bridge hook. */
+  ifupdown: { installed: boolean; ifenslave: boolean; bridgeUtils: boolean; sourcesInterfacesD: boolean };
   /** netplan YAML files in /etc/netplan (underlay does not write netplan). */
   netplan: string[];
   /** NetworkManager's view per device: state (`connected`, `unmanaged`, …) and active connection; when NM runs. */
@@ -43,7 +43,7 @@ const NETWORKD_SETUP_STATES = new Set(['pending', 'initialized', 'configuring', 
  */
 export function factsScript() {
   return sh`for u in systemd-networkd NetworkManager networking; do printf '## active %s\n' "$u"; systemctl is-active "$u" 2>/dev/null; printf '## enabled %s\n' "$u"; systemctl is-enabled "$u" 2>/dev/null; done
-printf '## ifupdown\n'; command -v ifup >/dev/null && echo installed; [ -x /etc/network/if-pre-up.d/ifenslave ] && echo ifenslave
+printf '## ifupdown\n'; command -v ifup >/dev/null && echo installed; [ -x /etc/network/if-pre-up.d/ifenslave ] && echo ifenslave; [ -x /etc/network/if-pre-up.d/bridge ] && echo bridge-utils
 grep -Eqs '^[[:space:]]*(source|source-directory)[[:space:]]+/etc/network/interfaces\\.d' /etc/network/interfaces && echo sources-interfaces-d
 printf '## netplan\n'; ls -1 /etc/netplan/*.yaml /etc/netplan/*.yml 2>/dev/null
 printf '## nm\n'; if systemctl is-active -q NetworkManager 2>/dev/null; then nmcli -t -f DEVICE,STATE,CONNECTION device 2>/dev/null; fi
@@ -72,7 +72,7 @@ export function parseManagerFacts(text: string): ManagerFacts {
   const facts: ManagerFacts = {
     active: { networkd: false, networkmanager: false, ifupdown: false },
     enabled: { networkd: false, networkmanager: false, ifupdown: false },
-    ifupdown: { installed: false, ifenslave: false, sourcesInterfacesD: false },
+    ifupdown: { installed: false, ifenslave: false, bridgeUtils: false, sourcesInterfacesD: false },
     netplan: [],
     nm: {},
     networkd: {},
@@ -101,6 +101,7 @@ export function parseManagerFacts(text: string): ManagerFacts {
       case 'ifupdown':
         if (line === 'installed') facts.ifupdown.installed = true;
         if (line === 'ifenslave') facts.ifupdown.ifenslave = true;
+        if (line === 'bridge-utils') facts.ifupdown.bridgeUtils = true;
         if (line === 'sources-interfaces-d') facts.ifupdown.sourcesInterfacesD = true;
         break;
       case 'netplan':

@@ -215,7 +215,7 @@ describe('choosing the manager', () => {
     const base = facts({
       active: { networkd: true, networkmanager: false, ifupdown: true },
       enabled: { networkd: true, networkmanager: false, ifupdown: true },
-      ifupdown: { installed: true, ifenslave: true, sourcesInterfacesD: true },
+      ifupdown: { installed: true, ifenslave: true, bridgeUtils: true, sourcesInterfacesD: true },
     });
     assert.equal(chooseManager({ ...base, ifupdownDefined: ['eth1', 'eth2'] }, 'auto', ['eth1', 'eth2'], where).manager, 'ifupdown');
     const nd = { ...base, networkd: { eth1: { setup: 'configured', networkFile: '/etc/systemd/network/20-eth1.network' } } };

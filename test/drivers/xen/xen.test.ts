@@ -15,6 +15,8 @@ import { xenInstallStep } from '../../../src/activities/xen/install';
 import { UnexpectedOutputError } from '../../../src/common/errors';
 import { parseBootId, rebootScript } from '../../../src/drivers/linux/reboot';
 import { convergeBridgeScript, parseBrportState } from '../../../src/drivers/xen/bridge';
+import { renderBridgeFiles } from '../../../src/drivers/linux/persist';
+import { sha256 } from '../../../src/drivers/linux/files';
 import {
   effectiveGrubConfigScript,
   parseEffectiveGrubConfig,
@@ -303,16 +305,30 @@ describe('Xen steps: plan and diff (pure)', () => {
     assert.deepEqual(xenInstallStep.diff(fresh, fresh), []);
   });
 
-  test('bridge attach plan: create, enslave, raise', async () => {
+  test('bridge attach plan: create, enslave, raise, and the manager files (ifupdown, networkd)', async () => {
     const spec = await specP;
+    const want = xenBridgeAttachStep.want(spec);
+    const ifupdown = { manager: 'ifupdown' as const, files: { '/etc/network/interfaces.d/underlay-bridge-xenbr0': null }, uplinkFile: null, why: 'ifupdown' };
     assert.deepEqual(
-      xenBridgeAttachStep.plan(xenBridgeAttachStep.want(spec), { bridge: null, uplinkMaster: null }).map((c) => [c.field, c.to]),
+      xenBridgeAttachStep.plan(want, { bridge: null, uplinkMaster: null, persisted: ifupdown }).map((c) => [c.field, c.to]),
       [
         ['bridge', { kind: 'bridge', up: true }],
         ['uplinkMaster', 'xenbr0'],
+        ['ifupdown /etc/network/interfaces.d/underlay-bridge-xenbr0', 'written by underlay'],
       ],
     );
-    assert.deepEqual(xenBridgeAttachStep.plan(xenBridgeAttachStep.want(spec), { bridge: { kind: 'bridge', up: true }, uplinkMaster: 'xenbr0' }), []);
+    // The stanza as written: hashed in the state, so an identical file is no change.
+    const [stanza] = renderBridgeFiles('ifupdown', { name: 'xenbr0', uplink: 'bond0' }, spec.id, null);
+    assert.match(stanza!.content!, /^auto xenbr0\niface xenbr0 inet manual\n {4}bridge_ports bond0\n {4}bridge_stp off\n/m);
+    const held = { ...ifupdown, files: { [stanza!.path]: sha256(stanza!.content!) } };
+    assert.deepEqual(xenBridgeAttachStep.plan(want, { bridge: { kind: 'bridge', up: true }, uplinkMaster: 'xenbr0', persisted: held }), []);
+    // networkd: the bridge netdev and network, and Bridge= as a drop-in next to the bond step's .network for bond0.
+    const bondNetwork = '/etc/systemd/network/10-underlay-bond0.network';
+    assert.deepEqual(
+      renderBridgeFiles('networkd', { name: 'xenbr0', uplink: 'bond0' }, spec.id, bondNetwork).map((f) => f.path),
+      ['/etc/systemd/network/30-underlay-xenbr0.netdev', '/etc/systemd/network/30-underlay-xenbr0.network', `${bondNetwork}.d/underlay-bridge.conf`],
+    );
+    assert.match(renderBridgeFiles('networkd', { name: 'xenbr0', uplink: 'bond0' }, spec.id, bondNetwork)[2]!.content!, /\[Network\]\nBridge=xenbr0\n$/);
     assert.equal(stepSummary('attach', spec), 'Linux bridge xenbr0 ← bond0');
   });
 });

@@ -329,3 +329,114 @@ export function undoVlansScript(m: NetManager, vlans: readonly VlanConfig[], res
   if (m === 'networkd') cmds.push(sh`{ networkctl reconfigure ${[...new Set(vlans.map((v) => v.parent))]} 2>/dev/null || true; }`);
   return join('&&', cmds);
 }
+
+// ---- the Xen bridge (attach step) -------------------------------------------------------------------------------
+
+export interface BridgeConfig {
+  name: string;
+  /** Its one port: the bond (or the spec's uplink). */
+  uplink: string;
+}
+
+/**
+ * networkd: the drop-in that makes the uplink a port of the bridge (`Bridge=`), next to the .network file that
+ * configures the uplink (the bond step's, for the bond); when nothing configures it, one of our own.
+ */
+export function bridgeUplinkFile(uplink: string, uplinkNetworkFile: string | null): { dropIn: string; ownNetworkFile: string | null } {
+  if (uplinkNetworkFile) return { dropIn: `${uplinkNetworkFile}.d/underlay-bridge.conf`, ownNetworkFile: null };
+  const own = `${NETWORKD_DIR}/35-underlay-${uplink}.network`;
+  return { dropIn: `${own}.d/underlay-bridge.conf`, ownNetworkFile: own };
+}
+
+/** The files of the Xen bridge, per manager (NetworkManager is refused by the step before it gets here). */
+export function bridgeFilePaths(m: NetManager, b: BridgeConfig, uplinkNetworkFile: string | null): string[] {
+  switch (m) {
+    case 'networkd': {
+      const { dropIn, ownNetworkFile } = bridgeUplinkFile(b.uplink, uplinkNetworkFile);
+      return [
+        `${NETWORKD_DIR}/30-underlay-${b.name}.netdev`,
+        `${NETWORKD_DIR}/30-underlay-${b.name}.network`,
+        dropIn,
+        ...(ownNetworkFile ? [ownNetworkFile] : []),
+      ];
+    }
+    case 'ifupdown':
+      return [`${IFUPDOWN_DIR}/underlay-bridge-${plain(b.name)}`];
+    case 'networkmanager':
+      return [];
+  }
+}
+
+export function renderBridgeFiles(m: NetManager, b: BridgeConfig, serverId: string, uplinkNetworkFile: string | null): DesiredFile[] {
+  const head = header(serverId, 'attach');
+  const paths = bridgeFilePaths(m, b, uplinkNetworkFile);
+  switch (m) {
+    case 'networkd': {
+      const [netdev, network, dropIn, own] = paths;
+      // No address on the bridge (guests' vifs join it); STP off, as ifupdown's bridge_stp off: forwarding at once.
+      const files: DesiredFile[] = [
+        { path: netdev!, mode: '0644', content: `${head}[NetDev]\nName=${b.name}\nKind=bridge\n\n[Bridge]\nSTP=no\n` },
+        {
+          path: network!,
+          mode: '0644',
+          content: `${head}[Match]\nName=${b.name}\n\n[Link]\nRequiredForOnline=carrier\n\n[Network]\nLinkLocalAddressing=no\nConfigureWithoutCarrier=yes\n`,
+        },
+        { path: dropIn!, mode: '0644', content: `${head}[Network]\nBridge=${b.name}\n` },
+      ];
+      if (own) files.push({ path: own, mode: '0644', content: `${head}[Match]\nName=${b.uplink}\n\n[Network]\nLinkLocalAddressing=no\n` });
+      return files;
+    }
+    case 'ifupdown':
+      // bridge-utils' hooks create the bridge and enslave the port; `auto` brings it up at boot after the bond
+      // (interfaces.d is read in name order: underlay-bond0, underlay-bridge-…, underlay-vlan-…).
+      return [
+        {
+          path: paths[0]!,
+          mode: '0644',
+          content: `${head}auto ${b.name}\niface ${b.name} inet manual\n    bridge_ports ${b.uplink}\n    bridge_stp off\n    bridge_fd 0\n    bridge_maxwait 0\n`,
+        },
+      ];
+    case 'networkmanager':
+      return [];
+  }
+}
+
+/** The bridge's files written, then applied by the manager now. */
+export function applyBridgeScript(m: NetManager, b: BridgeConfig, files: Shell | null): Shell {
+  const cmds: Shell[] = [];
+  if (files) cmds.push(files);
+  switch (m) {
+    case 'networkd':
+      // reload creates the bridge netdev; reconfiguring the uplink applies its Bridge= drop-in.
+      cmds.push(sh`networkctl reload`, sh`networkctl reconfigure ${b.uplink}`);
+      break;
+    case 'ifupdown':
+      cmds.push(ifupShell(b.name));
+      break;
+    case 'networkmanager':
+      break;
+  }
+  return join('&&', cmds);
+}
+
+/** Undoes the bridge through the manager: down while its files still say what it is, files restored, link gone. */
+export function undoBridgeScript(m: NetManager, b: BridgeConfig, restore: Shell | null, removeBridge: boolean): Shell {
+  const cmds: Shell[] = [];
+  const del = removeBridge ? [sh`{ ! [ -e /sys/class/net/${b.name} ] || ip link del dev ${b.name}; }`] : [];
+  switch (m) {
+    case 'networkd':
+      if (restore) cmds.push(restore);
+      cmds.push(sh`networkctl reload`, ...del, sh`{ networkctl reconfigure ${b.uplink} 2>/dev/null || true; }`);
+      break;
+    case 'ifupdown':
+      cmds.push(sh`{ ifdown ${b.name} 2>/dev/null || true; }`);
+      if (restore) cmds.push(restore);
+      cmds.push(...del);
+      break;
+    case 'networkmanager':
+      if (restore) cmds.push(restore);
+      cmds.push(...del);
+      break;
+  }
+  return join('&&', cmds);
+}
