@@ -6,7 +6,7 @@
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { STEP_DEFS, type ApplyActivityName, type StepName, type UndoActivityName } from '../steps';
-import { sshConnector } from './connect';
+import { pooledSshConnector } from './connect';
 import { findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
 import { planOnboarding } from './plan';
 import { loadRollback } from './rollback';
@@ -41,7 +41,7 @@ export function stepActivities(connect: Connector, steps: StepSet): StepActiviti
   return out as StepActivities;
 }
 
-export function createActivities(connect: Connector = sshConnector, steps: StepSet = PLATFORM_STEP_SET, deps: ActivityDeps = {}) {
+export function createActivities(connect: Connector = pooledSshConnector(), steps: StepSet = PLATFORM_STEP_SET, deps: ActivityDeps = {}) {
   const client = deps.client ?? (() => Context.current().client);
   return {
     ...stepActivities(connect, steps),

@@ -35,7 +35,8 @@ export async function planOnboarding(
 ): Promise<OnboardingPlan> {
   const spec = parseServerSpec(rawSpec, 'spec');
   // One SSH session for every step that needs one, opened when the first does (an ESXi plan needs none).
-  let conn: Promise<{ host: RemoteHost; close(): void }> | undefined;
+  let conn: Promise<{ host: RemoteHost; close(failed?: boolean): void }> | undefined;
+  let failed = true;
   const shell = async (name: StepName) => (await (conn ??= connect(spec, name, onProgress))).host.forStep(name);
   try {
     const out: StepPlan[] = [];
@@ -59,9 +60,10 @@ export async function planOnboarding(
         } else throw err;
       }
     }
+    failed = false;
     return { serverId: spec.id, steps: out };
   } finally {
-    if (conn) (await conn.catch(() => undefined))?.close();
+    if (conn) (await conn.catch(() => undefined))?.close(failed);
   }
 }
 

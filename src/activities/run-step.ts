@@ -25,8 +25,11 @@ import {
   type UndoResult,
 } from './step';
 
-/** Opens the host for one activity; the runner closes it. */
-export type Connector = (spec: ServerSpec, step: StepName, onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(): void }>;
+/**
+ * Opens the host for one activity; the runner closes it, saying whether the activity failed (a pooling connector
+ * keeps a session for the next step only after a success: see connect.ts).
+ */
+export type Connector = (spec: ServerSpec, step: StepName, onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(failed?: boolean): void }>;
 
 interface Carried<S> {
   pre?: S;
@@ -76,7 +79,8 @@ async function withStepIo<T>(
   const ctx = Context.current();
   const { beat, marks } = carried;
   const timer = setInterval(beat, HEARTBEAT_EVERY_MS);
-  let conn: { host: RemoteHost; close(): void } | undefined;
+  let conn: { host: RemoteHost; close(failed?: boolean): void } | undefined;
+  let failed = true;
   try {
     // The step's part of the spec first: a spec without it fails before any connection.
     const want = step.want(spec);
@@ -105,7 +109,8 @@ async function withStepIo<T>(
           ? {}
           : {
               reconnect: async (): Promise<RemoteHost> => {
-                conn?.close();
+                // The old session is suspect (a reboot, a drop): never handed back to a pool.
+                conn?.close(true);
                 conn = undefined;
                 conn = await connect(spec, step.name, () => beat());
                 return conn.host;
@@ -115,10 +120,12 @@ async function withStepIo<T>(
       return fn(io);
     })();
     // Cancellation reaches us through heartbeats; stop waiting on the host at once when it does.
-    return await Promise.race([work, ctx.cancelled]);
+    const result = await Promise.race([work, ctx.cancelled]);
+    failed = false;
+    return result;
   } finally {
     clearInterval(timer);
-    conn?.close();
+    conn?.close(failed);
   }
 }
 

@@ -10,6 +10,7 @@
  * If the worker has not stopped FORCE_MARGIN_MS after the grace, run() fails and the process exits 1.
  */
 import { Runtime, type WorkerOptions } from '@temporalio/worker';
+import { workerSshPool } from '../activities/connect';
 import { TASK_QUEUE } from '../common/config';
 import { connectWorker } from './connection';
 import { metricsRuntimeOptions, METRICS_ADDRESS_ENV } from './step-metrics';
@@ -85,6 +86,9 @@ export async function runWorkerService(o: WorkerServiceOptions): Promise<void> {
     await worker.run();
     log(`underlay worker stopped${stopping ? ` after ${stopping}` : ''}`);
   } finally {
+    const ssh = workerSshPool.stats();
+    workerSshPool.closeIdle();
+    if (ssh.handshakes || ssh.reused) log(`SSH sessions: ${ssh.handshakes} handshake(s), ${ssh.reused} saved by reusing a pooled session`);
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
     await connection.close();

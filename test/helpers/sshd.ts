@@ -40,6 +40,13 @@ export interface Sshd {
   authorize(publicKey: string): Promise<void>;
   /** Everything sshd logged to stderr so far (-e). */
   log(): string;
+  /** Logins sshd accepted so far (its own count: one per SSH handshake that authenticated). */
+  acceptedLogins(): number;
+  /**
+   * Kills the per-connection sshd processes (SIGKILL; the listener keeps running), so every open connection
+   * drops as a crashed peer or a cut cable would. Resolves with how many processes it killed.
+   */
+  dropConnections(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -141,6 +148,19 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
         }),
         authorize: (publicKey) => appendFile(authorizedKeys, publicKey.trim() + '\n'),
         log: () => log,
+        acceptedLogins: () => log.split('\n').filter((l) => l.startsWith('Accepted publickey')).length,
+        dropConnections: async () => {
+          let killed = 0;
+          for (const pid of await descendants(proc.pid!)) {
+            try {
+              process.kill(pid, 'SIGKILL');
+              killed++;
+            } catch {
+              /* already gone */
+            }
+          }
+          return killed;
+        },
         stop: async () => {
           await killTree(proc);
           await rm(dir, { recursive: true, force: true });
