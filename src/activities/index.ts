@@ -10,6 +10,7 @@ import { pooledSshConnector } from './connect';
 import { findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
 import { planOnboarding } from './plan';
 import { loadRollback } from './rollback';
+import { queueWorkers } from './queues';
 import { PLATFORM_STEP_SET, type StepSet } from './registry';
 import { runStep, undoStep, type Connector } from './run-step';
 import type { StepResult, UndoResult } from './step';
@@ -18,6 +19,7 @@ export type { StepResult, UndoResult, StepFailureDetails, Change } from './step'
 export type { InventoryPage, InventoryPageInput, InvalidSpecFile, OnboardingState, UnmanagedServers } from './drift';
 export type { OnboardingPlan, StepPlan } from './plan';
 export type { RollbackPlan } from './rollback';
+export type { QueueWorkers } from './queues';
 
 export { IMPLEMENTATIONS, PLATFORM_STEP_SET, stepSetOf, type StepSet } from './registry';
 
@@ -59,10 +61,25 @@ export function createActivities(connect: Connector = pooledSshConnector(), step
     observeDrift: (spec: unknown) => observeDrift(spec, connect, steps),
     /** Rollback: the compensations of the server's latest completed onboarding. */
     loadRollback: (serverId: string) => loadRollback(client(), serverId),
+    /** Site queues: whether a worker polls a site's step activity queue (workflows look while a step waits). */
+    siteQueueWorkers: (taskQueue: string) => queueWorkers(client(), taskQueue, 'activity'),
   };
 }
 
 export type Activities = ReturnType<typeof createActivities>;
+
+/**
+ * The activities that reach hosts — every step's apply and rollback, and the drift observation — i.e. what a
+ * site-local worker (`underlay worker --site <site>`) runs from inside its site. The rest (inventory, Temporal
+ * lookups) stays with the central workers.
+ */
+export const SITE_ACTIVITY_NAMES: readonly string[] = [...STEP_DEFS.flatMap((d) => [d.activity.apply, d.activity.undo]), 'observeDrift'];
+
+/** The site-scoped part of an activities object (tests pass their own host stand-ins). */
+export function siteActivities(all: object): Record<string, unknown> {
+  const src = all as Record<string, unknown>;
+  return Object.fromEntries(SITE_ACTIVITY_NAMES.filter((n) => typeof src[n] === 'function').map((n) => [n, src[n]]));
+}
 
 function heartbeatIfActivity(): void {
   try {

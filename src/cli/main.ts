@@ -3,6 +3,7 @@
  * underlay — onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows.
  *
  *   underlay worker [--metrics h:p] [--shutdown-grace 60s]   run a worker (workflows + SSH step activities) until SIGTERM
+ *   underlay worker --site fra1 [--workflows]   a site-local worker: that site's step activities (underlay-fra1)
  *   underlay onboard <spec> [--watch]   start onboarding the server a spec describes
  *   underlay status <serverId>          per-step status of an onboarding
  *   underlay rollback <serverId> --yes  undo a completed onboarding (rollbackServer)
@@ -53,11 +54,16 @@ program
   .option('-w, --watch', 'follow progress until the onboarding ends')
   .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
   .option('--approve-before <steps>', 'steps that wait for `underlay approve` before they run, e.g. hypervisor (comma-separated)')
-  .action(async (file: string, opts: { watch?: boolean; taskQueue: string; approveBefore?: string }) => {
+  .option('--site-queues', "run the step activities on the server's site queue (<task-queue>-<site>; default $UNDERLAY_SITE_QUEUES)")
+  .action(async (file: string, opts: { watch?: boolean; taskQueue: string; approveBefore?: string; siteQueues?: boolean }) => {
     const spec = await loadSpecFile(file);
     assertOnboardable(spec);
     await withClient(async (client) => {
-      const handle = await startOnboarding(client, spec, { taskQueue: opts.taskQueue, approvalBefore: opts.approveBefore });
+      const handle = await startOnboarding(client, spec, {
+        taskQueue: opts.taskQueue,
+        approvalBefore: opts.approveBefore,
+        ...(opts.siteQueues ? { siteQueues: true } : {}),
+      });
       console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);
       console.log(`Web UI: http://127.0.0.1:8233/namespaces/${client.options.namespace}/workflows/${handle.workflowId}`);
       if (opts.watch) process.exitCode = await watchOnboarding(client, spec.id, process.stdout);
@@ -101,7 +107,8 @@ program
   .description('undo a completed onboarding: every step that changed the host, newest first, back to its pre-state (verified)')
   .option('--yes', 'do it (without it, only print what would be undone)')
   .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
-  .action(async (serverId: string, opts: { yes?: boolean; taskQueue: string }) => {
+  .option('--site-queues', "run the undo activities on the server's site queue (default $UNDERLAY_SITE_QUEUES)")
+  .action(async (serverId: string, opts: { yes?: boolean; taskQueue: string; siteQueues?: boolean }) => {
     await withClient(async (client) => {
       const plan = await loadRollback(client, serverId);
       console.log(renderRollbackPlan(plan).replace(/\*\*|`/g, ''));
@@ -109,7 +116,7 @@ program
         console.log('\nnothing changed: run again with --yes to roll back');
         return;
       }
-      const handle = await startRollback(client, plan, { taskQueue: opts.taskQueue });
+      const handle = await startRollback(client, plan, { taskQueue: opts.taskQueue, ...(opts.siteQueues ? { siteQueues: true } : {}) });
       console.log(`started ${handle.workflowId} (rollbackServer, run ${handle.firstExecutionRunId})`);
       const result = await handle.result();
       console.log(`rolled back ${result.serverId}: ${describeCompensations(result.compensations)}`);
