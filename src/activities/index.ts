@@ -7,7 +7,8 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { STEP_DEFS, type ApplyActivityName, type StepName, type UndoActivityName } from '../steps';
 import { pooledSshConnector } from './connect';
-import { findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
+import { blockingDriftCheck, findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
+import { cancelOnboardings, loadFleetPage, onboardingOutcomes, resolveFleetSearch, type FleetPageInput, type FleetSearchFilter } from './fleet';
 import { planOnboarding } from './plan';
 import { loadRollback } from './rollback';
 import { queueWorkers } from './queues';
@@ -20,6 +21,7 @@ export type { InventoryPage, InventoryPageInput, InvalidSpecFile, OnboardingStat
 export type { OnboardingPlan, StepPlan } from './plan';
 export type { RollbackPlan } from './rollback';
 export type { QueueWorkers } from './queues';
+export type { CancelOutcome, FleetEntry, FleetPage, FleetPageInput, FleetPageSource, FleetSearchFilter, RunOutcome } from './fleet';
 
 export { IMPLEMENTATIONS, PLATFORM_STEP_SET, stepSetOf, type StepSet } from './registry';
 
@@ -61,6 +63,16 @@ export function createActivities(connect: Connector = pooledSshConnector(), step
     observeDrift: (spec: unknown) => observeDrift(spec, connect, steps),
     /** Rollback: the compensations of the server's latest completed onboarding. */
     loadRollback: (serverId: string) => loadRollback(client(), serverId),
+    /** Fleet: one page of the fleet's servers (inventory, spec files, or earlier onboardings' specs). */
+    loadFleetPage: (input: FleetPageInput) => loadFleetPage(client, input),
+    /** Fleet: the servers whose latest onboarding matches a search filter. */
+    resolveFleetSearch: (filter: FleetSearchFilter) => resolveFleetSearch(client(), filter),
+    /** Fleet: the mode of a drift check that may change the host right now (onboarding must wait), or null. */
+    blockingDrift: async (serverId: string) => (await blockingDriftCheck(client(), serverId)) ?? null,
+    /** Fleet abort with rollback: `underlay cancel` of each running onboarding. */
+    cancelOnboardings: (input: { serverIds: string[]; by: string; reason?: string }) => cancelOnboardings(client(), input),
+    /** Fleet: how the onboardings an earlier run started have ended (if they have). */
+    onboardingOutcomes: (runs: Array<{ serverId: string; runId: string }>) => onboardingOutcomes(client(), runs),
     /** Site queues: whether a worker polls a site's step activity queue (workflows look while a step waits). */
     siteQueueWorkers: (taskQueue: string) => queueWorkers(client(), taskQueue, 'activity'),
   };

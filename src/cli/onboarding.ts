@@ -6,6 +6,7 @@ import {
   type Client,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
+import { blockingDriftCheck } from '../activities/drift';
 import { missingSteps } from '../activities/registry';
 import { driftWorkflowId, onboardingWorkflowId, SITE_QUEUES_ENV, siteTaskQueue, TASK_QUEUE } from '../common/config';
 import { UnsupportedPlatformError } from '../common/errors';
@@ -47,18 +48,7 @@ export class DriftRemediationRunningError extends Error {
   }
 }
 
-/** The mode of a running `drift-<id>` that may change the host, or undefined (none, or report mode). */
-export async function blockingDriftCheck(client: Client, serverId: string): Promise<string | undefined> {
-  try {
-    const d = await client.workflow.getHandle(driftWorkflowId(serverId)).describe();
-    if (d.status.name !== 'RUNNING') return undefined;
-    const mode = typeof d.memo?.mode === 'string' ? d.memo.mode : 'unknown';
-    return mode === 'report' ? undefined : mode;
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return undefined;
-    throw err;
-  }
-}
+export { blockingDriftCheck } from '../activities/drift';
 
 /** UNDERLAY_SITE_QUEUES: 1/true/yes/on turns site queues on for every command that does not say; 0/false/no/off or unset: off. */
 export function siteQueuesFromEnv(env: Record<string, string | undefined> = process.env): boolean {

@@ -198,3 +198,18 @@ export function renderDetails(s: OnboardingStatus): string {
   }
   return lines.join('\n');
 }
+
+/** The markdown the Web UI shows as the onboarding's details: the server, and every planned step in one line. */
+export function onboardingDetails(spec: ServerSpec, planned: readonly StepName[], gates: readonly StepName[] = []): string {
+  const m = spec.management;
+  return [
+    `**Server** ${spec.id} · site ${spec.site} · rack ${spec.rack}`,
+    `**Hypervisor** ${spec.hypervisor.kind} · **management** ${m.user}@${m.address}:${m.port}`,
+    '',
+    '**Planned steps**',
+    '',
+    ...planned.map((s, i) => `${i + 1}. **${STEP_TITLES[s]}** — ${stepSummary(s, spec)}${gates.includes(s) ? ' · _waits for approval_' : ''}`),
+    '',
+    `Follow: \`underlay status ${spec.id} --watch\` · control: \`underlay pause|resume|cancel ${spec.id}\`${gates.length ? ` · \`underlay approve ${spec.id}\`` : ''}`,
+  ].join('\n');
+}
