@@ -1,32 +1,54 @@
 #!/usr/bin/env bash
 # Boot the underlay lab under QEMU TCG: a `switch` VM (leaf-01) and N `serverK` VMs
-# (UNDERLAY_LAB_SERVERS, default 1), all on overlays of the cached image (lab/image/build.sh).
+# (UNDERLAY_LAB_SERVERS, default 1), all on overlays of the cached images (lab/image/build.sh).
 #   serverK: eth0 mgmt (user-mode, restrict=on, SSH forwarded to 127.0.0.1 only),
 #            eth1/eth2 cabled to switch swp(2K-1)/swp(2K) over loopback UDP sockets.
-# State (pid files, overlays, lab key, known_hosts, serial logs) lives in $LAB; lab/down.sh stops it.
+#   UNDERLAY_LAB_SERVER_IMAGES="fresh nm ...": one image variant per server (default fresh); switch: base.
+#   UNDERLAY_LAB_DATA_MGMT="K ...": serverK is managed over its data NIC only: no SSH forward on its own
+#     eth0; the switch forwards 127.0.0.1:BASE+20+K to eth1's 198.18.10.(20+K) (native VLAN, before onboarding)
+#     and 127.0.0.1:BASE+40+K to 192.0.2.(20+K) (VLAN 100 on the bond, after onboarding).
+# State (pid files, overlays, lab key, known_hosts, serial logs, lab.env) lives in $LAB; lab/down.sh stops it.
+# lab.env, one line per VM: NAME ROLE SSH-PORT IMAGE VIA NEW-PORT
+#   VIA = eth0 (SSH-PORT forwarded by QEMU to the VM's own management NIC) or eth1 (SSH-PORT = the switch's
+#   forward to eth1's pre-onboarding address); NEW-PORT = the switch's forward to the VLAN 100 address, or -.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 LAB=${UNDERLAY_LAB_DIR:-$(dirname "$here")/.lab}
-N=${UNDERLAY_LAB_SERVERS:-1}
-BASE=${UNDERLAY_LAB_PORT_BASE:-22200}   # SSH: BASE+i (0 = switch); UDP cables: BASE+100+...
+read -r -a IMAGES <<<"${UNDERLAY_LAB_SERVER_IMAGES:-}"
+N=${UNDERLAY_LAB_SERVERS:-$((${#IMAGES[@]} ? ${#IMAGES[@]} : 1))}
+BASE=${UNDERLAY_LAB_PORT_BASE:-22200}   # SSH: BASE+i (0 = switch); data-NIC mgmt: BASE+20+K, BASE+40+K; UDP cables: BASE+100+...
 MEM=${UNDERLAY_LAB_MEM:-256}
-TIMEOUT=${UNDERLAY_LAB_BOOT_TIMEOUT:-360}
+TIMEOUT=${UNDERLAY_LAB_BOOT_TIMEOUT:-$((300 + 60 * N))}   # the VMs share the host's cores while they boot
 log() { printf '[up %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-((N >= 1 && N <= 12)) || die "UNDERLAY_LAB_SERVERS must be 1..12 (switch PCI slots)"
+[[ $N =~ ^[0-9]+$ ]] && ((N >= 1 && N <= 12)) || die "UNDERLAY_LAB_SERVERS must be 1..12 (switch PCI slots)"
+((${#IMAGES[@]})) || for ((k = 0; k < N; k++)); do IMAGES[k]=fresh; done
+((${#IMAGES[@]} == N)) || die "UNDERLAY_LAB_SERVER_IMAGES has ${#IMAGES[@]} words for $N servers"
+for v in "${IMAGES[@]}"; do
+  [[ $v =~ ^(fresh|ifupdown|networkd|nm)$ ]] || die "unknown server image '$v' (fresh, ifupdown, networkd, nm)"
+done
+declare -A DATA=()   # K -> 1: serverK managed over its data NIC
+for k in ${UNDERLAY_LAB_DATA_MGMT:-}; do
+  [[ $k =~ ^[0-9]+$ ]] && ((k >= 1 && k <= N)) || die "UNDERLAY_LAB_DATA_MGMT: '$k' is not a server 1..$N"
+  DATA[$k]=1
+done
 
 img=$("$here/image/build.sh")
+for v in base "${IMAGES[@]}"; do [[ -f $img/$v.qcow2 ]] || die "no $v.qcow2 in $img"; done
 mkdir -p "$LAB"
 for pf in "$LAB"/*.pid; do
   [[ -e $pf ]] && kill -0 "$(cat "$pf")" 2>/dev/null && die "lab already running ($pf): run lab/down.sh"
 done
 rm -f "$LAB"/*.pid "$LAB"/*.qcow2 "$LAB"/*.serial.log "$LAB"/*.qemu.log "$LAB"/known_hosts "$LAB"/id_ed25519* \
-      "$LAB"/*.monitor "$LAB"/cm-* "$LAB"/lab.env "$LAB"/ssh_config
+      "$LAB"/*.monitor "$LAB"/cm-* "$LAB"/lab.env "$LAB"/ssh_config "$LAB"/switch.dnat
 
 # Ports must be free: SSH forwards (TCP) and the cable ends (UDP), all on 127.0.0.1.
 # Listening TCP / bound UDP only: TIME_WAIT leftovers of a previous lab are harmless.
 port_busy() { [[ -n $(ss -Hlntu "( sport = :$1 )" 2>/dev/null) ]]; }
 for ((i = 0; i <= N; i++)); do port_busy $((BASE + i)) && die "port $((BASE + i)) in use (set UNDERLAY_LAB_PORT_BASE)"; done
+for k in "${!DATA[@]}"; do
+  for t in $((BASE + 20 + k)) $((BASE + 40 + k)); do port_busy "$t" && die "port $t in use (set UNDERLAY_LAB_PORT_BASE)"; done
+done
 for ((p = 1; p <= 2 * N; p++)); do
   for u in $((BASE + 100 + 2 * p)) $((BASE + 101 + 2 * p)); do port_busy "$u" && die "udp port $u in use"; done
 done
@@ -36,21 +58,20 @@ ssh-keygen -q -t ed25519 -N '' -C "underlay-lab@$(hostname)" -f "$LAB/id_ed25519
 : >"$LAB/known_hosts"
 
 mac() { printf '52:54:00:00:%02x:%02x' "$1" "$2"; }   # 52:54:00:00:<vm>:<nic>, vm 0 = switch
-boot() { # boot NAME ROLE VMINDEX DATA_NIC_ARGS...
-  local name=$1 role=$2 i=$3; shift 3
-  qemu-img create -q -f qcow2 -b "$img/base.qcow2" -F qcow2 "$LAB/$name.qcow2"
+boot() { # boot NAME ROLE VMINDEX IMAGE USERNET-OPTIONS EXTRA-QEMU-ARGS...
+  local name=$1 role=$2 i=$3 image=$4 net=$5; shift 5
+  qemu-img create -q -f qcow2 -b "$img/$image.qcow2" -F qcow2 "$LAB/$name.qcow2"
   qemu-system-x86_64 -name "underlay-$name" -nodefaults -display none -daemonize -pidfile "$LAB/$name.pid" \
     -accel tcg,tb-size=128 -cpu max -m "$MEM" -smp 1 \
     -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
     -append "root=/dev/vda rw console=ttyS0 quiet mitigations=off net.ifnames=0 systemd.firstboot=off" \
     -drive "file=$LAB/$name.qcow2,if=virtio,format=qcow2,cache=unsafe" \
     -serial "file:$LAB/$name.serial.log" -monitor "unix:$LAB/$name.monitor,server=on,wait=off" \
-    -netdev "user,id=mgmt,net=198.18.0.0/24,restrict=on,hostfwd=tcp:127.0.0.1:$((BASE + i))-:22" \
+    -netdev "user,id=mgmt,net=198.18.0.0/24,restrict=on$net" \
     -device "virtio-net-pci,netdev=mgmt,mac=$(mac "$i" 0),addr=0x3" \
     -fw_cfg "name=opt/underlay/authorized_keys,file=$LAB/id_ed25519.pub" \
     -fw_cfg "name=opt/underlay/hostname,string=$name" -fw_cfg "name=opt/underlay/role,string=$role" \
     "$@" 2>"$LAB/$name.qemu.log" || { cat "$LAB/$name.qemu.log" >&2; die "qemu for $name failed"; }
-  echo "$name $role $((BASE + i))" >>"$LAB/lab.env"
 }
 cable() { # cable VMINDEX NIC SLOT MYPORT PEERPORT -> qemu args for one data NIC
   printf '%s\n' -netdev "socket,id=d$2,udp=127.0.0.1:$5,localaddr=127.0.0.1:$4" \
@@ -62,13 +83,32 @@ trap 'rc=$?; ((rc == 0)) || { log "failed: stopping the lab (logs kept in $LAB)"
 t0=$SECONDS
 sw=()
 for ((p = 1; p <= 2 * N; p++)); do mapfile -t -O ${#sw[@]} sw < <(cable 0 "$p" $((3 + p)) $((BASE + 101 + 2 * p)) $((BASE + 100 + 2 * p))); done
-boot switch switch 0 "${sw[@]}"
+# The switch forwards the management ports of servers managed over a data NIC (guest ports 2000+K, 3000+K).
+swnet=",hostfwd=tcp:127.0.0.1:$BASE-:22"
+: >"$LAB/switch.dnat"
+for k in $(printf '%s\n' "${!DATA[@]}" | sort -n); do
+  swnet+=",hostfwd=tcp:127.0.0.1:$((BASE + 20 + k))-:$((2000 + k)),hostfwd=tcp:127.0.0.1:$((BASE + 40 + k))-:$((3000 + k))"
+  printf '%s %s\n%s %s\n' $((2000 + k)) "198.18.10.$((20 + k))" $((3000 + k)) "192.0.2.$((20 + k))" >>"$LAB/switch.dnat"
+done
+if [[ -s $LAB/switch.dnat ]]; then
+  # + LACP fallback on those servers' bonds (underlay-lacp-fallback): swp(2K-1) forwards while poK has no partner
+  sw+=(-fw_cfg "name=opt/underlay/dnat,file=$LAB/switch.dnat" -fw_cfg "name=opt/underlay/lacp-fallback,string=$(printf '%s\n' "${!DATA[@]}" | sort -n | tr '\n' ' ')")
+fi
+boot switch switch 0 base "$swnet" "${sw[@]}"
+echo "switch switch $BASE base eth0 -" >>"$LAB/lab.env"
 for ((k = 1; k <= N; k++)); do
   args=()
   for n in 1 2; do p=$((2 * (k - 1) + n)); mapfile -t -O ${#args[@]} args < <(cable "$k" "$n" $((3 + n)) $((BASE + 100 + 2 * p)) $((BASE + 101 + 2 * p))); done
-  boot "server$k" server "$k" "${args[@]}"
+  if [[ -n ${DATA[$k]:-} ]]; then
+    # No forward on its own management NIC (kept, unreachable, so the NIC names stay eth0..eth3).
+    boot "server$k" server "$k" "${IMAGES[k - 1]}" "" "${args[@]}" -fw_cfg "name=opt/underlay/eth1-address,string=198.18.10.$((20 + k))/24"
+    echo "server$k server $((BASE + 20 + k)) ${IMAGES[k - 1]} eth1 $((BASE + 40 + k))" >>"$LAB/lab.env"
+  else
+    boot "server$k" server "$k" "${IMAGES[k - 1]}" ",hostfwd=tcp:127.0.0.1:$((BASE + k))-:22" "${args[@]}"
+    echo "server$k server $((BASE + k)) ${IMAGES[k - 1]} eth0 -" >>"$LAB/lab.env"
+  fi
 done
-log "started $((N + 1)) VMs (-m $MEM, TCG); waiting for SSH (max ${TIMEOUT}s)"
+log "started $((N + 1)) VMs (-m $MEM, TCG; switch: base, servers: ${IMAGES[*]}${UNDERLAY_LAB_DATA_MGMT:+; managed over eth1: $UNDERLAY_LAB_DATA_MGMT}); waiting for SSH (max ${TIMEOUT}s)"
 
 # Wait for each VM: the host key line on its serial console, then the SSH banner on its forward.
 # The banner is read with bash's /dev/tcp (not ssh in a loop, which can hang in user-mode net).
@@ -76,27 +116,35 @@ banner() { timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 4 <&3" 2>
 declare -A ready=()
 while ((${#ready[@]} < N + 1)); do
   ((SECONDS - t0 < TIMEOUT)) || die "timeout: ready: ${!ready[*]}; see $LAB/*.serial.log"
-  while read -r name role port; do
+  while read -r name role port image via newport; do
     [[ -n ${ready[$name]:-} ]] && continue
     kill -0 "$(cat "$LAB/$name.pid")" 2>/dev/null || die "$name's qemu exited; see $LAB/$name.qemu.log"
     key=$(grep -a -o 'UNDERLAY-HOSTKEY ssh-ed25519 [A-Za-z0-9+/=]* END' "$LAB/$name.serial.log" | tail -1 | cut -d' ' -f2,3 || true)
     [[ -n $key ]] && [[ $(banner "$port") == SSH- ]] || continue
     echo "[127.0.0.1]:$port $key" >>"$LAB/known_hosts"
+    # the same host key answers on the new path once the management address is on VLAN 100
+    [[ $newport == - ]] || echo "[127.0.0.1]:$newport $key" >>"$LAB/known_hosts"
     fp=$(echo "$key" | ssh-keygen -lf - | cut -d' ' -f2)
     # cross-check with the fingerprint the guest printed itself (catches a garbled serial line)
     grep -a -q "UNDERLAY-HOSTKEY-FP 256 $fp " "$LAB/$name.serial.log" || die "$name: host key fingerprint mismatch"
     ready[$name]=$((SECONDS - t0))
-    log "$name ($role) SSH ready after ${ready[$name]}s on 127.0.0.1:$port, host key $fp"
+    log "$name ($role, $image) SSH ready after ${ready[$name]}s on 127.0.0.1:$port$([[ $newport == - ]] || echo " (VLAN 100 path: $newport)"), host key $fp"
   done <"$LAB/lab.env"
   ((${#ready[@]} < N + 1)) && sleep 2
 done
 
 # ssh_config for convenience (lab/ssh.sh uses it); the plain equivalent is printed below.
-while read -r name role port; do
+# A server managed over its data NIC also gets "<name>-vlan100": the new path (after onboarding).
+hostcfg() {
   printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n  User root\n  IdentityFile %s\n  IdentitiesOnly yes\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  BatchMode yes\n\n' \
-    "$name" "$port" "$LAB/id_ed25519" "$LAB/known_hosts"
+    "$1" "$2" "$LAB/id_ed25519" "$LAB/known_hosts"
+}
+while read -r name role port image via newport; do
+  hostcfg "$name" "$port"
+  [[ $newport == - ]] || hostcfg "$name-vlan100" "$newport"
 done <"$LAB/lab.env" >"$LAB/ssh_config"
 log "lab up in $((SECONDS - t0))s (image $img)"
-while read -r name role port; do
-  echo "  $name: ssh -i $LAB/id_ed25519 -o UserKnownHostsFile=$LAB/known_hosts -p $port root@127.0.0.1" >&2
+while read -r name role port image via newport; do
+  echo "  $name ($image): ssh -i $LAB/id_ed25519 -o UserKnownHostsFile=$LAB/known_hosts -p $port root@127.0.0.1" >&2
+  [[ $newport == - ]] || echo "  $name over VLAN 100 after onboarding: ... -p $newport (lab/ssh.sh $name-vlan100)" >&2
 done <"$LAB/lab.env"

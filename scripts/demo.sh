@@ -20,7 +20,8 @@ bash scripts/setup.sh
 bash scripts/dev-server.sh start
 if ! bash lab/lab status >/dev/null 2>&1; then bash lab/up.sh; fi
 if ! { [ -f "$data/worker.pid" ] && kill -0 "$(cat "$data/worker.pid")" 2>/dev/null; }; then
-  setsid bin/underlay worker >"$data/worker.log" 2>&1 </dev/null &
+  # The lab spec references the lab key (.lab/id_ed25519): the worker's credentials directory is the lab's.
+  UNDERLAY_CREDENTIALS_DIR="${UNDERLAY_LAB_DIR:-$PWD/.lab}" setsid bin/underlay worker >"$data/worker.log" 2>&1 </dev/null &
   echo $! >"$data/worker.pid"
   echo "demo: worker started (pid $(cat "$data/worker.pid"), log $data/worker.log)"
 fi

@@ -4,7 +4,7 @@
  * tagged internal ports, built in one atomic ovs-vsctl transaction (optionally with a libvirt network on it).
  */
 import { LockoutRiskError, UnsupportedPlatformError } from '../common/errors';
-import { listAddresses, listLinks, managementInterface } from '../drivers/linux/net';
+import { listLinks, requireManagementInterface } from '../drivers/linux/net';
 import { defineNetwork, networkXml, readNetwork, removeNetwork, setNetworkRunning, type NetDef, type NetState } from '../drivers/linux/libvirt';
 import { convergeBridge, readBridge, type OvsBridge } from '../drivers/linux/ovs';
 import type { AttachSpec, ServerSpec } from '../spec/server';
@@ -84,8 +84,8 @@ function plan(want: LinuxAttachWant, observed: AttachState): Change[] {
 }
 
 async function guardManagement(io: Io, device: string): Promise<void> {
-  const mgmt = await managementInterface(io.host, await listAddresses(io.host));
-  if (mgmt && mgmt === device) {
+  const mgmt = await requireManagementInterface(io.host, 'attach', 'attach');
+  if (mgmt === device) {
     throw new LockoutRiskError('refusing to attach a switch to the interface that carries the management session', {
       host: io.host.label,
       step: 'attach',

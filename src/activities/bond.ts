@@ -8,7 +8,7 @@
  */
 import { LockoutRiskError, UnsupportedPlatformError } from '../common/errors';
 import { convergeFilesScript, restoreFilesScript } from '../drivers/linux/files';
-import { listAddresses, listLinks, managementInterface } from '../drivers/linux/net';
+import { listLinks, requireManagementInterface } from '../drivers/linux/net';
 import type { NetManager } from '../drivers/linux/netmgr';
 import { applyBondScript, bondFilePaths, renderBondFiles, undoBondScript, type BondConfig } from '../drivers/linux/persist';
 import { LACP_IN_SERVICE, NO_PARTNER_MAC } from '../drivers/linux/parse/ip-link';
@@ -18,7 +18,7 @@ import type { BondSpec, ServerSpec } from '../spec/server';
 import { diffState } from './diff';
 import { detectManager, fileChanges, ifupdownTakeover, memberOwner, observeFiles, type Detected } from './persist';
 import { pollUntilHolds, verificationFailure, type Problem } from './poll';
-import type { Change, Step, StepIo } from './step';
+import type { Change, HealthProblem, Step, StepIo } from './step';
 import { section } from './want';
 
 export interface BondParams {
@@ -165,8 +165,8 @@ function convergeScript(name: string, now: Pick<BondState, 'bond' | 'members'>, 
 
 async function guardManagement(io: Io): Promise<void> {
   const bond = io.want.bond;
-  const mgmt = await managementInterface(io.host, await listAddresses(io.host));
-  if (mgmt && (bond.members.includes(mgmt) || mgmt === bond.name)) {
+  const mgmt = await requireManagementInterface(io.host, 'bond', 'bond.members');
+  if (bond.members.includes(mgmt) || mgmt === bond.name) {
     throw new LockoutRiskError('refusing to re-parent the interface that carries the management session', {
       host: io.host.label,
       step: 'bond',
@@ -316,11 +316,23 @@ export const bondStep: Step<BondState, BondWant> = {
   undo,
   diff: diffBond,
   note: (s) => `persisted through ${s.persisted.why}`,
+  health,
 };
 
-/** For drift health: what LACP says now (no waiting), as problems an operator must look at. */
-export async function bondHealth(io: Io): Promise<Problem[]> {
+/**
+ * For drift: what LACP says now (no waiting). A member out of the aggregator, no partner, or churn is the switch
+ * side's (or a cable's) to fix; a member that is not in the bond at all is configuration drift (plan), not here.
+ */
+async function health(io: Io): Promise<HealthProblem[]> {
   const links = await listLinks(io.host);
-  if (!links.get(io.want.bond.name)?.bond || io.want.bond.mode !== '802.3ad') return [];
-  return lacpProblems(io, links);
+  const b = io.want.bond;
+  if (!links.get(b.name)?.bond || b.mode !== '802.3ad') return [];
+  if (b.members.some((m) => links.get(m)?.master !== b.name)) return [];
+  return (await lacpProblems(io, links)).map((p) => ({
+    ...p,
+    hint:
+      p.field.includes('.') && !p.field.startsWith(`${b.name}.`)
+        ? `the switch port facing ${p.field.split('.')[0]} (its LACP, or the cable)`
+        : `the switch's LACP bond facing ${b.name}`,
+  }));
 }

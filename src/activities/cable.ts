@@ -10,7 +10,7 @@ import { describeNeighbour, neighbourMatches } from '../drivers/linux/parse/lldp
 import type { NicSpec } from '../spec/server';
 import { diffState } from './diff';
 import { pollUntilHolds, type Problem } from './poll';
-import type { Change, Step, StepIo } from './step';
+import type { Change, HealthProblem, Step, StepIo } from './step';
 
 export interface CableState {
   /** Admin state (IFF_UP) of each spec NIC. */
@@ -102,6 +102,16 @@ async function undo(io: StepIo<NicSpec[]>, pre: CableState, now: CableState): Pr
     );
 }
 
+/** Cabling now, for drift: a NIC without carrier, at another speed, or facing another switch port needs a person. */
+async function health(io: StepIo<NicSpec[]>): Promise<HealthProblem[]> {
+  return (await check(io)).map((p) => ({
+    ...p,
+    hint: p.field.endsWith('.lldp')
+      ? `the cable of ${p.field.split('.')[0]}: moved to another port, or the switch's LLDP is off`
+      : `the link of ${p.field.split('.')[0]}: cable, optic or switch port`,
+  }));
+}
+
 export const cableStep: Step<CableState, NicSpec[]> = {
   name: 'cable',
   want: (spec) => spec.nics,
@@ -111,4 +121,5 @@ export const cableStep: Step<CableState, NicSpec[]> = {
   verify: (io) => pollUntilHolds(io, 'cabling', () => check(io), VERIFY),
   undo,
   diff: (a, b) => diffState(a.nics, b.nics),
+  health,
 };

@@ -8,6 +8,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { driftWorkflowId, onboardingWorkflowId } from '../common/config';
@@ -81,7 +82,10 @@ export async function loadInventoryPage(input: InventoryPageInput): Promise<Inve
   const serverFiles: string[] = [];
   const invalid: InvalidSpecFile[] = [];
   for (const file of files) {
+    // Parsing is synchronous (≤ 256 KiB per file, about a second at worst): between files the event loop gets a
+    // turn, so the heartbeat just recorded is sent and a cancellation is seen while a big page is read.
     heartbeatIfActivity();
+    await yieldToEventLoop();
     const id = serverIdOfFile(file);
     const twins = (byId.get(id) ?? []).filter((f) => f !== file);
     if (twins.length) {

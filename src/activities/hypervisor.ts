@@ -2,15 +2,21 @@
  * Step 5, hypervisor install. KVM on Linux: install the virtualization stack with the OS's package manager,
  * start libvirtd, and verify /dev/kvm, the daemon and `virsh version`. Undo purges exactly the packages that
  * were not installed before, so the package set returns to the snapshot.
+ *
+ * The install and the purge run as detached host jobs (./packages.ts, ./job.ts): a worker that dies mid-install
+ * leaves apt running on the host, and the retry — on this worker or another — waits for that same job.
  */
-import { CommandFailedError, UnsupportedHardwareError, VerificationError } from '../common/errors';
+import { UnsupportedHardwareError, VerificationError } from '../common/errors';
 import { join, sh } from '../drivers/shell';
-import { installPackages, installedPackages, purgePackages, readOsFamily, unitState } from '../drivers/linux/packages';
+import { jobStatus } from '../drivers/linux/job';
+import { installedPackages, readOsFamily, unitState } from '../drivers/linux/packages';
 import type { OsFamily } from '../drivers/linux/parse/text';
 import type { ServerSpec } from '../spec/server';
 import { hypervisorOfKind } from './want';
+import { unitFor } from './job';
+import { describeKept, installDetached, restorePackageSet, type PackageJobOptions } from './packages';
 import { pollUntilHolds, type Problem } from './poll';
-import type { Change, Step, StepIo } from './step';
+import type { Change, Step, StepIo, UndoOutcome } from './step';
 
 export interface HypervisorState {
   family: OsFamily;
@@ -21,7 +27,12 @@ export interface HypervisorState {
    * exits after two idle minutes (--timeout 120), so the service alone would flap between active and inactive.
    */
   libvirtdActive: boolean;
+  /** This step's install job is running on the host right now (its unit), e.g. started by a worker that died. */
+  installJob?: string;
 }
+
+/** Bounds of the KVM install and purge jobs on the host. */
+export const KVM_PACKAGE_JOBS: PackageJobOptions = { installTimeoutMs: 45 * 60_000, purgeTimeoutMs: 30 * 60_000 };
 
 const DEFAULT_PACKAGES: Record<OsFamily, string[]> = {
   debian: ['qemu-system-x86', 'libvirt-daemon-system', 'libvirt-clients'],
@@ -60,45 +71,32 @@ async function observe(io: Io): Promise<HypervisorState> {
     });
   }
   const family = await readOsFamily(io.host);
-  const [packages, service, socket] = await Promise.all([
+  const unit = unitFor(io, 'install');
+  const [packages, service, socket, job] = await Promise.all([
     installedPackages(io.host, family),
     unitState(io.host, 'libvirtd'),
     unitState(io.host, 'libvirtd.socket'),
+    jobStatus(io.host, unit),
   ]);
-  return { family, packages, libvirtdActive: service === 'active' || socket === 'active' };
+  return { family, packages, libvirtdActive: service === 'active' || socket === 'active', ...(job.state === 'running' ? { installJob: unit } : {}) };
 }
 
 function plan(want: KvmWant, observed: HypervisorState): Change[] {
   const missing = kvmPackages(want, observed.family).filter((p) => !observed.packages.includes(p));
   const changes: Change[] = missing.map((p) => ({ field: `package ${p}`, from: 'absent', to: 'installed' }));
   if (!observed.libvirtdActive) changes.push({ field: 'libvirtd', from: 'inactive', to: 'active' });
+  // Packages may look installed half-way through a running install: wait for it to finish before verifying.
+  if (observed.installJob) changes.push({ field: 'install job', from: `${observed.installJob} running`, to: 'finished' });
   return changes;
 }
 
 async function apply(io: Io, observed: HypervisorState): Promise<void> {
   const missing = kvmPackages(io.want, observed.family).filter((p) => !observed.packages.includes(p));
-  if (missing.length) {
-    const r = await io.host.run(installPackages(observed.family, missing), {
-      description: `install ${missing.join(' ')}`,
-      timeoutMs: 45 * 60_000,
-      okExitCodes: [0, 1, 100],
-    });
-    if (r.exitCode !== 0) {
-      // A package the host's repositories do not carry will not appear on retry; a lock or a mirror hiccup may.
-      const missingFromRepo = /Unable to locate package|has no installation candidate|No match for argument/.test(r.stderr);
-      throw new CommandFailedError(
-        missingFromRepo ? 'the host’s package repositories do not offer the hypervisor packages' : 'package installation failed',
-        {
-          host: io.host.label,
-          step: 'hypervisor',
-          command: `install ${missing.join(' ')}`,
-          exitCode: r.exitCode,
-          stderr: r.stderr.trim().split('\n').slice(-5).join(' | '),
-        },
-        !missingFromRepo,
-      );
-    }
-  }
+  // With nothing missing this only waits for an install job an earlier attempt (or a dead worker) started.
+  await installDetached(io, observed.family, missing, {
+    ...KVM_PACKAGE_JOBS,
+    notOffered: 'the host’s package repositories do not offer the hypervisor packages',
+  });
   // /dev/kvm needs the vendor module; libvirtd is socket-activated on Debian but enable it for boot too.
   await io.host.run(join('&&', [sh`(modprobe kvm_intel 2>/dev/null || modprobe kvm_amd 2>/dev/null || true)`, sh`systemctl enable --now libvirtd`]), {
     description: 'load kvm module and start libvirtd',
@@ -121,14 +119,10 @@ async function check(io: Io): Promise<Problem[]> {
   return problems;
 }
 
-async function undo(io: Io, pre: HypervisorState, now: HypervisorState): Promise<void> {
-  const added = now.packages.filter((p) => !pre.packages.includes(p));
-  if (added.length)
-    await io.host.run(purgePackages(pre.family, added), {
-      description: `purge ${added.length} package(s) installed since the snapshot`,
-      timeoutMs: 30 * 60_000,
-    });
-  const missing = pre.packages.filter((p) => !now.packages.includes(p));
+async function undo(io: Io, pre: HypervisorState, now: HypervisorState): Promise<UndoOutcome<HypervisorState> | void> {
+  const { purged, kept } = await restorePackageSet(io, pre.family, pre.packages, KVM_PACKAGE_JOBS);
+  const current = await installedPackages(io.host, pre.family);
+  const missing = pre.packages.filter((p) => !current.includes(p));
   if (missing.length)
     throw new VerificationError('packages present before are missing now; not reinstalling them blindly', {
       host: io.host.label,
@@ -136,11 +130,18 @@ async function undo(io: Io, pre: HypervisorState, now: HypervisorState): Promise
       expected: 'installed',
       observed: missing.join(' '),
     });
-  if (pre.libvirtdActive !== now.libvirtdActive && !added.some((p) => p.startsWith('libvirt'))) {
+  if (pre.libvirtdActive !== now.libvirtdActive && !purged.some((p) => p.startsWith('libvirt'))) {
     await io.host.run(
       pre.libvirtdActive ? sh`systemctl start libvirtd` : sh`systemctl disable --now libvirtd libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket`,
       { description: 'restore libvirtd state' },
     );
+  }
+  if (kept.length) {
+    // What can be restored: the pre-state plus the packages that pre-existing ones need now.
+    return {
+      target: { ...pre, packages: [...new Set([...pre.packages, ...kept.map((k) => k.name)])].sort() },
+      note: `kept ${describeKept(kept)}: the install upgraded packages present before, which now depend on them`,
+    };
   }
 }
 

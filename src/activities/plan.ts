@@ -6,10 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { UnderlayError } from '../common/errors';
 import { STEPS, stepApplies, type StepName } from '../steps';
 import { parseServerSpec } from '../spec/validate';
+import { assertSecretScope } from '../transports/secret-scope';
 import type { StepSet } from './registry';
 import type { RemoteHost } from '../drivers/remote';
 import { noShell, type Connector } from './run-step';
-import { chooseStep, type Change, type StepIo } from './step';
+import { chooseStep, type Change, type HealthProblem, type StepIo } from './step';
 
 export interface StepPlan {
   step: StepName;
@@ -20,6 +21,8 @@ export interface StepPlan {
   error?: string;
   /** What the step found (e.g. the network manager it persists through). */
   note?: string;
+  /** Health a re-apply cannot fix (Step.health): each needs a person. */
+  health?: HealthProblem[];
 }
 
 export interface OnboardingPlan {
@@ -34,6 +37,7 @@ export async function planOnboarding(
   onProgress: (note: string) => void = () => undefined,
 ): Promise<OnboardingPlan> {
   const spec = parseServerSpec(rawSpec, 'spec');
+  assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
   // One SSH session for every step that needs one, opened when the first does (an ESXi plan needs none).
   let conn: Promise<{ host: RemoteHost; close(failed?: boolean): void }> | undefined;
   let failed = true;
@@ -52,7 +56,8 @@ export async function planOnboarding(
         const io: StepIo<unknown> = { host, spec, want, sleep: (ms) => sleep(ms), progress: onProgress, marks: {}, mark: () => undefined };
         const observed = await step.observe(io);
         const note = step.note?.(observed);
-        out.push({ step: name, applies: true, changes: step.plan(want, observed), ...(note ? { note } : {}) });
+        const health = step.health ? await step.health(io) : [];
+        out.push({ step: name, applies: true, changes: step.plan(want, observed), ...(note ? { note } : {}), ...(health.length ? { health } : {}) });
       } catch (err) {
         // Host-state problems belong in the plan; transport trouble (unreachable, wrong host key) aborts it.
         if (err instanceof UnderlayError && !err.retryable && err.name !== 'HostKeyMismatchError' && err.name !== 'AuthenticationError') {
@@ -77,8 +82,16 @@ export function renderPlan(plan: OnboardingPlan): string {
       lines.push(`  ~ ${s.step}: ${s.changes.length} change(s)${s.note ? ` (${s.note})` : ''}`);
       for (const c of s.changes) lines.push(`      ${c.field}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`);
     }
+    for (const h of s.health ?? [])
+      lines.push(`    ! ${s.step} health: ${h.field}: expected ${show(h.expected)}, observed ${show(h.observed)} — look at ${h.hint}`);
   }
   const n = plan.steps.filter((s) => s.changes.length).length;
+  const sick = plan.steps.filter((s) => s.health?.length).length;
   lines.push(n ? `${n} step(s) would change the host.` : 'The host already matches the spec.');
+  if (sick) lines.push(`${sick} step(s) report health a re-apply cannot fix: see the ! lines.`);
   return lines.join('\n');
+}
+
+function show(v: unknown): string {
+  return typeof v === 'string' ? v : JSON.stringify(v);
 }

@@ -8,9 +8,11 @@
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { ConnectionError, RollbackVerificationError, UnderlayError } from '../common/errors';
+import { ConnectionError, inStep, RollbackVerificationError, UnderlayError } from '../common/errors';
 import { parseServerSpec } from '../spec/validate';
+import { assertSecretScope } from '../transports/secret-scope';
 import type { ServerSpec } from '../spec/server';
+import type { PathName } from '../spec/management';
 import { RemoteHost } from '../drivers/remote';
 import { stepSummary, type StepName } from '../steps';
 import {
@@ -29,12 +31,20 @@ import {
  * Opens the host for one activity; the runner closes it, saying whether the activity failed (a pooling connector
  * keeps a session for the next step only after a success: see connect.ts).
  */
-export type Connector = (spec: ServerSpec, step: StepName, onProgress: (note: string) => void) => Promise<{ host: RemoteHost; close(failed?: boolean): void }>;
+export type Connector = (
+  spec: ServerSpec,
+  step: StepName,
+  onProgress: (note: string) => void,
+  /** `path`: only this management path (a step that moved management checks the new one on purpose). */
+  opts?: { path?: PathName },
+) => Promise<{ host: RemoteHost; close(failed?: boolean): void }>;
 
 interface Carried<S> {
   pre?: S;
   touched?: boolean;
   marks?: Record<string, unknown>;
+  /** The latest progress note, for `underlay status` (read from the pending activity's heartbeat details). */
+  note?: string;
 }
 
 const HEARTBEAT_EVERY_MS = 5_000;
@@ -73,7 +83,7 @@ async function withStepIo<T>(
   step: Step<unknown, unknown>,
   spec: ServerSpec,
   connect: Connector,
-  carried: { marks: Record<string, unknown>; beat: () => void },
+  carried: { marks: Record<string, unknown>; beat: () => void; noted?: (note: string) => void },
   fn: (io: StepIo<unknown>) => Promise<T>,
 ): Promise<T> {
   const ctx = Context.current();
@@ -98,6 +108,7 @@ async function withStepIo<T>(
         sleep: (ms) => ctx.sleep(ms),
         progress: (note) => {
           ctx.log.debug(note, { step: step.name, server: spec.id });
+          carried.noted?.(note);
           beat();
         },
         marks,
@@ -108,11 +119,11 @@ async function withStepIo<T>(
         ...(step.connection === 'none'
           ? {}
           : {
-              reconnect: async (): Promise<RemoteHost> => {
-                // The old session is suspect (a reboot, a drop): never handed back to a pool.
+              reconnect: async (opts?: { path?: PathName }): Promise<RemoteHost> => {
+                // The old session is suspect (a reboot, a drop, a moved path): never handed back to a pool.
                 conn?.close(true);
                 conn = undefined;
-                conn = await connect(spec, step.name, () => beat());
+                conn = await connect(spec, step.name, () => beat(), opts);
                 return conn.host;
               },
             }),
@@ -133,7 +144,9 @@ function toFailure(err: unknown, details: StepFailureDetails): Error {
   if (err instanceof CancelledFailure) return new CancelledFailure(err.message, [details]);
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof UnderlayError) {
-    return ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: !err.retryable, details: [details, err.context] });
+    // A transport error names the host only; the failure names the step too.
+    const e = inStep(err, details.step);
+    return ApplicationFailure.create({ type: e.name, message: e.message, nonRetryable: !e.retryable, details: [details, e.context] });
   }
   const e = err instanceof Error ? err : new Error(String(err));
   return ApplicationFailure.create({ type: e.name || 'Error', message: e.message, nonRetryable: false, details: [details] });
@@ -147,12 +160,15 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
   let touched = carried.touched ?? false;
   const marks = { ...carried.marks };
   let hostLabel = '?';
-  const beat = () => ctx.heartbeat({ pre, touched, marks } satisfies Carried<unknown>);
+  let note: string | undefined;
+  const beat = () => ctx.heartbeat({ pre, touched, marks, ...(note ? { note } : {}) } satisfies Carried<unknown>);
   try {
     const spec = parseServerSpec(rawSpec, 'activity input');
     hostLabel = spec.id;
+    assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
     const step = chooseStep(choice, spec);
-    return await withStepIo(step, spec, connect, { marks, beat }, async (io) => {
+    const noted = (n: string) => (note = n.slice(0, 300));
+    return await withStepIo(step, spec, connect, { marks, beat, noted }, async (io) => {
       const observed = await step.observe(io);
       if (pre === undefined) {
         pre = observed;
@@ -190,15 +206,19 @@ export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unkn
   try {
     const spec = parseServerSpec(rawSpec, 'activity input');
     hostLabel = spec.id;
+    assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
     const step = chooseStep(choice, spec);
-    return await withStepIo(step, spec, connect, { marks, beat: () => ctx.heartbeat({ marks } satisfies Carried<unknown>) }, async (io) => {
+    let note: string | undefined;
+    const beat = () => ctx.heartbeat({ marks, ...(note ? { note } : {}) } satisfies Carried<unknown>);
+    return await withStepIo(step, spec, connect, { marks, beat, noted: (n) => (note = n.slice(0, 300)) }, async (io) => {
       const now = await step.observe(io);
       const changes = step.diff(now, pre);
       if (!changes.length) return { step: step.name, changes };
       io.progress(`${step.name}: restoring ${changes.length} field(s) to the pre-state`);
-      await step.undo(io, pre, now);
+      const outcome = await step.undo(io, pre, now);
+      const target = outcome ? outcome.target : pre;
       const after = await step.observe(io);
-      const remaining = step.diff(after, pre);
+      const remaining = step.diff(after, target);
       if (remaining.length) {
         throw new RollbackVerificationError('the host did not return to its pre-state', {
           host: spec.id,
@@ -208,7 +228,7 @@ export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unkn
           observed: remaining.map((c) => c.from),
         });
       }
-      return { step: step.name, changes };
+      return { step: step.name, changes, ...(outcome ? { note: outcome.note } : {}) };
     });
   } catch (err) {
     throw toFailure(err, { step: name, host: hostLabel, attempt: ctx.info.attempt, touched: true, pre });

@@ -5,6 +5,7 @@
  */
 import type { StepName } from '../steps';
 import type { ServerSpec } from '../spec/server';
+import type { PathName } from '../spec/management';
 import type { RemoteHost } from '../drivers/remote';
 
 /** A step, or the choice of one by the spec (e.g. the ESXi attach differs per attach kind). */
@@ -46,7 +47,7 @@ export interface StepIo<P = ServerSpec> {
    * retryable ConnectionError. `host` is the new session afterwards. For steps that reboot the host
    * (src/activities/reboot.ts). Absent where no session can be reopened (dry-run plans, `connection: 'none'`).
    */
-  reconnect?(): Promise<RemoteHost>;
+  reconnect?(opts?: { path?: PathName }): Promise<RemoteHost>;
 }
 
 /**
@@ -91,12 +92,38 @@ export interface Step<S, P = ServerSpec> {
   apply(io: StepIo<P>, observed: S, changes: Change[]): Promise<void>;
   /** Confirms the spec holds on the host (polling, bounded), or throws VerificationError / NotConvergedError. */
   verify(io: StepIo<P>): Promise<void>;
-  /** Converges the host back to `pre`, given what it is `now`. */
-  undo(io: StepIo<P>, pre: S, now: S): Promise<void>;
+  /**
+   * Converges the host back to `pre`, given what it is `now`. Returns an outcome only when part of the pre-state
+   * cannot be restored safely: the undo is then verified against its `target`, and its note is reported.
+   */
+  undo(io: StepIo<P>, pre: S, now: S): Promise<void | UndoOutcome<S>>;
   /** The differences between two observations that this step is responsible for (used to verify an undo). */
   diff(a: S, b: S): Change[];
   /** What the observation found that an operator should see next to the step (e.g. the network manager it persists through). */
   note?(observed: S): string | undefined;
+  /**
+   * Health that re-applying cannot fix, read now without waiting (drift checks): a lost LACP partner, a gateway that
+   * stopped answering, a cable moved to another switch port. Each problem needs a person; an empty list is healthy.
+   * Configuration drift is not here: plan() shows it, and remediation re-applies it.
+   */
+  health?(io: StepIo<P>): Promise<HealthProblem[]>;
+}
+
+/** A health problem of a step: what is wrong, what was expected and observed, and what a person should look at. */
+export interface HealthProblem {
+  field: string;
+  expected: unknown;
+  observed: unknown;
+  /** Where to look: `the switch side of eth2`, `the cable of eth1`. */
+  hint: string;
+}
+
+/** An undo that restores less than the whole pre-state, and says why (e.g. packages pre-existing ones need now). */
+export interface UndoOutcome<S> {
+  /** The state the undo converged to: the pre-state except what the note names. */
+  target: S;
+  /** For the compensation's outcome: what was not restored and why. */
+  note: string;
 }
 
 /** `want` for steps that read the whole spec (vendor steps whose inputs span several sections). */
@@ -119,6 +146,8 @@ export interface UndoResult {
   step: StepName;
   /** What the undo changed on the host (empty when the host already was in the pre-state). */
   changes: Change[];
+  /** What the undo left different from the pre-state on purpose, and why (UndoOutcome.note). */
+  note?: string;
 }
 
 /** Carried in a step's ApplicationFailure details, so the workflow can compensate a half-applied step. */

@@ -14,7 +14,7 @@ import { vlanIfName, type ServerSpec, type VlanSpec } from '../spec/server';
 import { diffState } from './diff';
 import { detectManager, fileChanges, observeFiles } from './persist';
 import { pollUntilHolds, verificationFailure, type Problem } from './poll';
-import type { Change, Step, StepIo } from './step';
+import type { Change, HealthProblem, Step, StepIo } from './step';
 
 export interface VlanLinkState {
   parent: string | null;
@@ -196,15 +196,19 @@ export const vlanStep: Step<VlanState, VlanWant> = {
   undo,
   diff: (a, b) => diffState({ vlans: a.vlans, files: a.persisted.files }, { vlans: b.vlans, files: b.persisted.files }),
   note: (s) => `persisted through ${s.persisted.why}`,
+  health,
 };
 
-/** For drift health: each VLAN gateway answers now (one try, no waiting). */
-export async function vlanHealth(io: Io): Promise<Problem[]> {
-  const problems: Problem[] = [];
+/** For drift: each VLAN's gateway answers now (one burst, no waiting); a silent gateway is upstream's to fix. */
+async function health(io: Io): Promise<HealthProblem[]> {
+  const problems: HealthProblem[] = [];
   const state = await observeRuntime(io);
   for (const v of io.want.vlans) {
     const name = vlanIfName(v);
-    if (v.gateway && state[name]) problems.push(...(await gatewayProblems(io, name, v.gateway)));
+    const s = state[name];
+    if (!v.gateway || !s || s.id !== v.id || s.parent !== v.parent || (v.address && !s.addresses.includes(v.address))) continue;
+    for (const p of await gatewayProblems(io, name, v.gateway))
+      problems.push({ ...p, hint: `VLAN ${v.id} upstream: the gateway ${v.gateway}, or the tag on the switch ports` });
   }
   return problems;
 }

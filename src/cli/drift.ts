@@ -223,10 +223,13 @@ export async function runningSweeps(client: Client): Promise<Array<{ workflowId:
 
 function changeText(r: DriftCheckResult): string {
   return r.diffs
-    .map(
-      (d) =>
-        `${d.step}: ${d.error ?? d.changes.map((c) => `${c.field} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join(', ')}${d.more ? ` (+${d.more})` : ''}`,
-    )
+    .map((d) => {
+      const changes = d.error ?? d.changes.map((c) => `${c.field} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join(', ');
+      const health = (d.health ?? []).map(
+        (h) => `! ${h.field}: expected ${JSON.stringify(h.expected)}, observed ${JSON.stringify(h.observed)} (look at ${h.hint})`,
+      );
+      return `${d.step}: ${[changes, ...health].filter(Boolean).join(', ')}${d.more ? ` (+${d.more})` : ''}`;
+    })
     .join('; ');
 }
 
@@ -235,14 +238,14 @@ export function renderSweepReport(s: DriftSweepSummary, title = 'drift sweep'): 
   const c = s.counts;
   const lines = [
     `${title} · mode ${s.mode} · inventory ${s.inventoryDir} · ${s.startedAt} → ${s.finishedAt ?? 'running'} · ${s.pages} page(s)`,
-    `${c.servers} server(s): ${c.clean} clean · ${c.drifted} drifted · ${c.remediated} remediated · ${c.failed} failed · ${c.skipped} skipped · ` +
+    `${c.servers} server(s): ${c.clean} clean · ${c.drifted} drifted · ${c.needsOperator ?? 0} need an operator · ${c.remediated} remediated · ${c.failed} failed · ${c.skipped} skipped · ` +
       `${c.notOnboarded} not onboarded · ${c.invalid} invalid spec(s) · ${c.unmanaged} unmanaged`,
   ];
   if (s.servers.length) {
     const rows = s.servers.map((r) => [
       r.serverId,
       r.status,
-      r.driftedSteps.join(',') || '-',
+      [...r.driftedSteps, ...(r.unhealthySteps ?? []).filter((x) => !r.driftedSteps.includes(x)).map((x) => `${x}!`)].join(',') || '-',
       r.status === 'drifted' && !r.remediation ? changeText(r) || (r.reason ?? '') : (r.reason ?? changeText(r)),
     ]);
     const head = ['SERVER', 'STATUS', 'STEPS', 'DETAIL'];

@@ -20,10 +20,12 @@ import { sshConnector } from '../activities/connect';
 import { planOnboarding, renderPlan } from '../activities/plan';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { onboardingWorkflowId, TASK_QUEUE } from '../common/config';
-import { UnderlayError, InvalidSpecError } from '../common/errors';
+import { UnderlayError, InvalidSpecError, printable } from '../common/errors';
 import { devServerSearchAttributeFlags } from '../common/search-attributes';
 import { loadSpecFile, validateSpecFile } from '../spec/load';
+import type { ServerSpec } from '../spec/server';
 import { serverSpecJsonSchema } from '../spec/validate';
+import { lexicalScopeProblems, secretScopeFromEnv } from '../transports/secret-scope';
 import { withClient } from '../workers/connection';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
 import { registerDriftCommands } from './drift';
@@ -58,6 +60,7 @@ program
   .action(async (file: string, opts: { watch?: boolean; taskQueue: string; approveBefore?: string; siteQueues?: boolean }) => {
     const spec = await loadSpecFile(file);
     assertOnboardable(spec);
+    warnScope(file, spec);
     await withClient(async (client) => {
       const handle = await startOnboarding(client, spec, {
         taskQueue: opts.taskQueue,
@@ -130,11 +133,13 @@ program
     let bad = 0;
     for (const f of files) {
       const r = await validateSpecFile(f);
-      if (r.ok) console.log(`${f}: ok (${r.spec.id}, ${r.spec.hypervisor.kind})`);
-      else {
+      if (r.ok) {
+        console.log(`${f}: ok (${r.spec.id}, ${r.spec.hypervisor.kind})`);
+        warnScope(f, r.spec);
+      } else {
         bad++;
         console.error(`${f}: ${r.issues.length} problem(s)`);
-        for (const i of r.issues) console.error(`  ${i.path}: ${i.message}`);
+        for (const i of r.issues) console.error(`  ${printable(i.path, 300)}: ${printable(i.message, 500)}`);
       }
     }
     if (bad) process.exitCode = 1;
@@ -152,11 +157,30 @@ registerControlCommands(program);
 
 program
   .command('codec-server')
-  .description('decrypt/encrypt payloads for the Temporal Web UI and CLI (keys from $UNDERLAY_CODEC_KEYS_FILE or $UNDERLAY_CODEC_KEY)')
-  .option('--listen <host:port>', 'address to listen on', DEFAULT_CODEC_LISTEN)
+  .description(
+    'decrypt/encrypt payloads for the Temporal Web UI and CLI (keys from $UNDERLAY_CODEC_KEYS_FILE or $UNDERLAY_CODEC_KEY; ' +
+      'callers authenticate with a bearer token from $UNDERLAY_CODEC_TOKEN / $UNDERLAY_CODEC_TOKEN_FILE and/or a client certificate)',
+  )
+  .option('--listen <host:port>', 'address to listen on (a non-loopback address needs --tls-cert/--tls-key)', DEFAULT_CODEC_LISTEN)
   .option('--cors-origin <url...>', 'browser origin(s) allowed to call it, e.g. http://localhost:8233')
   .option('--no-temporal-check', 'start without connecting to Temporal (by default it checks the profile and namespace first)')
-  .action((opts: { listen: string; corsOrigin?: string[]; temporalCheck: boolean }) => runCodecServer(opts));
+  .option('--allowed-host <host:port...>', 'extra Host header values to answer to (default: the listen address; for loopback also localhost)')
+  .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
+  .option('--tls-key <file>', "the certificate's private key (PEM, mode 600)")
+  .option('--client-ca <file>', 'require a client certificate issued by this CA (mTLS)')
+  .option('--insecure-no-auth', 'serve without authentication (loopback only; a local dev setup)')
+  .action(
+    (opts: {
+      listen: string;
+      corsOrigin?: string[];
+      temporalCheck: boolean;
+      allowedHost?: string[];
+      tlsCert?: string;
+      tlsKey?: string;
+      clientCa?: string;
+      insecureNoAuth?: boolean;
+    }) => runCodecServer(opts),
+  );
 
 program
   .command('dev-server-flags', { hidden: true })
@@ -165,10 +189,25 @@ program
     console.log(devServerSearchAttributeFlags().join(' '));
   });
 
+/**
+ * The worker decides which credentials a spec may reference (its secret scope); this machine's CLI may not be
+ * configured like the workers, so here a reference outside the local scope is only a warning.
+ */
+function warnScope(file: string, spec: ServerSpec): void {
+  let problems: Array<{ path: string; message: string }>;
+  try {
+    problems = lexicalScopeProblems(spec, secretScopeFromEnv());
+  } catch (err) {
+    console.error(`${file}: warning: ${(err as Error).message}`);
+    return;
+  }
+  for (const p of problems) console.error(`${file}: warning: ${p.path}: ${p.message} — a worker configured like this machine refuses it`);
+}
+
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidSpecError) {
-    console.error(err.message.split(': ')[0] + ':');
-    for (const i of err.issues) console.error(`  ${i.path}: ${i.message}`);
+    console.error(`underlay: ${printable(err.summary, 300)}${err.issues.length ? ':' : ''}`);
+    for (const i of err.issues) console.error(`  ${printable(i.path, 300)}: ${printable(i.message, 500)}`);
   } else if (err instanceof UnderlayError) console.error(`underlay: ${err.message}`);
   else console.error(`underlay: ${describeFailure(err)}`);
   process.exit(1);

@@ -12,6 +12,8 @@ import { driftWorkflowId, onboardingWorkflowId, SITE_QUEUES_ENV, siteTaskQueue, 
 import { UnsupportedPlatformError } from '../common/errors';
 import { temporal } from '@temporalio/proto';
 import { tsToDate } from '@temporalio/common/lib/time';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
+import type { Payload } from '@temporalio/common';
 import { SA_HYPERVISOR, SA_RACK, SA_SERVER_ID, SA_SITE, SA_OUTCOME, SA_STEP } from '../common/search-attributes';
 import { STEP_TITLES, STEPS, stepApplies } from '../steps';
 import type { ServerSpec } from '../spec/server';
@@ -195,7 +197,21 @@ export interface ServerSideStatus {
   pollers: Array<{ identity: string; lastAccess: string | null }>;
   phase: string | null;
   step: string | null;
-  pending: Array<{ activity: string; attempt: number; state: string; lastFailure?: string }>;
+  pending: Array<{ activity: string; attempt: number; state: string; lastFailure?: string; note?: string }>;
+}
+
+/**
+ * The progress note a step activity keeps in its heartbeat details (run-step.ts), decoded with the client's own
+ * data converter (so through the payload codec when one is configured). Undefined when absent or unreadable.
+ */
+export async function heartbeatNote(client: Client, payloads: Payload[] | null | undefined): Promise<string | undefined> {
+  if (!payloads?.length) return undefined;
+  try {
+    const details = await decodeFromPayloadsAtIndex<{ note?: unknown }>(client.options.loadedDataConverter, 0, payloads);
+    return typeof details?.note === 'string' ? details.note.slice(0, 300) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads the server's view: execution status, search attributes, pending activities, the task queue's pollers. */
@@ -215,12 +231,18 @@ export async function serverSideStatus(client: Client, serverId: string): Promis
     pollers: (tq.pollers ?? []).map((p) => ({ identity: p.identity ?? '?', lastAccess: p.lastAccessTime ? tsToDate(p.lastAccessTime).toISOString() : null })),
     phase: sa(SA_OUTCOME),
     step: sa(SA_STEP),
-    pending: (d.raw.pendingActivities ?? []).map((a) => ({
-      activity: a.activityType?.name ?? '?',
-      attempt: a.attempt ?? 1,
-      state: temporal.api.enums.v1.PendingActivityState[a.state ?? 0]?.replace(/^PENDING_ACTIVITY_STATE_/, '').toLowerCase() ?? '?',
-      ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
-    })),
+    pending: await Promise.all(
+      (d.raw.pendingActivities ?? []).map(async (a) => {
+        const note = await heartbeatNote(client, a.heartbeatDetails?.payloads);
+        return {
+          activity: a.activityType?.name ?? '?',
+          attempt: a.attempt ?? 1,
+          state: temporal.api.enums.v1.PendingActivityState[a.state ?? 0]?.replace(/^PENDING_ACTIVITY_STATE_/, '').toLowerCase() ?? '?',
+          ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
+          ...(note ? { note } : {}),
+        };
+      }),
+    ),
   };
 }
 
@@ -259,7 +281,9 @@ export function renderServerSideStatus(s: ServerSideStatus): string {
     );
   } else lines.push(`  the workers of task queue "${s.taskQueue}" did not answer the status query`);
   for (const a of s.pending)
-    lines.push(`  pending ${a.activity}: ${a.state}, attempt ${a.attempt}${a.lastFailure ? ` — last error: ${a.lastFailure.split('\n')[0]}` : ''}`);
+    lines.push(
+      `  pending ${a.activity}: ${a.state}, attempt ${a.attempt}${a.lastFailure ? ` — last error: ${a.lastFailure.split('\n')[0]}` : ''}${a.note ? ` — ${a.note.split('\n')[0]}` : ''}`,
+    );
   lines.push('  (from the server: search attributes and pending activities; step details need a worker)');
   return lines.join('\n');
 }

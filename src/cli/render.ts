@@ -11,6 +11,8 @@ export interface LiveActivity {
   attempt: number;
   /** The last attempt's error, while the activity waits for its retry. */
   lastFailure?: string;
+  /** The step's latest progress note (from its heartbeat): what it waits for, how long, the last output line. */
+  note?: string;
 }
 
 export interface RenderOptions {
@@ -68,8 +70,13 @@ export function renderStatus(s: OnboardingStatus, o: RenderOptions = {}): string
       .filter(Boolean)
       .join(' · ');
     const row = `  ${mark} ${STEP_TITLES[step].padEnd(18)} ${st.state.padEnd(19)} ${elapsed(st.startedAt, st.endedAt, now).padStart(7)}  ${detail}`.trimEnd();
-    // The running step's last error, while its activity waits for the next attempt, on a line of its own.
-    return running && o.live?.lastFailure ? `${row}\n      ↻ attempt ${o.live.attempt} after: ${o.live.lastFailure.split('\n')[0]}` : row;
+    // The running step's last error, while its activity waits for the next attempt, and its latest progress
+    // note (waiting for a package lock, the install job's last line), each on a line of its own.
+    const extra = [
+      ...(running && o.live?.lastFailure ? [`      ↻ attempt ${o.live.attempt} after: ${o.live.lastFailure.split('\n')[0]}`] : []),
+      ...(running && o.live?.note ? [`      · ${o.live.note.split('\n')[0]}`] : []),
+    ];
+    return [row, ...extra].join('\n');
   });
   const planned = STEPS.some((st) => s.steps[st].state !== 'skipped');
   const where = c?.waitingBefore ? ` (before ${c.waitingBefore})` : s.currentStep ? ` (${s.currentStep})` : '';

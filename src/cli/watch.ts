@@ -10,7 +10,7 @@ import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { onboardingWorkflowId } from '../common/config';
 import type { OnboardingStatus } from '../workflows/messages';
-import { describeFailure, queryStatus } from './onboarding';
+import { describeFailure, heartbeatNote, queryStatus } from './onboarding';
 import { renderStatus, SPINNER, type LiveActivity } from './render';
 
 type Out = NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
@@ -29,7 +29,13 @@ async function liveActivity(client: Client, workflowId: string): Promise<LiveAct
   const desc = await client.workflow.getHandle(workflowId).describe();
   const a = desc.raw.pendingActivities?.[0];
   if (!a) return undefined;
-  return { activityType: a.activityType?.name ?? '?', attempt: a.attempt ?? 1, ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}) };
+  const note = await heartbeatNote(client, a.heartbeatDetails?.payloads);
+  return {
+    activityType: a.activityType?.name ?? '?',
+    attempt: a.attempt ?? 1,
+    ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
+    ...(note ? { note } : {}),
+  };
 }
 
 export async function watchOnboarding(client: Client, serverId: string, out: Out, opts: WatchOptions | number = {}): Promise<number> {

@@ -8,7 +8,11 @@
  *   data      12-byte random IV ‖ AES-256-GCM ciphertext of the whole original Payload protobuf ‖ 16-byte tag
  *
  * Keys rotate by id: the first key encrypts, every key decrypts. A payload without `encoding: binary/encrypted`
- * passes through decode unchanged (history written before encryption was turned on stays readable).
+ * is REFUSED by decode: where encryption is configured, a plaintext payload can only come from a client without
+ * the key — someone starting `onboardServer` with a spec the operators' tooling never encrypted. The worker reads
+ * everything it wrote itself (it encrypts all of it). `acceptPlaintext` lifts the refusal: the codec server uses
+ * it for display (decoding a plaintext payload reveals nothing), and UNDERLAY_CODEC_ACCEPT_PLAINTEXT=true does
+ * during a migration to encryption, while histories written before it are still open.
  *
  * Runs outside the workflow sandbox (client, worker main thread, codec server): node:crypto is fine here, and
  * workflow code must never import this file.
@@ -40,13 +44,20 @@ export class PayloadCodecError extends Error {
   }
 }
 
+export interface CodecOptions {
+  /** Pass unencrypted payloads through decode instead of refusing them. Default false. */
+  acceptPlaintext?: boolean;
+}
+
 export class AesGcmPayloadCodec implements PayloadCodec {
   private readonly keys = new Map<string, Buffer>();
   /** The id new payloads are encrypted with. */
   readonly encryptionKeyId: string;
+  readonly acceptPlaintext: boolean;
 
   /** `keys[0]` encrypts; all of them decrypt (rotation: put the new key first, keep the old ones after it). */
-  constructor(keys: readonly CodecKey[]) {
+  constructor(keys: readonly CodecKey[], opts: CodecOptions = {}) {
+    this.acceptPlaintext = opts.acceptPlaintext ?? false;
     const first = keys[0];
     if (!first) throw new PayloadCodecError('payload codec: no encryption key configured');
     for (const k of keys) {
@@ -76,7 +87,14 @@ export class AesGcmPayloadCodec implements PayloadCodec {
 
   async decode(payloads: Payload[]): Promise<Payload[]> {
     return payloads.map((p) => {
-      if (text(p.metadata?.[METADATA_ENCODING_KEY]) !== ENCRYPTED_ENCODING) return p;
+      if (text(p.metadata?.[METADATA_ENCODING_KEY]) !== ENCRYPTED_ENCODING) {
+        if (this.acceptPlaintext) return p;
+        // The encoding is shown (it is a short label like json/plain), never the data.
+        const encoding = printableLabel(text(p.metadata?.[METADATA_ENCODING_KEY]));
+        throw new PayloadCodecError(
+          `refusing an unencrypted payload (encoding ${encoding}): payload encryption is configured, so every payload must be encrypted — it was written by a client without the key`,
+        );
+      }
       const keyId = text(p.metadata?.[METADATA_KEY_ID]);
       if (!keyId) throw new PayloadCodecError(`cannot decrypt payload: it has no "${METADATA_KEY_ID}" metadata`);
       const key = this.keys.get(keyId);
@@ -97,6 +115,11 @@ export class AesGcmPayloadCodec implements PayloadCodec {
 
 function checkKeyId(id: string): void {
   if (!KEY_ID.test(id)) throw new PayloadCodecError(`payload codec: invalid key id ${JSON.stringify(id)} (1–64 of A-Z a-z 0-9 . _ : @ -)`);
+}
+
+function printableLabel(s: string | undefined): string {
+  if (s === undefined) return 'none';
+  return /^[A-Za-z0-9/._+-]{1,40}$/.test(s) ? s : '(unprintable)';
 }
 
 function text(b: Uint8Array | null | undefined): string | undefined {

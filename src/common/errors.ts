@@ -8,6 +8,51 @@
  */
 import type { StepName } from '../steps';
 
+/**
+ * Text from outside (a key of a spec, a parser's message) made safe to print on one line: control characters
+ * (a newline that would forge a CLI output line, a terminal escape), line and paragraph separators, bidi
+ * overrides, zero-width and other invisible characters, and lone surrogates are shown as \uXXXX; other text,
+ * Unicode included, stays readable. Cut at `max` characters.
+ */
+export function printable(text: string, max = 200): string {
+  const cut = text.length > max ? text.slice(0, max) : text;
+  let out = '';
+  for (let i = 0; i < cut.length; i++) {
+    const c = cut.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < cut.length && isLowSurrogate(cut.charCodeAt(i + 1))) {
+      out += cut[i]! + cut[i + 1]!; // a whole astral character (emoji, CJK extension): readable
+      i++;
+    } else if (isInvisible(c) || (c >= 0xd800 && c <= 0xdfff)) out += `\\u${c.toString(16).padStart(4, '0')}`;
+    else out += cut[i];
+  }
+  return text.length > max ? `${out}…` : out;
+}
+
+const isLowSurrogate = (c: number) => c >= 0xdc00 && c <= 0xdfff;
+
+/** C0/C1 controls, DEL, soft hyphen, bidi marks and overrides, zero-width and filler characters, specials. */
+function isInvisible(c: number): boolean {
+  return (
+    c < 0x20 ||
+    (c >= 0x7f && c <= 0x9f) ||
+    c === 0xad ||
+    c === 0x61c ||
+    c === 0x115f ||
+    c === 0x1160 ||
+    c === 0x17b4 ||
+    c === 0x17b5 ||
+    c === 0x180e ||
+    (c >= 0x200b && c <= 0x200f) ||
+    (c >= 0x2028 && c <= 0x202e) ||
+    (c >= 0x2060 && c <= 0x206f) ||
+    c === 0x3164 ||
+    (c >= 0xfe00 && c <= 0xfe0f) ||
+    c === 0xfeff ||
+    c === 0xffa0 ||
+    c >= 0xfff0
+  );
+}
+
 export interface ErrorContext {
   host?: string;
   step?: StepName;
@@ -25,12 +70,30 @@ export abstract class UnderlayError extends Error {
   /** Whether Temporal may retry the activity that threw this. */
   abstract readonly retryable: boolean;
   readonly context: ErrorContext;
+  /** The message without the context (what formatMessage was given). */
+  readonly bareMessage: string;
 
   constructor(message: string, context: ErrorContext = {}) {
     super(formatMessage(message, context));
     this.name = new.target.name;
     this.context = context;
+    this.bareMessage = message;
   }
+}
+
+/**
+ * The same error naming `step` — for errors raised below the step that met them (a transport's ConnectionError
+ * knows the host, not the step). Unchanged when it names a step already.
+ */
+export function inStep<E extends UnderlayError>(err: E, step: StepName): E {
+  if (err.context.step) return err;
+  const context = { ...err.context, step };
+  const copy = Object.create(Object.getPrototypeOf(err) as object) as E;
+  Object.assign(copy, err);
+  Object.defineProperty(copy, 'context', { value: context, enumerable: true });
+  Object.defineProperty(copy, 'message', { value: formatMessage(err.bareMessage, context), writable: true, configurable: true });
+  Object.defineProperty(copy, 'stack', { value: err.stack, writable: true, configurable: true });
+  return copy;
 }
 
 function show(v: unknown): string {
@@ -58,12 +121,15 @@ function formatMessage(message: string, c: ErrorContext): string {
 /** The spec (or an activity's input) is invalid. `issues` lists every bad field by path. */
 export class InvalidSpecError extends UnderlayError {
   readonly retryable = false;
+  /** The message without the issues (e.g. "kvm.yaml is invalid"), for a caller that lists the issues itself. */
+  readonly summary: string;
   constructor(
     message: string,
     readonly issues: Array<{ path: string; message: string }> = [],
     context: ErrorContext = {},
   ) {
     super(issues.length ? `${message}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}` : message, context);
+    this.summary = context.host ? `host ${context.host}: ${message}` : message;
   }
 }
 
@@ -135,6 +201,30 @@ export class LockoutRiskError extends UnderlayError {
   readonly retryable = false;
 }
 
+/**
+ * A detached host job (src/drivers/linux/job.ts) ended without success: its command exited non-zero, was killed,
+ * or hit its runtime bound. The message names the unit, the exit status and the tail of the job's output.
+ * Retryable unless the caller knows the failure is deterministic (a package the repositories do not carry).
+ */
+export class JobFailedError extends UnderlayError {
+  constructor(
+    message: string,
+    context: ErrorContext,
+    readonly retryable: boolean = true,
+  ) {
+    super(message, context);
+  }
+}
+
+/**
+ * The host's package database is not in a state underlay may build on: dpkg was interrupted or left packages
+ * half-configured, and not by an underlay job (so underlay does not guess how to repair it), or it is still
+ * inconsistent after underlay's own recovery. Names the packages and what to run.
+ */
+export class PackageDatabaseError extends UnderlayError {
+  readonly retryable = false;
+}
+
 /** A rollback ran but the host did not return to the observed pre-state. */
 export class RollbackVerificationError extends UnderlayError {
   readonly retryable = false;
@@ -175,4 +265,5 @@ export const NON_RETRYABLE_ERROR_TYPES = [
   'VerificationError',
   'LockoutRiskError',
   'RollbackVerificationError',
+  'PackageDatabaseError',
 ] as const;

@@ -61,11 +61,13 @@ export class RemoteHost {
     readonly step?: StepName,
     /** Called on any output, so long commands keep the activity's heartbeat alive. */
     private readonly onProgress?: (line: string) => void,
+    /** Which management path the session runs over (`initial`, or `moved` once management moved onto the bond). */
+    readonly path: 'initial' | 'moved' = 'initial',
   ) {}
 
   /** A view of the same connection for another step (errors then name that step). */
   forStep(step: StepName): RemoteHost {
-    return new RemoteHost(this.channel, this.label, this.isRoot, step, this.onProgress);
+    return new RemoteHost(this.channel, this.label, this.isRoot, step, this.onProgress, this.path);
   }
 
   /**

@@ -33,6 +33,19 @@ export const EnvVarName = re(/^[A-Z_][A-Z0-9_]{0,127}$/, 'an environment variabl
 /** A local file path: no spaces, quotes or shell metacharacters. */
 export const FilePath = re(/^[A-Za-z0-9_.~/-][A-Za-z0-9_.~/@+-]{0,254}$/, 'a file path of letters, digits and _ . ~ / @ + -');
 
+/**
+ * A file on the worker holding a credential or a trust anchor: absolute, or relative to the worker's credentials
+ * directory (UNDERLAY_CREDENTIALS_DIR). Refused whatever the worker's configuration: `.` / `..` segments, a
+ * leading `~` (nothing expands it), and anything under /proc, /dev or /sys (never a credential; /dev/zero would
+ * be read forever). The worker then requires the file to resolve inside its credentials directory
+ * (src/transports/secret-scope.ts).
+ */
+export const CredentialPath = FilePath.refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), {
+  message: 'must not have "." or ".." segments: name the file inside the worker\'s credentials directory',
+})
+  .refine((p) => !p.startsWith('~'), { message: "must be absolute or relative to the worker's credentials directory (no ~)" })
+  .refine((p) => !/^\/+(?:proc|dev|sys)(?:\/|$)/.test(p), { message: 'must not be under /proc, /dev or /sys' });
+
 /** A Debian or RPM package name. */
 export const PackageName = re(/^[a-z0-9][a-z0-9+._-]{0,99}$/, 'a package name (a-z, 0-9, + . _ -)');
 

@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import {
   Cidr,
+  CredentialPath,
   EnvVarName,
   FilePath,
   HostAddress,
@@ -25,20 +26,33 @@ import {
 
 const Port = z.number().int().min(1).max(65535);
 
+/**
+ * Upper bounds of the spec's lists: far above any real server (a 4-socket host has a dozen NICs), low enough that
+ * a hostile spec cannot make validation or a step loop long. Documented in README (Bounded input).
+ */
+export const MAX_NICS = 64;
+export const MAX_VLANS = 128;
+export const MAX_VLAN_PORTS = 256;
+export const MAX_PACKAGES = 64;
+
 /** How to authenticate over SSH: by reference only. */
 export const SshCredentialRef = z.union(
   [
     z.strictObject({
-      privateKeyFile: FilePath.describe('Path of an OpenSSH private key file on the worker'),
+      privateKeyFile: CredentialPath.describe(
+        'OpenSSH private key file on the worker, inside its credentials directory (absolute, or relative to it); mode 600',
+      ),
       passphraseEnv: EnvVarName.optional().describe('Env var on the worker holding the key passphrase'),
     }),
     z.strictObject({
-      privateKeyEnv: EnvVarName.describe('Env var on the worker holding an OpenSSH private key (PEM)'),
+      privateKeyEnv: EnvVarName.describe(
+        'Env var on the worker holding an OpenSSH private key (PEM); must start with the worker’s secret prefix (UNDERLAY_SECRET_)',
+      ),
       passphraseEnv: EnvVarName.optional(),
     }),
     z.strictObject({
       agent: z.literal(true).describe('Use the worker’s ssh-agent (SSH_AUTH_SOCK)'),
-      agentSocketEnv: EnvVarName.optional().describe('Env var naming the agent socket; default SSH_AUTH_SOCK'),
+      agentSocketEnv: EnvVarName.optional().describe('Env var naming the agent socket: SSH_AUTH_SOCK (the default) or one with the worker’s secret prefix'),
     }),
   ],
   { message: 'must be one of {privateKeyFile}, {privateKeyEnv} or {agent: true} — a reference, never the secret' },
@@ -48,7 +62,7 @@ export const SshCredentialRef = z.union(
 export const HttpCredentialRef = z.union(
   [
     z.strictObject({ usernameEnv: EnvVarName, passwordEnv: EnvVarName }),
-    z.strictObject({ file: FilePath.describe('File with two lines: username, password') }),
+    z.strictObject({ file: CredentialPath.describe('File with two lines: username, password; inside the worker’s credentials directory, mode 600') }),
   ],
   { message: 'must be {usernameEnv, passwordEnv} or {file} — a reference, never the secret' },
 );
@@ -91,6 +105,26 @@ export const Vlan = z.strictObject({
   gateway: IpAddress.optional().describe('Address pinged to verify the VLAN carries traffic'),
 });
 
+/**
+ * Management that moves during onboarding: the host is reached over a NIC the bond takes (PXE / DHCP on a data
+ * NIC), and its management address ends up on the bond or a VLAN of it. The change is commit-confirmed: armed on
+ * the host with a dead-man that undoes it by itself unless underlay reaches the host over the new path in time.
+ */
+export const ManagementMove = z.strictObject({
+  interface: IfName.describe('The bond, or a VLAN of the spec on it, that carries the management address after onboarding'),
+  reachAt: z
+    .strictObject({ address: HostAddress, port: Port.optional() })
+    .optional()
+    .describe('Where underlay reaches the host over the new path (default: the interface’s address, management.port)'),
+  confirmWindowSeconds: z
+    .number()
+    .int()
+    .min(30)
+    .max(1800)
+    .default(120)
+    .describe('How long the host waits for underlay to confirm over the new path before it undoes the change by itself'),
+});
+
 /** How the host's own network configuration is kept: through the network manager that runs the host. */
 export const HostNetwork = z.strictObject({
   manager: z
@@ -99,6 +133,7 @@ export const HostNetwork = z.strictObject({
     .describe(
       'The network manager underlay writes persistent configuration through (systemd-networkd, NetworkManager, ifupdown); auto: the one that configures the NICs, else the only one running',
     ),
+  management: ManagementMove.optional().describe('Where the management address lives after onboarding, when it moves onto the bond'),
 });
 
 export const Sriov = z.strictObject({
@@ -109,7 +144,7 @@ export const Sriov = z.strictObject({
 
 const KvmHypervisor = z.strictObject({
   kind: z.literal('kvm'),
-  packages: z.array(PackageName).min(1).optional().describe('Override the package set (default per OS family)'),
+  packages: z.array(PackageName).min(1).max(MAX_PACKAGES).optional().describe('Override the package set (default per OS family)'),
 });
 const XenHypervisor = z.strictObject({
   kind: z.literal('xen'),
@@ -121,9 +156,9 @@ const Bmc = z.strictObject({
   systemId: ObjectName.optional().describe('Redfish ComputerSystem id; default the only one'),
   credentials: HttpCredentialRef,
   tls: z.union([
-    z.strictObject({ caFile: FilePath }),
+    z.strictObject({ caFile: CredentialPath }),
     z.strictObject({
-      certFile: FilePath.describe("The BMC's own (self-signed) certificate, saved by the operator: the only certificate trusted"),
+      certFile: CredentialPath.describe("The BMC's own (self-signed) certificate, saved by the operator: the only certificate trusted"),
       fingerprint: z
         .string()
         .regex(/^sha256\/[A-Za-z0-9+/]{43}=$/, { message: 'must be sha256/<base64 of the DER certificate hash>' })
@@ -177,8 +212,8 @@ const EsxiKickstart = z.strictObject({
  * host's SSL thumbprint when the host is added.
  */
 const EsxiHostCertificate = z.strictObject({
-  certFile: FilePath.describe('The host’s certificate (PEM) on the worker'),
-  keyFile: FilePath.describe('Its private key (PEM) on the worker: goes into the per-host ISO only'),
+  certFile: CredentialPath.describe('The host’s certificate (PEM), in the worker’s credentials directory'),
+  keyFile: CredentialPath.describe('Its private key (PEM), in the worker’s credentials directory: goes into the per-host ISO only'),
   fingerprint: CertFingerprint.describe('SHA-256 of certFile: a wrong file is refused'),
 });
 const EsxiHypervisor = z.strictObject({
@@ -187,7 +222,7 @@ const EsxiHypervisor = z.strictObject({
   installer: EsxiInstaller,
   kickstart: EsxiKickstart.default({ network: { device: 'vmnic0', nameservers: [] } }),
   rootPassword: z
-    .strictObject({ file: FilePath.describe('File on the worker holding the root password (one line)') })
+    .strictObject({ file: CredentialPath.describe('File in the worker’s credentials directory holding the root password (one line)') })
     .describe('The installed host’s root password, by reference: hashed into the kickstart, and given to vCenter when the host is added'),
   hostCertificate: EsxiHostCertificate,
   apiPort: Port.default(443).describe('Where the installed host’s vSphere API answers (hostd behind 443)'),
@@ -217,6 +252,7 @@ const OvsAttach = z.strictObject({
   uplink: IfName.optional().describe('Port carrying the bridge’s traffic; default the bond'),
   vlanPorts: z
     .array(z.strictObject({ name: IfName, vlan: z.number().int().min(1).max(4094) }))
+    .max(MAX_VLAN_PORTS)
     .default([])
     .describe('Internal ports with an access tag'),
   network: ObjectName.optional().describe('Also define a libvirt network on the bridge'),
@@ -228,7 +264,14 @@ const BridgeAttach = z.strictObject({
 });
 const VdsAttach = z.strictObject({
   kind: z.literal('vds'),
-  vcenter: z.strictObject({ address: HostAddress, port: Port.default(443), credentials: HttpCredentialRef, caFile: FilePath.optional() }),
+  vcenter: z.strictObject({
+    address: HostAddress,
+    port: Port.default(443),
+    credentials: HttpCredentialRef,
+    // Required: the vCenter password is only ever sent to a server whose certificate chains to this bundle alone
+    // (no fallback to the publicly trusted CAs, which would accept any certificate a public CA issued).
+    caFile: CredentialPath.describe('PEM bundle that is the only trust anchor for vCenter’s certificate (required)'),
+  }),
   datacenter: ObjectName.describe('vCenter datacenter the host belongs to; the step adds the host there when vCenter lacks it'),
   cluster: ObjectName.optional().describe('Cluster of that datacenter to add the host to; absent: a standalone host in the datacenter'),
   switch: ObjectName,
@@ -310,9 +353,9 @@ export const ServerSpecShape = z.strictObject({
   site: Label,
   rack: Label,
   management: Management,
-  nics: z.array(Nic).min(1),
+  nics: z.array(Nic).min(1).max(MAX_NICS),
   bond: Bond.optional(),
-  vlans: z.array(Vlan).default([]),
+  vlans: z.array(Vlan).max(MAX_VLANS).default([]),
   sriov: Sriov.optional(),
   network: HostNetwork.default({ manager: 'auto' }).describe('Linux hosts: how bond, VLAN, SR-IOV and bridge configuration persist across reboots'),
   hypervisor: Hypervisor,
@@ -326,6 +369,7 @@ export type BondSpec = z.output<typeof Bond>;
 export type VlanSpec = z.output<typeof Vlan>;
 export type SriovSpec = z.output<typeof Sriov>;
 export type HostNetworkSpec = z.output<typeof HostNetwork>;
+export type ManagementMoveSpec = z.output<typeof ManagementMove>;
 export type HypervisorSpec = z.output<typeof Hypervisor>;
 export type AttachSpec = z.output<typeof Attach>;
 export type SshCredentialRefSpec = z.output<typeof SshCredentialRef>;

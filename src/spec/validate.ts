@@ -5,7 +5,7 @@
  * pass. Cross-field rules run even when the shape has errors (they tolerate missing pieces).
  */
 import { z } from 'zod';
-import { InvalidSpecError } from '../common/errors';
+import { InvalidSpecError, printable } from '../common/errors';
 import { ATTACH_MATRIX, HOST_NETWORK_SECTIONS, PLATFORM_MATRIX, ServerSpecShape, vlanIfName, type HostNetworkSection, type ServerSpec } from './server';
 
 export interface SpecIssue {
@@ -15,11 +15,66 @@ export interface SpecIssue {
 
 export type SpecResult = { ok: true; spec: ServerSpec } | { ok: false; issues: SpecIssue[] };
 
-/** Formats a zod path as `a.b[2].c`. */
+/** How deep a spec may nest (its own deepest field, `attach.vlanPorts[0].name`, is 4 levels down). */
+export const MAX_SPEC_DEPTH = 16;
+/** Values a spec may hold in all (a large real spec has ≈ 150). */
+export const MAX_SPEC_NODES = 50_000;
+/** Longest string a spec may hold (URLs and paths are far shorter; their patterns say so). */
+export const MAX_STRING_CHARS = 4096;
+/** Problems listed at most; the rest are counted in one last issue. */
+export const MAX_ISSUES = 100;
+
+const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
+
+/**
+ * Formats a path as `a.b[2].c`. A key that is not a plain name (an unknown key may hold anything: a newline,
+ * a terminal escape) is shown quoted and escaped, `["a\u000ab"]`, so it cannot forge an output line.
+ */
 export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else if (typeof p === 'string' && PLAIN_KEY.test(p)) out += out ? `.${p}` : p;
+    else out += `["${printable(String(p), 64).replace(/"/g, '\\u0022')}"]`;
+  }
   return out || '(root)';
+}
+
+/** At most `max` names, then how many more: a message never lists thousands of names. */
+function listNames(names: Iterable<string>, show: (s: string) => string, max = 8): string {
+  const all = [...names];
+  if (all.length === 0) return 'none';
+  const head = all.slice(0, max).map(show).join(', ');
+  return all.length > max ? `${head}, … ${all.length - max} more` : head;
+}
+
+/**
+ * Size and shape limits checked before anything else walks the input (zod, the inline-secret scan, the
+ * cross-field rules): depth, number of values, string length. Iterative, so deep input cannot exhaust the stack.
+ */
+function structureIssues(raw: unknown): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const stack: Array<{ v: unknown; path: PropertyKey[] }> = [{ v: raw, path: [] }];
+  let nodes = 0;
+  while (stack.length && issues.length < 20) {
+    const { v, path } = stack.pop()!;
+    if (++nodes > MAX_SPEC_NODES) {
+      issues.push({ path: '(root)', message: `must hold at most ${MAX_SPEC_NODES} values` });
+      break;
+    }
+    if (typeof v === 'string') {
+      if (v.length > MAX_STRING_CHARS) issues.push({ path: formatPath(path), message: `must be at most ${MAX_STRING_CHARS} characters` });
+      continue;
+    }
+    if (!v || typeof v !== 'object') continue;
+    if (path.length >= MAX_SPEC_DEPTH) {
+      issues.push({ path: formatPath(path), message: `must not nest deeper than ${MAX_SPEC_DEPTH} levels` });
+      continue;
+    }
+    if (Array.isArray(v)) v.forEach((x, i) => stack.push({ v: x, path: [...path, i] }));
+    else for (const [k, x] of Object.entries(v)) stack.push({ v: x, path: [...path, k] });
+  }
+  return issues;
 }
 
 // Keys that name a credential *reference* are fine; any other secret-looking key holds the secret itself.
@@ -127,7 +182,7 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
     arr(bond.members).forEach((m, i) => {
       const name = str(m);
       if (!name) return;
-      if (!nicNames.has(name)) add(['bond', 'members', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
+      if (!nicNames.has(name)) add(['bond', 'members', i], `${q(name)} is not one of the spec's NICs (${listNames(nicNames, plain)})`);
       if (members.has(name)) add(['bond', 'members', i], `${q(name)} is listed twice`);
       members.add(name);
     });
@@ -140,7 +195,7 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
     const parent = str(v.parent);
     const id = typeof v.id === 'number' ? v.id : undefined;
     if (parent && !linkNames.has(parent)) {
-      add(['vlans', i, 'parent'], `${q(parent)} is neither the bond nor a NIC (${[...linkNames].map(plain).join(', ') || 'none'})`);
+      add(['vlans', i, 'parent'], `${q(parent)} is neither the bond nor a NIC (${listNames(linkNames, plain)})`);
     }
     if (parent && members.has(parent)) add(['vlans', i, 'parent'], `${q(parent)} is a bond member; tag the bond instead`);
     if (parent && id !== undefined) {
@@ -176,6 +231,29 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       }
     }
   });
+
+  // Management that moves onto the bond: its interface must be the bond or one of the spec's VLANs on it with an
+  // address (the address the host is reached at afterwards, unless reachAt says otherwise).
+  const move = obj(obj(spec.network).management);
+  const moveIf = str(move.interface);
+  if (obj(spec.network).management !== undefined && moveIf) {
+    const vlans = arr(spec.vlans).map(obj);
+    const vlan = vlans.find((v) => {
+      const parent = str(v.parent);
+      const id = typeof v.id === 'number' ? v.id : undefined;
+      return parent && id !== undefined && vlanIfName({ id, parent, name: str(v.name) }) === moveIf;
+    });
+    if (!bond) add(['network', 'management'], 'management moves onto the bond: the spec needs a bond section');
+    else if (moveIf !== bondName && !vlan) {
+      add(['network', 'management', 'interface'], `${q(moveIf)} is neither the bond nor a VLAN of the spec (${listNames(linkNames, plain)})`);
+    } else if (vlan && str(vlan.parent) !== bondName) {
+      add(['network', 'management', 'interface'], `${q(moveIf)} is not on the bond: management moves onto the bond or a VLAN of it`);
+    } else if (moveIf === bondName && move.reachAt === undefined) {
+      add(['network', 'management', 'reachAt'], 'the bond carries no address of its own in the spec: say where the host answers afterwards');
+    } else if (vlan && !str(vlan.address) && move.reachAt === undefined) {
+      add(['network', 'management', 'interface'], `${q(moveIf)} has no address in the spec: give it one, or set reachAt`);
+    }
+  }
 
   const sriov = spec.sriov === undefined ? undefined : obj(spec.sriov);
   const pf = sriov ? str(sriov.pf) : undefined;
@@ -225,8 +303,7 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       const seen = new Set<string>();
       arr(attach.uplinks).forEach((n, i) => {
         const name = str(n);
-        if (name && !nicNames.has(name))
-          add(['attach', 'uplinks', i], `${q(name)} is not one of the spec's NICs (${[...nicNames].map(plain).join(', ') || 'none'})`);
+        if (name && !nicNames.has(name)) add(['attach', 'uplinks', i], `${q(name)} is not one of the spec's NICs (${listNames(nicNames, plain)})`);
         // esxcli refuses an uplink added twice, and the failover order (or the proxy switch backing) would name it twice.
         if (name && seen.has(name)) add(['attach', 'uplinks', i], `${q(name)} is listed twice`);
         if (name) seen.add(name);
@@ -290,6 +367,9 @@ function platformIssues(hv: keyof typeof PLATFORM_MATRIX, spec: Loose, add: (pat
   }
   // `network` has a default (a parsed spec carries it): only a manager actually chosen is refused.
   const manager = str(obj(spec.network).manager);
+  if (obj(spec.network).management !== undefined && !allowed.length) {
+    add(['network', 'management'], `not used on ${hv}: moving management onto a bond is a Linux host's runbook`);
+  }
   if (manager && manager !== 'auto' && !allowed.length) {
     add(['network', 'manager'], `not used on ${hv}: it says how a Linux host's bond, VLANs and SR-IOV persist, which this platform's runbook does not set up`);
   }
@@ -318,7 +398,20 @@ function platformIssues(hv: keyof typeof PLATFORM_MATRIX, spec: Loose, add: (pat
 }
 
 export function validateServerSpec(raw: unknown): SpecResult {
-  const issues = findInlineSecrets(raw);
+  const structural = structureIssues(raw);
+  if (structural.length) return { ok: false, issues: structural };
+  // De-duplication by Set: the list used to be searched once per issue, quadratic in the number of unknown keys.
+  const issues: SpecIssue[] = [];
+  const seenPaths = new Set<string>();
+  const seen = new Set<string>();
+  const add = (i: SpecIssue) => {
+    const key = `${i.path}\u0000${i.message}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    seenPaths.add(i.path);
+    issues.push(i);
+  };
+  for (const i of findInlineSecrets(raw)) add(i);
   const parsed = ServerSpecShape.safeParse(raw);
   if (!parsed.success) {
     for (const i of parsed.error.issues) {
@@ -327,16 +420,21 @@ export function validateServerSpec(raw: unknown): SpecResult {
       if (i.code === 'unrecognized_keys') {
         for (const k of i.keys) {
           const p = formatPath([...i.path, k]);
-          if (!issues.some((x) => x.path === p)) issues.push({ path: p, message: 'unknown field' });
+          if (!seenPaths.has(p)) add({ path: p, message: 'unknown field' });
         }
         continue;
       }
-      issues.push({ path, message: i.message });
+      add({ path, message: printable(i.message) });
     }
   }
-  for (const c of crossFieldIssues(raw)) if (!issues.some((x) => x.path === c.path && x.message === c.message)) issues.push(c);
-  if (issues.length || !parsed.success) return { ok: false, issues };
+  for (const c of crossFieldIssues(raw)) add(c);
+  if (issues.length || !parsed.success) return { ok: false, issues: capIssues(issues) };
   return { ok: true, spec: parsed.data };
+}
+
+function capIssues(issues: SpecIssue[]): SpecIssue[] {
+  if (issues.length <= MAX_ISSUES) return issues;
+  return [...issues.slice(0, MAX_ISSUES), { path: '(more)', message: `${issues.length - MAX_ISSUES} more problems not listed` }];
 }
 
 /** Parses or throws a non-retryable InvalidSpecError listing every bad field. */

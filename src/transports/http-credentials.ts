@@ -2,10 +2,10 @@
  * HTTP credentials by reference (env vars or a two-line file) and the one redaction every HTTP transport applies
  * to text it quotes in an error: credentials removed, secret-looking fields masked, one short line.
  */
-import { readFile } from 'node:fs/promises';
 import { CredentialUnavailableError } from '../common/errors';
 import type { z } from 'zod';
 import type { HttpCredentialRef } from '../spec/server';
+import { readScopedEnv, readScopedFile, secretScopeFromEnv, type SecretScope } from './secret-scope';
 
 export type HttpCredentialRefSpec = z.output<typeof HttpCredentialRef>;
 
@@ -16,24 +16,30 @@ export interface Secrets {
   password: string;
 }
 
-export async function resolveCredentials(cred: HttpCredentialRefSpec, host: string): Promise<Secrets> {
+/**
+ * Reads an HTTP credential reference within the worker's secret scope (secret-scope.ts). `field` is the spec path
+ * of the credentials object (e.g. `hypervisor.bmc.credentials`), for error messages.
+ */
+export async function resolveCredentials(
+  cred: HttpCredentialRefSpec,
+  host: string,
+  field = 'credentials',
+  scope: SecretScope = secretScopeFromEnv(),
+): Promise<Secrets> {
   if ('file' in cred) {
-    let text: string;
-    try {
-      text = await readFile(cred.file, 'utf8');
-    } catch (e) {
-      throw new CredentialUnavailableError(`cannot read credential file ${cred.file} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, { host });
-    }
+    const buf = readScopedFile(cred.file, { kind: 'secret', what: 'credential file' }, { host, field: `${field}.file` }, scope);
+    const text = buf.toString('utf8');
+    buf.fill(0);
     const [username = '', password = ''] = text.split('\n').map((l) => l.replace(/\r$/, ''));
-    if (!username || !password) throw new CredentialUnavailableError(`credential file ${cred.file} must hold two lines: username, password`, { host });
+    if (!username || !password) {
+      throw new CredentialUnavailableError(`credential file ${cred.file} must hold two lines: username, password`, { host, field: `${field}.file` });
+    }
     return { username, password };
   }
-  const read = (name: string, what: string): string => {
-    const v = process.env[name];
-    if (v === undefined || v === '') throw new CredentialUnavailableError(`env var $${name} (${what}) is not set`, { host });
-    return v;
+  return {
+    username: readScopedEnv(cred.usernameEnv, 'username', { host, field: `${field}.usernameEnv` }, scope),
+    password: readScopedEnv(cred.passwordEnv, 'password', { host, field: `${field}.passwordEnv` }, scope),
   };
-  return { username: read(cred.usernameEnv, 'username'), password: read(cred.passwordEnv, 'password') };
 }
 
 /** A short, single-line excerpt with anything secret-looking masked, and the credentials themselves removed. */

@@ -19,7 +19,7 @@
  * a certificate that is not the pinned one (or not trusted by the CA file) is HostKeyMismatchError.
  */
 import { X509Certificate, createHash, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readScopedFile } from './secret-scope';
 import { excerpt, resolveCredentials, type HttpCredentialRefSpec, type Secrets } from './http-credentials';
 import { Agent } from 'node:https';
 import { httpsExchange } from './https-exchange';
@@ -154,15 +154,8 @@ export class HttpClient {
     const servername = isIP(target.host) ? undefined : target.host;
     let agent: Agent;
     if ('caFile' in target.tls) {
-      let ca: Buffer;
-      try {
-        ca = await readFile(target.tls.caFile);
-      } catch (e) {
-        throw new InvalidSpecError(`cannot read CA file ${target.tls.caFile} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, [], {
-          host,
-          field: 'tls.caFile',
-        });
-      }
+      // Inside the worker's credentials directory, a regular file, size-capped (secret-scope.ts).
+      const ca = readScopedFile(target.tls.caFile, { kind: 'certificate', what: 'CA file' }, { host, field: 'tls.caFile' });
       // `ca` replaces the system store: only this bundle is trusted. The identity check is node's standard one.
       agent = new Agent({ keepAlive: true, maxSockets: 4, ca, servername, checkServerIdentity: standardIdentityCheck });
     } else {
@@ -381,12 +374,12 @@ async function pinnedCertificate(certFile: string, pin: string, host: string): P
   if (!CERT_FINGERPRINT_RE.test(pin)) {
     throw new InvalidSpecError('pinned certificate fingerprint is not sha256/<base64>', [], { host, field: 'tls.fingerprint' });
   }
+  const pem = readScopedFile(certFile, { kind: 'certificate', what: 'pinned certificate' }, { host, field: 'tls.certFile' });
   let x509: X509Certificate;
   try {
-    x509 = new X509Certificate(await readFile(certFile));
-  } catch (e) {
-    const why = (e as NodeJS.ErrnoException).code ?? 'not a PEM or DER certificate';
-    throw new InvalidSpecError(`cannot read the pinned certificate ${certFile} (${why})`, [], { host, field: 'tls.certFile' });
+    x509 = new X509Certificate(pem);
+  } catch {
+    throw new InvalidSpecError(`cannot read the pinned certificate ${certFile} (not a PEM or DER certificate)`, [], { host, field: 'tls.certFile' });
   }
   const inFile = certificateFingerprint(x509.raw);
   if (!sameFingerprint(inFile, pin)) {

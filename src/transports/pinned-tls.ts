@@ -7,8 +7,8 @@
  *
  * Also the SHA-1 thumbprint vCenter wants for the same certificate (HostConnectSpec.sslThumbprint).
  */
+import { readScopedFile } from './secret-scope';
 import { X509Certificate, createHash, timingSafeEqual } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
 import { InvalidSpecError } from '../common/errors';
 import { CERT_FINGERPRINT_RE, certificateFingerprint } from './http';
@@ -18,8 +18,6 @@ export interface CertificatePin {
   /** `sha256/` + base64 of the SHA-256 of the DER certificate. */
   fingerprint: string;
 }
-
-const MAX_CERT_BYTES = 64 * 1024;
 
 /** The error code a pinned identity check fails with (the TLS layers map it to HostKeyMismatchError). */
 export const NOT_PINNED_CODE = 'ERR_UNDERLAY_CERT_NOT_PINNED';
@@ -33,15 +31,13 @@ export async function loadPinnedCertificate(pin: CertificatePin, host: string, f
   if (!CERT_FINGERPRINT_RE.test(pin.fingerprint)) {
     throw new InvalidSpecError('pinned certificate fingerprint is not sha256/<base64>', [], { host, field: `${field}.fingerprint` });
   }
+  // Within the worker's credentials directory, a regular file, size-capped (secret-scope.ts).
+  const pem = readScopedFile(pin.certFile, { kind: 'certificate', what: 'pinned certificate' }, { host, field: `${field}.certFile` });
   let x509: X509Certificate;
   try {
-    const st = await stat(pin.certFile);
-    if (!st.isFile() || st.size > MAX_CERT_BYTES)
-      throw Object.assign(new Error('not a certificate file'), { code: `not a regular file of ≤ ${MAX_CERT_BYTES} bytes` });
-    x509 = new X509Certificate(await readFile(pin.certFile));
-  } catch (e) {
-    const why = (e as NodeJS.ErrnoException).code ?? 'not a PEM or DER certificate';
-    throw new InvalidSpecError(`cannot read the pinned certificate ${pin.certFile} (${why})`, [], { host, field: `${field}.certFile` });
+    x509 = new X509Certificate(pem);
+  } catch {
+    throw new InvalidSpecError(`cannot read the pinned certificate ${pin.certFile} (not a PEM or DER certificate)`, [], { host, field: `${field}.certFile` });
   }
   const inFile = certificateFingerprint(x509.raw);
   if (!same(inFile, pin.fingerprint)) {

@@ -7,11 +7,11 @@
  * Responses are parsed by fast-xml-parser with entity expansion off (no DOCTYPE entities, no expansion attacks)
  * and the five XML entities plus numeric references decoded here; callers validate the parsed shape with zod.
  *
- * Trust is pinned, never accept-all: with `caFile` the bundle is the only trust anchor (node's `ca` replaces the
- * system store); without one, the system store. Either way the certificate must name the host (node's standard
- * identity check). Or `pin`: one self-signed certificate saved as a file (./pinned-tls.ts) is the only one trusted
- * — how the worker talks to an installed ESXi host. A certificate that does not verify is HostKeyMismatchError
- * (never retried).
+ * Trust is pinned, never accept-all: the `caFile` bundle is the only trust anchor — node's `ca` replaces the system
+ * store, so no publicly trusted CA can vouch for a vCenter — and the certificate must name the host (node's
+ * standard identity check). Or `pin`: one self-signed certificate saved as a file (./pinned-tls.ts) is the only one
+ * trusted — how the worker talks to an installed ESXi host. One of them is required: a credential is only ever sent
+ * to a server whose trust is pinned. A certificate that does not verify is HostKeyMismatchError (never retried).
  *
  * Credentials are references (env vars or a file), read at open time into private fields; they go into the
  * Login body only, and never into an error, a log entry or a result (fault texts are excerpted with them
@@ -21,7 +21,7 @@
  * InvalidLogin / NotAuthenticated → AuthenticationError; other faults → SoapFaultError, retryable only for the
  * transient kinds (ConcurrentAccess, TaskInProgress, HostCommunication, ...).
  */
-import { readFile } from 'node:fs/promises';
+import { readScopedFile } from './secret-scope';
 import { excerpt, resolveCredentials, type HttpCredentialRefSpec, type Secrets } from './http-credentials';
 import { Agent } from 'node:https';
 import { httpsExchange } from './https-exchange';
@@ -149,7 +149,7 @@ export interface SoapTarget {
   port: number;
   /** Endpoint path; vCenter's is /sdk. */
   path: string;
-  /** PEM bundle that is the only trust anchor; absent: the system store (unless `pin` is set). */
+  /** PEM bundle that is the only trust anchor (the system store is never consulted); or `pin`. */
   caFile?: string;
   /** One self-signed certificate that is the only one trusted (instead of `caFile`). */
   pin?: CertificatePin;
@@ -247,21 +247,13 @@ export class SoapClient {
       });
       return new SoapClient(target, secrets, agent, opts);
     }
-    let ca: Buffer | undefined;
-    if (target.caFile) {
-      try {
-        ca = await readFile(target.caFile);
-      } catch (e) {
-        throw new InvalidSpecError(`cannot read CA file ${target.caFile} (${(e as NodeJS.ErrnoException).code ?? 'read error'})`, [], {
-          host,
-          field: 'caFile',
-        });
-      }
-    }
+    if (!target.caFile) throw new InvalidSpecError('no CA file: a credential is only sent to a server whose trust is pinned', [], { host, field: 'caFile' });
+    // Inside the worker's credentials directory, a regular file, size-capped (secret-scope.ts).
+    const ca = readScopedFile(target.caFile, { kind: 'certificate', what: 'CA file' }, { host, field: 'caFile' });
     const agent = new Agent({
       keepAlive: true,
       maxSockets: 2,
-      ...(ca ? { ca } : {}),
+      ca,
       servername: isIP(target.host) ? undefined : target.host,
       rejectUnauthorized: true,
       checkServerIdentity,
@@ -430,7 +422,7 @@ export class SoapClient {
         host: t.label,
         field: 'caFile',
         command: operation,
-        expected: t.caFile ? `a certificate for ${t.host} issued by ${t.caFile}` : `a certificate for ${t.host} trusted by the system store`,
+        expected: `a certificate for ${t.host} issued by ${t.caFile}`,
       });
     }
     return new ConnectionError(`cannot reach ${where}: ${code || e.message}`, { host: t.label, command: operation });

@@ -4,11 +4,17 @@
  * Secrets are read here, on the worker, at connect time, and go straight into ssh2; they are never stored on a
  * session, put in an error, or logged. Error messages name where the secret should have come from (file path,
  * env var name) and what went wrong — never the secret nor any slice of it.
+ *
+ * What a reference may name is the worker's decision (secret-scope.ts): env vars with its secret prefix, files in
+ * its credentials directory (owner-only, like OpenSSH), and the agent socket of SSH_AUTH_SOCK or a prefixed var.
  */
-import { stat, readFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { utils, type AgentAuthMethod, type ParsedKey, type PublicKeyAuthMethod } from 'ssh2';
 import type { SshCredentialRefSpec } from '../spec/server';
 import { CredentialUnavailableError } from '../common/errors';
+import { readScopedEnv, readScopedFile, secretScopeFromEnv, type SecretScope } from './secret-scope';
+
+const FIELD = 'management.credentials';
 
 export interface ResolvedAuth {
   method: PublicKeyAuthMethod | AgentAuthMethod;
@@ -17,38 +23,35 @@ export interface ResolvedAuth {
 }
 
 /** Resolves a credential reference; throws CredentialUnavailableError (non-retryable) if it cannot be used. */
-export async function resolveAuth(cred: SshCredentialRefSpec, username: string, host: string): Promise<ResolvedAuth> {
+export async function resolveAuth(
+  cred: SshCredentialRefSpec,
+  username: string,
+  host: string,
+  scope: SecretScope = secretScopeFromEnv(),
+): Promise<ResolvedAuth> {
   if ('agent' in cred) {
     const envName = cred.agentSocketEnv ?? 'SSH_AUTH_SOCK';
-    const socketPath = process.env[envName];
-    if (!socketPath) {
-      throw new CredentialUnavailableError(`ssh-agent socket env var $${envName} is not set`, { host });
-    }
+    const field = `${FIELD}.agentSocketEnv`;
+    const socketPath = readScopedEnv(envName, 'ssh-agent socket', { host, field }, scope, true);
     // Checked up front so a stale socket is reported as a credential problem, not as "authentication failed".
+    // The path is not echoed: a spec may name any prefixed variable here, and that one may hold a password.
     const st = await stat(socketPath).catch(() => undefined);
     if (!st?.isSocket()) {
-      throw new CredentialUnavailableError(`ssh-agent socket ${socketPath} (from $${envName}) does not exist or is not a socket`, {
-        host,
-      });
+      throw new CredentialUnavailableError(`the ssh-agent socket named by $${envName} does not exist or is not a socket`, { host, field });
     }
     return { method: { type: 'agent', username, agent: socketPath }, source: `ssh-agent via $${envName}` };
   }
 
-  const passphrase = cred.passphraseEnv === undefined ? undefined : readEnv(cred.passphraseEnv, 'key passphrase', host);
+  const passphrase =
+    cred.passphraseEnv === undefined ? undefined : readScopedEnv(cred.passphraseEnv, 'key passphrase', { host, field: `${FIELD}.passphraseEnv` }, scope);
   let keyText: Buffer;
   let source: string;
   if ('privateKeyFile' in cred) {
     source = `key file ${cred.privateKeyFile}`;
-    try {
-      keyText = await readFile(cred.privateKeyFile);
-    } catch (e) {
-      // Only the errno code: fs messages are harmless today, but the code is all a caller needs.
-      const code = (e as NodeJS.ErrnoException).code ?? 'read error';
-      throw new CredentialUnavailableError(`cannot read private key file ${cred.privateKeyFile} (${code})`, { host });
-    }
+    keyText = readScopedFile(cred.privateKeyFile, { kind: 'secret', what: 'private key file' }, { host, field: `${FIELD}.privateKeyFile` }, scope);
   } else {
     source = `key from $${cred.privateKeyEnv}`;
-    keyText = Buffer.from(readEnv(cred.privateKeyEnv, 'private key', host), 'utf8');
+    keyText = Buffer.from(readScopedEnv(cred.privateKeyEnv, 'private key', { host, field: `${FIELD}.privateKeyEnv` }, scope), 'utf8');
   }
 
   try {
@@ -57,14 +60,6 @@ export async function resolveAuth(cred: SshCredentialRefSpec, username: string, 
   } finally {
     keyText.fill(0); // our copy of the key text is no longer needed; the parsed key lives only inside ssh2
   }
-}
-
-function readEnv(name: string, what: string, host: string): string {
-  const v = process.env[name];
-  if (v === undefined || v === '') {
-    throw new CredentialUnavailableError(`env var $${name} (${what}) is not set`, { host });
-  }
-  return v;
 }
 
 /**

@@ -82,7 +82,7 @@ export class SshPool {
   }
 
   /** A session to `target`: an idle one opened for exactly this target, or a new connection (host key checked). */
-  async acquire(target: SshTarget): Promise<SshLease> {
+  async acquire(target: SshTarget, connect?: ConnectOptions): Promise<SshLease> {
     const key = poolKey(target);
     const list = this.#idle.get(key);
     while (list?.length) {
@@ -98,7 +98,7 @@ export class SshPool {
       this.#stats.reused++;
       return this.#lease(key, entry.session, entry.openedAt, true);
     }
-    const session = await SshSession.connect(target, this.#opts.connect);
+    const session = await SshSession.connect(target, { ...this.#opts.connect, ...connect });
     this.#stats.handshakes++;
     return this.#lease(key, session, Date.now(), false);
   }

@@ -8,14 +8,22 @@
  *
  * Neither set → no encryption (payloads stay plain JSON, as before).
  * The client (connectClient), the worker (createWorker) and the codec server all read the same settings.
+ *
+ * With encryption on, decode refuses unencrypted payloads (codec.ts); UNDERLAY_CODEC_ACCEPT_PLAINTEXT=true lifts
+ * that while histories from before encryption are still open (a migration), and only then.
+ *
+ * The key file is read like an SSH private key: a regular file, owner-only (chmod 600), at most 64 KiB. These
+ * names are `UNDERLAY_CODEC_*`, a family no spec may reference (src/transports/secret-scope.ts), and the key file
+ * must live outside the credentials directory specs may name.
  */
-import { readFileSync } from 'node:fs';
 import type { DataConverter } from '@temporalio/common';
 import { AesGcmPayloadCodec, PayloadCodecError, type CodecKey } from '../common/codec';
+import { FileCheckError, MAX_SECRET_BYTES, readCheckedFile } from '../transports/secret-scope';
 
 export const ENV_KEYS_FILE = 'UNDERLAY_CODEC_KEYS_FILE';
 export const ENV_KEY = 'UNDERLAY_CODEC_KEY';
 export const ENV_KEY_ID = 'UNDERLAY_CODEC_KEY_ID';
+export const ENV_ACCEPT_PLAINTEXT = 'UNDERLAY_CODEC_ACCEPT_PLAINTEXT';
 
 /** The module whose `failureConverter` encrypts failure messages too; bundle it into prebuilt workflow bundles. */
 export const FAILURE_CONVERTER_PATH = require.resolve('../common/failure-converter');
@@ -50,12 +58,14 @@ export function loadCodecKeys(env: Env = process.env): CodecKey[] | undefined {
   const singleId = env[ENV_KEY_ID];
   if (file && (single || singleId)) throw new PayloadCodecError(`set either ${ENV_KEYS_FILE} or ${ENV_KEY} + ${ENV_KEY_ID}, not both`);
   if (file) {
-    let text: string;
+    let buf: Buffer;
     try {
-      text = readFileSync(file, 'utf8');
+      buf = readCheckedFile(file, { maxBytes: MAX_SECRET_BYTES, ownerOnly: true });
     } catch (err) {
-      throw new PayloadCodecError(`${ENV_KEYS_FILE}=${file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+      throw new PayloadCodecError(`${ENV_KEYS_FILE}=${file}: ${err instanceof FileCheckError ? err.detail : 'unreadable'}`);
     }
+    const text = buf.toString('utf8');
+    buf.fill(0);
     return parseKeyFile(text, file);
   }
   if (single || singleId) {
@@ -66,9 +76,11 @@ export function loadCodecKeys(env: Env = process.env): CodecKey[] | undefined {
 }
 
 /** The payload codec from the environment, or undefined when encryption is off. */
-export function codecFromEnv(env: Env = process.env): AesGcmPayloadCodec | undefined {
+export function codecFromEnv(env: Env = process.env, opts: { acceptPlaintext?: boolean } = {}): AesGcmPayloadCodec | undefined {
   const keys = loadCodecKeys(env);
-  return keys && new AesGcmPayloadCodec(keys);
+  const flag = env[ENV_ACCEPT_PLAINTEXT];
+  if (flag !== undefined && flag !== '' && flag !== 'true' && flag !== 'false') throw new PayloadCodecError(`${ENV_ACCEPT_PLAINTEXT}: expected true or false`);
+  return keys && new AesGcmPayloadCodec(keys, { acceptPlaintext: opts.acceptPlaintext ?? flag === 'true' });
 }
 
 /** The data converter for clients and workers: encryption of payloads and failures when keys are configured. */

@@ -9,7 +9,7 @@ export const DRIFT_MODES = ['report', 'remediate', 'approve'] as const;
 export type DriftMode = (typeof DRIFT_MODES)[number];
 
 /** The value of the UnderlayDriftStatus search attribute of a `drift-<id>` workflow. */
-export type DriftStatus = 'clean' | 'drifted' | 'remediated' | 'failed' | 'awaiting-approval' | 'skipped';
+export type DriftStatus = 'clean' | 'drifted' | 'needs-operator' | 'remediated' | 'failed' | 'awaiting-approval' | 'skipped';
 
 /** Why a server was not checked (status `skipped`). */
 export type SkipReason = 'onboarding-running' | 'not-onboarded' | 'already-running';
@@ -21,6 +21,8 @@ export interface StepDrift {
   more?: number;
   /** The step could not be observed (e.g. a NIC is missing); nothing is remediated then. */
   error?: string;
+  /** Health a re-apply cannot fix (a lost LACP partner, a silent gateway, a moved cable): for a person, never remediated. */
+  health?: Array<{ field: string; expected: unknown; observed: unknown; hint: string }>;
 }
 
 export interface DriftCheckResult {
@@ -28,8 +30,10 @@ export interface DriftCheckResult {
   mode: DriftMode;
   status: DriftStatus;
   skip?: SkipReason;
-  /** Steps whose live state differs from the spec, in runbook order. */
+  /** Steps whose configuration differs from the spec (re-applying fixes it), in runbook order. */
   driftedSteps: StepName[];
+  /** Steps whose health needs a person (StepDrift.health); they are not re-applied. */
+  unhealthySteps?: StepName[];
   diffs: StepDrift[];
   /** One line for humans: why skipped or failed, the approval's outcome, what was restored. */
   reason?: string;
@@ -71,6 +75,7 @@ export interface DriftCounts {
   servers: number;
   clean: number;
   drifted: number;
+  needsOperator: number;
   remediated: number;
   failed: number;
   skipped: number;

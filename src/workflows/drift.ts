@@ -33,6 +33,7 @@ import type { Activities, Change, OnboardingPlan } from '../activities';
 import { driftWorkflowId, siteTaskQueue } from '../common/config';
 import { SA_DRIFT_STATUS, SA_DRIFTED_STEPS, SA_LAST_CHECKED, SA_RACK, SA_SERVER_ID, SA_SITE } from '../common/search-attributes';
 import type { ServerSpec } from '../spec/server';
+import type { StepName } from '../steps';
 import {
   approveUpdate,
   driftProgressQuery,
@@ -79,12 +80,14 @@ export async function driftCheck(input: DriftCheckInput): Promise<DriftCheckResu
   const approvalTimeout = input.approvalTimeout ?? DRIFT_DEFAULTS.approvalTimeout;
   const progress: DriftCheckProgress = { serverId: spec.id, mode, status: 'clean', driftedSteps: [], diffs: [], phase: 'checking' };
   let decision: ApprovalRequest | undefined;
+  /** The drifted steps a remediation re-applies (not those whose health needs a person). */
+  let remediable: StepName[] = [];
   setHandler(driftProgressQuery, () => progress);
   setHandler(
     approveUpdate,
     (req) => {
       decision = req ?? {};
-      return { serverId: spec.id, decision: decision.approve === false ? 'rejected' : 'approved', steps: progress.driftedSteps };
+      return { serverId: spec.id, decision: decision.approve === false ? 'rejected' : 'approved', steps: remediable };
     },
     {
       description: 'approve (or, with approve: false, reject) the remediation of the drifted steps',
@@ -126,14 +129,24 @@ export async function driftCheck(input: DriftCheckInput): Promise<DriftCheckResu
     const plan = await watchedCall(routing, () => observe(spec), {});
     progress.checkedAt = new Date().toISOString();
     progress.diffs = compactPlan(plan);
-    progress.driftedSteps = progress.diffs.filter((d) => !d.error).map((d) => d.step);
+    progress.driftedSteps = progress.diffs.filter((d) => !d.error && d.changes.length).map((d) => d.step);
     const unobservable = progress.diffs.filter((d) => d.error);
     if (unobservable.length) {
       return await finish('failed', { reason: `cannot observe ${unobservable.map((d) => `${d.step} (${d.error})`).join('; ')}; nothing changed` });
     }
-    const drifted = progress.driftedSteps;
-    if (!drifted.length) return await finish('clean');
-    if (mode === 'report') return await finish('drifted', { reason: `drifted: ${drifted.join(', ')}; report mode, nothing changed` });
+    // Health a re-apply cannot fix is for a person; its steps are left alone (re-applying would fail its verification).
+    const unhealthy = progress.diffs.filter((d) => d.health?.length).map((d) => d.step);
+    if (unhealthy.length) progress.unhealthySteps = unhealthy;
+    const operatorNote = unhealthy.length ? `needs an operator: ${describeHealth(progress.diffs)}` : '';
+    const drifted = progress.driftedSteps.filter((s) => !unhealthy.includes(s));
+    remediable = drifted;
+    if (!progress.driftedSteps.length && !unhealthy.length) return await finish('clean');
+    if (!drifted.length) return await finish('needs-operator', { reason: `${operatorNote}; nothing re-applied` });
+    if (mode === 'report') {
+      return await finish(unhealthy.length ? 'needs-operator' : 'drifted', {
+        reason: [`drifted: ${drifted.join(', ')}; report mode, nothing changed`, operatorNote].filter(Boolean).join('; '),
+      });
+    }
 
     let approvedBy: string | undefined;
     if (mode === 'approve') {
@@ -153,7 +166,10 @@ export async function driftCheck(input: DriftCheckInput): Promise<DriftCheckResu
     progress.phase = 'remediating';
     const outcome = await runStepSaga(spec, drifted, {}, routing);
     if (outcome.ok) {
-      return await finish('remediated', { reason: `restored ${drifted.join(', ')}`, remediation: { steps: drifted, approvedBy } });
+      return await finish(unhealthy.length ? 'needs-operator' : 'remediated', {
+        reason: [`restored ${drifted.join(', ')}`, operatorNote].filter(Boolean).join('; '),
+        remediation: { steps: drifted, approvedBy },
+      });
     }
     const remediation = {
       steps: drifted,
@@ -186,15 +202,29 @@ function clip(v: unknown): unknown {
   return text.length <= LIMITS.valueChars ? v : `${text.slice(0, LIMITS.valueChars - 1)}…`;
 }
 
-/** The steps that differ from the spec (or could not be observed), with their first changes, values clipped. */
+/** The steps that differ from the spec, could not be observed, or are unhealthy, with their first changes, values clipped. */
 function compactPlan(plan: OnboardingPlan): StepDrift[] {
   return plan.steps
-    .filter((s) => s.applies && (s.changes.length || s.error))
+    .filter((s) => s.applies && (s.changes.length || s.error || s.health?.length))
     .map((s) => {
       const changes: Change[] = s.changes.slice(0, LIMITS.changesPerStep).map((c) => ({ field: c.field, from: clip(c.from), to: clip(c.to) }));
       const more = s.changes.length - changes.length;
-      return { step: s.step, changes, ...(more > 0 ? { more } : {}), ...(s.error ? { error: s.error } : {}) };
+      const health = (s.health ?? [])
+        .slice(0, LIMITS.changesPerStep)
+        .map((h) => ({ field: h.field, expected: clip(h.expected), observed: clip(h.observed), hint: h.hint }));
+      return { step: s.step, changes, ...(more > 0 ? { more } : {}), ...(s.error ? { error: s.error } : {}), ...(health.length ? { health } : {}) };
     });
+}
+
+/** One line: `bond (eth2.aggregator: expected 1, observed 2 — look at …), vlan (…)`. */
+function describeHealth(diffs: StepDrift[]): string {
+  return diffs
+    .filter((d) => d.health?.length)
+    .map(
+      (d) =>
+        `${d.step} (${d.health!.map((h) => `${h.field}: expected ${JSON.stringify(h.expected)}, observed ${JSON.stringify(h.observed)} — look at ${h.hint}`).join('; ')})`,
+    )
+    .join(', ');
 }
 
 // ---- driftSweep: the inventory --------------------------------------------------------------------------------
@@ -226,7 +256,7 @@ export async function driftSweep(input: DriftSweepInput): Promise<DriftSweepSumm
     inventoryDir: input.inventoryDir,
     startedAt: new Date().toISOString(),
     pages: 0,
-    counts: { servers: 0, clean: 0, drifted: 0, remediated: 0, failed: 0, skipped: 0, notOnboarded: 0, invalid: 0, unmanaged: 0 },
+    counts: { servers: 0, clean: 0, drifted: 0, needsOperator: 0, remediated: 0, failed: 0, skipped: 0, notOnboarded: 0, invalid: 0, unmanaged: 0 },
     servers: [],
     omitted: 0,
     invalid: [],
@@ -309,6 +339,9 @@ function record(summary: DriftSweepSummary, r: DriftCheckResult): void {
       return;
     case 'remediated':
       c.remediated++;
+      break;
+    case 'needs-operator':
+      c.needsOperator++;
       break;
     case 'failed':
       c.failed++;

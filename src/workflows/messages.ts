@@ -95,6 +95,8 @@ export interface CompensationOutcome {
   outcome: 'restored' | 'already-restored' | 'failed';
   changes?: number;
   error?: string;
+  /** What the rollback left different from the pre-state on purpose, and why. */
+  note?: string;
 }
 
 export interface OnboardingFailureReport {

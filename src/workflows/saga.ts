@@ -144,7 +144,7 @@ export async function compensate(spec: ServerSpec, compensations: Compensation[]
     try {
       const { undo } = stepCalls(step, routing);
       const r = await watchedCall(routing, () => undo.executeWithOptions({ summary: activitySummary(step, spec, 'undo') }, [spec, pre]), hooks);
-      outcome = { step, outcome: r.changes.length ? 'restored' : 'already-restored', changes: r.changes.length };
+      outcome = { step, outcome: r.changes.length ? 'restored' : 'already-restored', changes: r.changes.length, ...(r.note ? { note: r.note } : {}) };
     } catch (err) {
       outcome = { step, outcome: 'failed', error: rootMessage(err) };
       log.error('compensation failed', { step, error: rootMessage(err) });
@@ -176,5 +176,7 @@ export function rootMessage(err: unknown): string {
 
 /** One line per compensation: `vlan restored, bond FAILED (…)`. */
 export function describeCompensations(outcomes: CompensationOutcome[]): string {
-  return outcomes.length ? outcomes.map((c) => `${c.step} ${c.outcome === 'failed' ? `FAILED (${c.error})` : c.outcome}`).join(', ') : 'nothing to roll back';
+  return outcomes.length
+    ? outcomes.map((c) => `${c.step} ${c.outcome === 'failed' ? `FAILED (${c.error})` : c.outcome}${c.note ? ` (${c.note})` : ''}`).join(', ')
+    : 'nothing to roll back';
 }

@@ -63,8 +63,8 @@ function specFor(attach: Record<string, unknown> = {}, rest: Record<string, unkn
       kind: 'esxi',
       bmc: {
         address: '127.0.0.1',
-        credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' },
-        tls: { caFile: '/nonexistent/bmc-ca.pem' },
+        credentials: { usernameEnv: 'UNDERLAY_SECRET_UNUSED_BMC_USER', passwordEnv: 'UNDERLAY_SECRET_UNUSED_BMC_PASS' },
+        tls: { caFile: 'unused/bmc-ca.pem' },
       },
       ...fx.hypervisor(),
       apiPort,
@@ -391,7 +391,7 @@ describe('ESXi attach step (vCenter join, vDS, vmk0) against vcsim', () => {
   });
 
   test('bad vCenter credentials: AuthenticationError, not retryable, nothing changed', async () => {
-    const wrong = 'UNDERLAY_TEST_VC_WRONG';
+    const wrong = 'UNDERLAY_SECRET_TEST_VC_WRONG';
     process.env[wrong] = 'wrong-password-xyz';
     try {
       const spec = specFor({
@@ -443,7 +443,7 @@ describe('ESXi attach planning (pure: states vCenter reports that vcsim cannot p
         nics: [{ name: 'vmnic0' }, { name: 'vmnic1' }, { name: 'vmnic2' }],
         hypervisor: {
           kind: 'esxi',
-          bmc: { address: '127.0.0.1', credentials: { usernameEnv: 'U', passwordEnv: 'P' }, tls: { caFile: '/x.pem' } },
+          bmc: { address: '127.0.0.1', credentials: { usernameEnv: 'UNDERLAY_SECRET_U', passwordEnv: 'UNDERLAY_SECRET_P' }, tls: { caFile: 'x.pem' } },
           installer: { iso: '/isos/esxi.iso', sha256: 'a'.repeat(64), version: '8.0.3' },
           kickstart: { network: { device: 'vmnic2' } },
           rootPassword: { file: '/etc/underlay/credentials/root' },
@@ -451,7 +451,7 @@ describe('ESXi attach planning (pure: states vCenter reports that vcsim cannot p
         },
         attach: {
           kind: 'vds',
-          vcenter: { address: 'vc.lab.test', credentials: { usernameEnv: 'U', passwordEnv: 'P' } },
+          vcenter: { address: 'vc.lab.test', credentials: { usernameEnv: 'UNDERLAY_SECRET_U', passwordEnv: 'UNDERLAY_SECRET_P' }, caFile: 'vc-ca.pem' },
           datacenter: DC,
           cluster: 'DC0_C0',
           switch: SWITCH,

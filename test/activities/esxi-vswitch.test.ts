@@ -303,20 +303,20 @@ const RAW = {
   management: {
     address: '192.0.2.105',
     hostKey: 'SHA256:e5PZVZfhvLAzSzWBZwk8Fd8H4+NUs+eYlxaK2GwTMh0',
-    credentials: { privateKeyFile: '/etc/underlay/keys/esxi_ed25519' },
+    credentials: { privateKeyFile: 'keys/esxi_ed25519' },
   },
   nics: [{ name: 'vmnic0', cabled: false }, { name: 'vmnic1' }, { name: 'vmnic2' }],
   hypervisor: {
     kind: 'esxi',
     bmc: {
       address: '192.0.2.104',
-      credentials: { usernameEnv: 'UNUSED_BMC_USER', passwordEnv: 'UNUSED_BMC_PASS' },
-      tls: { caFile: '/nonexistent/bmc-ca.pem' },
+      credentials: { usernameEnv: 'UNDERLAY_SECRET_UNUSED_BMC_USER', passwordEnv: 'UNDERLAY_SECRET_UNUSED_BMC_PASS' },
+      tls: { caFile: 'unused/bmc-ca.pem' },
     },
     installer: { iso: '/var/lib/underlay/isos/esxi-8.0.3.iso', sha256: 'a'.repeat(64), version: '8.0.3' },
     rootPassword: { file: '/etc/underlay/credentials/esx-r21-05-root' },
     hostCertificate: {
-      certFile: '/etc/underlay/esxi/esx-r21-05.crt',
+      certFile: '/etc/underlay/credentials/esx-r21-05.crt',
       keyFile: '/etc/underlay/credentials/esx-r21-05.key',
       fingerprint: `sha256/${'A'.repeat(43)}=`,
     },
@@ -370,7 +370,7 @@ describe('ESXi standard vSwitch attach (esxcli over SSH) through runStep / undoS
       ...RAW,
       attach: {
         kind: 'vds',
-        vcenter: { address: 'vcenter.example.net', credentials: { file: '/etc/underlay/secrets/vcenter.cred' } },
+        vcenter: { address: 'vcenter.example.net', credentials: { file: 'vcenter.cred' }, caFile: 'vcenter-ca.pem' },
         datacenter: 'dc-1',
         switch: 'dvs-1',
         portgroup: 'pg-1',

@@ -32,7 +32,7 @@ const RAW = {
     address: '192.0.2.88',
     user: 'underlay',
     hostKey: 'SHA256:bJy5BEOGIJPvn3Bc8TmIIyGr4aZPKrka6qVodpg1VtU',
-    credentials: { privateKeyFile: '/etc/underlay/keys/hyperv_ed25519' },
+    credentials: { privateKeyFile: 'keys/hyperv_ed25519' },
   },
   nics: [
     { name: 'NIC1', mac: '98:03:9b:4a:10:01', speedMbps: 25000 },

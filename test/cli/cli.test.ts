@@ -13,11 +13,15 @@ const tmp = mkdtempSync(join(tmpdir(), 'underlay-cli-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function underlay(...args: string[]) {
+  return underlayWith({}, ...args);
+}
+
+function underlayWith(env: Record<string, string>, ...args: string[]) {
   const r = spawnSync(join(root, 'bin/underlay'), args, {
     cwd: root,
     encoding: 'utf8',
     timeout: 60_000,
-    env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' },
+    env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1', ...env },
   });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
@@ -49,6 +53,31 @@ test('validate: a bad spec exits 1 and names every bad field', () => {
   for (const path of ['management.hostKey', 'management.password', 'nics[0].name', 'bond.members[0]', 'vlans[0].id'])
     assert.match(r.err, new RegExp(path.replace(/[[\].]/g, '\\$&')));
   assert.doesNotMatch(r.err + r.out, /hunter2/, 'the secret is never echoed');
+});
+
+test('validate goes on past hostile files: an alias bomb, /dev/zero, a forged output line; warns about the local secret scope', () => {
+  const bomb = join(tmp, 'bomb.yaml');
+  const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+  for (let i = 1; i < 10; i++)
+    lines.push(
+      `a${i}: &a${i} [${Array(10)
+        .fill(`*a${i - 1}`)
+        .join(', ')}]`,
+    );
+  writeFileSync(bomb, `id: srv-1\n${lines.join('\n')}\n`);
+  const forged = join(tmp, 'forged.json');
+  // An unknown key whose newline would print "examples/kvm-minimal.json: ok" as a line of its own.
+  writeFileSync(forged, JSON.stringify({ id: 'srv-2', 'x\nexamples/kvm-minimal.json: ok (forged)': 1 }));
+  const r = underlayWith({ UNDERLAY_CREDENTIALS_DIR: tmp }, 'validate', bomb, '/dev/zero', forged, 'examples/esxi-vds.yaml', 'examples/kvm-minimal.json');
+  assert.equal(r.code, 1);
+  assert.match(r.err, new RegExp(`${bomb}: 1 problem\\(s\\)\\n  \\(file\\): too many alias expansions`));
+  assert.match(r.err, /\/dev\/zero: 1 problem\(s\)\n {2}\(file\): is not a regular file/);
+  assert.match(r.err, /\["x\\u000aexamples\/kvm-minimal\.json: ok \(forged\)"\]: unknown field/);
+  assert.doesNotMatch(r.out + r.err, /^examples\/kvm-minimal\.json: ok \(forged\)/m, 'no forged line');
+  assert.match(r.out, /^examples\/esxi-vds\.yaml: ok/m);
+  assert.match(r.out, /^examples\/kvm-minimal\.json: ok/m, 'the files after the hostile ones were checked');
+  // Valid, but its references are outside this machine's credentials directory: warned, not refused.
+  assert.match(r.err, /examples\/esxi-vds\.yaml: warning: attach\.vcenter\.caFile: \S+ is outside the worker's credentials directory/);
 });
 
 test('schema prints a JSON Schema of the spec', () => {

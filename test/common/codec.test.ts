@@ -1,7 +1,7 @@
 /** The AES-256-GCM payload codec, its keys by reference, and the failure converter that encrypts messages. */
 import assert from 'node:assert/strict';
 import { randomBytes, webcrypto } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -96,10 +96,24 @@ describe('AesGcmPayloadCodec', () => {
     await assert.rejects(codec.decode([{ ...enc!, data: enc!.data!.subarray(0, 20) }]), /too short/);
   });
 
-  test('unencrypted payloads pass through decode (history from before encryption was turned on)', async () => {
+  test('an unencrypted payload is refused by decode (a client without the key wrote it); accepted only when asked', async () => {
     const codec = new AesGcmPayloadCodec([key('k1')]);
     const p = plain();
-    assert.deepEqual(await codec.decode([p]), [p]);
+    await assert.rejects(codec.decode([p]), (err: Error) => {
+      assert.ok(err instanceof PayloadCodecError);
+      assert.match(err.message, /refusing an unencrypted payload \(encoding json\/plain\)/);
+      assert.ok(!err.message.includes('192.0.2.17'), 'the data is not shown');
+      return true;
+    });
+    const [enc] = await codec.encode([plain()]);
+    await assert.rejects(codec.decode([enc!, p]), PayloadCodecError, 'one plaintext payload fails the batch');
+    const lenient = new AesGcmPayloadCodec([key('k1')], { acceptPlaintext: true });
+    assert.deepEqual(await lenient.decode([p]), [p]);
+    // The migration switch, from the environment; anything but true/false is a configuration error.
+    const k = { UNDERLAY_CODEC_KEY: randomBytes(32).toString('base64'), UNDERLAY_CODEC_KEY_ID: 'k1' };
+    assert.equal(codecFromEnv(k)!.acceptPlaintext, false);
+    assert.equal(codecFromEnv({ ...k, UNDERLAY_CODEC_ACCEPT_PLAINTEXT: 'true' })!.acceptPlaintext, true);
+    assert.throws(() => codecFromEnv({ ...k, UNDERLAY_CODEC_ACCEPT_PLAINTEXT: 'yes' }), /expected true or false/);
   });
 
   test('bad keys are refused at construction, without showing them', () => {
@@ -133,6 +147,12 @@ describe('codec keys by reference', () => {
       );
       assert.equal(codecFromEnv({ UNDERLAY_CODEC_KEYS_FILE: file })?.encryptionKeyId, '2026-06');
       assert.throws(() => loadCodecKeys({ UNDERLAY_CODEC_KEYS_FILE: join(dir, 'missing') }), /UNDERLAY_CODEC_KEYS_FILE=.*missing: ENOENT/);
+      // Read like an SSH private key: owner-only, a regular file, size-capped.
+      chmodSync(file, 0o640);
+      assert.throws(() => loadCodecKeys({ UNDERLAY_CODEC_KEYS_FILE: file }), /accessible by group or others \(mode 0640\)/);
+      assert.throws(() => loadCodecKeys({ UNDERLAY_CODEC_KEYS_FILE: '/dev/zero' }), /not a regular file/);
+      writeFileSync(join(dir, 'huge'), 'x'.repeat(65 * 1024), { mode: 0o600 });
+      assert.throws(() => loadCodecKeys({ UNDERLAY_CODEC_KEYS_FILE: join(dir, 'huge') }), /over the limit/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

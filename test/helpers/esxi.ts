@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { credentialsSubdir } from './credentials';
 import { makeCertificate } from './sushy';
 
 const run = promisify(execFile);
@@ -142,7 +143,8 @@ export interface EsxiWorkerFixture {
  * environment and removes the folder.
  */
 export async function esxiWorkerFixture(): Promise<EsxiWorkerFixture> {
-  const dir = await mkdtemp(join(tmpdir(), 'underlay-esxi-'));
+  // In the worker's credentials directory: the host key, the root password and the certificates are read through its secret scope.
+  const dir = await credentialsSubdir('esxi-');
   const isoDir = join(dir, 'isos');
   const isoWorkDir = join(dir, 'iso-work');
   await mkdir(isoDir);

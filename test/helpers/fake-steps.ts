@@ -27,6 +27,8 @@ export class FakeHost {
   state: Record<StepName, string> = Object.fromEntries(STEPS.map((s) => [s, 'pristine'])) as Record<StepName, string>;
   calls: string[] = [];
   faults: Fault[] = [];
+  /** Health a re-apply cannot fix, per step (a lost LACP partner on the fake switch): what its health() reports. */
+  unhealthy: Partial<Record<StepName, string>> = {};
   /** Resolves when a blocking fault starts waiting (so a test can cancel mid-step). */
   blocked!: Promise<void>;
   private markBlocked!: () => void;
@@ -104,6 +106,10 @@ function fakeStep(name: StepName, hostOf: (serverId: string) => FakeHost): Step<
       host.state[name] = pre.value;
     },
     diff: (a, b) => diffState(a, b),
+    async health(io) {
+      const sick = hostOf(io.spec.id).unhealthy[name];
+      return sick ? [{ field: `${name}.health`, expected: 'healthy', observed: sick, hint: `the fake ${name}` }] : [];
+    },
   };
 }
 

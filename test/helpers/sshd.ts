@@ -5,12 +5,13 @@
  * made by ssh-keygen in a mkdtemp folder. Everything it starts is stopped, and the folder removed, by stop().
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm, writeFile, appendFile, mkdir } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile, appendFile, mkdir } from 'node:fs/promises';
 import { createServer, connect as tcpConnect } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { SshTarget } from '../../src/transports/ssh';
+import { credentialsSubdir } from './credentials';
 
 const execFileP = promisify(execFile);
 export const SSHD = '/usr/sbin/sshd';
@@ -47,6 +48,13 @@ export interface Sshd {
    * drops as a crashed peer or a cut cable would. Resolves with how many processes it killed.
    */
   dropConnections(): Promise<number>;
+  /**
+   * SIGKILL to sshd and every session process it forked (commands in flight die with their sessions; a process
+   * that left the session — setsid, reparented — survives, as on a real host). The port stays free for restart().
+   */
+  crash(): Promise<void>;
+  /** Starts sshd again on the same port with the same host key and configuration (after crash()). */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -80,7 +88,7 @@ export async function freePort(): Promise<number> {
 }
 
 export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
-  const dir = await mkdtemp(join(tmpdir(), 'underlay-sshd-'));
+  const dir = await credentialsSubdir('sshd-'); // the user key is a credential: inside the worker's scope
   try {
     // sshd refuses to start without its privilege-separation directory.
     await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
@@ -118,11 +126,15 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
           '',
         ].join('\n'),
       );
-      const proc = spawn(SSHD, ['-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
       let log = '';
-      proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
-        log = (log + d).slice(-200_000);
-      });
+      const spawnSshd = (): ChildProcess => {
+        const p = spawn(SSHD, ['-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+        p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+          log = (log + d).slice(-200_000);
+        });
+        return p;
+      };
+      let proc = spawnSshd();
       try {
         await waitForBanner(port, proc, () => log, opts.readyTimeoutMs ?? 10_000);
       } catch (e) {
@@ -160,6 +172,22 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
             }
           }
           return killed;
+        },
+        crash: async () => {
+          const pids = [proc.pid!, ...(await descendants(proc.pid!))];
+          const exited = proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => proc.once('exit', () => r()));
+          for (const pid of pids) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              /* already gone */
+            }
+          }
+          await Promise.race([exited, sleep(5_000)]);
+        },
+        restart: async () => {
+          proc = spawnSshd();
+          await waitForBanner(port, proc, () => log, opts.readyTimeoutMs ?? 10_000);
         },
         stop: async () => {
           await killTree(proc);

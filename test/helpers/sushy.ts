@@ -13,14 +13,14 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { X509Certificate, createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { certificateFingerprint } from '../../src/transports/http';
 import { freePort } from './sshd';
+import { credentialsSubdir } from './credentials';
 
 const execFileP = promisify(execFile);
 export const SUSHY_VENV = resolve(__dirname, '../../.tools/sushy');
@@ -91,7 +91,7 @@ export async function makeCertificate(dir: string, name = 'bmc'): Promise<{ cert
 
 export async function startSushy(opts: { systems?: FakeSystem[]; readyTimeoutMs?: number } = {}): Promise<Sushy> {
   if (!existsSync(SUSHY_BIN)) throw new Error(`${SUSHY_BIN} is missing: run \`npm run setup\` (scripts/install-sushy.sh)`);
-  const dir = await mkdtemp(join(tmpdir(), 'underlay-sushy-'));
+  const dir = await credentialsSubdir('sushy-'); // the credential file and certificate: inside the worker's scope
   const systems = opts.systems ?? [DEFAULT_SYSTEM];
   const username = 'underlay';
   const password = randomBytes(12).toString('base64url');

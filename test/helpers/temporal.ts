@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Runtime, type Logger, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
 
 export const TEMPORAL_BIN = resolve(__dirname, '../../.tools/bin/temporal');
@@ -10,10 +10,10 @@ export const TEMPORAL_BIN = resolve(__dirname, '../../.tools/bin/temporal');
 let runtimeInstalled = false;
 
 /** Worker logs at ERROR: expected workflow failures (WARN) would drown the test output. */
-function installQuietRuntime(): void {
+function installQuietRuntime(logger?: Logger): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  Runtime.install({ logger: logger ?? new DefaultLogger('ERROR') });
 }
 
 export interface TemporalOptions {
@@ -21,10 +21,12 @@ export interface TemporalOptions {
   uiPort?: number;
   /** Create this namespace (with underlay's search attributes) besides `default`; env.client uses it. */
   namespace?: string;
+  /** The worker Runtime's logger (installed once per process, by the first call); default ERROR to stderr. */
+  logger?: Logger;
 }
 
 export async function startTemporal(opts: TemporalOptions = {}): Promise<TestWorkflowEnvironment> {
-  installQuietRuntime();
+  installQuietRuntime(opts.logger);
   if (!existsSync(TEMPORAL_BIN)) throw new Error(`${TEMPORAL_BIN} is missing: run \`npm run setup\` (scripts/install-temporal.sh)`);
   return TestWorkflowEnvironment.createLocal({
     server: {

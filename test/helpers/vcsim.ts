@@ -11,9 +11,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { request } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { VsphereClient, type VcenterTarget } from '../../src/drivers/vsphere/client';
@@ -21,6 +20,7 @@ import { findByName, readDvs, readPortgroup } from '../../src/drivers/vsphere/dv
 import { many, morSchema, parseWith, type Mor } from '../../src/drivers/vsphere/schema';
 import { el, xml } from '../../src/transports/soap';
 import { freePort } from './sshd';
+import { credentialsSubdir, SECRET_PREFIX } from './credentials';
 
 const execFileP = promisify(execFile);
 export const VCSIM_BIN = resolve(__dirname, '../../.tools/bin/vcsim');
@@ -104,10 +104,10 @@ function aboutAnswers(port: number, ca: Buffer, timeoutMs: number): Promise<bool
 
 export async function startVcsim(opts: StartVcsimOptions = {}): Promise<Vcsim> {
   if (!existsSync(VCSIM_BIN)) throw new Error(`${VCSIM_BIN} is missing: run \`npm run setup\` (scripts/install-vcsim.sh)`);
-  const dir = await mkdtemp(join(tmpdir(), 'underlay-vcsim-'));
+  const dir = await credentialsSubdir('vcsim-'); // the CA file: inside the worker's scope
   const tag = randomBytes(4).toString('hex').toUpperCase();
-  const usernameEnv = `UNDERLAY_TEST_VC_USER_${tag}`;
-  const passwordEnv = `UNDERLAY_TEST_VC_PASS_${tag}`;
+  const usernameEnv = `${SECRET_PREFIX}TEST_VC_USER_${tag}`;
+  const passwordEnv = `${SECRET_PREFIX}TEST_VC_PASS_${tag}`;
   process.env[usernameEnv] = `administrator-${tag.toLowerCase()}`;
   process.env[passwordEnv] = randomBytes(12).toString('base64url');
   try {

@@ -28,6 +28,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { spawnDetached } from '../helpers/detached';
 import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/lab';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { describePackageFaults } from './package-faults';
 
 const root = resolve(__dirname, '../..');
 const LINUX_STEPS = stepSetOf('kvm');
@@ -182,23 +183,78 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
     assert.deepEqual(await snapshot(spec), before, 'host unchanged');
   });
 
-  test('rollback: a failure at the last step restores the host to its pre-onboarding snapshot', async () => {
+  test('install resumed, then rolled back: a worker SIGKILLed 30 s into the KVM install; the job is reattached (ran once), the attach fails, the purge restores the snapshot', async () => {
     const spec = labSpec('server2');
     const before = await snapshot(spec);
-    const { outcome } = await onboard(spec, failingAttach());
-    assert.ok(!outcome.ok);
-    const r = report(outcome.error);
-    assert.equal(r.failedStep, 'attach');
-    assert.deepEqual(
-      r.compensations.map((c) => c.step),
-      ['attach', 'hypervisor', 'sriov', 'vlan', 'bond'],
-    );
-    assert.ok(
-      r.compensations.every((c) => c.outcome === 'restored'),
-      JSON.stringify(r.compensations),
-    );
-    assert.deepEqual(await snapshot(spec), before);
+    const unit = `underlay-${spec.id}-hypervisor-install`;
+    const taskQueue = `lab-chaos-${Date.now()}`;
+    // Worker 1 is the real `underlay worker` process (real steps over SSH); it dies without warning mid-install.
+    const w1 = spawnDetached(resolve(root, 'bin/underlay'), ['worker', '--task-queue', taskQueue], {
+      env: { ...process.env, TEMPORAL_ADDRESS: env.address, TEMPORAL_NAMESPACE: 'default' },
+      stdio: 'ignore',
+    });
+    try {
+      const handle = await startOnboarding(env.client, spec, { taskQueue });
+      // Bounded (≤ 10 min): the install job running on the host, then 30 s of it.
+      let invocation = '';
+      for (let i = 0; i < 300 && !invocation; i++) {
+        const [state, inv] = (await onHost(spec, (run) => run(`systemctl show -p ActiveState --value -p InvocationID --value ${unit}.service`)))
+          .trim()
+          .split('\n');
+        if (state === 'active' && inv) invocation = inv;
+        else await sleep(2_000);
+      }
+      assert.ok(invocation, 'the install job ran on the host');
+      await sleep(30_000);
+      const running = (await onHost(spec, (run) => run(`systemctl show -p SubState --value ${unit}.service`))).trim();
+      assert.equal(running, 'running', 'still installing when the worker dies');
+      w1.kill();
+      const killedAt = Date.now();
+      // Worker 2 finishes the onboarding — whose last step fails after applying (a fault injected on cue).
+      const worker = await inProcessWorker(taskQueue, failingAttach());
+      const outcome = await worker.runUntil(
+        handle.result().then(
+          () => ({ ok: true as const }),
+          (error: unknown) => ({ ok: false as const, error }),
+        ),
+      );
+      assert.ok(!outcome.ok);
+      const r = report(outcome.error);
+      assert.equal(r.failedStep, 'attach');
+      assert.deepEqual(
+        r.compensations.map((c) => [c.step, c.outcome]),
+        [
+          ['attach', 'restored'],
+          ['hypervisor', 'restored'],
+          ['sriov', 'restored'],
+          ['vlan', 'restored'],
+          ['bond', 'restored'],
+        ],
+        JSON.stringify(r.compensations),
+      );
+      assert.equal(r.timeline?.find((t) => t.step === 'hypervisor')?.attempts, 2, 'the install step ran again after the kill');
+      await onHost(spec, async (run) => {
+        // One run of the install unit — the invocation seen before the kill — and apt configured qemu once.
+        const invocations = new Set(
+          (await run(`journalctl -q --no-pager -o json _SYSTEMD_UNIT=${unit}.service`))
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => (JSON.parse(l) as { _SYSTEMD_INVOCATION_ID?: string })._SYSTEMD_INVOCATION_ID),
+        );
+        assert.deepEqual([...invocations], [invocation], 'the job was reattached, never started again');
+        assert.equal((await run(`journalctl -q --no-pager -o cat _SYSTEMD_UNIT=${unit}.service | grep -c '^Setting up qemu-system-x86 '`)).trim(), '1');
+        assert.equal((await run('dpkg --audit; ls -A /var/lib/dpkg/updates')).trim(), '', 'dpkg --audit clean');
+        assert.equal((await run(`systemctl show -p LoadState --value ${unit}.service ${unit.replace(/install$/, 'purge')}.service`)).trim(), 'not-found\nnot-found', 'jobs released');
+      });
+      assert.deepEqual(await snapshot(spec), before, 'the package set (and network) of before');
+      console.log(`install resumed + rolled back: the onboarding ended ${Math.round((Date.now() - killedAt) / 1000)} s after the worker was killed`);
+    } finally {
+      w1.kill();
+    }
   });
+
+  describePackageFaults(() => labSpec('server2'));
 
   test('resume: the worker dies during the bond step; a new worker finishes without repeating steps; macvtap attached', async () => {
     const spec = labSpec('server1');

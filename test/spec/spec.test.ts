@@ -4,13 +4,14 @@
  */
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import { InvalidSpecError } from '../../src/common/errors';
-import { loadSpecFile, parseSpecText, validateSpecFile } from '../../src/spec/load';
+import { loadSpecFile, MAX_SPEC_BYTES, parseSpecText, validateSpecFile } from '../../src/spec/load';
 import { ATTACH_MATRIX, PLATFORM_MATRIX, ServerSpecShape, vlanIfName } from '../../src/spec/server';
-import { formatPath, parseServerSpec, serverSpecJsonSchema, validateServerSpec, type SpecIssue } from '../../src/spec/validate';
+import { formatPath, MAX_ISSUES, parseServerSpec, serverSpecJsonSchema, validateServerSpec, type SpecIssue } from '../../src/spec/validate';
 
 // ---- helpers ---------------------------------------------------------------------------------------------------
 
@@ -808,6 +809,106 @@ describe('rejections', () => {
 
 // ---- loading ---------------------------------------------------------------------------------------------------
 
+describe('bounded input', () => {
+  test('a file over 256 KiB, a FIFO, /dev/zero: an issue on (file), nothing read beyond the cap', async () => {
+    const big = tmpFile('big.yaml', `id: x\npad: "${'p'.repeat(MAX_SPEC_BYTES)}"\n`);
+    const r = await validateSpecFile(big);
+    assert.ok(!r.ok && r.issues[0]!.path === '(file)' && /over the 262144-byte limit/.test(r.issues[0]!.message), JSON.stringify(r));
+    const zero = await validateSpecFile('/dev/zero');
+    assert.ok(!zero.ok && /is not a regular file/.test(zero.issues[0]!.message));
+    const fifo = join(tmp, 'spec.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const f = await validateSpecFile(fifo); // returns at once: opened O_NONBLOCK, then refused by fstat
+    assert.ok(!f.ok && /is not a regular file/.test(f.issues[0]!.message));
+  });
+
+  test('an alias bomb is the typed error with the file name, not a bare ReferenceError', () => {
+    const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i < 9; i++)
+      lines.push(
+        `a${i}: &a${i} [${Array(10)
+          .fill(`*a${i - 1}`)
+          .join(', ')}]`,
+      );
+    assert.throws(
+      () => parseSpecText(lines.join('\n'), 'bomb.yaml'),
+      (e: unknown) => e instanceof InvalidSpecError && /^bomb\.yaml cannot be parsed/.test(e.message) && e.issues[0]!.path === '(file)',
+    );
+  });
+
+  test('nesting: 10,000 brackets, or a deep object, is refused without recursion', () => {
+    assert.throws(
+      () => parseSpecText(`id: ${'['.repeat(10_000)}${']'.repeat(10_000)}`, 'deep.yaml'),
+      /deep\.yaml is invalid: \(file\): nested deeper than 16 levels/,
+    );
+    let v: unknown = 'x';
+    for (let i = 0; i < 100_000; i++) v = { a: v };
+    const issues = issuesOf({ ...example('kvm-minimal.json'), extra: v });
+    assert.match(issues[0]!.message, /must not nest deeper than 16 levels/);
+  });
+
+  test('lists have maxima: 65 NICs, 129 VLANs', () => {
+    const raw = example('kvm-macvtap.yaml');
+    raw.nics = Array.from({ length: 65 }, (_, i) => ({ name: `eth${i}` }));
+    assertIssueAt(raw, 'nics', /<=64/);
+    const raw2 = example('kvm-macvtap.yaml');
+    raw2.vlans = Array.from({ length: 129 }, (_, i) => ({ id: i + 1, parent: 'bond0' }));
+    assertIssueAt(raw2, 'vlans', /<=128/);
+  });
+
+  test('messages list at most 8 names, and at most 100 problems are listed, then a count', () => {
+    const raw = example('kvm-macvtap.yaml');
+    raw.nics = Array.from({ length: 40 }, (_, i) => ({ name: `eth${i}` }));
+    raw.bond = { members: ['nope'] };
+    const issues = assertIssueAt(raw, 'bond.members[0]', /\(eth0, eth1, eth2, eth3, eth4, eth5, eth6, eth7, … 32 more\)/);
+    assert.ok(issues.every((i) => i.message.length < 300));
+    const many = example('kvm-minimal.json');
+    for (let i = 0; i < 5000; i++) many[`unknown${i}`] = i;
+    const capped = issuesOf(many);
+    assert.equal(capped.length, MAX_ISSUES + 1);
+    assert.deepEqual(capped.at(-1), { path: '(more)', message: '4900 more problems not listed' });
+  });
+
+  test('an unknown key is shown quoted and escaped: no newline, terminal escape or bidi override gets through', () => {
+    const raw = example('kvm-minimal.json');
+    raw['evil\nid: ok\u001b[2J\u202e'] = 1;
+    const issues = issuesOf(raw);
+    assert.ok(
+      issues.some((i) => i.path === '["evil\\u000aid: ok\\u001b[2J\\u202e"]' && i.message === 'unknown field'),
+      show(issues),
+    );
+    for (const i of issues) assert.doesNotMatch(i.path + i.message, /[\n\r\u001b\u202e]/); // eslint-disable-line no-control-regex
+    assert.equal(formatPath(['management', 'a"b']), 'management["a\\u0022b"]');
+  });
+
+  test('credential paths: no "." or ".." segment, no ~, nothing under /proc, /dev or /sys — whatever the worker allows', () => {
+    for (const [path, why] of [
+      ['../../etc/shadow', /must not have "\." or "\.\." segments/],
+      ['/etc/underlay/credentials/../../shadow', /"\.\." segments/],
+      ['./key', /segments/],
+      ['~/.ssh/id_ed25519', /no ~/],
+      ['/proc/self/environ', /must not be under \/proc, \/dev or \/sys/],
+      ['//dev/zero', /must not be under/],
+      ['/sys/kernel/notes', /must not be under/],
+    ] as const) {
+      const raw = example('kvm-macvtap.yaml');
+      setAt(raw, ['management', 'credentials', 'privateKeyFile'], path);
+      assertIssueAt(raw, 'management.credentials.privateKeyFile', why);
+    }
+    const vds = example('esxi-vds.yaml');
+    deleteAt(vds, ['attach', 'vcenter', 'caFile']);
+    assertIssueAt(vds, 'attach.vcenter.caFile'); // required: no publicly trusted CA fallback for vCenter
+  });
+
+  test('40,000 duplicate-free keys: linear (the size cap aside), all reported in one capped list', () => {
+    const text = Array.from({ length: 40_000 }, (_, i) => `k${i}: ${i}`).join('\n');
+    const raw = parseSpecText(text, 'keys.yaml', { maxBytes: Infinity });
+    const r = validateServerSpec(raw);
+    assert.ok(!r.ok && r.issues.length === MAX_ISSUES + 1);
+    assert.throws(() => parseSpecText(text, 'keys.yaml'), /keys\.yaml is too large/);
+  });
+});
+
 describe('loading spec files', () => {
   const minimal = () => example('kvm-minimal.json');
 
@@ -878,7 +979,7 @@ describe('loading spec files', () => {
     const text = readFileSync(join(EXAMPLES_DIR, 'kvm-ovs.yaml'), 'utf8') + 'site: ams2\n';
     const lines = text.split('\n').length - 1;
     const r = await validateSpecFile(tmpFile('dup.yaml', text));
-    assert.ok(!r.ok && r.issues.some((i) => i.path === `line ${lines}`), JSON.stringify(r));
+    assert.ok(!r.ok && r.issues.some((i) => i.path === 'site' && i.message.includes(`duplicate key at line ${lines}`)), JSON.stringify(r));
   });
 
   test('parseSpecText throws InvalidSpecError on syntax errors', () => {
@@ -891,8 +992,10 @@ describe('loading spec files', () => {
     assert.ok(!r.ok && r.issues.some((i) => i.path === '(root)'), JSON.stringify(r));
   });
 
-  test('a missing file is an error', async () => {
-    await assert.rejects(validateSpecFile(join(tmp, 'does-not-exist.yaml')), /ENOENT/);
+  test('a missing file is an issue naming the errno (a caller checking many files goes on)', async () => {
+    const r = await validateSpecFile(join(tmp, 'does-not-exist.yaml'));
+    assert.ok(!r.ok && r.issues.some((i) => i.path === '(file)' && /ENOENT/.test(i.message)), JSON.stringify(r));
+    await assert.rejects(loadSpecFile(join(tmp, 'does-not-exist.yaml')), /ENOENT/);
   });
 });
 

@@ -4,14 +4,14 @@
  * (hang, answer 503 then 200, echo a secret in an error body).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpsServer, type Server } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AuthenticationError, ConnectionError, CredentialUnavailableError, HostKeyMismatchError, InvalidSpecError } from '../../src/common/errors';
 import { HttpClient, HttpStatusError, type HttpTarget } from '../../src/transports/http';
 import { excerpt } from '../../src/transports/http-credentials';
+import { credentialsSubdir } from '../helpers/credentials';
 import { freePort } from '../helpers/sshd';
 import { makeCertificate, startSushy, type Sushy } from '../helpers/sushy';
 
@@ -21,7 +21,7 @@ let other: { certFile: string; fingerprint: string };
 
 before(async () => {
   sushy = await startSushy();
-  dir = await mkdtemp(join(tmpdir(), 'underlay-http-'));
+  dir = await credentialsSubdir('http-');
   other = await makeCertificate(dir, 'other');
 });
 after(async () => {
@@ -94,7 +94,7 @@ describe('trust', () => {
     });
     await assert.rejects(
       HttpClient.open(target({ tls: { certFile: join(dir, 'missing.pem'), fingerprint: sushy.fingerprint } })),
-      /cannot read the pinned certificate/,
+      /pinned certificate \S*missing\.pem cannot be read \(ENOENT\)/,
     );
   });
 
@@ -116,9 +116,11 @@ describe('trust', () => {
 
 describe('credentials and statuses', () => {
   test('credentials from env vars; a wrong password is AuthenticationError that never shows it', async () => {
-    process.env.UNDERLAY_TEST_BMC_USER = sushy.username;
-    process.env.UNDERLAY_TEST_BMC_PASS = 'not-the-password-9f3k';
-    const client = await HttpClient.open(target({ credentials: { usernameEnv: 'UNDERLAY_TEST_BMC_USER', passwordEnv: 'UNDERLAY_TEST_BMC_PASS' } }));
+    process.env.UNDERLAY_SECRET_TEST_BMC_USER = sushy.username;
+    process.env.UNDERLAY_SECRET_TEST_BMC_PASS = 'not-the-password-9f3k';
+    const client = await HttpClient.open(
+      target({ credentials: { usernameEnv: 'UNDERLAY_SECRET_TEST_BMC_USER', passwordEnv: 'UNDERLAY_SECRET_TEST_BMC_PASS' } }),
+    );
     try {
       await assert.rejects(client.get('/redfish/v1/Systems'), (e: unknown) => {
         assert.ok(e instanceof AuthenticationError, String(e));
@@ -126,21 +128,21 @@ describe('credentials and statuses', () => {
         assert.ok(!e.message.includes('not-the-password-9f3k'));
         return true;
       });
-      process.env.UNDERLAY_TEST_BMC_PASS = sushy.password;
-      const ok = await HttpClient.open(target({ credentials: { usernameEnv: 'UNDERLAY_TEST_BMC_USER', passwordEnv: 'UNDERLAY_TEST_BMC_PASS' } }));
+      process.env.UNDERLAY_SECRET_TEST_BMC_PASS = sushy.password;
+      const ok = await HttpClient.open(target({ credentials: { usernameEnv: 'UNDERLAY_SECRET_TEST_BMC_USER', passwordEnv: 'UNDERLAY_SECRET_TEST_BMC_PASS' } }));
       assert.equal((await ok.get('/redfish/v1/Systems')).status, 200);
       await ok.close();
     } finally {
       await client.close();
-      delete process.env.UNDERLAY_TEST_BMC_USER;
-      delete process.env.UNDERLAY_TEST_BMC_PASS;
+      delete process.env.UNDERLAY_SECRET_TEST_BMC_USER;
+      delete process.env.UNDERLAY_SECRET_TEST_BMC_PASS;
     }
   });
 
   test('an unset env var or unreadable file is CredentialUnavailableError naming the reference', async () => {
     await assert.rejects(
-      HttpClient.open(target({ credentials: { usernameEnv: 'UNDERLAY_TEST_UNSET_U', passwordEnv: 'UNDERLAY_TEST_UNSET_P' } })),
-      /\$UNDERLAY_TEST_UNSET_U/,
+      HttpClient.open(target({ credentials: { usernameEnv: 'UNDERLAY_SECRET_TEST_UNSET_U', passwordEnv: 'UNDERLAY_SECRET_TEST_UNSET_P' } })),
+      /\$UNDERLAY_SECRET_TEST_UNSET_U/,
     );
     await assert.rejects(
       HttpClient.open(target({ credentials: { file: join(dir, 'absent') } })),

@@ -5,9 +5,8 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { readFile, writeFile, stat, mkdtemp, rm } from 'node:fs/promises';
+import { readFile, writeFile, stat, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect, promisify } from 'node:util';
 import {
@@ -22,6 +21,7 @@ import {
 import { MAX_CAPTURE_BYTES, SshSession, sha256Fingerprint, withSsh } from '../../src/transports/ssh';
 import { RemoteHost } from '../../src/drivers/remote';
 import { sh } from '../../src/drivers/shell';
+import { credentialsSubdir } from '../helpers/credentials';
 import { freePort, generateKey, keygenFingerprint, sleep, startSshd, type Sshd } from '../helpers/sshd';
 
 const execFileP = promisify(execFile);
@@ -89,7 +89,7 @@ let work: string; // scratch folder for extra keys
 
 before(async () => {
   sshd = await startSshd();
-  work = await mkdtemp(join(tmpdir(), 'underlay-ssh-test-'));
+  work = await credentialsSubdir('ssh-test-'); // keys are credentials: inside the worker's scope
 });
 
 after(async () => {
@@ -353,19 +353,22 @@ describe('host key pinning', () => {
 describe('credentials', () => {
   test('key from privateKeyEnv', async () => {
     const keyText = await readFile(sshd.userKeyPath, 'utf8');
-    await withEnv({ UNDERLAY_TEST_SSH_KEY: keyText }, async () => {
-      const out = await withSsh(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_TEST_SSH_KEY' } }), async (s) => (await s.exec('echo env-key')).stdout);
+    await withEnv({ UNDERLAY_SECRET_TEST_SSH_KEY: keyText }, async () => {
+      const out = await withSsh(
+        sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_SECRET_TEST_SSH_KEY' } }),
+        async (s) => (await s.exec('echo env-key')).stdout,
+      );
       assert.equal(out, 'env-key\n');
     });
   });
 
   test('privateKeyEnv unset → CredentialUnavailableError naming the variable', async () => {
-    await withEnv({ UNDERLAY_TEST_SSH_KEY_UNSET: undefined }, async () => {
+    await withEnv({ UNDERLAY_SECRET_TEST_SSH_KEY_UNSET: undefined }, async () => {
       const err = await rejectsWith(
-        SshSession.connect(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_TEST_SSH_KEY_UNSET' } })),
+        SshSession.connect(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_SECRET_TEST_SSH_KEY_UNSET' } })),
         CredentialUnavailableError,
       );
-      assert.match(err.message, /\$UNDERLAY_TEST_SSH_KEY_UNSET/);
+      assert.match(err.message, /\$UNDERLAY_SECRET_TEST_SSH_KEY_UNSET/);
     });
   });
 
@@ -374,23 +377,23 @@ describe('credentials', () => {
     const enc = await generateKey(work, 'encrypted', passphrase, ['-a', '4']);
     await sshd.authorize(enc.publicKey);
     const keyText = await readFile(enc.privateKeyPath, 'utf8');
-    const creds = { privateKeyFile: enc.privateKeyPath, passphraseEnv: 'UNDERLAY_TEST_PASSPHRASE' };
+    const creds = { privateKeyFile: enc.privateKeyPath, passphraseEnv: 'UNDERLAY_SECRET_TEST_PASSPHRASE' };
 
-    await withEnv({ UNDERLAY_TEST_PASSPHRASE: passphrase }, async () => {
+    await withEnv({ UNDERLAY_SECRET_TEST_PASSPHRASE: passphrase }, async () => {
       const out = await withSsh(sshd.target({ credentials: creds }), async (s) => (await s.exec('echo decrypted')).stdout);
       assert.equal(out, 'decrypted\n');
     });
     const wrongPass = 'wrong-passphrase-0123456789abcdef';
-    const wrong = await withEnv({ UNDERLAY_TEST_PASSPHRASE: wrongPass }, () =>
+    const wrong = await withEnv({ UNDERLAY_SECRET_TEST_PASSPHRASE: wrongPass }, () =>
       rejectsWith(SshSession.connect(sshd.target({ credentials: creds })), CredentialUnavailableError),
     );
-    assert.match(wrong.message, /wrong passphrase in \$UNDERLAY_TEST_PASSPHRASE/);
+    assert.match(wrong.message, /wrong passphrase in \$UNDERLAY_SECRET_TEST_PASSPHRASE/);
     assertNoSecret(wrong, [keyText, passphrase, wrongPass]);
 
-    const unset = await withEnv({ UNDERLAY_TEST_PASSPHRASE: undefined }, () =>
+    const unset = await withEnv({ UNDERLAY_SECRET_TEST_PASSPHRASE: undefined }, () =>
       rejectsWith(SshSession.connect(sshd.target({ credentials: creds })), CredentialUnavailableError),
     );
-    assert.match(unset.message, /\$UNDERLAY_TEST_PASSPHRASE/);
+    assert.match(unset.message, /\$UNDERLAY_SECRET_TEST_PASSPHRASE/);
     const noPassEnv = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyFile: enc.privateKeyPath } })), CredentialUnavailableError);
     assert.match(noPassEnv.message, /encrypted/);
     assertNoSecret(noPassEnv, [keyText]);
@@ -404,8 +407,8 @@ describe('credentials', () => {
     assert.match(err.message, new RegExp(`key file ${stranger.privateKeyPath}`));
     assertNoSecret(err, [keyText]);
 
-    await withEnv({ UNDERLAY_TEST_SSH_KEY: keyText }, async () => {
-      const e2 = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_TEST_SSH_KEY' } })), AuthenticationError);
+    await withEnv({ UNDERLAY_SECRET_TEST_SSH_KEY: keyText }, async () => {
+      const e2 = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyEnv: 'UNDERLAY_SECRET_TEST_SSH_KEY' } })), AuthenticationError);
       assertNoSecret(e2, [keyText]);
     });
   });
@@ -416,8 +419,9 @@ describe('credentials', () => {
     assert.match(e1.message, /does-not-exist/);
     assert.equal(e1.retryable, false);
 
-    const e2 = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyFile: work } })), CredentialUnavailableError);
-    assert.match(e2.message, /EISDIR/);
+    // A directory is not a key file: refused as the spec's mistake (a regular file only), before any connection.
+    const e2 = await rejectsWith(SshSession.connect(sshd.target({ credentials: { privateKeyFile: work } })), InvalidSpecError);
+    assert.match(e2.message, /not a regular file/);
 
     // Looks like a key, but is corrupt: the parser fails and must not echo any of it back.
     const real = await readFile(sshd.userKeyPath, 'utf8');
@@ -463,9 +467,9 @@ describe('credentials', () => {
     });
 
     test('agent auth via agentSocketEnv and via SSH_AUTH_SOCK', async () => {
-      await withEnv({ UNDERLAY_TEST_AGENT_SOCK: sock }, async () => {
+      await withEnv({ UNDERLAY_SECRET_TEST_AGENT_SOCK: sock }, async () => {
         const out = await withSsh(
-          sshd.target({ credentials: { agent: true, agentSocketEnv: 'UNDERLAY_TEST_AGENT_SOCK' } }),
+          sshd.target({ credentials: { agent: true, agentSocketEnv: 'UNDERLAY_SECRET_TEST_AGENT_SOCK' } }),
           async (s) => (await s.exec('echo agent')).stdout,
         );
         assert.equal(out, 'agent\n');
@@ -477,16 +481,16 @@ describe('credentials', () => {
     });
 
     test('agent socket env unset or stale → CredentialUnavailableError', async () => {
-      await withEnv({ UNDERLAY_TEST_AGENT_SOCK: undefined }, async () => {
+      await withEnv({ UNDERLAY_SECRET_TEST_AGENT_SOCK: undefined }, async () => {
         const e = await rejectsWith(
-          SshSession.connect(sshd.target({ credentials: { agent: true, agentSocketEnv: 'UNDERLAY_TEST_AGENT_SOCK' } })),
+          SshSession.connect(sshd.target({ credentials: { agent: true, agentSocketEnv: 'UNDERLAY_SECRET_TEST_AGENT_SOCK' } })),
           CredentialUnavailableError,
         );
-        assert.match(e.message, /\$UNDERLAY_TEST_AGENT_SOCK/);
+        assert.match(e.message, /\$UNDERLAY_SECRET_TEST_AGENT_SOCK/);
       });
-      await withEnv({ UNDERLAY_TEST_AGENT_SOCK: join(work, 'no-such.sock') }, async () => {
+      await withEnv({ UNDERLAY_SECRET_TEST_AGENT_SOCK: join(work, 'no-such.sock') }, async () => {
         await rejectsWith(
-          SshSession.connect(sshd.target({ credentials: { agent: true, agentSocketEnv: 'UNDERLAY_TEST_AGENT_SOCK' } })),
+          SshSession.connect(sshd.target({ credentials: { agent: true, agentSocketEnv: 'UNDERLAY_SECRET_TEST_AGENT_SOCK' } })),
           CredentialUnavailableError,
         );
       });

@@ -11,10 +11,9 @@
  * all of them share, so effects are counted on the host stand-in whichever process made them.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -24,13 +23,12 @@ import { STEPS } from '../../src/steps';
 import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';
-import { spawnDetached, type DetachedProcess } from '../helpers/detached';
+import type { DetachedProcess } from '../helpers/detached';
+import { spawnWorker as spawnWorker_, type WorkerProcess } from '../helpers/worker-process';
 import { nullConnector } from '../helpers/fake-steps';
 import { FileHost, fileHostSteps, type HostEvent } from '../helpers/file-host';
 import { runInBackground, startTemporal, workflowBundle, type BackgroundWorker } from '../helpers/temporal';
 
-const root = resolve(__dirname, '../..');
-const TSX_LOADER = join(root, 'node_modules/tsx/dist/loader.mjs');
 let env: TestWorkflowEnvironment;
 let baseSpec: ServerSpec;
 let host: FileHost;
@@ -56,41 +54,9 @@ after(async () => {
   rmSync(home, { recursive: true, force: true });
 });
 
-interface WorkerProcess extends DetachedProcess {
-  pid: number;
-  output(): string;
-  /** Resolves with the exit code (bounded). */
-  exited(ms: number): Promise<number | null>;
-}
-
-/** A worker process; resolves once it polls (bounded: 90 s — it bundles the workflows at start). */
-async function spawnWorker(taskQueue: string, grace: string, opts: { bin?: boolean } = {}): Promise<WorkerProcess> {
-  const args = ['worker', '--task-queue', taskQueue, '--shutdown-grace', grace];
-  const p = opts.bin
-    ? spawnDetached(join(root, 'bin/underlay'), args, { cwd: root, env: workerEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawnDetached(process.execPath, ['--import', TSX_LOADER, join(root, 'test/helpers/service-worker.ts'), ...args.slice(1)], {
-        cwd: root,
-        env: { ...workerEnv(), WORKFLOW_BUNDLE: bundleFile },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-  children.push(p);
-  const child: ChildProcess = p.child;
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString('utf8')));
-  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const wp: WorkerProcess = {
-    ...p,
-    pid: child.pid!,
-    output: () => out,
-    exited: (ms) => Promise.race([exit, sleep(ms).then(() => Promise.reject(new Error(`worker ${child.pid} still running after ${ms} ms:\n${out}`)))]),
-  };
-  for (let i = 0; i < 900 && !/polling task queue/.test(out); i++) {
-    if (child.exitCode !== null) throw new Error(`worker exited ${child.exitCode}:\n${out}`);
-    await sleep(100);
-  }
-  assert.match(out, /polling task queue/, out);
-  return wp;
+/** A worker process over the shared FileHost (or bin/underlay itself); resolves once it polls. */
+function spawnWorker(taskQueue: string, grace: string, opts: { bin?: boolean } = {}): Promise<WorkerProcess> {
+  return spawnWorker_({ taskQueue, grace, env: workerEnv(), bundleFile, track: children, ...opts });
 }
 
 function workerEnv(): NodeJS.ProcessEnv {

@@ -170,12 +170,13 @@ describe('through the TLS proxy', { concurrency: false, timeout: 300_000 }, () =
     const input = history.history!.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!;
     assert.equal(Buffer.from(input.metadata!.encoding!).toString(), ENCRYPTED_ENCODING);
     assert.ok(!Buffer.from(input.data!).toString('latin1').includes(spec.id), 'stored encrypted');
-    const srv = await startCodecServer({ codec, listen: '127.0.0.1:0' });
+    const token = randomBytes(32).toString('base64');
+    const srv = await startCodecServer({ codec, listen: '127.0.0.1:0', tokens: [token] });
     try {
       const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
       const res = await fetch(`${srv.url}/decode`, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-Namespace': NS },
+        headers: { 'Content-Type': 'application/json', 'X-Namespace': NS, Authorization: `Bearer ${token}` },
         body: JSON.stringify({
           payloads: [{ metadata: Object.fromEntries(Object.entries(input.metadata!).map(([k, v]) => [k, b64(v)])), data: b64(input.data!) }],
         }),
@@ -196,7 +197,7 @@ describe('through the TLS proxy', { concurrency: false, timeout: 300_000 }, () =
       '--json',
     );
     assert.equal(r.code, 0, r.err);
-    assert.equal(JSON.parse(r.out).phase, 'succeeded');
+    assert.equal(JSON.parse(r.out).phase, 'onboarded');
     assert.match(
       r.err,
       /^underlay: Temporal profile "cli" \(from .*\): 127\.0\.0\.1:\d+, namespace underlay-prod, TLS \(CA .*\), API key from UNDERLAY_TEMPORAL_API_KEY_FILE=.*\n$/,

@@ -189,7 +189,7 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const s = await sweep.result();
     assert.deepEqual(
       { ...s.counts, unmanaged: undefined },
-      { servers: 3, clean: 1, drifted: 1, remediated: 0, failed: 0, skipped: 0, notOnboarded: 1, invalid: 2, unmanaged: undefined },
+      { servers: 3, clean: 1, drifted: 1, needsOperator: 0, remediated: 0, failed: 0, skipped: 0, notOnboarded: 1, invalid: 2, unmanaged: undefined },
       renderSweepReport(s),
     );
     const row = s.servers.find((r) => r.serverId === drifted.id)!;
@@ -291,6 +291,35 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     assert.equal((await searchAttributes(ha)).status, 'drifted');
   });
 
+  test('health a re-apply cannot fix needs an operator: reported with its hint, never re-applied; other drift still remediated', async () => {
+    const spec = await onboarded();
+    const host = fleet.host(spec.id);
+    host.unhealthy.bond = 'no LACP partner';
+    // Health alone: nothing to re-apply, even in remediate mode.
+    let r = await (await startCheck(spec, 'remediate')).result();
+    assert.equal(r.status, 'needs-operator', JSON.stringify(r));
+    assert.deepEqual(r.unhealthySteps, ['bond']);
+    assert.deepEqual(r.driftedSteps, []);
+    assert.match(
+      r.reason ?? '',
+      /needs an operator: bond \(bond\.health: expected "healthy", observed "no LACP partner" — look at the fake bond\); nothing re-applied/,
+    );
+    assert.deepEqual(host.applyCalls(), []);
+    // With configuration drift elsewhere, and on the unhealthy step itself: only the healthy drifted step is re-applied.
+    host.drift('vlan', 'bond');
+    r = await (await startCheck(spec, 'remediate')).result();
+    assert.equal(r.status, 'needs-operator', JSON.stringify(r));
+    assert.deepEqual(r.driftedSteps, ['bond', 'vlan']);
+    assert.deepEqual(r.remediation?.steps, ['vlan']);
+    assert.deepEqual(host.applyCalls(), ['vlan']);
+    assert.equal((await searchAttributes(await env.client.workflow.getHandle(driftWorkflowId(spec.id)))).status, 'needs-operator');
+    // Fixed by a person: clean again once the bond's configuration is re-applied by the next check.
+    host.unhealthy = {};
+    r = await (await startCheck(spec, 'remediate')).result();
+    assert.equal(r.status, 'remediated');
+    assert.deepEqual(r.remediation?.steps, ['bond']);
+  });
+
   test('a remediation that fails is compensated back to the drifted state and reported', async () => {
     const spec = await onboarded();
     const host = fleet.host(spec.id);
@@ -359,7 +388,18 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const pageSize = 100;
     const m = await mockedSweep('fleet', n, { concurrency: 40, pageSize, observeMs: 0 });
     const s = m.summary;
-    assert.deepEqual(s.counts, { servers: n, clean: n - 20, drifted: 20, remediated: 0, failed: 0, skipped: 0, notOnboarded: 0, invalid: 0, unmanaged: 0 });
+    assert.deepEqual(s.counts, {
+      servers: n,
+      clean: n - 20,
+      drifted: 20,
+      needsOperator: 0,
+      remediated: 0,
+      failed: 0,
+      skipped: 0,
+      notOnboarded: 0,
+      invalid: 0,
+      unmanaged: 0,
+    });
     assert.equal(s.pages, n / pageSize);
     assert.equal(s.servers.length, 20);
     assert.ok(m.maxInFlight <= 40);

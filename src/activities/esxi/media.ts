@@ -20,7 +20,8 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, chmod, lstat, mkdir, mkdtemp, open, readFile, realpath, rename, rm } from 'node:fs/promises';
+import { access, chmod, lstat, mkdir, mkdtemp, readFile, realpath, rename, rm } from 'node:fs/promises';
+import { readScopedFile } from '../../transports/secret-scope';
 import { isIP } from 'node:net';
 import { join, relative, sep } from 'node:path';
 import { CredentialUnavailableError, InvalidSpecError } from '../../common/errors';
@@ -43,7 +44,6 @@ export interface IsoConfig {
   maxBytes: number;
 }
 
-const MAX_SECRET_FILE = 16 * 1024;
 const STALE_ISO_MS = 24 * 3600_000;
 
 /** The worker's ISO configuration, from its environment. */
@@ -201,22 +201,13 @@ export async function checkSourceIso(spec: ServerSpec, esxi: EsxiSpec, c: IsoCon
   return file;
 }
 
-/** A small secret file on the worker: a regular file, bounded, readable. Its content never appears in an error. */
+/** A small secret file a spec names: through the worker's secret scope (its credentials directory, owner-only, bounded). */
 export async function readSecretFile(path: string, serverId: string, field: string): Promise<string> {
-  let fh;
+  const buf = readScopedFile(path, { kind: 'secret', what: field }, { host: serverId, field });
   try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    throw new CredentialUnavailableError(`cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? 'error'})`, { host: serverId, field });
-  }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile() || st.size > MAX_SECRET_FILE) {
-      throw new CredentialUnavailableError(`${path} is not a regular file of at most ${MAX_SECRET_FILE} bytes`, { host: serverId, field });
-    }
-    return (await fh.readFile()).toString('utf8');
+    return buf.toString('utf8');
   } finally {
-    await fh.close();
+    buf.fill(0);
   }
 }
 

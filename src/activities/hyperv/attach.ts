@@ -132,7 +132,16 @@ export function convergeSet(name: string, nics: string[], now: SetAttachState, w
 
 async function guard(io: Io, a: SetSpec, now: SetAttachState, want: SetAttachState): Promise<void> {
   const session = await readSessionInterface(io.host);
-  if (!session) return;
+  if (!session) {
+    // Fail closed: without knowing which interface the session runs over, any team change could cut it.
+    throw new LockoutRiskError('cannot tell which interface carries the management session; refusing a change that could cut it', {
+      host: io.host.label,
+      step: 'attach',
+      field: 'attach.nics',
+      expected: 'the SSH session’s local address on one of the host’s adapters',
+      observed: 'none',
+    });
+  }
   const vnic = hostVnicAlias(a.switchName);
   const members = new Set([...(now.team?.members ?? []), ...(want.team?.members ?? [])]);
   const touchesTeam = !now.switch || !want.switch || JSON.stringify(now.team?.members) !== JSON.stringify(want.team?.members);

@@ -8,7 +8,7 @@
  * interfaces on the uplink keep working: the kernel hands tagged frames to them before the bridge sees them.
  */
 import { LockoutRiskError, UnsupportedPlatformError } from '../../common/errors';
-import { listAddresses, listLinks, managementInterface } from '../../drivers/linux/net';
+import { listAddresses, listLinks, requireManagementInterface } from '../../drivers/linux/net';
 import { convergeBridgeScript, readBrportState, type BridgeAttachState } from '../../drivers/xen/bridge';
 import type { ServerSpec } from '../../spec/server';
 import { diffState } from '../diff';
@@ -59,8 +59,8 @@ function plan(want: XenBridgeWant, observed: BridgeAttachState): Change[] {
 
 async function guard(io: Io, a: BridgeSpec, uplink: string): Promise<void> {
   const addrs = await listAddresses(io.host);
-  const mgmt = await managementInterface(io.host, addrs);
-  if (mgmt && (mgmt === uplink || mgmt === a.name)) {
+  const mgmt = await requireManagementInterface(io.host, 'attach', 'attach.uplink');
+  if (mgmt === uplink || mgmt === a.name) {
     throw new LockoutRiskError('refusing to bridge the interface that carries the management session', {
       host: io.host.label,
       step: 'attach',

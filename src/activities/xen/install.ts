@@ -9,8 +9,8 @@
  * Undo: point GRUB away from Xen (XEN_OVERRIDE_GRUB_DEFAULT=0), reboot once out of Xen, purge the packages that
  * were not installed before, restore the drop-in as it was, update-grub.
  */
-import { CommandFailedError, UnsupportedPlatformError, VerificationError } from '../../common/errors';
-import { installedPackages, installPackages, purgePackages, readOsFamily } from '../../drivers/linux/packages';
+import { UnsupportedPlatformError, VerificationError } from '../../common/errors';
+import { installedPackages, readOsFamily } from '../../drivers/linux/packages';
 import type { OsFamily } from '../../drivers/linux/parse/text';
 import { sh } from '../../drivers/shell';
 import {
@@ -29,11 +29,15 @@ import { pollUntilHolds, type Problem } from '../poll';
 import { LINUX_REBOOT, rebootAndWait } from '../reboot';
 import type { Change, Step, StepIo } from '../step';
 import { hypervisorOfKind } from '../want';
+import { installDetached, restorePackageSet, type PackageJobOptions } from '../packages';
 
 export const XEN_PACKAGES = ['xen-system-amd64'];
 
 /** Real servers POST for minutes; bound the wait generously (the hypervisor step may take 60 min in all). */
 export const XEN_REBOOT = { timeoutMs: 20 * 60_000, intervalMs: 10_000 };
+
+/** Bounds of the Xen install and purge jobs on the host. */
+export const XEN_PACKAGE_JOBS: PackageJobOptions = { installTimeoutMs: 30 * 60_000, purgeTimeoutMs: 30 * 60_000 };
 
 export interface XenInstallState {
   family: OsFamily;
@@ -104,28 +108,12 @@ function plan(spec: ServerSpec, o: XenInstallState): Change[] {
 
 async function installMissing(io: StepIo, o: XenInstallState): Promise<boolean> {
   const missing = XEN_PACKAGES.filter((p) => !o.packages.includes(p));
-  if (!missing.length) return false;
-  const r = await io.host.run(installPackages(o.family, missing), {
-    description: `install ${missing.join(' ')}`,
-    timeoutMs: 30 * 60_000,
-    okExitCodes: [0, 1, 100],
+  // A detached job (../packages.ts): a worker lost mid-install leaves it running; the retry waits for it.
+  const r = await installDetached(io, o.family, missing, {
+    ...XEN_PACKAGE_JOBS,
+    notOffered: 'the host’s package repositories do not offer Xen (xen-system-amd64)',
   });
-  if (r.exitCode !== 0) {
-    // A package the repositories do not carry will not appear on a retry; a lock or a mirror hiccup may.
-    const notOffered = /Unable to locate package|has no installation candidate/.test(r.stderr);
-    throw new CommandFailedError(
-      notOffered ? 'the host’s package repositories do not offer Xen (xen-system-amd64)' : 'Xen package installation failed',
-      {
-        host: io.host.label,
-        step: 'hypervisor',
-        command: `install ${missing.join(' ')}`,
-        exitCode: r.exitCode,
-        stderr: r.stderr.trim().split('\n').slice(-5).join(' | '),
-      },
-      !notOffered,
-    );
-  }
-  return true;
+  return r !== undefined;
 }
 
 async function apply(io: StepIo, o: XenInstallState): Promise<void> {
@@ -196,13 +184,8 @@ async function undo(io: StepIo, pre: XenInstallState, now: XenInstallState): Pro
     }
     await rebootAndWait(io, LINUX_REBOOT, { reason: 'boot out of Xen', ...XEN_REBOOT });
   }
+  await restorePackageSet(io, pre.family, pre.packages, XEN_PACKAGE_JOBS);
   const current = await installedPackages(io.host, pre.family);
-  const added = current.filter((p) => !pre.packages.includes(p));
-  if (added.length)
-    await io.host.run(purgePackages(pre.family, added), {
-      description: `purge ${added.length} package(s) installed since the snapshot`,
-      timeoutMs: 30 * 60_000,
-    });
   const missing = pre.packages.filter((p) => !current.includes(p));
   if (missing.length)
     throw new VerificationError('packages present before are missing now; not reinstalling them blindly', {

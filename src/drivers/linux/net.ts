@@ -5,7 +5,8 @@ import { parseIpLink, type Link } from './parse/ip-link';
 import { parseIpAddr } from './parse/ip-addr';
 import { parseLldpJson0, type LldpNeighbour } from './parse/lldp';
 import { parseNicSysfs, type NicSysfs } from './parse/text';
-import { UnsupportedPlatformError } from '../../common/errors';
+import { LockoutRiskError, UnsupportedPlatformError } from '../../common/errors';
+import type { StepName } from '../../steps';
 
 const ctxOf = (host: RemoteHost) => ({ host: host.label, step: host.step });
 
@@ -49,4 +50,25 @@ export async function managementInterface(host: RemoteHost, addrs: Map<string, s
   if (!local) return undefined;
   for (const [ifname, list] of addrs) if (list.some((a) => a.split('/')[0] === local)) return ifname;
   return undefined;
+}
+
+/**
+ * The interface carrying this SSH session, or a LockoutRiskError when it cannot be told: a step that may cut the
+ * session fails closed rather than guess (an unknown management interface used to let the change through).
+ */
+export async function requireManagementInterface(host: RemoteHost, step: StepName, field: string): Promise<string> {
+  const mgmt = await managementInterface(host, await listAddresses(host));
+  if (!mgmt) {
+    throw new LockoutRiskError(
+      'cannot tell which interface carries the management session (its address is on no interface); refusing a change that could cut it',
+      {
+        host: host.label,
+        step,
+        field,
+        expected: 'the SSH session’s local address on one of the host’s interfaces',
+        observed: 'none: NAT in between, or a session through a proxy',
+      },
+    );
+  }
+  return mgmt;
 }

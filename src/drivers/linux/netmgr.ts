@@ -34,6 +34,8 @@ export interface ManagerFacts {
 }
 
 const SECTION = /^## (\S+)(?: (\S+))?$/;
+/** networkd's per-link setup states (networkctl(1)). */
+const NETWORKD_SETUP_STATES = new Set(['pending', 'initialized', 'configuring', 'configured', 'unmanaged', 'failed', 'linger']);
 
 /**
  * One script printing every fact in sections (`## name`), each read tolerantly: a tool that is missing prints
@@ -112,7 +114,8 @@ export function parseManagerFacts(text: string): ManagerFacts {
       case 'networkd': {
         const [link, ...rest] = line.split('\t').filter((f) => f !== '');
         if (!link) break;
-        const setup = rest.find((f) => !f.startsWith('/')) ?? 'unknown';
+        // `networkctl status`: "State: routable (configured)" → the setup state; "Network File: /etc/…" or "n/a".
+        const setup = rest.find((f) => NETWORKD_SETUP_STATES.has(f)) ?? 'unknown';
         const file = rest.find((f) => f.startsWith('/')) ?? null;
         facts.networkd[link] = { setup, networkFile: file };
         break;

@@ -28,8 +28,8 @@ export interface VcenterTarget {
   address: string;
   port: number;
   credentials: HttpCredentialRefSpec;
-  /** PEM bundle that is the only trust anchor; absent: the system store. */
-  caFile?: string;
+  /** PEM bundle that is the only trust anchor (required: the system store is never consulted). */
+  caFile: string;
   /** Server id (the host being onboarded), for error messages. */
   label: string;
 }

@@ -44,7 +44,7 @@ describe('vSphere client against vcsim', () => {
   });
 
   test('bad credentials: AuthenticationError, not retryable, the password nowhere in it', async () => {
-    const wrong = 'UNDERLAY_TEST_WRONG_PASSWORD';
+    const wrong = 'UNDERLAY_SECRET_TEST_WRONG_PASSWORD';
     process.env[wrong] = 'not-the-password-123';
     try {
       const err = await VsphereClient.connect(vc.target({ credentials: { usernameEnv: vc.usernameEnv, passwordEnv: wrong } })).then(
@@ -62,22 +62,23 @@ describe('vSphere client against vcsim', () => {
   });
 
   test('credentials by reference: an unset env var is CredentialUnavailableError, before any request', async () => {
-    const err = await VsphereClient.connect(vc.target({ credentials: { usernameEnv: 'UNDERLAY_TEST_UNSET_U', passwordEnv: 'UNDERLAY_TEST_UNSET_P' } })).catch(
-      (e: unknown) => e,
-    );
+    const err = await VsphereClient.connect(
+      vc.target({ credentials: { usernameEnv: 'UNDERLAY_SECRET_TEST_UNSET_U', passwordEnv: 'UNDERLAY_SECRET_TEST_UNSET_P' } }),
+    ).catch((e: unknown) => e);
     assert.ok(err instanceof CredentialUnavailableError, String(err));
     assert.equal(err.retryable, false);
   });
 
-  test('TLS pinned: another certificate as CA file, or the system store, is refused (HostKeyMismatchError)', async () => {
+  test('TLS pinned: another certificate as CA file is refused (HostKeyMismatchError); no CA file, no connection', async () => {
     const { cert: otherCa } = await makeCertificate(vc.dir, 'not-vcsim');
-    for (const caFile of [otherCa, undefined]) {
-      const err = await VsphereClient.connect(vc.target({ caFile })).catch((e: unknown) => e);
-      assert.ok(err instanceof HostKeyMismatchError, `${caFile}: ${String(err)}`);
-      assert.equal(err.retryable, false);
-    }
+    const err = await VsphereClient.connect(vc.target({ caFile: otherCa })).catch((e: unknown) => e);
+    assert.ok(err instanceof HostKeyMismatchError, String(err));
+    assert.equal(err.retryable, false);
+    // No fallback to the publicly trusted CAs: without a CA file the password is never sent anywhere.
+    const none = await VsphereClient.connect(vc.target({ caFile: '' })).catch((e: unknown) => e);
+    assert.ok(none instanceof InvalidSpecError && /no CA file/.test(none.message), String(none));
     const missing = await VsphereClient.connect(vc.target({ caFile: `${vc.dir}/absent.pem` })).catch((e: unknown) => e);
-    assert.ok(missing instanceof InvalidSpecError, String(missing));
+    assert.ok(missing instanceof CredentialUnavailableError && /ENOENT/.test(missing.message), String(missing));
   });
 
   test('host members: add with pnic backing, remove; vcsim keeps no backing (config.host stays empty)', async () => {

@@ -34,9 +34,13 @@ export function parseInstalledPackages(text: string, ctx: ErrorContext = {}): st
   for (const line of lines(text)) {
     const [name, status] = line.split('\t');
     if (!name || status === undefined) throw new UnexpectedOutputError('package listing: expected "name<TAB>status"', { ...ctx, observed: line });
-    // ${db:Status-Abbrev}: "ii " installed, "hi " held, "rc " removed with config left (not installed).
-    // ${Status}: "install ok installed", "hold ok installed", "deinstall ok config-files".
-    if (/^[ih]i/.test(status) || /^\S+ ok installed$/.test(status)) out.add(name.split(':')[0] ?? name);
+    // ${db:Status-Abbrev}: desired action, status, error flag — "ii " installed, "hi " held, "rc " removed with
+    // config left, "pn " purged. A package half-way (unpacked "iU", half-configured "iF", half-installed "iH",
+    // triggers pending "it" / awaited "iW" — what an interrupted dpkg leaves) is on the host: it counts, so a
+    // pre-existing package whose triggers are pending does not look "missing".
+    // ${Status}: "install ok installed", "hold ok installed", "deinstall ok config-files", "install ok unpacked".
+    const present = status.includes(' ok ') ? !/ (not-installed|config-files)$/.test(status.trim()) : /^.[iUFHWt]/.test(status);
+    if (present) out.add(name.split(':')[0] ?? name);
   }
   return [...out].sort();
 }

@@ -106,7 +106,12 @@ export function renderBondFiles(m: NetManager, b: BondConfig, serverId: string):
       return [
         { path: main!, mode: '0644', content: `${head}[NetDev]\nName=${b.name}\nKind=bond\n\n${bond.join('\n')}\n` },
         // The bond itself carries no address; its VLANs (VLAN step, drop-in) do.
-        { path: second!, mode: '0644', content: `${head}[Match]\nName=${b.name}\n\n[Network]\nLinkLocalAddressing=no\nConfigureWithoutCarrier=yes\n` },
+        // No address of its own: "online" at boot means carrier (the default, "degraded", would hold boot for 2 min).
+        {
+          path: second!,
+          mode: '0644',
+          content: `${head}[Match]\nName=${b.name}\n\n[Link]\nRequiredForOnline=carrier\n\n[Network]\nLinkLocalAddressing=no\nConfigureWithoutCarrier=yes\n`,
+        },
         { path: third!, mode: '0644', content: `${head}[Match]\nName=${b.members.join(' ')}\n\n[Network]\nBond=${b.name}\n` },
       ];
     }
@@ -165,7 +170,7 @@ export function renderVlanFiles(
           {
             path: b!,
             mode: '0644',
-            content: `${head}[Match]\nName=${v.name}\n\n[Network]\n${v.address ? `Address=${v.address}\n` : 'LinkLocalAddressing=no\nConfigureWithoutCarrier=yes\n'}`,
+            content: `${head}[Match]\nName=${v.name}\n\n${v.address ? `[Network]\nAddress=${v.address}\n` : '[Link]\nRequiredForOnline=carrier\n\n[Network]\nLinkLocalAddressing=no\nConfigureWithoutCarrier=yes\n'}`,
           },
         );
         break;
@@ -194,7 +199,12 @@ export function renderVlanFiles(
     const parents = [...new Set(vlans.map((v) => v.parent))];
     for (const parent of parents) {
       const { dropIn, ownNetworkFile } = vlanParentFile(parent, parentNetworkFiles[parent] ?? null);
-      if (ownNetworkFile) files.push({ path: ownNetworkFile, mode: '0644', content: `${head}[Match]\nName=${parent}\n\n[Network]\nLinkLocalAddressing=no\n` });
+      if (ownNetworkFile)
+        files.push({
+          path: ownNetworkFile,
+          mode: '0644',
+          content: `${head}[Match]\nName=${parent}\n\n[Link]\nRequiredForOnline=carrier\n\n[Network]\nLinkLocalAddressing=no\n`,
+        });
       const list = vlans.filter((v) => v.parent === parent).map((v) => `VLAN=${v.name}`);
       files.push({ path: dropIn, mode: '0644', content: `${head}[Network]\n${list.join('\n')}\n` });
     }

@@ -1,0 +1,194 @@
+/**
+ * Persistence through the host's own network manager, on the lab's real Debian hosts — one per manager
+ * (ifupdown, systemd-networkd, NetworkManager), each booted with its data NICs configured by that manager as an
+ * installer leaves them, KVM and Open vSwitch already installed (image variants, lab/README.md):
+ *
+ *   onboard → reboot for real → LACP with the switch, both gateways, 4 VFs, the macvtap network, nothing to plan
+ *   → `underlay rollback` → the manager's files byte for byte as before, the NICs given back → reboot again →
+ *   the pre-onboarding network.
+ *
+ * The three run side by side (one worker, three onboardings). On the networkd host, before its rollback, drift
+ * health: a switch leg taken out of the LACP bond, a gateway dropped, and the switch announcing another port on a
+ * cable are each reported as needing an operator with the right field — and nothing is re-applied.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
+import { createActivities } from '../../src/activities';
+import { sshConnector } from '../../src/activities/connect';
+import { planOnboarding, renderPlan } from '../../src/activities/plan';
+import { PLATFORM_STEP_SET } from '../../src/activities/registry';
+import { loadRollback } from '../../src/activities/rollback';
+import { startOnboarding, startRollback } from '../../src/cli/onboarding';
+import { driftWorkflowId } from '../../src/common/config';
+import type { ServerSpec } from '../../src/spec/server';
+import { createWorker } from '../../src/workers/worker';
+import type { driftCheck } from '../../src/workflows/drift';
+import type { DriftCheckResult } from '../../src/workflows/drift-messages';
+import { freshLab, labSpec, snapshot, stopLab } from '../helpers/lab';
+import { assertOnboarded, managerFiles, onSwitch, rebootVm, switchPorts } from '../helpers/lab-host';
+import { startTemporal, workflowBundle } from '../helpers/temporal';
+
+const MANAGERS = [
+  { server: 'server1', image: 'ifupdown', manager: 'ifupdown' },
+  { server: 'server2', image: 'networkd', manager: 'networkd' },
+  { server: 'server3', image: 'nm', manager: 'networkmanager' },
+] as const;
+
+let env: TestWorkflowEnvironment;
+let worker: Worker;
+let running: Promise<void>;
+const taskQueue = `lab-persist-${Date.now()}`;
+const figures: Record<string, string> = {};
+const secs = (ms: number) => `${(ms / 1000).toFixed(0)} s`;
+
+before(async () => {
+  freshLab(3, { images: MANAGERS.map((m) => m.image) });
+  env = await startTemporal();
+  worker = await createWorker({
+    connection: env.nativeConnection,
+    namespace: 'default',
+    taskQueue,
+    workflowBundle: await workflowBundle(),
+    activities: createActivities(),
+  });
+  running = worker.run();
+});
+after(async () => {
+  worker?.shutdown();
+  await running?.catch(() => undefined);
+  await env?.teardown();
+  stopLab();
+  console.log('persistence figures:', JSON.stringify(figures, null, 2));
+});
+
+async function checkDrift(spec: ServerSpec): Promise<DriftCheckResult> {
+  const handle = await env.client.workflow.start<typeof driftCheck>('driftCheck', {
+    taskQueue,
+    workflowId: driftWorkflowId(spec.id),
+    memo: { mode: 'remediate' },
+    args: [{ spec, mode: 'remediate', approvalTimeout: '1m' }],
+  });
+  return handle.result();
+}
+
+/** Drift checks until one reports `step` needing an operator with a problem on `field` (bounded: the switch's timers). */
+async function untilUnhealthy(spec: ServerSpec, step: string, field: RegExp): Promise<DriftCheckResult> {
+  let last: DriftCheckResult | undefined;
+  for (let i = 0; i < 12; i++) {
+    last = await checkDrift(spec);
+    const d = last.diffs.find((x) => x.step === step);
+    if (last.status === 'needs-operator' && d?.health?.some((h) => field.test(h.field))) return last;
+    await sleep(5_000);
+  }
+  assert.fail(`${spec.id}: no needs-operator report for ${step} ${field}: ${JSON.stringify(last)}`);
+}
+
+async function untilClean(spec: ServerSpec): Promise<void> {
+  let last: DriftCheckResult | undefined;
+  for (let i = 0; i < 12; i++) {
+    last = await checkDrift(spec);
+    if (last.status === 'clean') return;
+    await sleep(5_000);
+  }
+  assert.fail(`${spec.id}: not clean again: ${JSON.stringify(last)}`);
+}
+
+/** Drift health on an onboarded host: each fault reported with its field, nothing re-applied, clean once undone. */
+async function driftHealth(spec: ServerSpec): Promise<void> {
+  const ports = switchPorts(spec);
+  const t0 = Date.now();
+  // A leg out of the switch's LACP bond: the host's eth2 loses its partner and leaves the aggregator.
+  await onSwitch(`ip link set dev ${ports.eth2} nomaster`);
+  try {
+    const r = await untilUnhealthy(spec, 'bond', /^(eth2\.(aggregator|lacp)|bond0\.(ports|partner|churn))$/);
+    assert.deepEqual(r.remediation, undefined, 'nothing re-applied');
+    assert.match(r.reason ?? '', /needs an operator: bond \(.* look at /);
+  } finally {
+    await onSwitch(`ip link set dev ${ports.eth2} down; ip link set dev ${ports.eth2} master ${ports.bond}; ip link set dev ${ports.eth2} up`);
+  }
+  await untilClean(spec);
+  // A VLAN gateway gone.
+  await onSwitch('ip addr del 198.18.1.1/24 dev vlan200');
+  try {
+    const r = await untilUnhealthy(spec, 'vlan', /^bond0\.200\.gateway$/);
+    assert.deepEqual(r.unhealthySteps, ['vlan']);
+  } finally {
+    await onSwitch('ip addr add 198.18.1.1/24 dev vlan200');
+  }
+  await untilClean(spec);
+  // The cable of eth1 now ends on another port: the switch announces swp9 on it.
+  await onSwitch(`lldpcli configure ports ${ports.eth1} lldp portidsubtype local swp9`);
+  try {
+    const r = await untilUnhealthy(spec, 'cable', /^eth1\.lldp$/);
+    const h = r.diffs.find((d) => d.step === 'cable')!.health!.find((x) => x.field === 'eth1.lldp')!;
+    assert.equal(h.expected, `leaf-01/${ports.eth1}`);
+    assert.equal(h.observed, 'leaf-01/swp9');
+  } finally {
+    await onSwitch(`lldpcli configure ports ${ports.eth1} lldp portidsubtype ifname`);
+  }
+  await untilClean(spec);
+  figures['drift health (3 faults, each seen and cleared)'] = secs(Date.now() - t0);
+}
+
+async function lifecycle(m: (typeof MANAGERS)[number]): Promise<void> {
+  const spec = labSpec(m.server);
+  const files0 = await managerFiles(spec);
+  const host0 = await snapshot(spec);
+
+  let t = Date.now();
+  const handle = await startOnboarding(env.client, spec, { taskQueue });
+  const result = await handle.result();
+  figures[`${m.manager}: onboard`] = secs(Date.now() - t);
+  for (const s of ['bond', 'vlan', 'sriov', 'attach'] as const) assert.equal(result.steps[s].state, 'done', `${m.manager}: ${s}`);
+  assert.equal(result.steps.hypervisor.state, 'unchanged', `${m.manager}: KVM is in the image`);
+  assert.match(result.steps.bond.summary ?? '', new RegExp(`persisted through ${m.manager}`));
+  const files1 = await managerFiles(spec);
+  assert.notDeepEqual(files1, files0, `${m.manager}: the manager's files changed`);
+
+  t = Date.now();
+  figures[`${m.manager}: reboot after onboarding`] = secs(await rebootVm(spec));
+  await assertOnboarded(spec);
+  figures[`${m.manager}: back and verified after the reboot`] = secs(Date.now() - t);
+  assert.deepEqual(await managerFiles(spec), files1, `${m.manager}: the files survive the reboot unchanged`);
+
+  if (m.manager === 'networkd') await driftHealth(spec);
+
+  // An idle onboarded host (libvirtd has exited after its 2-minute idle timeout by now): nothing to plan.
+  const plan = await planOnboarding(spec, sshConnector, PLATFORM_STEP_SET);
+  assert.ok(
+    plan.steps.every((s) => !s.changes.length && !s.error && !s.health?.length),
+    `${m.manager}: ${renderPlan(plan)}`,
+  );
+
+  t = Date.now();
+  const rb = await (await startRollback(env.client, await loadRollback(env.client, spec.id), { taskQueue })).result();
+  figures[`${m.manager}: rollback`] = secs(Date.now() - t);
+  assert.deepEqual(
+    rb.compensations.map((c) => [c.step, c.outcome]),
+    [
+      ['attach', 'restored'],
+      ['sriov', 'restored'],
+      ['vlan', 'restored'],
+      ['bond', 'restored'],
+    ],
+  );
+  assert.deepEqual(await managerFiles(spec), files0, `${m.manager}: the manager's files byte for byte as before`);
+  assert.deepEqual(await snapshot(spec), host0, `${m.manager}: the runtime as before (NICs given back)`);
+
+  t = Date.now();
+  await rebootVm(spec);
+  assert.deepEqual(await managerFiles(spec), files0, `${m.manager}: still as before after a reboot`);
+  assert.deepEqual(await snapshot(spec), host0, `${m.manager}: the pre-onboarding network after a reboot`);
+  figures[`${m.manager}: reboot after rollback, verified`] = secs(Date.now() - t);
+}
+
+describe('persistence through the host’s network manager (ifupdown, networkd, NetworkManager)', () => {
+  test('onboard, reboot, drift health, rollback byte for byte, reboot: each manager, side by side', async () => {
+    const outcomes = await Promise.allSettled(MANAGERS.map((m) => lifecycle(m)));
+    const failed = outcomes.map((o, i) => (o.status === 'rejected' ? `${MANAGERS[i]!.manager}: ${String(o.reason?.stack ?? o.reason)}` : '')).filter(Boolean);
+    assert.deepEqual(failed, []);
+  });
+});
