@@ -11,6 +11,7 @@
  *   underlay list [--site …]            onboardings filtered by search attributes (list.ts)
  *   underlay validate <spec...>         check spec files; exit 1 listing every bad field
  *   underlay schema                     JSON Schema of the spec (for editors)
+ *   underlay fleet onboard|status|pause|resume|approve|abort   many servers: canary, waves, cap, failure budget (fleet.ts)
  *   underlay drift …                    drift sweeps, their schedule, reports and approvals (drift.ts)
  *   underlay codec-server               decrypt payloads for the Web UI (payload encryption: workers/codec-*.ts)
  */
@@ -29,6 +30,7 @@ import { lexicalScopeProblems, secretScopeFromEnv } from '../transports/secret-s
 import { withClient } from '../workers/connection';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
 import { registerDriftCommands } from './drift';
+import { registerFleetCommands } from './fleet';
 import { registerControlCommands } from './control';
 import { loadRollback } from '../activities/rollback';
 import { describeCompensations } from '../workflows/saga';
@@ -153,6 +155,7 @@ program
   });
 
 registerDriftCommands(program);
+registerFleetCommands(program);
 registerControlCommands(program);
 
 program

@@ -31,3 +31,8 @@ export const DRIFT_SCHEDULE_ID = 'underlay-drift';
 
 /** Default frontend address: the local dev server (scripts/dev-server.sh). */
 export const DEFAULT_TEMPORAL_ADDRESS = '127.0.0.1:7233';
+
+/** A fleet rollout (onboardFleet): `fleet-<name>`; its children keep their own `onboard-<id>`. */
+export function fleetWorkflowId(name: string): string {
+  return `fleet-${name}`;
+}

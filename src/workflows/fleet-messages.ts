@@ -41,7 +41,7 @@ export interface FleetInput {
   siteCheck?: StepRouting['check'];
   /** Inventory files (or servers) read per page. Default 100, at most 500. */
   pageSize?: number;
-  /** Continue as new once a run's history has this many events. Default 5,000 (1,000 … 40,000). */
+  /** Continue as new once a run's history has this many events. Default 5,000 (200 … 40,000). */
   maxEventsPerRun?: number;
   /** Carried across continue-as-new; leave unset. */
   carry?: FleetCarry;
@@ -60,7 +60,7 @@ export const FLEET_LIMITS = {
   /** Waves kept in the progress (the oldest are folded into one line). */
   waves: 50,
   reasonChars: 300,
-  minEvents: 1_000,
+  minEvents: 200,
   maxEvents: 40_000,
   filterValues: 20,
 };
