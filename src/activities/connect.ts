@@ -41,7 +41,12 @@ const PROBE_CONNECT_MS = 15_000;
  * Opens a connection on the first path that answers (last good path first). Only an unreachable path is worth
  * trying the other one for: a wrong host key or credentials is final.
  */
-async function overPaths<T>(spec: ServerSpec, step: StepName, path: PathName | undefined, open: (target: SshTarget, opts: ConnectOptions) => Promise<T>): Promise<{ value: T; path: ManagementPath }> {
+async function overPaths<T>(
+  spec: ServerSpec,
+  step: StepName,
+  path: PathName | undefined,
+  open: (target: SshTarget, opts: ConnectOptions) => Promise<T>,
+): Promise<{ value: T; path: ManagementPath }> {
   const all = managementPaths(spec);
   const wanted = path ? all.filter((p) => p.which === path) : all;
   if (!wanted.length) throw new ConnectionError(`no ${path} management path in the spec`, { host: spec.id, step });

@@ -6,7 +6,13 @@
 import { resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type Client,
+  type WorkflowHandleWithFirstExecutionRunId,
+} from '@temporalio/client';
 import type { Command } from 'commander';
 import { fleetWorkflowId, TASK_QUEUE, TASK_QUEUE_RE } from '../common/config';
 import { InvalidSpecError } from '../common/errors';
@@ -196,7 +202,10 @@ export function fleetInputFromOptions(files: string[], o: OnboardOpts): FleetInp
   const search = { site: list(o.site), rack: list(o.rack), hypervisor: list(o.hypervisor), outcome: list(o.outcome) };
   const searching = Object.values(search).some((v) => v?.length);
   const kinds = [!!o.inventory, files.length > 0, searching].filter(Boolean).length;
-  if (kinds !== 1) throw new InvalidSpecError('bad fleet source', [{ path: 'source', message: 'exactly one of: spec files, --inventory <dir>, or search flags (--site/--rack/--hypervisor/--outcome)' }]);
+  if (kinds !== 1)
+    throw new InvalidSpecError('bad fleet source', [
+      { path: 'source', message: 'exactly one of: spec files, --inventory <dir>, or search flags (--site/--rack/--hypervisor/--outcome)' },
+    ]);
   if (!(ON_STOP as readonly string[]).includes(o.onStop)) throw new InvalidSpecError('bad fleet option', [{ path: 'on-stop', message: ON_STOP.join(' or ') }]);
   if (!TASK_QUEUE_RE.test(o.taskQueue)) throw new InvalidSpecError('bad fleet option', [{ path: 'task-queue', message: 'a task queue name' }]);
   const canary = int(o.canary, 'canary');
@@ -213,7 +222,9 @@ export function fleetInputFromOptions(files: string[], o: OnboardOpts): FleetInp
     ...(canary ? { canary: { size: canary, approval: o.canaryApproval === 'auto' ? 'auto' : 'wait' } } : {}),
     ...(concurrency !== undefined ? { concurrency } : {}),
     ...(waveSize !== undefined ? { waveSize } : {}),
-    ...(count !== undefined || percent !== undefined ? { failureBudget: { ...(count !== undefined ? { count } : {}), ...(percent !== undefined ? { percent } : {}) } } : {}),
+    ...(count !== undefined || percent !== undefined
+      ? { failureBudget: { ...(count !== undefined ? { count } : {}), ...(percent !== undefined ? { percent } : {}) } }
+      : {}),
     onStop: o.onStop as OnStop,
     ...((o.siteQueues ?? siteQueuesFromEnv()) ? { siteQueues: true } : {}),
   };
@@ -265,7 +276,11 @@ export function registerFleetCommands(program: Command): void {
     fleet
       .command(`${action} <name>`)
       .description(
-        action === 'pause' ? 'start no new server until resumed (running ones go on)' : action === 'resume' ? 'resume a paused fleet' : 'go on after the canary',
+        action === 'pause'
+          ? 'start no new server until resumed (running ones go on)'
+          : action === 'resume'
+            ? 'resume a paused fleet'
+            : 'go on after the canary',
       )
       .option('--reason <text>', 'why (kept in the fleet status)')
       .action(async (name: string, o: { reason?: string }) => {
@@ -283,7 +298,8 @@ export function registerFleetCommands(program: Command): void {
       }
       await withClient(async (client) =>
         console.log(
-          (await controlFleet(client, name, 'abort', { ...(o.reason ? { reason: o.reason } : {}), ...(o.onStop ? { onStop: o.onStop as OnStop } : {}) })).message,
+          (await controlFleet(client, name, 'abort', { ...(o.reason ? { reason: o.reason } : {}), ...(o.onStop ? { onStop: o.onStop as OnStop } : {}) }))
+            .message,
         ),
       );
     });

@@ -34,6 +34,8 @@ export class FakeHost {
   /** The host's own record of when any step first and last touched it (ms since epoch): its onboarding's span. */
   firstAt?: number;
   lastAt?: number;
+  /** Per step, when it was first and last touched (the benchmark's engine overhead: gaps between steps). */
+  spans: Partial<Record<StepName, [number, number]>> = {};
   /** Resolves when a blocking fault starts waiting (so a test can cancel mid-step). */
   blocked!: Promise<void>;
   private markBlocked!: () => void;
@@ -47,19 +49,22 @@ export class FakeHost {
   }
 
   async hit(step: StepName, phase: Phase, sleep: (ms: number) => Promise<void>): Promise<void> {
-    this.touch();
+    this.touch(step);
     if (phase === 'apply' && this.applyMs) await sleep(this.applyMs);
     try {
       await this.fault(step, phase, sleep);
     } finally {
-      this.touch();
+      this.touch(step);
     }
   }
 
-  private touch(): void {
+  private touch(step: StepName): void {
     const now = Date.now();
     this.firstAt ??= now;
     this.lastAt = now;
+    const span = this.spans[step];
+    if (span) span[1] = now;
+    else this.spans[step] = [now, now];
   }
 
   private async fault(step: StepName, phase: Phase, sleep: (ms: number) => Promise<void>): Promise<void> {

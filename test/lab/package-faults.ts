@@ -111,7 +111,14 @@ export function describePackageFaults(specOf: () => ServerSpec): void {
       assert.equal((await run(spec, `cat ${DPKG_JOB_RECORD}`)).trim(), unit, 'the job left its record');
 
       phase('job killed; compensating');
-      const u = (await act({ ...silent, debug: (m: string) => phase(`    undo: ${m}`) }).run(undoStep, 'hypervisor' as const, hypervisorStep as StepChoice, spec, pre, sshConnector)) as UndoResult;
+      const u = (await act({ ...silent, debug: (m: string) => phase(`    undo: ${m}`) }).run(
+        undoStep,
+        'hypervisor' as const,
+        hypervisorStep as StepChoice,
+        spec,
+        pre,
+        sshConnector,
+      )) as UndoResult;
       phase('compensated');
       assert.match(u.note ?? '', /^kept ul-dep \(needed by ul-base\): the install upgraded packages present before/);
       const states = await testPackageStates(spec);
@@ -133,7 +140,10 @@ export function describePackageFaults(specOf: () => ServerSpec): void {
     });
 
     test('a dpkg someone else left half-configured is refused, naming the package; nothing is installed', async () => {
-      await run(spec, `touch ${UL_HOLD}; systemd-run --quiet --collect --unit=ul-hand-install env DEBIAN_FRONTEND=noninteractive apt-get -y -q install ul-slow`);
+      await run(
+        spec,
+        `touch ${UL_HOLD}; systemd-run --quiet --collect --unit=ul-hand-install env DEBIAN_FRONTEND=noninteractive apt-get -y -q install ul-slow`,
+      );
       await untilSlowConfiguring(spec);
       await run(spec, `systemctl kill --signal=KILL ul-hand-install.service; rm -f ${UL_HOLD}`);
       await sleep(1_000);

@@ -238,7 +238,10 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     // The install ran as a detached host job (a transient systemd unit) that failed: typed, final, naming the unit.
     assert.equal(f.type, 'JobFailedError');
     assert.equal(f.nonRetryable, true);
-    assert.match(f.message, /do not offer Xen \(xen-system-amd64\): job underlay-lab-xen-server1-hypervisor-install ended with result exit-code, exit status 100/);
+    assert.match(
+      f.message,
+      /do not offer Xen \(xen-system-amd64\): job underlay-lab-xen-server1-hypervisor-install ended with result exit-code, exit status 100/,
+    );
     assert.deepEqual((await snapshot(xspec)).packages, packagesBefore, 'nothing installed');
   });
 

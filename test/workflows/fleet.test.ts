@@ -202,7 +202,10 @@ describe('onboardFleet', () => {
     assert.equal(p.counts.onboarded, 0);
     for (const x of hosts.slice(0, 2)) {
       assert.ok(x.undoCalls().includes('vlan'), `undo calls: ${x.undoCalls().join(',')}`);
-      assert.ok(Object.values(x.state).every((s) => s === 'pristine'), JSON.stringify(x.state));
+      assert.ok(
+        Object.values(x.state).every((s) => s === 'pristine'),
+        JSON.stringify(x.state),
+      );
     }
     assert.equal(touched(hosts), 2);
   });

@@ -173,7 +173,7 @@ describe('SSH faults in the middle of a step', { concurrency: false }, () => {
         new RegExp(`^test install: running for \\d+ s \\(underlay-${spec.id}-hypervisor-install\\)`),
         'the progress note, read back through the server',
       );
-      assert.match(rendered, /\n  pending installHypervisor: started, attempt 1 — test install: running for \d+ s/, rendered);
+      assert.match(rendered, /\n {2}pending installHypervisor: started, attempt 1 — test install: running for \d+ s/, rendered);
       assert.equal(readFileSync(join(dir, 'state'), 'utf8').trim(), 'applied');
       figures.push(
         `sshd killed mid-step: onboarding done ${secs(Date.now() - killedAt)} after the kill (hypervisor attempts ${outcome.result.steps.hypervisor.attempts})`,
