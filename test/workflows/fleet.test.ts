@@ -131,6 +131,15 @@ describe('onboardFleet', () => {
     assert.equal((await h.describe()).typedSearchAttributes.get(SA_OUTCOME), 'completed');
   });
 
+  test('a search over earlier onboardings: the servers of an earlier fleet, onboarded again with the specs they had', async () => {
+    const h = await startFleet(env.client, 'again', { source: { kind: 'search', filter: { fleet: 'waves' } }, concurrency: 5 }, { taskQueue });
+    const p = await h.result();
+    assert.equal(p.phase, 'completed', renderFleet(p));
+    assert.equal(p.total, 11);
+    assert.equal(p.counts.onboarded, 11);
+    assert.match(p.source, /earlier onboardings: fleet waves/);
+  });
+
   test('the failure budget stops the rollout: no server starts after it is exceeded', async () => {
     const { files, hosts, specs } = servers('bd', 8, 40);
     for (const i of [1, 2]) {
