@@ -14,7 +14,9 @@ test/bench/bench.test.ts, which checks that every table is complete, never a tim
 Every scenario runs against the pinned Temporal dev server (\`temporal server start-dev\`, in-memory SQLite) and one
 in-process worker over the **in-memory simulated hosts** of test/helpers/fake-steps.ts: the real activity runner
 (observe / plan / apply / verify, retries, heartbeats) with no SSH and no host work, so the figures are the engine's
-own cost. Each table names its baseline, measured in the same run, and gives ratios against it.
+own cost. Each table names its baseline, measured in the same run, and gives ratios against it. Peak RSS is the
+bench process's (worker, client and simulated hosts together) and the scenarios run in order in that one process, so
+a later scenario's peak includes what the earlier ones left behind: an upper bound of a worker's, not its own.
 
 Not here yet: the lab benchmark (network onboarding of 1 and 3 lab hosts, underlay vs a raw-SSH script vs
 \`ansible-playbook\`). It is one more entry in \`SCENARIOS\` (bench/scenarios.ts) with \`needs: 'lab'\` — skipped
