@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { onboardingWorkflowId } from '../common/config';
+import { driftWorkflowId, onboardingWorkflowId } from '../common/config';
 import { InvalidSpecError } from '../common/errors';
 import { ServerId } from '../spec/identifiers';
 import { validateSpecFile } from '../spec/load';
@@ -38,6 +38,8 @@ export interface InvalidSpecFile {
 
 export interface InventoryPage {
   servers: ServerSpec[];
+  /** The file of each server (same order as `servers`): a cursor for a reader that stops mid-page. */
+  serverFiles?: string[];
   invalid: InvalidSpecFile[];
   /** The last file name of this page, when more files follow (a cursor: files added meanwhile are not skipped). */
   nextPageToken?: string;
@@ -77,6 +79,7 @@ export async function loadInventoryPage(input: InventoryPageInput): Promise<Inve
   for (const f of all) byId.set(serverIdOfFile(f), [...(byId.get(serverIdOfFile(f)) ?? []), f]);
 
   const servers: ServerSpec[] = [];
+  const serverFiles: string[] = [];
   const invalid: InvalidSpecFile[] = [];
   for (const file of files) {
     // Parsing is synchronous (≤ 256 KiB per file, about a second at worst): between files the event loop gets a
@@ -96,9 +99,12 @@ export async function loadInventoryPage(input: InventoryPageInput): Promise<Inve
     if (!r.ok) invalid.push({ file, issues: r.issues });
     else if (r.spec.id !== id)
       invalid.push({ file, issues: [{ path: 'id', message: `is ${r.spec.id}, but the file name says ${id}: name the file <id>.yaml` }] });
-    else servers.push(r.spec);
+    else {
+      servers.push(r.spec);
+      serverFiles.push(file);
+    }
   }
-  return { servers, invalid, ...(rest.length > files.length ? { nextPageToken: files[files.length - 1] } : {}) };
+  return { servers, serverFiles, invalid, ...(rest.length > files.length ? { nextPageToken: files[files.length - 1] } : {}) };
 }
 
 export type OnboardingState = { state: 'onboarded'; detail: string } | { state: 'running'; detail: string } | { state: 'not-onboarded'; detail: string };
@@ -126,6 +132,19 @@ export async function onboardingState(client: Client, serverId: string): Promise
     return { state: 'not-onboarded', detail: `not onboarded: ${workflowId} never completed (latest run ${d.status.name.toLowerCase()})` };
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return { state: 'not-onboarded', detail: `not onboarded: no ${workflowId} workflow` };
+    throw err;
+  }
+}
+
+/** The mode of a running `drift-<id>` that may change the host, or undefined (none, or report mode). */
+export async function blockingDriftCheck(client: Client, serverId: string): Promise<string | undefined> {
+  try {
+    const d = await client.workflow.getHandle(driftWorkflowId(serverId)).describe();
+    if (d.status.name !== 'RUNNING') return undefined;
+    const mode = typeof d.memo?.mode === 'string' ? d.memo.mode : 'unknown';
+    return mode === 'report' ? undefined : mode;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
     throw err;
   }
 }

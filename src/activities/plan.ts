@@ -39,7 +39,8 @@ export async function planOnboarding(
   const spec = parseServerSpec(rawSpec, 'spec');
   assertSecretScope(spec); // the worker decides which credentials a spec may use: before any connection
   // One SSH session for every step that needs one, opened when the first does (an ESXi plan needs none).
-  let conn: Promise<{ host: RemoteHost; close(): void }> | undefined;
+  let conn: Promise<{ host: RemoteHost; close(failed?: boolean): void }> | undefined;
+  let failed = true;
   const shell = async (name: StepName) => (await (conn ??= connect(spec, name, onProgress))).host.forStep(name);
   try {
     const out: StepPlan[] = [];
@@ -64,9 +65,10 @@ export async function planOnboarding(
         } else throw err;
       }
     }
+    failed = false;
     return { serverId: spec.id, steps: out };
   } finally {
-    if (conn) (await conn.catch(() => undefined))?.close();
+    if (conn) (await conn.catch(() => undefined))?.close(failed);
   }
 }
 

@@ -27,14 +27,17 @@ import {
   type UndoResult,
 } from './step';
 
-/** Opens the host for one activity; the runner closes it. */
+/**
+ * Opens the host for one activity; the runner closes it, saying whether the activity failed (a pooling connector
+ * keeps a session for the next step only after a success: see connect.ts).
+ */
 export type Connector = (
   spec: ServerSpec,
   step: StepName,
   onProgress: (note: string) => void,
   /** `path`: only this management path (a step that moved management checks the new one on purpose). */
   opts?: { path?: PathName },
-) => Promise<{ host: RemoteHost; close(): void }>;
+) => Promise<{ host: RemoteHost; close(failed?: boolean): void }>;
 
 interface Carried<S> {
   pre?: S;
@@ -86,7 +89,8 @@ async function withStepIo<T>(
   const ctx = Context.current();
   const { beat, marks } = carried;
   const timer = setInterval(beat, HEARTBEAT_EVERY_MS);
-  let conn: { host: RemoteHost; close(): void } | undefined;
+  let conn: { host: RemoteHost; close(failed?: boolean): void } | undefined;
+  let failed = true;
   try {
     // The step's part of the spec first: a spec without it fails before any connection.
     const want = step.want(spec);
@@ -116,7 +120,8 @@ async function withStepIo<T>(
           ? {}
           : {
               reconnect: async (opts?: { path?: PathName }): Promise<RemoteHost> => {
-                conn?.close();
+                // The old session is suspect (a reboot, a drop, a moved path): never handed back to a pool.
+                conn?.close(true);
                 conn = undefined;
                 conn = await connect(spec, step.name, () => beat(), opts);
                 return conn.host;
@@ -126,10 +131,12 @@ async function withStepIo<T>(
       return fn(io);
     })();
     // Cancellation reaches us through heartbeats; stop waiting on the host at once when it does.
-    return await Promise.race([work, ctx.cancelled]);
+    const result = await Promise.race([work, ctx.cancelled]);
+    failed = false;
+    return result;
   } finally {
     clearInterval(timer);
-    conn?.close();
+    conn?.close(failed);
   }
 }
 

@@ -15,8 +15,7 @@ import { userInfo } from 'node:os';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, WorkflowUpdateStage, type Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { onboardingWorkflowId } from '../common/config';
-import { STEP_TITLES, STEPS, stepSummary, type StepName } from '../steps';
-import type { ServerSpec } from '../spec/server';
+import { STEPS, type StepName } from '../steps';
 import {
   approveStepUpdate,
   cancelUpdate,
@@ -111,20 +110,8 @@ export function parseApprovalGates(value: string | readonly string[] | undefined
   return [...new Set(names)] as StepName[];
 }
 
-/** The markdown the Web UI shows as the onboarding's details: the server, and every planned step in one line. */
-export function onboardingDetails(spec: ServerSpec, planned: readonly StepName[], gates: readonly StepName[] = []): string {
-  const m = spec.management;
-  return [
-    `**Server** ${spec.id} · site ${spec.site} · rack ${spec.rack}`,
-    `**Hypervisor** ${spec.hypervisor.kind} · **management** ${m.user}@${m.address}:${m.port}`,
-    '',
-    '**Planned steps**',
-    '',
-    ...planned.map((s, i) => `${i + 1}. **${STEP_TITLES[s]}** — ${stepSummary(s, spec)}${gates.includes(s) ? ' · _waits for approval_' : ''}`),
-    '',
-    `Follow: \`underlay status ${spec.id} --watch\` · control: \`underlay pause|resume|cancel ${spec.id}\`${gates.length ? ` · \`underlay approve ${spec.id}\`` : ''}`,
-  ].join('\n');
-}
+/** The markdown the Web UI shows as the onboarding's details (shared with the fleet's children). */
+export { onboardingDetails } from '../workflows/onboard-status';
 
 // ---- the command line ----------------------------------------------------------------------------------------------
 

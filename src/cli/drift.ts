@@ -37,6 +37,7 @@ import {
   type DriftSweepSummary,
 } from '../workflows/drift-messages';
 import { withClient } from '../workers/connection';
+import { siteQueuesFromEnv } from './onboarding';
 
 export interface SweepOptions {
   inventoryDir: string;
@@ -45,6 +46,8 @@ export interface SweepOptions {
   pageSize?: number;
   approvalTimeout?: string;
   taskQueue?: string;
+  /** Site queues: each check observes and remediates on `<taskQueue>-<site>` (default: UNDERLAY_SITE_QUEUES). */
+  siteQueues?: boolean;
 }
 
 export interface ScheduleOptions extends SweepOptions {
@@ -86,6 +89,7 @@ function sweepInput(o: SweepOptions): DriftSweepInput {
     ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
     ...(o.pageSize !== undefined ? { pageSize: o.pageSize } : {}),
     ...(o.approvalTimeout !== undefined ? { approvalTimeout: parseDuration(o.approvalTimeout, '--approval-timeout') } : {}),
+    ...((o.siteQueues ?? siteQueuesFromEnv()) ? { siteQueues: true } : {}),
   };
 }
 
@@ -300,6 +304,7 @@ interface SweepFlags {
   pageSize?: number;
   approvalTimeout?: string;
   taskQueue: string;
+  siteQueues?: boolean;
 }
 
 function sweepFlags(cmd: Command): Command {
@@ -309,7 +314,8 @@ function sweepFlags(cmd: Command): Command {
     .option('--concurrency <n>', 'servers checked at once', int)
     .option('--page-size <n>', 'inventory files per workflow run (≤ 500)', int)
     .option('--approval-timeout <duration>', 'approve mode: how long to wait for approval, e.g. 4h')
-    .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE);
+    .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
+    .option('--site-queues', "observe and remediate on each server's site queue (<task-queue>-<site>; default $UNDERLAY_SITE_QUEUES)");
 }
 
 function toSweepOptions(f: SweepFlags): SweepOptions {
@@ -320,6 +326,7 @@ function toSweepOptions(f: SweepFlags): SweepOptions {
     pageSize: f.pageSize,
     approvalTimeout: f.approvalTimeout,
     taskQueue: f.taskQueue,
+    ...(f.siteQueues ? { siteQueues: true } : {}),
   };
 }
 

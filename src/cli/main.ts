@@ -3,6 +3,7 @@
  * underlay — onboard bare-metal servers into a hypervisor fleet as durable Temporal workflows.
  *
  *   underlay worker [--metrics h:p] [--shutdown-grace 60s]   run a worker (workflows + SSH step activities) until SIGTERM
+ *   underlay worker --site fra1 [--workflows]   a site-local worker: that site's step activities (underlay-fra1)
  *   underlay onboard <spec> [--watch]   start onboarding the server a spec describes
  *   underlay status <serverId>          per-step status of an onboarding
  *   underlay rollback <serverId> --yes  undo a completed onboarding (rollbackServer)
@@ -10,6 +11,7 @@
  *   underlay list [--site …]            onboardings filtered by search attributes (list.ts)
  *   underlay validate <spec...>         check spec files; exit 1 listing every bad field
  *   underlay schema                     JSON Schema of the spec (for editors)
+ *   underlay fleet onboard|status|pause|resume|approve|abort   many servers: canary, waves, cap, failure budget (fleet.ts)
  *   underlay drift …                    drift sweeps, their schedule, reports and approvals (drift.ts)
  *   underlay codec-server               decrypt payloads for the Web UI (payload encryption: workers/codec-*.ts)
  */
@@ -28,6 +30,7 @@ import { lexicalScopeProblems, secretScopeFromEnv } from '../transports/secret-s
 import { withClient } from '../workers/connection';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
 import { registerDriftCommands } from './drift';
+import { registerFleetCommands } from './fleet';
 import { registerControlCommands } from './control';
 import { loadRollback } from '../activities/rollback';
 import { describeCompensations } from '../workflows/saga';
@@ -55,12 +58,17 @@ program
   .option('-w, --watch', 'follow progress until the onboarding ends')
   .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
   .option('--approve-before <steps>', 'steps that wait for `underlay approve` before they run, e.g. hypervisor (comma-separated)')
-  .action(async (file: string, opts: { watch?: boolean; taskQueue: string; approveBefore?: string }) => {
+  .option('--site-queues', "run the step activities on the server's site queue (<task-queue>-<site>; default $UNDERLAY_SITE_QUEUES)")
+  .action(async (file: string, opts: { watch?: boolean; taskQueue: string; approveBefore?: string; siteQueues?: boolean }) => {
     const spec = await loadSpecFile(file);
     assertOnboardable(spec);
     warnScope(file, spec);
     await withClient(async (client) => {
-      const handle = await startOnboarding(client, spec, { taskQueue: opts.taskQueue, approvalBefore: opts.approveBefore });
+      const handle = await startOnboarding(client, spec, {
+        taskQueue: opts.taskQueue,
+        approvalBefore: opts.approveBefore,
+        ...(opts.siteQueues ? { siteQueues: true } : {}),
+      });
       console.log(`started ${handle.workflowId} (run ${handle.firstExecutionRunId})`);
       console.log(`Web UI: http://127.0.0.1:8233/namespaces/${client.options.namespace}/workflows/${handle.workflowId}`);
       if (opts.watch) process.exitCode = await watchOnboarding(client, spec.id, process.stdout);
@@ -104,7 +112,8 @@ program
   .description('undo a completed onboarding: every step that changed the host, newest first, back to its pre-state (verified)')
   .option('--yes', 'do it (without it, only print what would be undone)')
   .option('--task-queue <name>', 'task queue of the workers', TASK_QUEUE)
-  .action(async (serverId: string, opts: { yes?: boolean; taskQueue: string }) => {
+  .option('--site-queues', "run the undo activities on the server's site queue (default $UNDERLAY_SITE_QUEUES)")
+  .action(async (serverId: string, opts: { yes?: boolean; taskQueue: string; siteQueues?: boolean }) => {
     await withClient(async (client) => {
       const plan = await loadRollback(client, serverId);
       console.log(renderRollbackPlan(plan).replace(/\*\*|`/g, ''));
@@ -112,7 +121,7 @@ program
         console.log('\nnothing changed: run again with --yes to roll back');
         return;
       }
-      const handle = await startRollback(client, plan, { taskQueue: opts.taskQueue });
+      const handle = await startRollback(client, plan, { taskQueue: opts.taskQueue, ...(opts.siteQueues ? { siteQueues: true } : {}) });
       console.log(`started ${handle.workflowId} (rollbackServer, run ${handle.firstExecutionRunId})`);
       const result = await handle.result();
       console.log(`rolled back ${result.serverId}: ${describeCompensations(result.compensations)}`);
@@ -146,6 +155,7 @@ program
   });
 
 registerDriftCommands(program);
+registerFleetCommands(program);
 registerControlCommands(program);
 
 program

@@ -6,8 +6,9 @@ import {
   type Client,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
+import { blockingDriftCheck } from '../activities/drift';
 import { missingSteps } from '../activities/registry';
-import { driftWorkflowId, onboardingWorkflowId, TASK_QUEUE } from '../common/config';
+import { driftWorkflowId, onboardingWorkflowId, SITE_QUEUES_ENV, siteTaskQueue, TASK_QUEUE } from '../common/config';
 import { UnsupportedPlatformError } from '../common/errors';
 import { temporal } from '@temporalio/proto';
 import { tsToDate } from '@temporalio/common/lib/time';
@@ -19,6 +20,7 @@ import type { ServerSpec } from '../spec/server';
 import type { onboardServer } from '../workflows/onboard';
 import type { rollbackServer } from '../workflows/rollback';
 import type { RollbackPlan } from '../activities/rollback';
+import type { StepRouting } from '../workflows/site-queue';
 import { statusQuery, type OnboardingStatus } from '../workflows/messages';
 import { onboardingDetails, parseApprovalGates } from './control';
 
@@ -48,21 +50,28 @@ export class DriftRemediationRunningError extends Error {
   }
 }
 
-/** The mode of a running `drift-<id>` that may change the host, or undefined (none, or report mode). */
-export async function blockingDriftCheck(client: Client, serverId: string): Promise<string | undefined> {
-  try {
-    const d = await client.workflow.getHandle(driftWorkflowId(serverId)).describe();
-    if (d.status.name !== 'RUNNING') return undefined;
-    const mode = typeof d.memo?.mode === 'string' ? d.memo.mode : 'unknown';
-    return mode === 'report' ? undefined : mode;
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return undefined;
-    throw err;
-  }
+export { blockingDriftCheck } from '../activities/drift';
+
+/** UNDERLAY_SITE_QUEUES: 1/true/yes/on turns site queues on for every command that does not say; 0/false/no/off or unset: off. */
+export function siteQueuesFromEnv(env: Record<string, string | undefined> = process.env): boolean {
+  const v = env[SITE_QUEUES_ENV];
+  if (v === undefined || v === '') return false;
+  if (/^(1|true|yes|on)$/i.test(v)) return true;
+  if (/^(0|false|no|off)$/i.test(v)) return false;
+  throw new Error(`${SITE_QUEUES_ENV}=${JSON.stringify(v.slice(0, 40))}: expected 1, true, yes, on or 0, false, no, off`);
+}
+
+/** The step routing of a server with site queues: its site's queue, named after the central queue. */
+export function stepRoutingFor(spec: Pick<ServerSpec, 'site'>, centralQueue: string, check?: StepRouting['check']): StepRouting {
+  return { taskQueue: siteTaskQueue(spec.site, centralQueue), site: spec.site, ...(check ? { check } : {}) };
 }
 
 export interface StartOptions {
   taskQueue?: string;
+  /** Site queues: the step activities go to `<taskQueue>-<site>` (default: UNDERLAY_SITE_QUEUES). */
+  siteQueues?: boolean;
+  /** With site queues: when the workflow first looks for a site worker, and how often (defaults 15 s, 60 s). */
+  siteCheck?: StepRouting['check'];
   /** Steps that wait for `underlay approve` before they run (refused unless the spec has them); `a,b` or a list. */
   approvalBefore?: string | readonly string[];
 }
@@ -97,15 +106,17 @@ export async function startOnboarding(
   assertOnboardable(spec);
   const steps = STEPS.filter((s) => stepApplies(s, spec));
   const approvalBefore = parseApprovalGates(opts.approvalBefore, steps);
+  const taskQueue = opts.taskQueue ?? TASK_QUEUE;
+  const stepRouting = (opts.siteQueues ?? siteQueuesFromEnv()) ? stepRoutingFor(spec, taskQueue, opts.siteCheck) : undefined;
   const before = await blockingDriftCheck(client, spec.id);
   if (before) throw new DriftRemediationRunningError(spec.id, before);
   let handle: WorkflowHandleWithFirstExecutionRunId<typeof onboardServer>;
   try {
     handle = await client.workflow.start<typeof onboardServer>('onboardServer', {
-      taskQueue: opts.taskQueue ?? TASK_QUEUE,
+      taskQueue,
       workflowId: onboardingWorkflowId(spec.id),
       workflowIdConflictPolicy: 'FAIL',
-      args: [{ spec, ...(approvalBefore.length ? { approvalBefore } : {}) }],
+      args: [{ spec, ...(approvalBefore.length ? { approvalBefore } : {}), ...(stepRouting ? { stepRouting } : {}) }],
       typedSearchAttributes: [
         { key: SA_SERVER_ID, value: spec.id },
         { key: SA_SITE, value: spec.site },
@@ -135,17 +146,19 @@ export async function startOnboarding(
 export async function startRollback(
   client: Client,
   plan: RollbackPlan,
-  opts: { taskQueue?: string } = {},
+  opts: { taskQueue?: string; siteQueues?: boolean } = {},
 ): Promise<WorkflowHandleWithFirstExecutionRunId<typeof rollbackServer>> {
   const { spec } = plan;
+  const taskQueue = opts.taskQueue ?? TASK_QUEUE;
+  const stepRouting = (opts.siteQueues ?? siteQueuesFromEnv()) ? stepRoutingFor(spec, taskQueue) : undefined;
   const drift = await blockingDriftCheck(client, spec.id);
   if (drift) throw new DriftRemediationRunningError(spec.id, drift);
   try {
     return await client.workflow.start<typeof rollbackServer>('rollbackServer', {
-      taskQueue: opts.taskQueue ?? TASK_QUEUE,
+      taskQueue,
       workflowId: onboardingWorkflowId(spec.id),
       workflowIdConflictPolicy: 'FAIL',
-      args: [{ serverId: spec.id }],
+      args: [{ serverId: spec.id, ...(stepRouting ? { stepRouting } : {}) }],
       typedSearchAttributes: [
         { key: SA_SERVER_ID, value: spec.id },
         { key: SA_SITE, value: spec.site },

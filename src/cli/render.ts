@@ -89,6 +89,7 @@ export function renderStatus(s: OnboardingStatus, o: RenderOptions = {}): string
     if (c.cancel)
       lines.push(`  ✗ cancelled by ${c.cancel.by}${c.cancel.reason ? ` (${c.cancel.reason})` : ''}${s.phase === 'compensating' ? ': rolling back' : ''}`);
   }
+  if (s.waitingForWorker) lines.push(`  ⏳ since ${s.waitingForWorker.since.slice(11, 19)}Z ${s.waitingForWorker.detail}`);
   if (s.timeline?.length && s.phase !== 'onboarded' && s.phase !== 'running' && s.phase !== 'paused' && s.phase !== 'awaiting-approval')
     lines.push('  timeline:', ...s.timeline.map(timelineRow));
   return lines.join('\n');

@@ -4,20 +4,29 @@
  */
 import type { Command } from 'commander';
 import { TASK_QUEUE } from '../common/config';
-import { DEFAULT_SHUTDOWN_GRACE, parseShutdownGrace, runWorkerService, type WorkerServiceOptions } from '../workers/service';
+import { DEFAULT_SHUTDOWN_GRACE, parseShutdownGrace, parseSite, runWorkerService, type WorkerServiceOptions } from '../workers/service';
 
 export function registerWorkerCommand(program: Command, overrides: Pick<WorkerServiceOptions, 'activities' | 'workflowBundle'> = {}): void {
   program
     .command('worker')
     .description('run a worker: onboarding workflows and step activities (SSH with pinned host keys); SIGTERM drains it')
-    .option('--task-queue <name>', 'task queue to poll', TASK_QUEUE)
+    .option('--task-queue <name>', 'task queue to poll (with --site: the central queue the site queue is named after)', TASK_QUEUE)
+    .option('--site <site>', 'a site-local worker: poll only the step activities of this site (task queue <task-queue>-<site>)', parseSite)
+    .option('--workflows', 'with --site: also poll the central task queue for workflows and central activities')
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (default $UNDERLAY_METRICS_ADDRESS; off when unset)')
     .option(
       '--shutdown-grace <duration>',
       'on SIGTERM/SIGINT, how long running steps may take to finish before they are cancelled and retried elsewhere (e.g. 60s, 5m)',
       DEFAULT_SHUTDOWN_GRACE,
     )
-    .action(async (opts: { taskQueue: string; metrics?: string; shutdownGrace: string }) => {
-      await runWorkerService({ taskQueue: opts.taskQueue, metrics: opts.metrics, shutdownGraceMs: parseShutdownGrace(opts.shutdownGrace), ...overrides });
+    .action(async (opts: { taskQueue: string; metrics?: string; shutdownGrace: string; site?: string; workflows?: boolean }) => {
+      if (opts.workflows && !opts.site) throw new Error('--workflows goes with --site (a worker without --site polls workflows anyway)');
+      await runWorkerService({
+        taskQueue: opts.taskQueue,
+        metrics: opts.metrics,
+        shutdownGraceMs: parseShutdownGrace(opts.shutdownGrace),
+        ...(opts.site ? { site: opts.site, workflows: opts.workflows ?? false } : {}),
+        ...overrides,
+      });
     });
 }

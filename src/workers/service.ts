@@ -9,8 +9,11 @@
  * A repeated signal does not cut the grace short (systemd and wrappers may deliver SIGTERM twice); SIGKILL does.
  * If the worker has not stopped FORCE_MARGIN_MS after the grace, run() fails and the process exits 1.
  */
-import { Runtime, type WorkerOptions } from '@temporalio/worker';
-import { TASK_QUEUE } from '../common/config';
+import { Runtime, type Worker, type WorkerOptions } from '@temporalio/worker';
+import { createActivities, siteActivities } from '../activities';
+import { workerSshPool } from '../activities/connect';
+import { siteTaskQueue, TASK_QUEUE } from '../common/config';
+import { Label } from '../spec/identifiers';
 import { connectWorker } from './connection';
 import { metricsRuntimeOptions, METRICS_ADDRESS_ENV } from './step-metrics';
 import { createWorker } from './worker';
@@ -43,6 +46,19 @@ export interface WorkerServiceOptions {
   /** The activities to register (default: the production steps over SSH). Tests pass a host stand-in. */
   activities?: object;
   workflowBundle?: WorkerOptions['workflowBundle'];
+  /**
+   * A site-local worker: poll `<taskQueue>-<site>` for the step activities of that site's servers (and no
+   * workflows). With `workflows`, the same process also polls the central queue for workflows and central activities.
+   */
+  site?: string;
+  workflows?: boolean;
+}
+
+/** `--site` value: a site label as specs carry it. */
+export function parseSite(v: string): string {
+  const r = Label.safeParse(v);
+  if (!r.success) throw new Error(`--site: ${JSON.stringify(v)} is not a site label (letters, digits, ".", "_", "-"; ≤ 64)`);
+  return v;
 }
 
 /** Runs the worker until a signal has drained it; resolves when it stopped cleanly, rejects otherwise. */
@@ -66,25 +82,54 @@ export async function runWorkerService(o: WorkerServiceOptions): Promise<void> {
     log(`${signal}: stopping — polling no new tasks; running steps have ${grace} to finish, then they are cancelled and retried by another worker`);
     if (worker.getState() === 'RUNNING') worker.shutdown();
   };
-  const worker = await createWorker({
-    connection,
-    namespace,
-    taskQueue,
-    shutdownGraceTime: o.shutdownGraceMs,
-    shutdownForceTime: o.shutdownGraceMs + FORCE_MARGIN_MS,
-    ...(o.activities ? { activities: o.activities } : {}),
-    ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : {}),
-  }).catch(async (err: unknown) => {
+  const all = o.activities ?? createActivities();
+  const common = { connection, namespace, shutdownGraceTime: o.shutdownGraceMs, shutdownForceTime: o.shutdownGraceMs + FORCE_MARGIN_MS };
+  // Central: workflows and every activity on the central queue. Site: that site's step activities only.
+  const plan: Array<{ queue: string; what: string; site: boolean }> = o.site
+    ? [
+        { queue: siteTaskQueue(o.site, taskQueue), what: `site ${o.site}: step activities`, site: true },
+        ...(o.workflows ? [{ queue: taskQueue, what: 'central: workflows and activities', site: false }] : []),
+      ]
+    : [{ queue: taskQueue, what: '', site: false }];
+  const workers: Worker[] = [];
+  try {
+    for (const p of plan) {
+      workers.push(
+        await createWorker({
+          ...common,
+          taskQueue: p.queue,
+          activities: p.site ? siteActivities(all) : all,
+          ...(p.site ? { workflows: false } : o.workflowBundle ? { workflowBundle: o.workflowBundle } : {}),
+        }),
+      );
+    }
+  } catch (err) {
     await connection.close();
     throw err;
-  });
+  }
+  const worker = { getState: () => workers[0]!.getState(), shutdown: () => workers.forEach((w) => w.getState() === 'RUNNING' && w.shutdown()) };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  log(`underlay worker ${worker.options.identity} polling task queue "${taskQueue}" in namespace ${namespace} (shutdown grace ${grace})`);
+  for (const [i, p] of plan.entries()) {
+    log(
+      `underlay worker ${workers[i]!.options.identity} polling task queue "${p.queue}"${p.what ? ` (${p.what})` : ''} in namespace ${namespace} (shutdown grace ${grace})`,
+    );
+  }
   try {
-    await worker.run();
+    // One worker stopping (an error) stops the others too: the process runs all or nothing.
+    await Promise.all(
+      workers.map((w) =>
+        w.run().catch((err: unknown) => {
+          worker.shutdown();
+          throw err;
+        }),
+      ),
+    );
     log(`underlay worker stopped${stopping ? ` after ${stopping}` : ''}`);
   } finally {
+    const ssh = workerSshPool.stats();
+    workerSshPool.closeIdle();
+    if (ssh.handshakes || ssh.reused) log(`SSH sessions: ${ssh.handshakes} handshake(s), ${ssh.reused} saved by reusing a pooled session`);
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
     await connection.close();

@@ -20,6 +20,10 @@ export interface UnderlayWorkerOptions {
    */
   workflowBundle?: WorkerOptions['workflowBundle'];
   activities?: object;
+  /** Poll workflow tasks too (default true). A site-local worker runs activities only. */
+  workflows?: boolean;
+  /** The worker's identity in histories and pollers (default the SDK's `<pid>@<hostname>`). */
+  identity?: string;
   /**
    * Payload (and failure) encryption; default from UNDERLAY_CODEC_KEYS_FILE / UNDERLAY_CODEC_KEY(_ID), none when
    * unset. Clients must use the same keys (connectClient reads the same settings).
@@ -40,9 +44,10 @@ export async function createWorker(opts: UnderlayWorkerOptions): Promise<Worker>
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
-    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
+    ...(opts.workflows === false ? {} : opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     activities: opts.activities ?? createActivities(opts.connector),
     ...(dataConverter ? { dataConverter } : {}),
+    ...(opts.identity ? { identity: opts.identity } : {}),
     ...(opts.shutdownGraceTime !== undefined ? { shutdownGraceTime: opts.shutdownGraceTime } : {}),
     ...(opts.shutdownForceTime !== undefined ? { shutdownForceTime: opts.shutdownForceTime } : {}),
     // Per-step duration histograms and outcome counters, on the Runtime's Prometheus endpoint (step-metrics.ts).

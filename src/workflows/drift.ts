@@ -30,7 +30,7 @@ import {
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError, type Duration } from '@temporalio/common';
 import type { Activities, Change, OnboardingPlan } from '../activities';
-import { driftWorkflowId } from '../common/config';
+import { driftWorkflowId, siteTaskQueue } from '../common/config';
 import { SA_DRIFT_STATUS, SA_DRIFTED_STEPS, SA_LAST_CHECKED, SA_RACK, SA_SERVER_ID, SA_SITE } from '../common/search-attributes';
 import type { ServerSpec } from '../spec/server';
 import type { StepName } from '../steps';
@@ -49,6 +49,7 @@ import {
 } from './drift-messages';
 import { DRIFT_POLICY } from './policy';
 import { describeCompensations, rootMessage, runStepSaga } from './saga';
+import { checkRouting, watchedCall, type StepRouting } from './site-queue';
 
 const { loadInventoryPage } = proxyActivities<Activities>(DRIFT_POLICY.inventory);
 const { findUnmanaged } = proxyActivities<Activities>(DRIFT_POLICY.unmanaged);
@@ -67,10 +68,15 @@ export interface DriftCheckInput {
   mode: DriftMode;
   /** approve mode: how long to wait for `underlay drift approve <id>` before giving up (nothing changed). */
   approvalTimeout?: Duration;
+  /** Site queues: observation and remediation run on the server's site queue (see OnboardInput.stepRouting). */
+  stepRouting?: StepRouting;
 }
 
 export async function driftCheck(input: DriftCheckInput): Promise<DriftCheckResult> {
   const { spec, mode } = input;
+  const routing = input.stepRouting;
+  checkRouting(routing);
+  const observe = routing ? proxyActivities<Activities>({ ...DRIFT_POLICY.observe, taskQueue: routing.taskQueue }).observeDrift : observeDrift;
   const approvalTimeout = input.approvalTimeout ?? DRIFT_DEFAULTS.approvalTimeout;
   const progress: DriftCheckProgress = { serverId: spec.id, mode, status: 'clean', driftedSteps: [], diffs: [], phase: 'checking' };
   let decision: ApprovalRequest | undefined;
@@ -120,7 +126,7 @@ export async function driftCheck(input: DriftCheckInput): Promise<DriftCheckResu
     if (managed.state === 'running') return await finish('skipped', { skip: 'onboarding-running', reason: `skipped: ${managed.detail}` });
     if (managed.state === 'not-onboarded') return await finish('skipped', { skip: 'not-onboarded', reason: managed.detail });
 
-    const plan = await observeDrift(spec);
+    const plan = await watchedCall(routing, () => observe(spec), {});
     progress.checkedAt = new Date().toISOString();
     progress.diffs = compactPlan(plan);
     progress.driftedSteps = progress.diffs.filter((d) => !d.error && d.changes.length).map((d) => d.step);
@@ -158,7 +164,7 @@ export async function driftCheck(input: DriftCheckInput): Promise<DriftCheckResu
     if (again.state === 'running') return await finish('skipped', { skip: 'onboarding-running', reason: `skipped: ${again.detail}; nothing changed` });
 
     progress.phase = 'remediating';
-    const outcome = await runStepSaga(spec, drifted);
+    const outcome = await runStepSaga(spec, drifted, {}, routing);
     if (outcome.ok) {
       return await finish(unhealthy.length ? 'needs-operator' : 'remediated', {
         reason: [`restored ${drifted.join(', ')}`, operatorNote].filter(Boolean).join('; '),
@@ -232,6 +238,8 @@ export interface DriftSweepInput {
   /** Inventory files per page, i.e. per workflow run. Default 100, at most 500. */
   pageSize?: number;
   approvalTimeout?: Duration;
+  /** Site queues: each server's check observes and remediates on its site's queue (`<this queue>-<site>`). */
+  siteQueues?: boolean;
   /** Carried across continue-as-new; leave unset. */
   pageToken?: string;
   summary?: DriftSweepSummary;
@@ -267,7 +275,7 @@ export async function driftSweep(input: DriftSweepInput): Promise<DriftSweepSumm
   // A pool of `concurrency` lanes over this page's servers; each lane runs one child at a time.
   const queue = [...page.servers];
   const lane = async (): Promise<void> => {
-    for (let spec = queue.shift(); spec; spec = queue.shift()) record(summary, await checkServer(spec, input.mode, approvalTimeout));
+    for (let spec = queue.shift(); spec; spec = queue.shift()) record(summary, await checkServer(spec, input.mode, approvalTimeout, input.siteQueues));
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, lane));
 
@@ -290,12 +298,13 @@ function checkSweepInput(input: DriftSweepInput, concurrency: number, pageSize: 
   if (bad.length) throw ApplicationFailure.create({ type: 'InvalidSpecError', nonRetryable: true, message: `bad drift sweep input: ${bad.join('; ')}` });
 }
 
-async function checkServer(spec: ServerSpec, mode: DriftMode, approvalTimeout: Duration): Promise<DriftCheckResult> {
+async function checkServer(spec: ServerSpec, mode: DriftMode, approvalTimeout: Duration, siteQueues = false): Promise<DriftCheckResult> {
   const base = { serverId: spec.id, mode, driftedSteps: [], diffs: [] };
+  const stepRouting = siteQueues ? { taskQueue: siteTaskQueue(spec.site, workflowInfo().taskQueue), site: spec.site } : undefined;
   try {
     return await executeChild(driftCheck, {
       workflowId: driftWorkflowId(spec.id),
-      args: [{ spec, mode, approvalTimeout }],
+      args: [{ spec, mode, approvalTimeout, ...(stepRouting ? { stepRouting } : {}) }],
       // Closing the sweep cancels its checks, so a remediation in flight is compensated, never cut off.
       parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
       // Read by startOnboarding: onboarding is refused while a remediate/approve check runs.

@@ -1,6 +1,7 @@
 /** Queries, updates and shared types of the onboarding workflow (imported by clients too). */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { StepName } from '../steps';
+import type { WorkerWait } from './site-queue';
 
 export type StepState =
   'pending' | 'skipped' | 'running' | 'done' | 'unchanged' | 'failed' | 'cancelled' | 'compensating' | 'compensated' | 'compensation-failed' | 'not-run';
@@ -83,6 +84,10 @@ export interface OnboardingStatus {
   /** Absent in histories from before operator control existed. */
   control?: ControlState;
   timeline?: TimelineEntry[];
+  /** With site queues: the queue of this server's step activities (`underlay-<site>`). */
+  stepQueue?: string;
+  /** Set while the running step waits for a worker of the server's site (no poller on its queue), else null. */
+  waitingForWorker?: WorkerWait | null;
 }
 
 export interface CompensationOutcome {

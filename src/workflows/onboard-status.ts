@@ -17,7 +17,7 @@ export class OnboardingTracker {
   private readonly prior: Partial<Record<StepName, StepState>> = {};
   private readonly compensationStarted: Partial<Record<StepName, number>> = {};
 
-  constructor(spec: ServerSpec, planned: readonly StepName[], gates: readonly StepName[]) {
+  constructor(spec: ServerSpec, planned: readonly StepName[], gates: readonly StepName[], stepQueue?: string) {
     this.status = {
       serverId: spec.id,
       phase: 'running',
@@ -27,6 +27,7 @@ export class OnboardingTracker {
       ) as OnboardingStatus['steps'],
       control: { pause: null, waitingBefore: null, approvalBefore: [...gates], approvals: [], cancel: null },
       timeline: [],
+      ...(stepQueue ? { stepQueue, waitingForWorker: null } : {}),
     };
     setHandler(statusQuery, () => this.status);
     this.publish();
@@ -57,10 +58,18 @@ export class OnboardingTracker {
   }
 
   /** The saga's hooks (all but the waits, which belong to operator control). */
-  sagaHooks(): Pick<SagaHooks, 'stepStarted' | 'stepDone' | 'stepFailed' | 'compensating' | 'compensated'> {
+  sagaHooks(): Pick<SagaHooks, 'stepStarted' | 'stepDone' | 'stepFailed' | 'compensating' | 'compensated' | 'waitingForWorker' | 'workerFound'> {
     const { status } = this;
     const lastEntry = (step: StepName) => [...this.timeline].reverse().find((e) => e.step === step);
     return {
+      waitingForWorker: (wait) => {
+        status.waitingForWorker = wait;
+        this.publish();
+      },
+      workerFound: () => {
+        status.waitingForWorker = null;
+        this.publish();
+      },
       stepStarted: (step) => {
         status.currentStep = step;
         Object.assign(status.steps[step], { state: 'running', startedAt: new Date().toISOString() });
@@ -164,6 +173,8 @@ export function renderDetails(s: OnboardingStatus): string {
   if (s.phase === 'awaiting-approval')
     lines.push(`⏳ **${STEP_TITLES[c.waitingBefore!]}** awaits approval: \`underlay approve ${s.serverId} --step ${c.waitingBefore}\``, '');
   if (c.cancel) lines.push(`✗ Cancelled by ${c.cancel.by}${c.cancel.reason ? ` (${cell(c.cancel.reason, 80)})` : ''}: rolling back`, '');
+  if (s.waitingForWorker)
+    lines.push(`⏳ **No worker for site ${s.waitingForWorker.site}** since ${s.waitingForWorker.since.slice(11, 19)}Z: ${s.waitingForWorker.detail}`, '');
   // Three columns: the UI's details panel is narrow and its markdown tables have no cell padding.
   lines.push('| step | state | what |', '|---|---|---|');
   for (const step of STEPS) {
@@ -186,4 +197,19 @@ export function renderDetails(s: OnboardingStatus): string {
     }
   }
   return lines.join('\n');
+}
+
+/** The markdown the Web UI shows as the onboarding's details: the server, and every planned step in one line. */
+export function onboardingDetails(spec: ServerSpec, planned: readonly StepName[], gates: readonly StepName[] = []): string {
+  const m = spec.management;
+  return [
+    `**Server** ${spec.id} · site ${spec.site} · rack ${spec.rack}`,
+    `**Hypervisor** ${spec.hypervisor.kind} · **management** ${m.user}@${m.address}:${m.port}`,
+    '',
+    '**Planned steps**',
+    '',
+    ...planned.map((s, i) => `${i + 1}. **${STEP_TITLES[s]}** — ${stepSummary(s, spec)}${gates.includes(s) ? ' · _waits for approval_' : ''}`),
+    '',
+    `Follow: \`underlay status ${spec.id} --watch\` · control: \`underlay pause|resume|cancel ${spec.id}\`${gates.length ? ` · \`underlay approve ${spec.id}\`` : ''}`,
+  ].join('\n');
 }

@@ -18,12 +18,18 @@ import type { OnboardingFailureReport, OperatorAction, StepStatus, TimelineEntry
 import { registerControl } from './onboard-control';
 import { OnboardingTracker } from './onboard-status';
 import { describeCompensations, rootMessage, runStepSaga, type Compensation } from './saga';
+import { checkRouting, type StepRouting } from './site-queue';
 
 export interface OnboardInput {
   /** A validated server spec (the client validates; every activity validates again). */
   spec: ServerSpec;
   /** Steps that wait for an operator's approval (`underlay approve`) before they run, e.g. ['hypervisor']. */
   approvalBefore?: StepName[];
+  /**
+   * Site queues: the step activities go to this task queue (`underlay-<site>`, polled by `underlay worker --site`),
+   * and the workflow reports when no worker of the site polls it. Absent: the workflow's own queue.
+   */
+  stepRouting?: StepRouting;
 }
 
 export interface OnboardResult {
@@ -41,20 +47,27 @@ export async function onboardServer(input: OnboardInput): Promise<OnboardResult>
   const planned = plannedSteps(spec);
   const gates = input.approvalBefore ?? [];
   checkGates(gates, planned);
+  const routing = input.stepRouting;
+  checkInputRouting(routing, spec);
 
-  const tracker = new OnboardingTracker(spec, planned, gates);
+  const tracker = new OnboardingTracker(spec, planned, gates, routing?.taskQueue);
   const control = registerControl(tracker, spec, planned, gates);
 
   // The runbook: every planned step in order; what changed is compensated newest first on failure or cancel.
   const outcome = await control.sagaScope.run(() =>
-    runStepSaga(spec, planned, {
-      ...tracker.sagaHooks(),
-      beforeStep: control.waitBefore,
-      async beforeFinish() {
-        // A cancel that arrived together with the last step's result still rolls everything back.
-        if (CancellationScope.current().consideredCancelled) throw new CancelledFailure('cancelled after the last step');
+    runStepSaga(
+      spec,
+      planned,
+      {
+        ...tracker.sagaHooks(),
+        beforeStep: control.waitBefore,
+        async beforeFinish() {
+          // A cancel that arrived together with the last step's result still rolls everything back.
+          if (CancellationScope.current().consideredCancelled) throw new CancelledFailure('cancelled after the last step');
+        },
       },
-    }),
+      routing,
+    ),
   );
 
   if (outcome.ok) {
@@ -100,6 +113,21 @@ function checkGates(gates: readonly StepName[], planned: readonly StepName[]): v
         message: `approvalBefore: ${JSON.stringify(g)} is not a step of this onboarding (steps: ${planned.join(', ')})`,
       });
     }
+  }
+}
+
+/** The step routing must be well-formed and for the spec's own site. */
+function checkInputRouting(routing: StepRouting | undefined, spec: ServerSpec): void {
+  let problem: string | undefined;
+  try {
+    checkRouting(routing);
+  } catch (err) {
+    problem = (err as Error).message;
+  }
+  if (!problem && routing && routing.site !== spec.site) problem = `stepRouting.site: ${routing.site} is not the spec's site ${spec.site}`;
+  if (problem) {
+    upsertSearchAttributes([{ key: SA_OUTCOME, value: 'failed' }]);
+    throw ApplicationFailure.create({ type: 'InvalidOnboardInput', nonRetryable: true, message: problem });
   }
 }
 

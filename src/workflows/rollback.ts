@@ -12,11 +12,14 @@ import { STEP_TITLES } from '../steps';
 import type { CompensationOutcome } from './messages';
 import { DRIFT_POLICY } from './policy';
 import { compensate, describeCompensations } from './saga';
+import { checkRouting, type StepRouting, type WorkerWait } from './site-queue';
 
 const { loadRollback } = proxyActivities<Activities>(DRIFT_POLICY.lookup);
 
 export interface RollbackInput {
   serverId: string;
+  /** Site queues: the undo activities go to the server's site queue (see OnboardInput.stepRouting). */
+  stepRouting?: StepRouting;
 }
 
 export interface RollbackResult {
@@ -27,13 +30,16 @@ export interface RollbackResult {
 }
 
 export async function rollbackServer(input: RollbackInput): Promise<RollbackResult> {
+  checkRouting(input.stepRouting);
   const plan = await loadRollback(input.serverId);
   const outcomes: CompensationOutcome[] = [];
+  let waiting: WorkerWait | null = null;
   const publish = (phase: string) =>
     setCurrentDetails(
       [
         `**${plan.serverId}** · ${phase} · undoing onboarding run \`${plan.runId}\``,
         '',
+        ...(waiting ? [`⏳ **No worker for site ${waiting.site}**: ${waiting.detail}`, ''] : []),
         '| step | rollback |',
         '|---|---|',
         ...plan.compensations.map((c) => `| ${STEP_TITLES[c.step]} | ${outcomes.find((o) => o.step === c.step)?.outcome ?? 'pending'} |`),
@@ -41,13 +47,26 @@ export async function rollbackServer(input: RollbackInput): Promise<RollbackResu
     );
   upsertSearchAttributes([{ key: SA_OUTCOME, value: 'rolling-back' }]);
   publish('rolling-back');
-  const done = await compensate(plan.spec, plan.compensations, {
-    compensating: (step) => upsertSearchAttributes([{ key: SA_STEP, value: `rollback:${step}` }]),
-    compensated: (_step, o) => {
-      outcomes.push(o);
-      publish('rolling-back');
+  const done = await compensate(
+    plan.spec,
+    plan.compensations,
+    {
+      compensating: (step) => upsertSearchAttributes([{ key: SA_STEP, value: `rollback:${step}` }]),
+      compensated: (_step, o) => {
+        outcomes.push(o);
+        publish('rolling-back');
+      },
+      waitingForWorker: (w) => {
+        waiting = w;
+        publish('rolling-back');
+      },
+      workerFound: () => {
+        waiting = null;
+        publish('rolling-back');
+      },
     },
-  });
+    input.stepRouting,
+  );
   const complete = done.every((o) => o.outcome !== 'failed');
   const phase = complete ? 'rolled-back' : 'rollback-incomplete';
   upsertSearchAttributes([{ key: SA_OUTCOME, value: phase }]);

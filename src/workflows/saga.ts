@@ -24,6 +24,7 @@ import { STEP_DEFS, STEP_TITLES, stepSummary, type StepName } from '../steps';
 import type { ServerSpec } from '../spec/server';
 import type { CompensationOutcome } from './messages';
 import { ROLLBACK_POLICY, STEP_POLICY } from './policy';
+import { watchedCall, type StepRouting, type WorkerWaitHooks } from './site-queue';
 
 // Each call carries a one-line summary (messages.ts stepSummary) that the Web UI shows next to the activity.
 type StepFn = ActivityFunctionWithOptions<(spec: ServerSpec) => Promise<StepResult>>;
@@ -38,6 +39,16 @@ const rollbacks = proxyActivities<StepActivities>(ROLLBACK_POLICY);
 /** Each step's rollback activity. */
 export const undoStep: Record<StepName, UndoFn> = Object.fromEntries(STEP_DEFS.map((d) => [d.name, rollbacks[d.activity.undo]])) as Record<StepName, UndoFn>;
 
+/** The apply and undo activities of a step on `routing`'s task queue (its site's), or on the workflow's own. */
+function stepCalls(step: StepName, routing: StepRouting | undefined): { apply: StepFn; undo: UndoFn } {
+  if (!routing) return { apply: applyStep[step], undo: undoStep[step] };
+  const d = STEP_DEFS.find((x) => x.name === step)!;
+  return {
+    apply: proxyActivities<StepActivities>({ ...STEP_POLICY[step], taskQueue: routing.taskQueue })[d.activity.apply],
+    undo: proxyActivities<StepActivities>({ ...ROLLBACK_POLICY, taskQueue: routing.taskQueue })[d.activity.undo],
+  };
+}
+
 /**
  * The summary of a step activity call in the Web UI's event history: the step's one line for the apply
  * (`bond0 ← eth1,eth2 · 802.3ad · fast`), `undo bond: restore the pre-state of bond0 ← …` for its rollback.
@@ -47,7 +58,7 @@ export function activitySummary(step: StepName, spec: ServerSpec, kind: 'apply' 
   return line.length > 200 ? `${line.slice(0, 199)}…` : line;
 }
 
-export interface SagaHooks {
+export interface SagaHooks extends WorkerWaitHooks {
   /**
    * Awaited before each step, in the saga's cancellable part: a wait here (pause, approval gate) ends in the
    * usual compensation when the saga is cancelled while waiting.
@@ -86,8 +97,11 @@ export interface Compensation {
   pre: unknown;
 }
 
-/** Applies `steps` in the given order; on failure compensates what changed and returns the failure. */
-export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], hooks: SagaHooks = {}): Promise<SagaOutcome> {
+/**
+ * Applies `steps` in the given order; on failure compensates what changed and returns the failure. With `routing`,
+ * every step activity (and its compensation) goes to the site's task queue, watched for a live worker.
+ */
+export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], hooks: SagaHooks = {}, routing?: StepRouting): Promise<SagaOutcome> {
   const compensations: Compensation[] = [];
   const results: Partial<Record<StepName, StepResult>> = {};
   let failedStep: StepName | null = null;
@@ -98,7 +112,8 @@ export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], 
       hooks.stepStarted?.(step);
       let result: StepResult;
       try {
-        result = await applyStep[step].executeWithOptions({ summary: activitySummary(step, spec, 'apply') }, [spec]);
+        const { apply } = stepCalls(step, routing);
+        result = await watchedCall(routing, () => apply.executeWithOptions({ summary: activitySummary(step, spec, 'apply') }, [spec]), hooks);
       } catch (err) {
         failedStep = step;
         const details = stepFailureDetails(err, step);
@@ -115,19 +130,20 @@ export async function runStepSaga(spec: ServerSpec, steps: readonly StepName[], 
     await hooks.beforeFinish?.();
     return { ok: true, results, compensations };
   } catch (err) {
-    const outcomes = await CancellationScope.nonCancellable(() => compensate(spec, compensations, hooks));
+    const outcomes = await CancellationScope.nonCancellable(() => compensate(spec, compensations, hooks, routing));
     return { ok: false, error: err, cancelled: isCancellation(err), failedStep, attempts, compensations: outcomes, results };
   }
 }
 
 /** Runs the compensations newest-first; one failing does not stop the others. */
-export async function compensate(spec: ServerSpec, compensations: Compensation[], hooks: SagaHooks): Promise<CompensationOutcome[]> {
+export async function compensate(spec: ServerSpec, compensations: Compensation[], hooks: SagaHooks, routing?: StepRouting): Promise<CompensationOutcome[]> {
   const outcomes: CompensationOutcome[] = [];
   for (const { step, pre } of compensations) {
     hooks.compensating?.(step);
     let outcome: CompensationOutcome;
     try {
-      const r = await undoStep[step].executeWithOptions({ summary: activitySummary(step, spec, 'undo') }, [spec, pre]);
+      const { undo } = stepCalls(step, routing);
+      const r = await watchedCall(routing, () => undo.executeWithOptions({ summary: activitySummary(step, spec, 'undo') }, [spec, pre]), hooks);
       outcome = { step, outcome: r.changes.length ? 'restored' : 'already-restored', changes: r.changes.length, ...(r.note ? { note: r.note } : {}) };
     } catch (err) {
       outcome = { step, outcome: 'failed', error: rootMessage(err) };

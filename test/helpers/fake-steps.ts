@@ -29,6 +29,13 @@ export class FakeHost {
   faults: Fault[] = [];
   /** Health a re-apply cannot fix, per step (a lost LACP partner on the fake switch): what its health() reports. */
   unhealthy: Partial<Record<StepName, string>> = {};
+  /** Each apply takes this long (heartbeating sleep), so onboardings overlap in time. */
+  applyMs = 0;
+  /** The host's own record of when any step first and last touched it (ms since epoch): its onboarding's span. */
+  firstAt?: number;
+  lastAt?: number;
+  /** Per step, when it was first and last touched (the benchmark's engine overhead: gaps between steps). */
+  spans: Partial<Record<StepName, [number, number]>> = {};
   /** Resolves when a blocking fault starts waiting (so a test can cancel mid-step). */
   blocked!: Promise<void>;
   private markBlocked!: () => void;
@@ -42,6 +49,25 @@ export class FakeHost {
   }
 
   async hit(step: StepName, phase: Phase, sleep: (ms: number) => Promise<void>): Promise<void> {
+    this.touch(step);
+    if (phase === 'apply' && this.applyMs) await sleep(this.applyMs);
+    try {
+      await this.fault(step, phase, sleep);
+    } finally {
+      this.touch(step);
+    }
+  }
+
+  private touch(step: StepName): void {
+    const now = Date.now();
+    this.firstAt ??= now;
+    this.lastAt = now;
+    const span = this.spans[step];
+    if (span) span[1] = now;
+    else this.spans[step] = [now, now];
+  }
+
+  private async fault(step: StepName, phase: Phase, sleep: (ms: number) => Promise<void>): Promise<void> {
     const f = this.faults.find((x) => x.step === step && x.phase === phase && (x.times ?? Infinity) > 0);
     if (!f) return;
     if (f.times !== undefined) f.times--;

@@ -41,6 +41,13 @@ export interface Sshd {
   authorize(publicKey: string): Promise<void>;
   /** Everything sshd logged to stderr so far (-e). */
   log(): string;
+  /** Logins sshd accepted so far (its own count: one per SSH handshake that authenticated). */
+  acceptedLogins(): number;
+  /**
+   * Kills the per-connection sshd processes (SIGKILL; the listener keeps running), so every open connection
+   * drops as a crashed peer or a cut cable would. Resolves with how many processes it killed.
+   */
+  dropConnections(): Promise<number>;
   /**
    * SIGKILL to sshd and every session process it forked (commands in flight die with their sessions; a process
    * that left the session — setsid, reparented — survives, as on a real host). The port stays free for restart().
@@ -153,6 +160,19 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
         }),
         authorize: (publicKey) => appendFile(authorizedKeys, publicKey.trim() + '\n'),
         log: () => log,
+        acceptedLogins: () => log.split('\n').filter((l) => l.startsWith('Accepted publickey')).length,
+        dropConnections: async () => {
+          let killed = 0;
+          for (const pid of await descendants(proc.pid!)) {
+            try {
+              process.kill(pid, 'SIGKILL');
+              killed++;
+            } catch {
+              /* already gone */
+            }
+          }
+          return killed;
+        },
         crash: async () => {
           const pids = [proc.pid!, ...(await descendants(proc.pid!))];
           const exited = proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => proc.once('exit', () => r()));

@@ -1,7 +1,9 @@
 /**
  * Worker metrics on a real Temporal dev server: onboardings over fake steps (test/helpers/fake-steps.ts), then
  * a scrape of the Runtime's Prometheus endpoint shows the SDK's own metrics and underlay's per-step histograms
- * and counters labelled by step, hypervisor, kind and outcome.
+ * and counters labelled by step, hypervisor, kind and outcome. And SSH session reuse: an onboarding whose steps
+ * run real commands over the worker's session pool against a real sshd (test/helpers/sshd.ts) — one connection for
+ * consecutive steps, a new one after the connection is cut, the handshakes saved counted on the same endpoint.
  *
  * The Runtime is process-global and installs once; node --test runs each file in its own process, so this file
  * installs it (with the exporter, exactly as `underlay worker --metrics` does) before anything else touches it —
@@ -12,7 +14,11 @@ import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { createActivities } from '../../src/activities';
+import { createActivities, type StepSet } from '../../src/activities';
+import { pooledSshConnector, SSH_HANDSHAKES_METRIC, SSH_SAVED_METRIC } from '../../src/activities/connect';
+import type { Step } from '../../src/activities/step';
+import { sh } from '../../src/drivers/shell';
+import { SshPool } from '../../src/transports/ssh-pool';
 import { startOnboarding } from '../../src/cli/onboarding';
 import { VerificationError } from '../../src/common/errors';
 import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
@@ -22,11 +28,13 @@ import type { ServerSpec } from '../../src/spec/server';
 import { metricsRuntimeOptions, parseMetricsAddress, STEP_COUNT_METRIC, STEP_DURATION_BUCKETS, STEP_DURATION_METRIC } from '../../src/workers/step-metrics';
 import { createWorker } from '../../src/workers/worker';
 import { FakeHost, fakeSteps, nullConnector } from '../helpers/fake-steps';
+import { startSshd, type Sshd } from '../helpers/sshd';
 import { TEMPORAL_BIN, workflowBundle } from '../helpers/temporal';
 
 let env: TestWorkflowEnvironment;
 let baseSpec: ServerSpec;
 let metricsUrl: string;
+let sshd: Sshd | undefined;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -58,6 +66,7 @@ before(async () => {
 });
 after(async () => {
   await env?.teardown();
+  await sshd?.stop();
 });
 
 interface Sample {
@@ -161,6 +170,76 @@ describe('worker metrics on the Prometheus endpoint', () => {
     const samples = await scrape();
     assert.equal(value(samples, STEP_COUNT_METRIC, { taskQueue, step: 'sriov', kind: 'apply', outcome: 'cancelled' }), 1);
     assert.equal(value(samples, STEP_COUNT_METRIC, { taskQueue, step: 'sriov', kind: 'rollback', outcome: 'ok' }), 1);
+  });
+
+  test('SSH session reuse: consecutive steps share one pooled connection, a cut connection is re-opened, the handshakes saved are counted', async () => {
+    sshd = await startSshd();
+    const pool = new SshPool();
+    const host = new FakeHost();
+    // The fake steps, each first asking the real host which TCP connection it came in on ($SSH_CONNECTION).
+    const seen: Array<{ step: string; end: string }> = [];
+    const base = fakeSteps(host) as Record<string, Step<unknown>>;
+    const steps = Object.fromEntries(
+      STEPS.map((name) => {
+        const b = base[name]!;
+        const probe: Step<unknown> = {
+          ...b,
+          async observe(io) {
+            const out = await io.host.read(sh`echo "$SSH_CONNECTION"`, { description: 'which connection' });
+            seen.push({ step: name, end: out.trim().split(' ').slice(0, 2).join(' ') });
+            return b.observe(io);
+          },
+          async verify(io) {
+            await b.verify(io);
+            // After the VLAN step, the host's side of every connection dies (a crashed sshd, a cut cable).
+            if (name === 'vlan') assert.ok((await sshd!.dropConnections()) >= 1);
+          },
+        };
+        return [name, probe];
+      }),
+    ) as StepSet;
+    const spec: ServerSpec = {
+      ...baseSpec,
+      id: `ssh-pool-${process.pid}`,
+      management: {
+        address: '127.0.0.1',
+        port: sshd.port,
+        user: sshd.user,
+        hostKey: sshd.hostKeyFingerprint,
+        credentials: { privateKeyFile: sshd.userKeyPath },
+      },
+    };
+    const taskQueue = `tq-${spec.id}`;
+    const logins = sshd.acceptedLogins();
+    const worker = await createWorker({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities(pooledSshConnector(pool), steps),
+      dataConverter: undefined,
+    });
+    const result = await worker.runUntil(async () => (await startOnboarding(env.client, spec, { taskQueue })).result());
+    pool.closeIdle();
+    for (const s of STEPS) assert.equal(result.steps[s].state, 'done', s);
+
+    const ends = (which: string[]) => new Set(seen.filter((x) => which.includes(x.step)).map((x) => x.end));
+    assert.equal(ends(['cable', 'bond', 'vlan']).size, 1, JSON.stringify(seen));
+    assert.equal(ends(['sriov', 'hypervisor', 'attach']).size, 1, JSON.stringify(seen));
+    assert.notDeepEqual([...ends(['cable'])], [...ends(['attach'])], 'a new connection after the cut');
+    assert.equal(sshd.acceptedLogins() - logins, 2, 'two handshakes in all (sshd counted the logins)');
+    // After the cut, the first lease may have found the dead session before its connection closed: that attempt
+    // failed at the transport (retryable), the session was dropped, the retry connected anew.
+    const stats = pool.stats();
+    assert.equal(stats.handshakes, 2);
+    assert.ok(stats.reused === 4 || stats.reused === 5, JSON.stringify(stats));
+    assert.equal(stats.dropped, 1, JSON.stringify(stats));
+
+    const samples = await scrape();
+    const sum = (name: string) => find(samples, name, { taskQueue }).reduce((n, s) => n + s.value, 0);
+    assert.equal(sum(SSH_HANDSHAKES_METRIC), 2);
+    assert.equal(sum(SSH_SAVED_METRIC), stats.reused);
+    assert.equal(find(samples, SSH_SAVED_METRIC, { taskQueue, activityType: 'configureBond' })[0]?.value, 1);
   });
 
   test('the metrics address is validated', () => {
