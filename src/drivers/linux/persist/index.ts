@@ -223,11 +223,12 @@ export interface BondActivation {
 
 /** The file changes, wrapped in what makes the manager apply them now. */
 /**
- * `ifup` that also brings back an interface someone deleted at runtime: ifupdown still lists it in
- * /run/network/ifstate, so a plain `ifup` would do nothing; `--force` ignores that record when the link is gone.
+ * `ifup` that also brings back an interface someone deleted at runtime: ifupdown still lists it as up in
+ * /run/network/ifstate, so a plain `ifup` would do nothing. Only then is that record dropped first (`ifdown
+ * --force` of the missing link); otherwise this is the plain `ifup` ifupdown runs at boot.
  */
 function ifupShell(name: string): Shell {
-  return sh`{ if [ -e /sys/class/net/${name} ]; then ifup ${name}; else ifup --force ${name}; fi; }`;
+  return sh`{ if ! [ -e /sys/class/net/${name} ] && ifquery --state ${name} >/dev/null 2>&1; then ifdown --force ${name} >/dev/null 2>&1 || true; fi; ifup ${name}; }`;
 }
 
 export function applyBondScript(m: NetManager, b: BondConfig, files: Shell | null, a: BondActivation): Shell {
