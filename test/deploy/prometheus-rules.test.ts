@@ -1,7 +1,7 @@
 /**
  * The shipped alert rules (deploy/prometheus/underlay-rules.yml) checked and unit-tested by Debian's promtool:
  * `promtool check rules` (syntax, PromQL) and `promtool test rules` on underlay-rules.test.yml, which drives every
- * alert through series that fire it and series that must not. Cost: ≈ 0.5 s.
+ * alert through series that fire it and series that must not; docs/monitoring.md names every alert and panel. Cost: ≈ 2 s.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -48,4 +48,18 @@ test('every alert of the rules file is exercised by a firing case in the unit te
     alerts.filter((a) => !fired.has(a)),
     [],
   );
+});
+
+test('docs/monitoring.md names every alert and every dashboard panel with its query', () => {
+  const doc = readFileSync(resolve(__dirname, '../../docs/monitoring.md'), 'utf8');
+  const rules = parse(readFileSync(join(dir, 'underlay-rules.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert: string }> }> };
+  const missing = rules.groups.flatMap((g) => g.rules.map((r) => r.alert)).filter((a) => !doc.includes(`\`${a}\``));
+  const dash = JSON.parse(readFileSync(resolve(__dirname, '../../deploy/grafana/underlay.json'), 'utf8')) as {
+    panels: Array<{ type: string; title: string; targets?: Array<{ expr: string }> }>;
+  };
+  for (const p of dash.panels.filter((x) => x.type !== 'row')) {
+    if (!doc.includes(`| ${p.title} |`)) missing.push(`panel ${p.title}`);
+    for (const t of p.targets ?? []) if (!doc.includes(t.expr.replaceAll('|', '\\|'))) missing.push(`query of ${p.title}`);
+  }
+  assert.deepEqual(missing, []);
 });
