@@ -6,7 +6,7 @@
  * docs/monitoring.md says why the host exposes it (one writer per host, no contradicting series from several
  * workers) and lists every metric.
  */
-import { InvalidSpecError, UnexpectedOutputError, type ErrorContext } from '../common/errors';
+import { InvalidSpecError, UnexpectedOutputError, UnsupportedPlatformError, type ErrorContext } from '../common/errors';
 import { writeScript } from '../drivers/linux/files';
 import { hasPartner, memberInService, parseProcNetBonding } from '../drivers/linux/parse/bonding';
 import { neighbourMatches, parseLldpJson0, describeNeighbour } from '../drivers/linux/parse/lldp';
@@ -23,6 +23,9 @@ import {
 } from '../drivers/linux/probe';
 import type { RemoteHost } from '../drivers/remote';
 import { vlanIfName, type ServerSpec } from '../spec/server';
+import { parseServerSpec } from '../spec/validate';
+import { assertSecretScope } from '../transports/secret-scope';
+import type { Connector } from './run-step';
 
 /** Debian's prometheus-node-exporter reads textfiles from here (its --collector.textfile.directory default). */
 export const DEFAULT_TEXTFILE_DIR = '/var/lib/prometheus/node-exporter';
@@ -340,4 +343,57 @@ export async function probeHost(host: RemoteHost, spec: ServerSpec, opts: ProbeO
     });
   }
   return health;
+}
+
+/**
+ * Probes the server a spec describes, over its management SSH session (the one a step would use): what
+ * `underlay health` runs. Linux hosts only (KVM, Xen); the textfile is written only when textfileDir is given.
+ */
+export async function probeServer(rawSpec: unknown, connect: Connector, opts: ProbeOptions = {}): Promise<HostHealth> {
+  const spec = parseServerSpec(rawSpec, 'spec');
+  if (spec.hypervisor.kind !== 'kvm' && spec.hypervisor.kind !== 'xen') {
+    throw new UnsupportedPlatformError(`the health probe reads Linux hosts; ${spec.id} runs ${spec.hypervisor.kind}`, {
+      host: spec.id,
+      field: 'hypervisor.kind',
+      expected: 'kvm or xen',
+      observed: spec.hypervisor.kind,
+    });
+  }
+  assertSecretScope(spec); // before any connection, as every step
+  const conn = await connect(spec, 'cable', () => undefined);
+  try {
+    return await probeHost(conn.host, spec, { ...opts, textfileDir: opts.textfileDir ?? null });
+  } finally {
+    conn.close();
+  }
+}
+
+/** A few lines for a terminal: what is unhealthy first, then the measurements. */
+export function renderHealth(h: HostHealth): string {
+  const out: string[] = [`${h.server} (${h.site}/${h.rack}) probed in ${h.durationSeconds.toFixed(1)} s`];
+  for (const g of h.gateways) {
+    const rtt = g.rttSeconds === null ? 'no answer' : `rtt ${(g.rttSeconds * 1000).toFixed(2)} ms`;
+    out.push(
+      `  ${g.lossRatio > 0 ? '✗' : '✓'} VLAN ${g.vlan} gateway ${g.gateway} via ${g.ifname}: loss ${Math.round(g.lossRatio * 100)}% (${g.received}/${g.transmitted}), ${rtt}`,
+    );
+  }
+  for (const b of h.bonds) {
+    const out1 = b.members.filter((m) => !m.inService).map((m) => m.nic);
+    out.push(
+      `  ${b.active === b.configured && b.partner ? '✓' : '✗'} ${b.name}: ${b.active}/${b.configured} ports in service${b.partner ? '' : ', no LACP partner'}${out1.length ? ` (out: ${out1.join(', ')})` : ''}`,
+    );
+  }
+  for (const n of h.nics) {
+    if (!n.present) {
+      out.push(`  ✗ ${n.nic}: absent`);
+      continue;
+    }
+    const errors = (n.counters.rx_errors ?? 0) + (n.counters.tx_errors ?? 0);
+    const speed = n.speedBytesPerSecond === null ? 'speed unknown' : `${(n.speedBytesPerSecond * 8) / 1e9} Gb/s`;
+    out.push(`  ${n.carrier ? '✓' : '✗'} ${n.nic}: ${n.carrier ? 'carrier' : 'no carrier'}, ${speed}, ${errors} errors since boot`);
+  }
+  for (const l of h.lldp) out.push(`  ${l.match ? '✓' : '✗'} ${l.nic} LLDP: expected ${l.expected}, observed ${l.observed}`);
+  if (h.sriov) out.push(`  ${h.sriov.observed === h.sriov.expected ? '✓' : '✗'} ${h.sriov.pf}: ${h.sriov.observed ?? '?'} of ${h.sriov.expected} VFs`);
+  for (const [part, ok] of Object.entries(h.parts)) if (!ok) out.push(`  ✗ the ${part} probe measured nothing`);
+  return out.join('\n');
 }

@@ -9,10 +9,10 @@
  * Cost: ≈ 10 s (three 10-request bursts at 0.2 s, sshd start).
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { evaluateProbe, probeHost, probeTargets, renderHealthTextfile, validTextfileDir, TEXTFILE_NAME } from '../../src/activities/probe';
 import { parseProcNetBonding } from '../../src/drivers/linux/parse/bonding';
@@ -260,5 +260,29 @@ describe('health probe over a real sshd, against network namespaces', () => {
     } finally {
       spec = saved;
     }
+  });
+
+  test('underlay health <spec> (bin/underlay) probes over the spec’s own SSH settings and prints the result', () => {
+    inNs('ip', 'addr', 'add', `${gw}/24`, 'dev', `${tag}g`); // the first test took the gateway away
+    const file = join(dir, 'spec.json');
+    writeFileSync(file, JSON.stringify({ ...spec, management: { ...spec.management, credentials: { privateKeyFile: sshd.userKeyPath } } }));
+    const root = resolve(__dirname, '../..');
+    const run = (...args: string[]) =>
+      spawnSync(join(root, 'bin/underlay'), ['health', file, '--count', '3', ...args], {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 120_000,
+        env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' },
+      });
+    const text = run();
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`✓ VLAN 100 gateway ${gw.replaceAll('.', '\\.')} via ${vlanIf}: loss 0% \\(3/3\\)`));
+    assert.match(text.stdout, new RegExp(`✓ ${nic}: carrier, 10 Gb/s`));
+    const json = run('--json');
+    assert.equal(json.status, 0, json.stderr);
+    assert.deepEqual(
+      (JSON.parse(json.stdout) as { gateways: Array<{ lossRatio: number }> }).gateways.map((g) => g.lossRatio),
+      [0],
+    );
   });
 });
