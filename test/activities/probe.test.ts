@@ -144,7 +144,7 @@ describe('health probe over a real sshd, against network namespaces', () => {
   const ns = `${tag}gw`;
   const nic = `${tag}n`; // the "NIC": a veth whose peer sits in the namespace
   const vlanIf = `${tag}v`; // the "VLAN interface": a veth to the gateway's namespace
-  const octet = 100 + (process.pid % 150);
+  const octet = 10 + (process.pid % 90); // 198.19.10–99 here, 198.19.150–249 in test/deploy/monitoring.test.ts (they may run at once)
   const gw = `198.19.${octet}.1`;
   let sshd: Sshd;
   let spec: ServerSpec;

@@ -42,7 +42,7 @@ const tag = `ulm${process.pid % 10000}`;
 const ns = `${tag}gw`;
 const nic = `${tag}n`; // the NIC: a veth whose peer sits in the namespace
 const vlanIf = `${tag}v`; // the VLAN interface: a veth to the gateway's namespace
-const octet = 100 + ((process.pid + 77) % 150);
+const octet = 150 + (process.pid % 100); // 198.19.150–249 here, 198.19.10–99 in test/activities/probe.test.ts (they may run at once)
 const gw = `198.19.${octet}.1`;
 
 let env: TestWorkflowEnvironment;
