@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # bsdutils: `script`, the pseudo-terminal of the `status --watch` test
 # systemd: `systemd-analyze verify|security` of the shipped worker unit (test/deploy); openssl: the TLS tests' CA;
 # xorriso: remastering the ESXi installer ISO (src/drivers/esxi/iso.ts)
-APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl xorriso)
+# prometheus (promtool + server), prometheus-node-exporter (textfile collector): the monitoring tests (issue 17);
+# iputils-ping, nftables: the health probe's gateway bursts and the loss the probe test injects in a namespace
+APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl xorriso prometheus prometheus-node-exporter iputils-ping nftables)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -19,6 +19,7 @@ import { Command } from 'commander';
 import { PLATFORM_STEP_SET } from '../activities';
 import { sshConnector } from '../activities/connect';
 import { planOnboarding, renderPlan } from '../activities/plan';
+import { DEFAULT_PING_COUNT, probeServer, renderHealth } from '../activities/probe';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { onboardingWorkflowId, TASK_QUEUE } from '../common/config';
 import { UnderlayError, InvalidSpecError, printable } from '../common/errors';
@@ -96,6 +97,19 @@ program
       if (err instanceof WorkflowNotFoundError) throw new Error(`no onboarding found for ${serverId} (workflow ${onboardingWorkflowId(serverId)})`);
       throw err;
     });
+  });
+
+program
+  .command('health <spec>')
+  .description(
+    'probe the host now over SSH: gateway loss and RTT per VLAN, bond ports, NIC links and errors, LLDP, VFs (changes nothing unless --textfile-dir)',
+  )
+  .option('--json', 'print JSON')
+  .option('--count <n>', 'echo requests per gateway', String(DEFAULT_PING_COUNT))
+  .option('--textfile-dir <dir>', "also write underlay.prom there on the host (node_exporter's textfile directory)")
+  .action(async (file: string, opts: { json?: boolean; count: string; textfileDir?: string }) => {
+    const h = await probeServer(await loadSpecFile(file), sshConnector, { count: Number(opts.count), textfileDir: opts.textfileDir ?? null });
+    console.log(opts.json ? JSON.stringify(h, null, 2) : renderHealth(h));
   });
 
 program
