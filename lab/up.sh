@@ -18,7 +18,7 @@ read -r -a IMAGES <<<"${UNDERLAY_LAB_SERVER_IMAGES:-}"
 N=${UNDERLAY_LAB_SERVERS:-$((${#IMAGES[@]} ? ${#IMAGES[@]} : 1))}
 BASE=${UNDERLAY_LAB_PORT_BASE:-22200}   # SSH: BASE+i (0 = switch); data-NIC mgmt: BASE+20+K, BASE+40+K; UDP cables: BASE+100+...
 MEM=${UNDERLAY_LAB_MEM:-256}
-NICE=${UNDERLAY_LAB_NICE:-0}   # CPU niceness of the VMs: the test suite runs them at 10, next to its other tests
+NICE=${UNDERLAY_LAB_NICE:-0}   # CPU niceness of the VMs (0..19)
 [[ $NICE =~ ^[0-9]+$ ]] && ((NICE <= 19)) || { echo "UNDERLAY_LAB_NICE must be 0..19" >&2; exit 2; }
 TIMEOUT=${UNDERLAY_LAB_BOOT_TIMEOUT:-$((300 + 60 * N))}   # the VMs share the host's cores while they boot
 log() { printf '[up %4ss] %s\n' "$SECONDS" "$*" >&2; }
