@@ -54,7 +54,20 @@ describe('step definitions', () => {
       assert.ok(names.includes(d.activity.undo), d.activity.undo);
     }
     const others = names.filter((n) => !stepOfActivity(n));
-    assert.deepEqual(others.sort(), ['findUnmanaged', 'loadInventoryPage', 'loadRollback', 'observeDrift', 'onboardingState', 'planOnboarding']);
+    assert.deepEqual(others.sort(), [
+      'blockingDrift',
+      'cancelOnboardings',
+      'findUnmanaged',
+      'loadFleetPage',
+      'loadInventoryPage',
+      'loadRollback',
+      'observeDrift',
+      'onboardingOutcomes',
+      'onboardingState',
+      'planOnboarding',
+      'resolveFleetSearch',
+      'siteQueueWorkers',
+    ]);
   });
 });
 
