@@ -28,7 +28,6 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { spawnDetached } from '../helpers/detached';
 import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/lab';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
-import { describePackageFaults } from './package-faults';
 
 const root = resolve(__dirname, '../..');
 const LINUX_STEPS = stepSetOf('kvm');
@@ -260,8 +259,6 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       w1.kill();
     }
   });
-
-  describePackageFaults(() => labSpec('server2'));
 
   test('resume: the worker dies during the bond step; a new worker finishes without repeating steps; macvtap attached', async () => {
     const spec = labSpec('server1');

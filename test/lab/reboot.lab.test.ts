@@ -33,6 +33,7 @@ import { rebootVm } from '../helpers/lab-host';
 import { rebootActivities } from '../helpers/reboot-steps';
 import { startTemporal } from '../helpers/temporal';
 import { applicationFailureOf } from '../helpers/failures';
+import { describePackageFaults } from './package-faults';
 
 const root = resolve(__dirname, '../..');
 // Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
@@ -318,3 +319,7 @@ describe('Xen steps on a real Debian host (no Xen boot here: the lab boots its k
     assert.deepEqual(await snapshot(xspec), before);
   });
 });
+
+// The package-database faults run on this lab's server too (a `fresh` host, its offline repo): this file runs next to
+// the main lab files, which keeps them off the longest path of the suite.
+describePackageFaults(() => spec);
