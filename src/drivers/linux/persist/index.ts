@@ -308,9 +308,14 @@ export function applyVlansScript(m: NetManager, vlans: readonly VlanConfig[], fi
   return join('&&', cmds);
 }
 
-/** Undoes VLANs: down through the manager, files restored, the VLANs the pre-state did not have deleted. */
-export function undoVlansScript(m: NetManager, vlans: readonly VlanConfig[], restore: Shell | null, remove: readonly string[]): Shell {
+/**
+ * Undoes VLANs: down through the manager, files restored, the VLANs the pre-state did not have deleted. Only what
+ * changes goes down: with the files as they were (undoing a drift remediation), just the VLANs to remove — taking
+ * the others down through ifupdown or NetworkManager would delete links the pre-state has.
+ */
+export function undoVlansScript(m: NetManager, all: readonly VlanConfig[], restore: Shell | null, remove: readonly string[]): Shell {
   const cmds: Shell[] = [];
+  const vlans = restore ? all : all.filter((v) => remove.includes(v.name));
   switch (m) {
     case 'networkd':
       if (restore) cmds.push(restore);
@@ -327,8 +332,8 @@ export function undoVlansScript(m: NetManager, vlans: readonly VlanConfig[], res
       break;
   }
   for (const name of remove) cmds.push(sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`);
-  if (m === 'networkd') cmds.push(sh`{ networkctl reconfigure ${[...new Set(vlans.map((v) => v.parent))]} 2>/dev/null || true; }`);
-  return join('&&', cmds);
+  if (m === 'networkd') cmds.push(sh`{ networkctl reconfigure ${[...new Set(all.map((v) => v.parent))]} 2>/dev/null || true; }`);
+  return cmds.length ? join('&&', cmds) : sh`true`;
 }
 
 // ---- the Xen bridge (attach step) -------------------------------------------------------------------------------
