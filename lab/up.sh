@@ -20,7 +20,7 @@ BASE=${UNDERLAY_LAB_PORT_BASE:-22200}   # SSH: BASE+i (0 = switch); data-NIC mgm
 MEM=${UNDERLAY_LAB_MEM:-256}
 NICE=${UNDERLAY_LAB_NICE:-0}   # CPU niceness of the VMs (0..19)
 [[ $NICE =~ ^[0-9]+$ ]] && ((NICE <= 19)) || { echo "UNDERLAY_LAB_NICE must be 0..19" >&2; exit 2; }
-TIMEOUT=${UNDERLAY_LAB_BOOT_TIMEOUT:-$((300 + 60 * N))}   # the VMs share the host's cores while they boot
+TIMEOUT=${UNDERLAY_LAB_BOOT_TIMEOUT:-$((420 + 90 * N))}   # the VMs share the host's cores while they boot (and with another lab in the test suite)
 log() { printf '[up %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ $N =~ ^[0-9]+$ ]] && ((N >= 1 && N <= 12)) || die "UNDERLAY_LAB_SERVERS must be 1..12 (switch PCI slots)"
