@@ -14,7 +14,7 @@ echo "== typecheck"; npx tsc --noEmit -p .
 echo "== lint"; npm run -s lint
 echo "== tests"
 # The main lab files share .lab, one after the other. The reboot lab file has a lab of its own (.lab-reboot,
-# ports 23200+, one server) and mostly waits for reboots: it runs after the rest of the suite, next to them.
+# ports 23200+, one server; the package-fault scenarios run there too) and mostly waits: it runs in the other lane.
 side=test/lab/reboot.lab.test.ts
 mapfile -t lab < <(find test/lab -name '*.test.ts' -not -path "$side" | sort)
 mapfile -t rest < <(find test -name '*.test.ts' -not -path 'test/lab/*' | sort)
