@@ -131,13 +131,16 @@ async function checkNamespace(s: TemporalSettings, service: NamespaceService): P
   }
 }
 
-/** The settings, announced, and a grpc-js connection to them whose namespace exists. */
-async function openConnection(opts: ConnectOptions): Promise<{ s: TemporalSettings; connection: Connection }> {
+/** The settings, announced, and a connection to them (grpc-js for clients, the core's for workers) whose namespace exists. */
+async function openChecked<C extends { workflowService: NamespaceService; close(): Promise<void> }>(
+  opts: ConnectOptions,
+  connect: (s: TemporalSettings) => Promise<C>,
+): Promise<{ s: TemporalSettings; connection: C }> {
   const s = loadTemporalSettings(opts.env);
   (opts.announce ?? toStderr)(describeTemporalSettings(s));
   const connection = await establish(
     s,
-    () => Connection.connect(s.connectionOptions),
+    () => connect(s),
     (c) => c.close(),
   );
   try {
@@ -152,7 +155,7 @@ async function openConnection(opts: ConnectOptions): Promise<{ s: TemporalSettin
 /** A client; with payload encryption when configured (default: from the environment; workers use the same keys). */
 export async function connectClient(dataConverter?: DataConverter, opts: ConnectOptions = {}): Promise<Client> {
   const dc = dataConverter ?? dataConverterFromEnv(opts.env);
-  const { s, connection } = await openConnection(opts);
+  const { s, connection } = await openChecked(opts, (x) => Connection.connect(x.connectionOptions));
   return new Client({ connection, namespace: s.namespace, ...(dc ? { dataConverter: dc } : {}) });
 }
 
@@ -169,25 +172,13 @@ export async function withClient<T>(fn: (client: Client) => Promise<T>, opts: Co
 /** The worker's connection (the Rust core's own gRPC client), checked like the client's. */
 export async function connectWorker(opts: ConnectOptions = {}): Promise<{ connection: NativeConnection; namespace: string; settings: TemporalSettings }> {
   loadCodecKeys(opts.env); // a broken encryption setting fails here, before connecting (createWorker uses it)
-  const s = loadTemporalSettings(opts.env);
-  (opts.announce ?? toStderr)(describeTemporalSettings(s));
-  const connection = await establish(
-    s,
-    () => NativeConnection.connect(s.connectionOptions),
-    (c) => c.close(),
-  );
-  try {
-    await checkNamespace(s, connection.workflowService);
-  } catch (err) {
-    await connection.close();
-    throw err;
-  }
+  const { s, connection } = await openChecked(opts, (x) => NativeConnection.connect(x.connectionOptions));
   return { connection, namespace: s.namespace, settings: s };
 }
 
 /** Connects, checks the namespace, and closes again: the codec server's start-up check of its profile. */
 export async function checkTemporal(opts: ConnectOptions = {}): Promise<TemporalSettings> {
-  const { s, connection } = await openConnection(opts);
+  const { s, connection } = await openChecked(opts, (x) => Connection.connect(x.connectionOptions));
   await connection.close();
   return s;
 }
