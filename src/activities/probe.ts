@@ -58,6 +58,8 @@ export interface BondHealth {
 export interface NicHealth {
   nic: string;
   present: boolean;
+  /** False for a NIC the spec marks `cabled: false` (an SR-IOV PF used for its VFs): no carrier is expected. */
+  cabled: boolean;
   carrier: boolean | null;
   speedBytesPerSecond: number | null;
   counters: Partial<Record<NicCounter, number>>;
@@ -160,6 +162,7 @@ export function evaluateProbe(spec: ServerSpec, sections: ProbeSection[], durati
       h.nics.push({
         nic,
         present: !absent.has(nic) && !!s,
+        cabled: spec.nics.find((n) => n.name === nic)?.cabled !== false,
         carrier: s?.carrier ?? null,
         speedBytesPerSecond: s?.speedMbps ? (s.speedMbps * 1_000_000) / 8 : null,
         counters: counters.get(nic) ?? {},
@@ -299,7 +302,8 @@ export function renderHealthTextfile(h: HostHealth): string {
   for (const n of h.nics) {
     add('underlay_nic_present', { nic: n.nic }, n.present ? 1 : 0);
     if (!n.present) continue;
-    add('underlay_nic_carrier', { nic: n.nic }, n.carrier ? 1 : 0);
+    // No carrier series for a NIC without a cable (the cable check does not expect one there either).
+    if (n.cabled) add('underlay_nic_carrier', { nic: n.nic }, n.carrier ? 1 : 0);
     if (n.speedBytesPerSecond !== null) add('underlay_nic_speed_bytes', { nic: n.nic }, n.speedBytesPerSecond);
     for (const c of NIC_COUNTERS) if (n.counters[c] !== undefined) add(COUNTER_METRIC[c], { nic: n.nic }, n.counters[c]);
   }
@@ -390,7 +394,10 @@ export function renderHealth(h: HostHealth): string {
     }
     const errors = (n.counters.rx_errors ?? 0) + (n.counters.tx_errors ?? 0);
     const speed = n.speedBytesPerSecond === null ? 'speed unknown' : `${(n.speedBytesPerSecond * 8) / 1e9} Gb/s`;
-    out.push(`  ${n.carrier ? '✓' : '✗'} ${n.nic}: ${n.carrier ? 'carrier' : 'no carrier'}, ${speed}, ${errors} errors since boot`);
+    const ok = n.carrier || !n.cabled;
+    out.push(
+      `  ${ok ? '✓' : '✗'} ${n.nic}: ${n.carrier ? 'carrier' : n.cabled ? 'no carrier' : 'no carrier (not cabled)'}, ${speed}, ${errors} errors since boot`,
+    );
   }
   for (const l of h.lldp) out.push(`  ${l.match ? '✓' : '✗'} ${l.nic} LLDP: expected ${l.expected}, observed ${l.observed}`);
   if (h.sriov) out.push(`  ${h.sriov.observed === h.sriov.expected ? '✓' : '✗'} ${h.sriov.pf}: ${h.sriov.observed ?? '?'} of ${h.sriov.expected} VFs`);
@@ -422,7 +429,7 @@ export function healthProblems(h: HostHealth): string[] {
     if (b.active < b.configured) p.push(`${b.name}: ${b.active}/${b.configured} ports in service`);
     if (!b.partner) p.push(`${b.name}: no LACP partner`);
   }
-  for (const n of h.nics) if (!n.present || !n.carrier) p.push(`${n.nic}: ${n.present ? 'no carrier' : 'absent'}`);
+  for (const n of h.nics) if (!n.present || (n.cabled && !n.carrier)) p.push(`${n.nic}: ${n.present ? 'no carrier' : 'absent'}`);
   for (const l of h.lldp) if (!l.match) p.push(`${l.nic} LLDP: expected ${l.expected}, observed ${l.observed}`);
   if (h.sriov && h.sriov.observed !== h.sriov.expected) p.push(`${h.sriov.pf}: ${h.sriov.observed ?? '?'} of ${h.sriov.expected} VFs`);
   for (const [part, ok] of Object.entries(h.parts)) if (!ok) p.push(`the ${part} probe measured nothing`);
