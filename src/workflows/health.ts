@@ -60,7 +60,7 @@ export interface HealthSweepSummary {
   counts: { servers: number; healthy: number; degraded: number; failed: number; skipped: number; invalid: number };
   /** One row per probed (or failed, or skipped) host, unhealthy ones kept first when more than HEALTH_LIMITS.rows. */
   rows: HealthRow[];
-  /** Rows left out (healthy ones, when the table was full). */
+  /** Rows left out when the table was full (healthy ones first). */
   omitted: number;
   invalid: string[];
 }
