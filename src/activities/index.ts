@@ -10,6 +10,7 @@ import { pooledSshConnector } from './connect';
 import { blockingDriftCheck, findUnmanaged, loadInventoryPage, observeDrift, onboardingState, type InventoryPageInput } from './drift';
 import { cancelOnboardings, loadFleetPage, onboardingOutcomes, resolveFleetSearch, type FleetPageInput, type FleetSearchFilter } from './fleet';
 import { planOnboarding } from './plan';
+import { probeHealth, type ProbeRequest } from './probe';
 import { loadRollback } from './rollback';
 import { queueWorkers } from './queues';
 import { PLATFORM_STEP_SET, type StepSet } from './registry';
@@ -20,6 +21,7 @@ export type { StepResult, UndoResult, StepFailureDetails, Change } from './step'
 export type { InventoryPage, InventoryPageInput, InvalidSpecFile, OnboardingState, UnmanagedServers } from './drift';
 export type { OnboardingPlan, StepPlan } from './plan';
 export type { RollbackPlan } from './rollback';
+export type { HealthRow, ProbeRequest } from './probe';
 export type { QueueWorkers } from './queues';
 export type { CancelOutcome, FleetEntry, FleetPage, FleetPageInput, FleetPageSource, FleetSearchFilter, RunOutcome } from './fleet';
 
@@ -61,6 +63,8 @@ export function createActivities(connect: Connector = pooledSshConnector(), step
     findUnmanaged: (dir: string) => findUnmanaged(client(), dir),
     /** Drift: every step's live state against the spec, over one SSH session; changes nothing. */
     observeDrift: (spec: unknown) => observeDrift(spec, connect, steps),
+    /** Health sweep: probe one host over one SSH session, write its node_exporter textfile there (read-only otherwise). */
+    probeHealth: (spec: unknown, req?: ProbeRequest) => probeHealth(spec, connect, req),
     /** Rollback: the compensations of the server's latest completed onboarding. */
     loadRollback: (serverId: string) => loadRollback(client(), serverId),
     /** Fleet: one page of the fleet's servers (inventory, spec files, or earlier onboardings' specs). */

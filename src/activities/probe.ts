@@ -58,6 +58,8 @@ export interface BondHealth {
 export interface NicHealth {
   nic: string;
   present: boolean;
+  /** False for a NIC the spec marks `cabled: false` (an SR-IOV PF used for its VFs): no carrier is expected. */
+  cabled: boolean;
   carrier: boolean | null;
   speedBytesPerSecond: number | null;
   counters: Partial<Record<NicCounter, number>>;
@@ -160,6 +162,7 @@ export function evaluateProbe(spec: ServerSpec, sections: ProbeSection[], durati
       h.nics.push({
         nic,
         present: !absent.has(nic) && !!s,
+        cabled: spec.nics.find((n) => n.name === nic)?.cabled !== false,
         carrier: s?.carrier ?? null,
         speedBytesPerSecond: s?.speedMbps ? (s.speedMbps * 1_000_000) / 8 : null,
         counters: counters.get(nic) ?? {},
@@ -299,7 +302,8 @@ export function renderHealthTextfile(h: HostHealth): string {
   for (const n of h.nics) {
     add('underlay_nic_present', { nic: n.nic }, n.present ? 1 : 0);
     if (!n.present) continue;
-    add('underlay_nic_carrier', { nic: n.nic }, n.carrier ? 1 : 0);
+    // No carrier series for a NIC without a cable (the cable check does not expect one there either).
+    if (n.cabled) add('underlay_nic_carrier', { nic: n.nic }, n.carrier ? 1 : 0);
     if (n.speedBytesPerSecond !== null) add('underlay_nic_speed_bytes', { nic: n.nic }, n.speedBytesPerSecond);
     for (const c of NIC_COUNTERS) if (n.counters[c] !== undefined) add(COUNTER_METRIC[c], { nic: n.nic }, n.counters[c]);
   }
@@ -390,10 +394,81 @@ export function renderHealth(h: HostHealth): string {
     }
     const errors = (n.counters.rx_errors ?? 0) + (n.counters.tx_errors ?? 0);
     const speed = n.speedBytesPerSecond === null ? 'speed unknown' : `${(n.speedBytesPerSecond * 8) / 1e9} Gb/s`;
-    out.push(`  ${n.carrier ? '✓' : '✗'} ${n.nic}: ${n.carrier ? 'carrier' : 'no carrier'}, ${speed}, ${errors} errors since boot`);
+    const ok = n.carrier || !n.cabled;
+    out.push(
+      `  ${ok ? '✓' : '✗'} ${n.nic}: ${n.carrier ? 'carrier' : n.cabled ? 'no carrier' : 'no carrier (not cabled)'}, ${speed}, ${errors} errors since boot`,
+    );
   }
   for (const l of h.lldp) out.push(`  ${l.match ? '✓' : '✗'} ${l.nic} LLDP: expected ${l.expected}, observed ${l.observed}`);
   if (h.sriov) out.push(`  ${h.sriov.observed === h.sriov.expected ? '✓' : '✗'} ${h.sriov.pf}: ${h.sriov.observed ?? '?'} of ${h.sriov.expected} VFs`);
   for (const [part, ok] of Object.entries(h.parts)) if (!ok) out.push(`  ✗ the ${part} probe measured nothing`);
   return out.join('\n');
+}
+
+// ---------------------------------------------------------------- the scheduled sweep's activity
+
+/** A host's last health in a few fields: what the health sweep records and the Web UI shows. */
+export interface HealthRow {
+  serverId: string;
+  status: 'healthy' | 'degraded' | 'failed' | 'skipped';
+  /** ISO time of the probe (the host's clock); absent when it did not run. */
+  probedAt?: string;
+  gateways: Array<{ vlan: number; loss: number; rttMs: number | null }>;
+  bond?: { active: number; configured: number; partner: boolean };
+  /** What is wrong, one short line each (at most MAX_PROBLEMS), or why the probe failed or was skipped. */
+  problems: string[];
+}
+
+const MAX_PROBLEMS = 6;
+
+/** What is wrong with a host's health, one line each: the conditions the alert rules look at. */
+export function healthProblems(h: HostHealth): string[] {
+  const p: string[] = [];
+  for (const g of h.gateways) if (g.lossRatio > 0) p.push(`VLAN ${g.vlan} gateway ${g.gateway}: loss ${Math.round(g.lossRatio * 100)}%`);
+  for (const b of h.bonds) {
+    if (b.active < b.configured) p.push(`${b.name}: ${b.active}/${b.configured} ports in service`);
+    if (!b.partner) p.push(`${b.name}: no LACP partner`);
+  }
+  for (const n of h.nics) if (!n.present || (n.cabled && !n.carrier)) p.push(`${n.nic}: ${n.present ? 'no carrier' : 'absent'}`);
+  for (const l of h.lldp) if (!l.match) p.push(`${l.nic} LLDP: expected ${l.expected}, observed ${l.observed}`);
+  if (h.sriov && h.sriov.observed !== h.sriov.expected) p.push(`${h.sriov.pf}: ${h.sriov.observed ?? '?'} of ${h.sriov.expected} VFs`);
+  for (const [part, ok] of Object.entries(h.parts)) if (!ok) p.push(`the ${part} probe measured nothing`);
+  return p;
+}
+
+export function healthRow(h: HostHealth): HealthRow {
+  const problems = healthProblems(h);
+  const bond = h.bonds[0];
+  return {
+    serverId: h.server,
+    status: problems.length ? 'degraded' : 'healthy',
+    probedAt: new Date(h.timestamp * 1000).toISOString(),
+    gateways: h.gateways.map((g) => ({
+      vlan: g.vlan,
+      loss: Math.round(g.lossRatio * 1000) / 1000,
+      rttMs: g.rttSeconds === null ? null : Math.round(g.rttSeconds * 1e6) / 1000,
+    })),
+    ...(bond ? { bond: { active: bond.active, configured: bond.configured, partner: bond.partner } } : {}),
+    problems: problems.slice(0, MAX_PROBLEMS).map((x) => (x.length > 160 ? `${x.slice(0, 159)}…` : x)),
+  };
+}
+
+export interface ProbeRequest {
+  /** Echo requests per gateway (1–100; default 10). */
+  count?: number;
+  /** node_exporter's textfile directory on the host (default DEFAULT_TEXTFILE_DIR). */
+  textfileDir?: string;
+}
+
+/**
+ * The health sweep's activity: probes one host over one SSH session and writes its textfile there; returns the
+ * compact row (the full result stays on the host, as underlay.prom).
+ */
+export async function probeHealth(rawSpec: unknown, connect: Connector, req: ProbeRequest = {}): Promise<HealthRow> {
+  const count = req.count ?? DEFAULT_PING_COUNT;
+  if (!Number.isInteger(count) || count < 1 || count > 100) {
+    throw new InvalidSpecError('bad probe request', [{ path: 'count', message: `${String(count)}: an integer 1–100` }]);
+  }
+  const textfileDir = validTextfileDir(req.textfileDir ?? DEFAULT_TEXTFILE_DIR);
+  return healthRow(await probeServer(rawSpec, connect, { count, textfileDir }));
 }

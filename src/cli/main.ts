@@ -32,6 +32,7 @@ import { withClient } from '../workers/connection';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
 import { registerDriftCommands } from './drift';
 import { registerFleetCommands } from './fleet';
+import { registerHealthCommands } from './health';
 import { registerControlCommands } from './control';
 import { loadRollback } from '../activities/rollback';
 import { describeCompensations } from '../workflows/saga';
@@ -99,8 +100,9 @@ program
     });
   });
 
-program
-  .command('health <spec>')
+const healthCommand = program
+  .command('health')
+  .argument('<spec>', 'spec file of the host to probe (or a subcommand: run, schedule, status, unschedule)')
   .description(
     'probe the host now over SSH: gateway loss and RTT per VLAN, bond ports, NIC links and errors, LLDP, VFs (changes nothing unless --textfile-dir)',
   )
@@ -169,6 +171,7 @@ program
   });
 
 registerDriftCommands(program);
+registerHealthCommands(healthCommand);
 registerFleetCommands(program);
 registerControlCommands(program);
 

@@ -28,6 +28,8 @@ export function driftWorkflowId(serverId: string): string {
 
 /** The Temporal Schedule that starts drift sweeps, and the workflow id prefix of the sweeps it starts. */
 export const DRIFT_SCHEDULE_ID = 'underlay-drift';
+/** The Schedule of the fleet's health probes (`underlay health schedule`). */
+export const HEALTH_SCHEDULE_ID = 'underlay-health';
 
 /** Default frontend address: the local dev server (scripts/dev-server.sh). */
 export const DEFAULT_TEMPORAL_ADDRESS = '127.0.0.1:7233';

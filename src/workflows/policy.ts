@@ -38,3 +38,14 @@ export const DRIFT_POLICY = {
   unmanaged: { startToCloseTimeout: '15m', heartbeatTimeout: '1m', retry: { initialInterval: '2s', maximumAttempts: 5, nonRetryableErrorTypes } },
   observe: policy('5m', 3),
 } satisfies Record<string, ActivityOptions>;
+
+/**
+ * Health sweeps: the probe reads the host and writes one textfile (≈ 3 s: parallel 2 s ping bursts). Two
+ * attempts at most, so a run opens at most two SSH sessions per host; the next scheduled run probes again.
+ */
+export const HEALTH_POLICY = {
+  probe: {
+    startToCloseTimeout: '2m',
+    retry: { initialInterval: '5s', maximumAttempts: 2, nonRetryableErrorTypes },
+  },
+} satisfies Record<string, ActivityOptions>;

@@ -26,6 +26,7 @@ import { approveDrift } from '../../src/cli/drift';
 import { driftWorkflowId } from '../../src/common/config';
 import type { WorkflowHandle } from '@temporalio/client';
 import { spawnDetached } from '../helpers/detached';
+import { describeHealthFaults } from './health-faults';
 import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/lab';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
@@ -380,4 +381,7 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       assert.deepEqual(await snapshot(spec), clean);
     });
   });
+
+  // Health probes on the same host, as the drift scenarios leave it (clean): health-faults.ts.
+  describeHealthFaults(() => ({ env, spec: labSpec('server1', { attach: 'ovs' }) }));
 });
