@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
+import { BENCHMARKS_INTRO, benchmarksDoc } from '../../bench/doc';
 import { disableStanzasAwk, inventoryYaml, lacpHolds, networkPlan, playbookYaml, rawSshScript } from '../../bench/lab-contenders';
 import { bondConfig } from '../../src/activities/bond';
 import { renderBondFiles, renderVlanFiles } from '../../src/drivers/linux/persist';
@@ -214,3 +215,16 @@ test(
     }
   },
 );
+
+test('--write with --only replaces that run’s own section of docs/benchmarks.md and keeps the others', () => {
+  const whole = benchmarksDoc('', '## Measured: size `medium`\n\nengine table\n');
+  assert.ok(whole.startsWith(BENCHMARKS_INTRO));
+  const withLab = benchmarksDoc(whole, '## Measured: size `smoke`, `--only lab`\n\nlab table 1\n', ['lab']);
+  assert.match(withLab, /engine table[\s\S]*<!-- bench --only lab -->\n## Measured: size `smoke`, `--only lab`\n\nlab table 1\n<!-- \/bench --only lab -->\n$/);
+  const again = benchmarksDoc(withLab, '## Measured: size `full`, `--only lab`\n\nlab table 2\n', ['lab']);
+  assert.doesNotMatch(again, /lab table 1/);
+  assert.match(again, /engine table[\s\S]*lab table 2/);
+  assert.equal(again.split('<!-- bench --only lab -->').length, 2);
+  // A whole run (no --only) rewrites the file.
+  assert.doesNotMatch(benchmarksDoc(again, '## Measured: size `smoke`\n\nnew\n'), /lab table|engine table/);
+});
