@@ -40,6 +40,21 @@ const CONTENDERS = ['raw SSH', 'underlay', 'ansible-playbook'] as const;
 type Contender = (typeof CONTENDERS)[number];
 const RUN_TIMEOUT_MS = 20 * 60_000;
 
+/**
+ * The contenders of a run (UNDERLAY_BENCH_LAB_CONTENDERS, comma-separated `raw`, `underlay`, `ansible`; default all
+ * three). The raw script always runs first: it is the baseline.
+ */
+export function labContenders(list: string | undefined): Contender[] {
+  if (!list) return [...CONTENDERS];
+  const names: Record<string, Contender> = { raw: 'raw SSH', underlay: 'underlay', ansible: 'ansible-playbook' };
+  const picked = list.split(',').map((n) => {
+    const c = names[n.trim()];
+    if (!c) throw new Error(`UNDERLAY_BENCH_LAB_CONTENDERS: unknown contender ${JSON.stringify(n)} (raw, underlay, ansible)`);
+    return c;
+  });
+  return CONTENDERS.filter((c) => c === 'raw SSH' || picked.includes(c));
+}
+
 interface LabPaths {
   dir: string;
   key: string;
@@ -298,6 +313,7 @@ export const labScenario: Scenario = {
   needs: 'lab',
   async run(ctx, size) {
     const sizes = HOSTS[size];
+    const contenders = labContenders(process.env.UNDERLAY_BENCH_LAB_CONTENDERS);
     const servers = Math.max(...sizes);
     ctx.log('lab: the pinned ansible-core (scripts/install-ansible.sh)');
     await exec('bash', [resolve(root, 'scripts/install-ansible.sh')], { timeout: 15 * 60_000 });
@@ -322,29 +338,36 @@ export const labScenario: Scenario = {
         const specs = specsFor(vms, hosts);
         const results: Partial<Record<Contender, { wall: number; handshakes: number; state: string }>> = {};
         let reference: string | undefined;
-        for (const c of CONTENDERS) {
+        for (const c of contenders) {
           for (const vm of vms) await restoreVm(vm, SNAPSHOT);
           const logins0 = await Promise.all(vms.map(acceptedLogins));
           ctx.log(`lab: ${c} on ${hosts} host(s)`);
           const t0 = Date.now();
-          const detail = c === 'raw SSH' ? await runRaw(ctx, vms, specs) : c === 'underlay' ? await runUnderlay(ctx, specs) : await runAnsible(ctx, vms, specs);
+          // A contender that fails or overruns its bound is a row saying so (with the time it had), not a lost run.
+          const detail = await (c === 'raw SSH' ? runRaw(ctx, vms, specs) : c === 'underlay' ? runUnderlay(ctx, specs) : runAnsible(ctx, vms, specs)).then(
+            (d) => ({ ok: true as const, d }),
+            (e: unknown) => ({ ok: false as const, d: [String(e instanceof Error ? e.message : e).slice(-1500)] }),
+          );
           const wall = (Date.now() - t0) / 1000;
           const logins1 = await Promise.all(vms.map(acceptedLogins));
           const states = await Promise.all(vms.map((vm, i) => endState(vm, specs[i]!)));
           const problems = states.flatMap((s, i) => s.problems.map((p) => `${vms[i]}: ${p}`));
           const fp = JSON.stringify(states.map((s) => s.fingerprint));
-          reference ??= fp;
-          const state = problems.length
-            ? `wrong: ${problems.join('; ')}`
-            : fp === reference
-              ? 'onboarded, same as raw SSH'
-              : 'onboarded, files differ from raw SSH';
-          if (fp !== reference) notes.push(`${c}, ${hosts} host(s): end state ${fp} vs raw SSH ${reference}`);
+          if (c === 'raw SSH' && detail.ok && !problems.length) reference = fp;
+          const state = !detail.ok
+            ? `did not finish (${wall >= RUN_TIMEOUT_MS / 1000 - 1 ? `killed at its ${RUN_TIMEOUT_MS / 60_000}-min bound` : 'failed'})`
+            : problems.length
+              ? `wrong: ${problems.join('; ')}`
+              : fp === reference
+                ? 'onboarded, same as raw SSH'
+                : 'onboarded, files differ from raw SSH';
+          if (detail.ok && !problems.length && fp !== reference) notes.push(`${c}, ${hosts} host(s): end state ${fp} vs raw SSH ${reference}`);
           results[c] = { wall, handshakes: logins1.reduce((a, b) => a + b, 0) - logins0.reduce((a, b) => a + b, 0), state };
-          notes.push(`${c}, ${hosts} host(s): ${detail.join('; ')}`);
+          notes.push(`${c}, ${hosts} host(s): ${detail.d.join('; ')}`);
+          ctx.log(`lab: ${c}, ${hosts} host(s): ${wall.toFixed(1)} s, ${results[c].handshakes} handshakes, ${state} — ${detail.d.join('; ')}`);
         }
-        const base = results['raw SSH']!.wall;
-        for (const c of CONTENDERS) {
+        const base = results['raw SSH']?.wall ?? NaN;
+        for (const c of contenders) {
           const r = results[c]!;
           rows.push([c, hosts, r.wall, ratio(r.wall, base), r.handshakes, r.state]);
         }
@@ -357,7 +380,7 @@ export const labScenario: Scenario = {
         columns: ['contender', 'hosts', 'wall s', 'vs raw SSH', 'SSH handshakes', 'end state'],
         rows,
         notes: [
-          `hosts restored from one VM snapshot (savevm after python3 was checked) before every contender; order raw SSH, underlay, ansible-playbook; lab image ifupdown (KVM set installed: the hypervisor step only verifies)`,
+          `hosts restored from one VM snapshot (savevm after python3 was checked) before every contender; order ${contenders.join(', ')}; lab image ifupdown (KVM set installed: the hypervisor step only verifies)`,
           `python3 on the hosts (for Ansible's modules): ${pythons.join(', ')}`,
           `SSH handshakes: sshd's accepted logins in each guest's journal during the run, summed over hosts`,
           `load average ${load0.toFixed(1)} at the start, ${load1.toFixed(1)} at the end; ${qemu} QEMU processes on the machine (this lab: ${servers + 1})`,
