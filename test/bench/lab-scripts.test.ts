@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { BENCHMARKS_INTRO, benchmarksDoc } from '../../bench/doc';
+import { labContenders } from '../../bench/lab-onboarding';
 import { disableStanzasAwk, inventoryYaml, lacpHolds, networkPlan, playbookYaml, rawSshScript } from '../../bench/lab-contenders';
 import { bondConfig } from '../../src/activities/bond';
 import { renderBondFiles, renderVlanFiles } from '../../src/drivers/linux/persist';
@@ -227,4 +228,11 @@ test('--write with --only replaces that run’s own section of docs/benchmarks.m
   assert.equal(again.split('<!-- bench --only lab -->').length, 2);
   // A whole run (no --only) rewrites the file.
   assert.doesNotMatch(benchmarksDoc(again, '## Measured: size `smoke`\n\nnew\n'), /lab table|engine table/);
+});
+
+test('UNDERLAY_BENCH_LAB_CONTENDERS picks contenders; the raw-SSH baseline always runs, first', () => {
+  assert.deepEqual(labContenders(undefined), ['raw SSH', 'underlay', 'ansible-playbook']);
+  assert.deepEqual(labContenders('ansible,underlay'), ['raw SSH', 'underlay', 'ansible-playbook']);
+  assert.deepEqual(labContenders('underlay'), ['raw SSH', 'underlay']);
+  assert.throws(() => labContenders('raw,salt'), /unknown contender "salt"/);
 });
