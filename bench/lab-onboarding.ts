@@ -13,7 +13,8 @@
  * SSH handshakes are counted on the host (sshd's "Accepted publickey" lines in the guest's journal).
  *
  * Lab: `UNDERLAY_LAB_DIR` / `UNDERLAY_LAB_PORT_BASE` of the environment, else <repo>/.lab-bench and 26200. A lab
- * already running there with enough `ifupdown` servers is reused (and left running); otherwise one is booted
+ * already running there with enough `ifupdown` servers is reused (and left running) — put back to the
+ * `bench-clean` snapshot the run that booted it took, refused without one; otherwise one is booted, snapshotted,
  * and stopped afterwards. Never part of CI: `needs: 'lab'` runs only when named (`--only lab`).
  */
 import { execFile } from 'node:child_process';
@@ -26,7 +27,7 @@ import { startOnboarding } from '../src/cli/onboarding';
 import type { ServerSpec } from '../src/spec/server';
 import { createWorker } from '../src/workers/worker';
 import { workerSshPool } from '../src/activities/connect';
-import { downLab, labSsh, restoreVm, snapshotVm, upLab } from '../lab/control';
+import { downLab, labSsh, listSnapshots, restoreVm, snapshotVm, upLab } from '../lab/control';
 import { labSpec, labVms } from '../lab/spec';
 import { workflowBundle } from '../test/helpers/temporal';
 import { inventoryYaml, playbookYaml, rawSshScript } from './lab-contenders';
@@ -324,8 +325,12 @@ export const labScenario: Scenario = {
       const vmsAll = Array.from({ length: servers }, (_, i) => `server${i + 1}`);
       const pythons: string[] = [];
       for (const vm of vmsAll) {
+        // A reused lab goes back to the snapshot its first run took (its hosts may carry an earlier contender's
+        // onboarding); only a lab with no such snapshot — one booted now — is snapshotted, once python3 is there.
+        if (!booted && (await listSnapshots(vm)).includes(SNAPSHOT)) await restoreVm(vm, SNAPSHOT);
+        else if (!booted) throw new Error(`${vm} of the reused lab has no '${SNAPSHOT}' snapshot: its state is unknown; boot a fresh lab (lab/lab down)`);
         pythons.push(`${vm}: ${await ensurePython(ctx, vm)}`);
-        await snapshotVm(vm, SNAPSHOT);
+        if (booted) await snapshotVm(vm, SNAPSHOT);
       }
       const rows: Table['rows'] = [];
       const notes: string[] = [];

@@ -72,6 +72,17 @@ export function restoreVm(name: string, tag: string): Promise<void> {
   return snapshotScript('restore', name, tag);
 }
 
+/** The tags of the VM's snapshots (lab/snapshot.sh list: QEMU `info snapshots`). */
+export async function listSnapshots(name: string): Promise<string[]> {
+  if (!/^(switch|server\d+)$/.test(name)) throw new Error(`not a lab VM name: ${JSON.stringify(name)}`);
+  const { stdout } = await run('bash', [resolve(root, 'lab/snapshot.sh'), 'list', name], { env: process.env, timeout: 120_000 });
+  // Rows: ID TAG VM-SIZE DATE VM-CLOCK ICOUNT (a header and "List of snapshots..." lines have no numeric ID).
+  return stdout
+    .split('\n')
+    .map((l) => /^\s*\d+\s+(\S+)\s/.exec(l)?.[1])
+    .filter((t): t is string => !!t);
+}
+
 /** Runs a command on a lab VM over the lab's shared SSH connection (lab/ssh.sh: pinned host key, lab key). */
 export async function labSsh(name: string, command: string, opts: { input?: string; timeoutMs?: number } = {}): Promise<string> {
   if (!/^(switch|server\d+)$/.test(name)) throw new Error(`not a lab VM name: ${JSON.stringify(name)}`);
