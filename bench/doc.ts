@@ -48,7 +48,8 @@ ports in the active aggregator, both gateways answer, the VF count, the libvirt 
 SHA-256 of \`/etc/network/interfaces\`, \`interfaces.d/*\` and the udev rule) must hold, and its fingerprint is compared
 with the raw script's. SSH handshakes are sshd's accepted logins in each guest's journal during the run. The lab
 lives in \`UNDERLAY_LAB_DIR\` / \`UNDERLAY_LAB_PORT_BASE\` (default \`.lab-bench\`, 26200); a lab already running
-there with enough \`ifupdown\` servers is reused, otherwise one is booted (≈ 2–6 min) and stopped afterwards.`;
+there with enough \`ifupdown\` servers is reused and put back to the \`bench-clean\` snapshot the run that booted it
+took (refused without one), otherwise one is booted (≈ 2–6 min), snapshotted, and stopped afterwards.`;
 
 /**
  * docs/benchmarks.md after a run: the intro, then the run's block. A run of the default scenarios replaces every
