@@ -76,10 +76,10 @@ export function restoreVm(name: string, tag: string): Promise<void> {
 export async function listSnapshots(name: string): Promise<string[]> {
   if (!/^(switch|server\d+)$/.test(name)) throw new Error(`not a lab VM name: ${JSON.stringify(name)}`);
   const { stdout } = await run('bash', [resolve(root, 'lab/snapshot.sh'), 'list', name], { env: process.env, timeout: 120_000 });
-  // Rows: ID TAG VM-SIZE DATE VM-CLOCK ICOUNT (a header and "List of snapshots..." lines have no numeric ID).
+  // Rows: ID TAG VM-SIZE DATE VM-CLOCK ICOUNT; the ID is a number, or "--" in the "present on all disks" list.
   return stdout
     .split('\n')
-    .map((l) => /^\s*\d+\s+(\S+)\s/.exec(l)?.[1])
+    .map((l) => /^\s*(?:\d+|--)\s+(\S+)\s/.exec(l)?.[1])
     .filter((t): t is string => !!t);
 }
 
