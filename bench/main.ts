@@ -2,14 +2,15 @@
  * npm run bench [-- smoke|medium|full] [--only engine,fleet,drift] [--write]
  *
  * Prints each scenario's table (with its ratios against a baseline measured in the same run); `--write` also
- * writes docs/benchmarks.md with the machine and the date. Smoke is the default (what CI runs, via
+ * writes docs/benchmarks.md with the machine and the date: the whole file for a run of the default scenarios, or,
+ * with `--only`, just the section of those scenarios (replaced if the file has one, else appended). Smoke is the default (what CI runs, via
  * test/bench/bench.test.ts, without writing).
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { machine, renderMarkdown, renderText, SIZES, type Size } from './harness';
 import { runBench } from './run';
-import { BENCHMARKS_INTRO } from './doc';
+import { benchmarksDoc } from './doc';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -23,16 +24,14 @@ async function main(): Promise<void> {
   for (const t of tables) console.log(`\n${renderText(t)}`);
   if (args.includes('--write')) {
     const file = resolve(__dirname, '../docs/benchmarks.md');
-    const text = [
-      BENCHMARKS_INTRO,
-      '',
-      `## Measured: size \`${size}\`, ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC`,
+    const block = [
+      `## Measured: size \`${size}\`${only ? `, \`--only ${only.join(',')}\`` : ''}, ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC`,
       '',
       `Machine: ${machine()}.`,
       '',
       ...tables.map((t) => `${renderMarkdown(t)}\n`),
     ].join('\n');
-    writeFileSync(file, text);
+    writeFileSync(file, benchmarksDoc(existsSync(file) ? readFileSync(file, 'utf8') : '', block, only));
     console.log(`\nwrote ${file}`);
   }
 }

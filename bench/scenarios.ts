@@ -17,6 +17,7 @@ import type { ServerSpec } from '../src/spec/server';
 import { createWorker } from '../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector, type FakeHost } from '../test/helpers/fake-steps';
 import { runInBackground, workflowBundle } from '../test/helpers/temporal';
+import { labScenario } from './lab-onboarding';
 import { percentile, ratio, rssSampler, type BenchContext, type Scenario, type Size, type Table } from './harness';
 
 const SIZES = {
@@ -272,5 +273,8 @@ const drift: Scenario = {
   },
 };
 
-/** In order: the drift sweep needs the fleet's onboarded inventory, the fleet's ratio the engine's throughput. */
-export const SCENARIOS: Scenario[] = [engine, fleetScenario, drift];
+/**
+ * In order: the drift sweep needs the fleet's onboarded inventory, the fleet's ratio the engine's throughput. The lab
+ * scenario (bench/lab-onboarding.ts) boots VMs: it runs only when named (`--only lab`), never in CI.
+ */
+export const SCENARIOS: Scenario[] = [engine, fleetScenario, drift, labScenario];

@@ -3,9 +3,8 @@
  * snapshot of a host's network/SR-IOV/package/libvirt state to prove a rollback returns it exactly, and
  * VM snapshots (QEMU savevm/loadvm, lab/snapshot.sh) to reset a VM in seconds instead of rebooting it.
  */
-import { execFile, execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { downLab, restoreVm, snapshotVm, upLab } from '../../lab/control';
 import { labSpec, labVm, labVms, type LabDataMgmt, type LabImage, type LabSpecOptions, type LabVm } from '../../lab/spec';
 import { sshTarget } from '../../src/activities/connect';
 import { SshSession } from '../../src/transports/ssh';
@@ -27,58 +26,17 @@ export interface FreshLabOptions {
  * specs reference the lab key `<lab dir>/id_ed25519`, and a worker reads credential files only from there.
  */
 export function freshLab(servers: number, opts: FreshLabOptions = {}): void {
-  if (opts.images && opts.images.length !== servers) throw new Error(`freshLab: ${opts.images.length} images for ${servers} servers`);
-  execFileSync('bash', [resolve(root, 'lab/down.sh')], { stdio: 'inherit' });
-  execFileSync('bash', [resolve(root, 'lab/up.sh')], {
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      UNDERLAY_LAB_SERVERS: String(servers),
-      UNDERLAY_LAB_SERVER_IMAGES: opts.images?.join(' ') ?? '',
-      UNDERLAY_LAB_DATA_MGMT: opts.dataMgmt?.join(' ') ?? '',
-    },
-    timeout: 20 * 60_000,
-  });
+  upLab(servers, opts);
   process.env.UNDERLAY_CREDENTIALS_DIR = process.env.UNDERLAY_LAB_DIR ?? resolve(root, '.lab');
 }
 
 export function stopLab(): void {
-  execFileSync('bash', [resolve(root, 'lab/down.sh')], { stdio: 'inherit' });
+  downLab();
 }
 
 export { labSpec, labVm, labVms, type LabDataMgmt, type LabImage, type LabSpecOptions, type LabVm };
 
-const run = promisify(execFile);
-const SNAPSHOT_TAG = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
-async function snapshotScript(op: 'save' | 'restore', name: string, tag: string): Promise<void> {
-  if (!/^(switch|server\d+)$/.test(name)) throw new Error(`not a lab VM name: ${JSON.stringify(name)}`);
-  if (!SNAPSHOT_TAG.test(tag)) throw new Error(`bad snapshot tag ${JSON.stringify(tag)} (letters, digits, . _ -; at most 64)`);
-  try {
-    const { stderr } = await run('bash', [resolve(root, 'lab/snapshot.sh'), op, name, tag], { env: process.env, timeout: 15 * 60_000 });
-    process.stderr.write(stderr);
-  } catch (e) {
-    const err = e as { stderr?: string; message: string };
-    throw new Error(`lab/snapshot.sh ${op} ${name} ${tag} failed: ${(err.stderr ?? '').trim() || err.message}`);
-  }
-}
-
-/**
- * Saves the running VM's whole state (RAM, devices, disk) as internal qcow2 snapshot `tag` in its overlay
- * (QEMU savevm; the VM pauses meanwhile, ~seconds for 256 MiB). A tag that exists is replaced.
- */
-export function snapshotVm(name: string, tag: string): Promise<void> {
-  return snapshotScript('save', name, tag);
-}
-
-/**
- * Puts the VM back to snapshot `tag` (QEMU loadvm), waits until it answers SSH again (on its port, or for a
- * server managed over its data NIC on either path) and sets its clock from the host. Open SSH sessions to the
- * VM die (their TCP state is gone); LACP with the switch re-converges by itself within seconds.
- */
-export function restoreVm(name: string, tag: string): Promise<void> {
-  return snapshotScript('restore', name, tag);
-}
+export { restoreVm, snapshotVm };
 
 /** Runs commands on a lab VM over one SSH session (pinned host key, lab key by reference). */
 export async function onHost<T>(spec: ServerSpec, fn: (run: (cmd: string, timeoutMs?: number) => Promise<string>) => Promise<T>): Promise<T> {
