@@ -398,6 +398,16 @@ async function readChurn(io: Io, bond: string): Promise<string[]> {
 
 async function undo(io: Io, pre: BondState, now: BondState): Promise<void> {
   const b = io.want.bond;
+  // Management moved onto the bond (commit-confirmed): undoing the bond would cut the session it runs over. The
+  // reverse move under a dead-man is not built yet: refuse, fail closed, rather than cut the host off.
+  const mgmt = await requireManagementInterface(io.host, 'bond', 'network.management');
+  const links = await listLinks(io.host);
+  if (mgmt === b.name || b.members.includes(mgmt) || links.get(mgmt)?.parent === b.name) {
+    throw new LockoutRiskError(
+      `undoing ${b.name} would cut the management session, which runs over ${mgmt}; moving management back off the bond (commit-confirmed, in reverse) is not built yet`,
+      { host: io.host.label, step: 'bond', field: 'network.management', expected: 'a session over a NIC outside the bond', observed: mgmt },
+    );
+  }
   const cfg = bondConfig(b);
   const manager = pre.persisted.manager;
   const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);

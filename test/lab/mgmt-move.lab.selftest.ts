@@ -12,6 +12,10 @@
  *      the new path only.
  *
  * Its own lab (dir .lab-move, ports 24600+, one server + the switch), so it runs next to the other lab files.
+ * `npm run test:lab-move`. Not in `npm test` yet (a .selftest file): scenario 3's reboot did not come back within
+ * 12 min on the loaded 2-core machine (systemd-networkd timed out at boot under TCG) and scenario 2 has not run
+ * yet; it joins CI once the whole file passes and its cost is measured (docs/management-move.md).
+ * UNDERLAY_MOVE_LAB_REUSE=1 runs it against an already booted lab (UNDERLAY_LAB_DIR / _PORT_BASE), for development.
  */
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
