@@ -7,14 +7,25 @@
  * configuration that had them before. Refuses to enslave the NIC that carries the management session.
  */
 import { LockoutRiskError, UnsupportedPlatformError } from '../common/errors';
-import { convergeFilesScript, restoreFilesScript } from '../drivers/linux/files';
-import { listLinks, requireManagementInterface } from '../drivers/linux/net';
+import { convergeFilesScript, restoreFilesScript, type FileHashes } from '../drivers/linux/files';
+import { listAddresses, listLinks, requireManagementInterface } from '../drivers/linux/net';
 import type { NetManager } from '../drivers/linux/netmgr';
-import { applyBondScript, bondFilePaths, renderBondFiles, undoBondScript, type BondConfig } from '../drivers/linux/persist';
+import {
+  applyBondScript,
+  bondFilePaths,
+  renderBondFiles,
+  renderVlanFiles,
+  undoBondScript,
+  vlanFilePaths,
+  vlanParentFile,
+  type BondConfig,
+  type VlanConfig,
+} from '../drivers/linux/persist';
 import { LACP_IN_SERVICE, NO_PARTNER_MAC } from '../drivers/linux/parse/ip-link';
 import { parseChurnedMembers } from '../drivers/linux/parse/text';
 import { join, sh, type Shell } from '../drivers/shell';
-import type { BondSpec, ServerSpec } from '../spec/server';
+import { vlanIfName, type BondSpec, type ServerSpec, type VlanSpec } from '../spec/server';
+import { commitConfirmed, moveMark, type MovePlan } from './move';
 import { diffState } from './diff';
 import { detectManager, fileChanges, ifupdownTakeover, memberOwner, observeFiles, type Detected } from './persist';
 import { pollUntilHolds, verificationFailure, type Problem } from './poll';
@@ -51,6 +62,38 @@ export interface BondWant {
   bond: BondSpec;
   serverId: string;
   spec: ServerSpec;
+  /** Management moves onto the bond (spec network.management): where to, and the confirm window. */
+  move?: ManagementMove;
+}
+
+export interface ManagementMove {
+  /** The bond or its VLAN that carries the management address afterwards. */
+  interface: string;
+  /** That VLAN of the spec (undefined: the bond itself). */
+  vlan?: VlanSpec;
+  windowSec: number;
+}
+
+export function managementMove(spec: ServerSpec): ManagementMove | undefined {
+  const m = spec.network.management;
+  if (!m || !spec.bond) return undefined;
+  const vlan = spec.vlans.find((v) => vlanIfName(v) === m.interface && v.parent === spec.bond!.name);
+  return { interface: m.interface, ...(vlan ? { vlan } : {}), windowSec: m.confirmWindowSeconds };
+}
+
+const vlanConfig = (v: VlanSpec): VlanConfig => ({ name: vlanIfName(v), parent: v.parent, id: v.id, ...(v.address ? { address: v.address } : {}) });
+
+/**
+ * The files the move writes besides the bond's own: the management VLAN's (networkd: its .netdev/.network and the
+ * bond's VLAN= drop-in). The VLAN step later finds them in place and adds the other VLANs next to them.
+ */
+function moveVlanFiles(manager: NetManager, want: BondWant): { paths: string[]; render: () => ReturnType<typeof renderVlanFiles> } {
+  const v = want.move?.vlan;
+  if (!v) return { paths: [], render: () => [] };
+  const cfg = vlanConfig(v);
+  const bondNetwork = bondFilePaths('networkd', bondConfig(want.bond))[1]!;
+  const paths = [...vlanFilePaths(manager, cfg), ...(manager === 'networkd' ? [vlanParentFile(want.bond.name, bondNetwork).dropIn] : [])];
+  return { paths, render: () => renderVlanFiles(manager, [cfg], want.serverId, { [want.bond.name]: bondNetwork }) };
 }
 
 type Io = StepIo<BondWant>;
@@ -117,7 +160,7 @@ async function observePersisted(io: Io, detected?: Detected): Promise<BondState[
   for (const n of [b.name, ...b.members]) owners[n] = memberOwner(facts, n);
   return {
     manager: choice.manager,
-    files: await observeFiles(io, [...own, ...takeover.paths]),
+    files: await observeFiles(io, [...own, ...takeover.paths, ...moveVlanFiles(choice.manager, io.want).paths]),
     foreignDefines: takeover.defining,
     owners,
     why: choice.why,
@@ -163,22 +206,34 @@ function convergeScript(name: string, now: Pick<BondState, 'bond' | 'members'>, 
   return cmds.length ? join('&&', cmds) : null;
 }
 
-async function guardManagement(io: Io): Promise<void> {
+/**
+ * Whether the change re-parents the interface that carries the management session. Refused (LockoutRiskError)
+ * unless the spec moves management onto the bond: then the change runs commit-confirmed (moveManagement).
+ */
+async function cutsManagement(io: Io): Promise<boolean> {
   const bond = io.want.bond;
   const mgmt = await requireManagementInterface(io.host, 'bond', 'bond.members');
-  if (bond.members.includes(mgmt) || mgmt === bond.name) {
-    throw new LockoutRiskError('refusing to re-parent the interface that carries the management session', {
+  if (!bond.members.includes(mgmt) && mgmt !== bond.name) return false;
+  if (io.want.move && mgmt !== bond.name) return true;
+  throw new LockoutRiskError(
+    'refusing to re-parent the interface that carries the management session (set network.management to move it onto the bond, commit-confirmed)',
+    {
       host: io.host.label,
       step: 'bond',
       field: 'bond.members',
       expected: 'members other than the management interface',
       observed: mgmt,
-    });
-  }
+    },
+  );
 }
 
 async function apply(io: Io, observed: BondState): Promise<void> {
-  await guardManagement(io);
+  // A move an earlier attempt armed: resume it (confirm or see the rollback), never apply twice.
+  if (moveMark(io, 'bond')) {
+    await commitConfirmed(io, movePlan(io, observed));
+    return;
+  }
+  const moving = await cutsManagement(io);
   const b = io.want.bond;
   const p = observed.persisted;
   const cfg = bondConfig(b);
@@ -205,8 +260,91 @@ async function apply(io: Io, observed: BondState): Promise<void> {
     ifupdownUp: [...b.members, ...(runtimeDiffers ? [b.name] : [])].filter((m) => p.owners[m] === 'ifupdown:up'),
     recreate: runtimeDiffers || foreignBond,
   });
+  if (moving) {
+    await commitConfirmed(io, movePlan(io, observed, script));
+    return;
+  }
   io.progress(`bond ${b.name}: writing ${p.manager} configuration and applying it (${p.why})`);
   await io.host.run(script, { description: `configure ${b.name} over ${b.members.join(', ')} through ${p.manager}`, timeoutMs: 180_000 });
+}
+
+/**
+ * The bond taking the NIC that carries the session, with the management address moving onto the bond's VLAN, as
+ * one commit-confirmed change (src/activities/move.ts): the bond's and the management VLAN's files, applied by the
+ * manager, run detached; the host restores the files and re-applies them unless confirmed over the new path.
+ * `bondScript` undefined: a retry resuming the transaction (nothing is armed then).
+ */
+function movePlan(io: Io, observed: BondState, bondScript?: ReturnType<typeof applyBondScript>): MovePlan {
+  const b = io.want.bond;
+  const move = io.want.move!;
+  const p = observed.persisted;
+  if (p.manager !== 'networkd') {
+    throw new UnsupportedPlatformError(`moving management onto the bond (commit-confirmed) is built for systemd-networkd hosts; this one runs ${p.manager}`, {
+      host: io.host.label,
+      step: 'bond',
+      field: 'network.management',
+      expected: 'systemd-networkd',
+      observed: p.manager,
+    });
+  }
+  const vlanFiles = moveVlanFiles(p.manager, io.want);
+  const vlanName = move.vlan ? vlanIfName(move.vlan) : undefined;
+  const change = bondScript
+    ? join('&&', [
+        ...[convergeFilesScript(vlanFiles.render(), p.files)].filter((x): x is NonNullable<typeof x> => x !== null),
+        bondScript,
+        // The manager creates the bond, then its VLAN from the drop-in: reconfigure the bond once it exists.
+        sh`for i in $(seq 1 40); do [ -e /sys/class/net/${b.name} ] && break; sleep 0.25; done; networkctl reconfigure ${b.name}`,
+      ])
+    : sh`false`;
+  const reactivate = join(';', [
+    sh`networkctl reload`,
+    ...(vlanName ? [sh`{ ! [ -e /sys/class/net/${vlanName} ] || ip link del dev ${vlanName}; }`] : []),
+    sh`{ ! [ -e /sys/class/net/${b.name} ] || ip link del dev ${b.name}; }`,
+    sh`networkctl reconfigure ${b.members}`,
+  ]);
+  const files = [...new Set([...Object.keys(p.files), ...vlanFiles.paths])].sort();
+  return {
+    purpose: 'bond',
+    files,
+    reactivate,
+    change,
+    windowSec: move.windowSec,
+    to: 'moved',
+    from: 'initial',
+    what: `management onto ${move.interface} (${b.name} ← ${b.members.join(', ')})`,
+    pre: { files: p.files, bond: observed.bond === null ? null : 'present' },
+    ...(bondScript ? {} : { resumeOnly: true }),
+    verifyNew: async () => {
+      const problems = await check(io);
+      if (problems.length || !move.vlan) return problems;
+      const addrs = await listAddresses(io.host);
+      const want = move.vlan.address;
+      if (want && !(addrs.get(vlanName!) ?? []).includes(want)) return [{ field: `${vlanName}.address`, expected: want, observed: addrs.get(vlanName!) ?? [] }];
+      if (move.vlan.gateway) {
+        const r = await io.host.run(sh`ping -c 2 -i 0.3 -W 1 -I ${vlanName!} ${move.vlan.gateway}`, {
+          description: `ping ${move.vlan.gateway} via ${vlanName}`,
+          okExitCodes: [0, 1, 2],
+          timeoutMs: 15_000,
+        });
+        if (r.exitCode !== 0) return [{ field: `${vlanName}.gateway`, expected: `${move.vlan.gateway} answers`, observed: 'no reply' }];
+      }
+      return [];
+    },
+    verifyRolledBack: async (_io, pre) => {
+      const want = pre as { files: FileHashes; bond: 'present' | null };
+      const [runtime, persisted] = [await observeRuntime(io), await observePersisted(io)];
+      const problems = diffState({ files: persisted.files, bond: runtime.bond === null ? null : 'present' }, want).map((c) => ({
+        field: c.field,
+        expected: c.to,
+        observed: c.from,
+      }));
+      const mgmt = await requireManagementInterface(io.host, 'bond', 'network.management');
+      if (!b.members.includes(mgmt))
+        problems.push({ field: 'management interface', expected: `one of ${b.members.join(', ')} (the pre-state)`, observed: mgmt });
+      return problems;
+    },
+  };
 }
 
 async function check(io: Io): Promise<Problem[]> {
@@ -260,6 +398,16 @@ async function readChurn(io: Io, bond: string): Promise<string[]> {
 
 async function undo(io: Io, pre: BondState, now: BondState): Promise<void> {
   const b = io.want.bond;
+  // Management moved onto the bond (commit-confirmed): undoing the bond would cut the session it runs over. The
+  // reverse move under a dead-man is not built yet: refuse, fail closed, rather than cut the host off.
+  const mgmt = await requireManagementInterface(io.host, 'bond', 'network.management');
+  const links = await listLinks(io.host);
+  if (mgmt === b.name || b.members.includes(mgmt) || links.get(mgmt)?.parent === b.name) {
+    throw new LockoutRiskError(
+      `undoing ${b.name} would cut the management session, which runs over ${mgmt}; moving management back off the bond (commit-confirmed, in reverse) is not built yet`,
+      { host: io.host.label, step: 'bond', field: 'network.management', expected: 'a session over a NIC outside the bond', observed: mgmt },
+    );
+  }
   const cfg = bondConfig(b);
   const manager = pre.persisted.manager;
   const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);
@@ -301,6 +449,10 @@ function diffBond(a: BondState, b: BondState): Change[] {
 }
 
 async function verify(io: Io): Promise<void> {
+  // A retry after the worker died between arm and confirm: the host may hold the moved state (nothing to apply) with
+  // the timer still running — confirm it over the new path, or see it roll back.
+  const mark = moveMark(io, 'bond');
+  if (mark && mark.phase !== 'confirmed') await commitConfirmed(io, movePlan(io, await observe(io)));
   await pollUntilHolds(io, `bond ${io.want.bond.name}`, () => check(io), LACP_VERIFY[io.want.bond.lacpRate]);
   const persisted = await persistedProblems(io);
   if (persisted.length) throw verificationFailure(io, `persisted configuration of ${io.want.bond.name}`, persisted);
@@ -308,7 +460,10 @@ async function verify(io: Io): Promise<void> {
 
 export const bondStep: Step<BondState, BondWant> = {
   name: 'bond',
-  want: (spec) => ({ bond: section(spec, 'bond', 'bond'), serverId: spec.id, spec }),
+  want: (spec) => {
+    const move = managementMove(spec);
+    return { bond: section(spec, 'bond', 'bond'), serverId: spec.id, spec, ...(move ? { move } : {}) };
+  },
   observe,
   plan,
   apply,

@@ -15,6 +15,7 @@ import type { ServerSpec } from '../spec/server';
 import type { PathName } from '../spec/management';
 import { RemoteHost } from '../drivers/remote';
 import { stepSummary, type StepName } from '../steps';
+import { MOVE_MARK, type MoveMark } from './move';
 import {
   chooseStep,
   REBOOT_MARK,
@@ -62,8 +63,14 @@ export function noShell(spec: ServerSpec, step: StepName): RemoteHost {
  * down right now: keep trying — bounded by the mark's deadline — instead of failing on the first refusal.
  */
 async function connectForStep(spec: ServerSpec, step: StepName, connect: Connector, marks: Record<string, unknown>, beat: () => void) {
-  const pending = marks[REBOOT_MARK] as RebootMark | null | undefined;
-  if (!pending || pending.back) return connect(spec, step, () => beat());
+  const reboot = marks[REBOOT_MARK] as RebootMark | null | undefined;
+  // A management move an earlier attempt armed (src/activities/move.ts): the host may be between its paths now.
+  const move = Object.entries(marks)
+    .filter(([k, v]) => k.startsWith(`${MOVE_MARK}:`) && v)
+    .map(([, v]) => v as MoveMark)
+    .find((m) => m.phase === 'arming' || m.phase === 'armed');
+  const pending = reboot && !reboot.back ? reboot : move ? { waitUntil: move.waitUntil } : undefined;
+  if (!pending) return connect(spec, step, () => beat());
   const ctx = Context.current();
   const rounds = Math.min(1_000, Math.max(1, Math.ceil((pending.waitUntil - Date.now()) / REBOOT_RECONNECT_EVERY_MS) + 1));
   for (let round = 1; ; round++) {
@@ -184,6 +191,7 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
       await step.verify(io);
       // An earlier attempt may have applied already: what counts is the distance from the pre-state.
       const sincePre = step.diff(pre, observed);
+      const stepNote = [step.note?.(observed), ...moveNotes(marks)].filter(Boolean).join('; ');
       return {
         step: step.name,
         changed: changes.length > 0 || sincePre.length > 0,
@@ -191,12 +199,24 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
         pre,
         attempt,
         summary: stepSummary(name, spec),
-        ...(step.note?.(observed) ? { note: step.note(observed) } : {}),
+        ...(stepNote ? { note: stepNote } : {}),
       };
     });
   } catch (err) {
     throw toFailure(err, { step: name, host: hostLabel, attempt, touched, pre });
   }
+}
+
+/** What a step's commit-confirmed management moves came to, for the step result (status, Web UI). */
+function moveNotes(marks: Record<string, unknown>): string[] {
+  return Object.entries(marks)
+    .filter(([k, v]) => k.startsWith(`${MOVE_MARK}:`) && v)
+    .map(([, v]) => v as MoveMark)
+    .map((m) =>
+      m.phase === 'confirmed'
+        ? `${m.what}: commit-confirmed (window ${m.windowSec} s, confirmed ${Math.round(((m.decidedAt ?? 0) - (m.armedAt ?? m.markedAt)) / 1000)} s after arming, transaction ${m.id})`
+        : `${m.what}: ${m.phase} (window ${m.windowSec} s, transaction ${m.id})`,
+    );
 }
 
 export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unknown, pre: unknown, connect: Connector): Promise<UndoResult> {

@@ -202,6 +202,15 @@ export class LockoutRiskError extends UnderlayError {
 }
 
 /**
+ * A commit-confirmed change (management moved onto the bond) was not confirmed: the new path did not answer, or did
+ * not verify, within the window, and the host rolled itself back to its pre-state (src/activities/move.ts). The
+ * message names the window, the path and the rollback. Not retryable: the same change would cut the host off again.
+ */
+export class ManagementMoveError extends UnderlayError {
+  readonly retryable = false;
+}
+
+/**
  * A detached host job (src/drivers/linux/job.ts) ended without success: its command exited non-zero, was killed,
  * or hit its runtime bound. The message names the unit, the exit status and the tail of the job's output.
  * Retryable unless the caller knows the failure is deterministic (a package the repositories do not carry).
@@ -264,6 +273,7 @@ export const NON_RETRYABLE_ERROR_TYPES = [
   'UnsupportedPlatformError',
   'VerificationError',
   'LockoutRiskError',
+  'ManagementMoveError',
   'RollbackVerificationError',
   'PackageDatabaseError',
 ] as const;

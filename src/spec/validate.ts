@@ -248,17 +248,11 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       add(['network', 'management', 'interface'], `${q(moveIf)} is neither the bond nor a VLAN of the spec (${listNames(linkNames, plain)})`);
     } else if (vlan && str(vlan.parent) !== bondName) {
       add(['network', 'management', 'interface'], `${q(moveIf)} is not on the bond: management moves onto the bond or a VLAN of it`);
-    } else if (moveIf === bondName && move.reachAt === undefined) {
-      add(['network', 'management', 'reachAt'], 'the bond carries no address of its own in the spec: say where the host answers afterwards');
+    } else if (moveIf === bondName) {
+      // The move puts the management address on a VLAN of the bond (its address in the spec); the bond carries none.
+      add(['network', 'management', 'interface'], 'the bond carries no address of its own in the spec: move management onto a VLAN of it that has one');
     } else if (vlan && !str(vlan.address) && move.reachAt === undefined) {
       add(['network', 'management', 'interface'], `${q(moveIf)} has no address in the spec: give it one, or set reachAt`);
-    } else {
-      // The spec is consistent, but the commit-confirmed move (a host-side dead-man that undoes the change unless
-      // underlay confirms over the new path) is not built yet: refuse rather than ignore the section.
-      add(
-        ['network', 'management'],
-        'moving management onto the bond (commit-confirmed) is not supported yet: the bond step refuses to take the NIC that carries the session',
-      );
     }
   }
 

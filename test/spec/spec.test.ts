@@ -12,6 +12,7 @@ import { InvalidSpecError } from '../../src/common/errors';
 import { loadSpecFile, MAX_SPEC_BYTES, parseSpecText, validateSpecFile } from '../../src/spec/load';
 import { ATTACH_MATRIX, PLATFORM_MATRIX, ServerSpecShape, vlanIfName } from '../../src/spec/server';
 import { formatPath, MAX_ISSUES, parseServerSpec, serverSpecJsonSchema, validateServerSpec, type SpecIssue } from '../../src/spec/validate';
+import { movedPath } from '../../src/spec/management';
 
 // ---- helpers ---------------------------------------------------------------------------------------------------
 
@@ -1272,11 +1273,21 @@ describe('network.management (management moving onto the bond)', () => {
   test('an interface that is neither the bond nor one of its VLANs is refused, naming the field', () => {
     assertIssueAt(withMove({ interface: 'eth7' }), 'network.management.interface', /neither the bond nor a VLAN of the spec/);
   });
-  test('the bond itself without reachAt is refused: it has no address of its own', () => {
-    assertIssueAt(withMove({ interface: 'bond0' }), 'network.management.reachAt', /say where the host answers/);
+  test('the bond itself is refused: it has no address of its own to carry management', () => {
+    assertIssueAt(withMove({ interface: 'bond0' }), 'network.management.interface', /no address of its own/);
+    assertIssueAt(withMove({ interface: 'bond0', reachAt: { address: '192.0.2.9' } }), 'network.management.interface', /no address of its own/);
   });
-  test('a consistent section is refused as not supported yet, never ignored', () => {
-    assertIssueAt(withMove({ interface: 'bond0.100' }), 'network.management', /not supported yet/);
+  test('a consistent section is accepted, with the 120 s confirm window by default', () => {
+    const spec = parseServerSpec(withMove({ interface: 'bond0.100' }), 'test');
+    assert.equal(spec.network.management?.interface, 'bond0.100');
+    assert.equal(spec.network.management?.confirmWindowSeconds, 120);
+    const short = parseServerSpec(withMove({ interface: 'bond0.100', confirmWindowSeconds: 30, reachAt: { address: '127.0.0.1', port: 2222 } }), 'test');
+    assert.equal(short.network.management?.confirmWindowSeconds, 30);
+    assert.deepEqual(movedPath(short), { which: 'moved', address: '127.0.0.1', port: 2222 });
+  });
+  test('the confirm window is bounded (30 s to 30 min)', () => {
+    assertIssueAt(withMove({ interface: 'bond0.100', confirmWindowSeconds: 5 }), 'network.management.confirmWindowSeconds');
+    assertIssueAt(withMove({ interface: 'bond0.100', confirmWindowSeconds: 7200 }), 'network.management.confirmWindowSeconds');
   });
   test('not on a platform without a Linux network manager', () => {
     const raw = example('esxi-vds.yaml');

@@ -1,0 +1,244 @@
+/**
+ * Commit-confirmed management moves (issue 12) on a real Debian VM managed over its data NIC: server1 (image
+ * `networkd`, UNDERLAY_LAB_DATA_MGMT=1) is reached at first only through eth1 (198.18.10.21, the switch forwards
+ * 127.0.0.1:BASE+21); the bond takes eth1 and the management address moves onto bond0.100 (192.0.2.21, forwarded
+ * at 127.0.0.1:BASE+41). One lab boot; the host's state flows through the scenarios:
+ *
+ *   1. a wrong VLAN tag for the new path: the host becomes unreachable, rolls itself back inside the window, the
+ *      step fails naming the window and the rollback, the old path answers with the pre-state;
+ *   2. the worker SIGKILLed between arm and confirm: a new worker's retry never applies again — it confirms over the
+ *      new path (or sees the rollback), and the step result says which; then the VM is put back (QEMU loadvm);
+ *   3. straight through: cable, bond (the move, confirmed), VLAN over the new path; a reboot; the host answers on
+ *      the new path only.
+ *
+ * Its own lab (dir .lab-move, ports 24600+, one server + the switch), so it runs next to the other lab files.
+ * `npm run test:lab-move`. Not in `npm test` yet (a .selftest file): scenario 3's reboot did not come back within
+ * 12 min on the loaded 2-core machine (systemd-networkd timed out at boot under TCG) and scenario 2 has not run
+ * yet; it joins CI once the whole file passes and its cost is measured (docs/management-move.md).
+ * UNDERLAY_MOVE_LAB_REUSE=1 runs it against an already booted lab (UNDERLAY_LAB_DIR / _PORT_BASE), for development.
+ */
+import assert from 'node:assert/strict';
+import { resolve } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
+import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
+import { bondStep } from '../../src/activities/bond';
+import { cableStep } from '../../src/activities/cable';
+import { sshConnector } from '../../src/activities/connect';
+import { runStep } from '../../src/activities/run-step';
+import type { StepChoice, StepResult } from '../../src/activities/step';
+import { vlanStep } from '../../src/activities/vlan';
+import { atPath, movedPath } from '../../src/spec/management';
+import type { ServerSpec, ServerSpecInput } from '../../src/spec/server';
+import type { StepName } from '../../src/steps';
+import { parseServerSpec } from '../../src/spec/validate';
+import { labSpecInput, labVm } from '../../lab/spec';
+import { applicationFailureOf } from '../helpers/failures';
+import type { MoveMark } from '../../src/activities/move';
+import { createActivities, stepSetOf } from '../../src/activities';
+import { createWorker } from '../../src/workers/worker';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { spawnDetached } from '../helpers/detached';
+import { startTemporal } from '../helpers/temporal';
+import { freshLab, onHost, restoreVm, snapshotVm, stopLab } from '../helpers/lab';
+import { rebootVm } from '../helpers/lab-host';
+
+const root = resolve(__dirname, '../..');
+// Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
+process.env.UNDERLAY_LAB_DIR ??= resolve(root, '.lab-move');
+process.env.UNDERLAY_LAB_PORT_BASE ??= '24600';
+process.env.UNDERLAY_LAB_SERVERS = '1';
+const LAB: string = process.env.UNDERLAY_LAB_DIR;
+
+const figures: Record<string, string> = {};
+const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+const silent = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
+const act = () => new MockActivityEnvironment({}, { logger: silent });
+const runOn = (name: StepName, step: StepChoice, raw: unknown) => act().run(runStep, name, step, raw, sshConnector) as Promise<StepResult>;
+
+let started = 0;
+let env: TestWorkflowEnvironment | undefined;
+
+/** server1 with management moving onto bond0.<tag> (tag 100 is what the switch trunks and forwards to). */
+function moveInput(opts: { tag?: number; windowSec: number; id?: string }): ServerSpecInput {
+  const base = labSpecInput('server1', { dir: LAB });
+  const dm = labVm('server1', LAB).dataMgmt!;
+  const tag = opts.tag ?? 100;
+  return {
+    ...base,
+    id: opts.id ?? base.id,
+    vlans: [
+      { id: tag, parent: 'bond0', address: dm.newAddress, gateway: dm.gateway },
+      { id: 200, parent: 'bond0', address: '198.18.1.11/24', gateway: '198.18.1.1' },
+    ],
+    network: {
+      manager: 'auto',
+      management: { interface: `bond0.${tag}`, reachAt: { address: '127.0.0.1', port: dm.newPort }, confirmWindowSeconds: opts.windowSec },
+    },
+  };
+}
+const specOf = (input: ServerSpecInput) => parseServerSpec(input, 'mgmt-move lab spec');
+const oldPath = (spec: ServerSpec) => spec;
+const newPath = (spec: ServerSpec) => atPath(spec, movedPath(spec)!);
+
+/** The network state a rollback must restore, read without the step code. */
+async function netState(spec: ServerSpec): Promise<{ links: string; addrs: string; files: string; session: string }> {
+  return onHost(spec, async (run) => ({
+    links: (await run(`ip -br link | awk '{print $1, $2}' | grep -v '^lo ' | sort`)).trim(),
+    addrs: (await run(`ip -4 -br addr | awk '{ $2=""; print }' | sort`)).trim(),
+    files: (await run('cd /etc/systemd/network && find . -type f | sort | xargs sha256sum')).trim(),
+    session: (await run('printf "%s" "$SSH_CONNECTION" | cut -d" " -f3')).trim(),
+  }));
+}
+
+async function journal(spec: ServerSpec): Promise<string[]> {
+  const text = await onHost(spec, (run) => run('cat /var/lib/underlay/txn/journal 2>/dev/null || true'));
+  return text.trim().split('\n').filter(Boolean);
+}
+
+/** Whether a path answers SSH within a short bound (the host key is checked). */
+async function answers(spec: ServerSpec): Promise<boolean> {
+  return onHost(spec, async () => true).catch(() => false);
+}
+
+before(async () => {
+  started = Date.now();
+  if (process.env.UNDERLAY_MOVE_LAB_REUSE !== '1') freshLab(1, { images: ['networkd'], dataMgmt: [1] });
+  else process.env.UNDERLAY_CREDENTIALS_DIR = LAB!;
+  figures['lab boot'] = secs(Date.now() - started);
+});
+
+after(async () => {
+  await env?.teardown();
+  if (process.env.UNDERLAY_MOVE_LAB_REUSE !== '1') stopLab();
+  figures['whole file (boot included)'] = secs(Date.now() - started);
+  console.log(
+    `figures:\n${Object.entries(figures)
+      .map(([k, v]) => `  ${k}: ${v}`)
+      .join('\n')}`,
+  );
+});
+
+describe('commit-confirmed management move on a lab host managed over its data NIC', () => {
+  test('wrong VLAN tag for the new path: unreachable, the host rolls itself back inside the window, the step fails naming both', async () => {
+    const input = moveInput({ tag: 101, windowSec: 45 });
+    const spec = specOf(input);
+    const pre = await netState(oldPath(spec));
+    assert.equal(pre.session, '198.18.10.21', 'managed over eth1 before');
+    const t0 = Date.now();
+    const failure = await applicationFailureOf(runOn('bond', bondStep, input), 'the move not to be confirmed');
+    assert.equal(failure.type, 'ManagementMoveError');
+    assert.equal(failure.nonRetryable, true);
+    assert.match(failure.message, /management onto bond0\.101 .* was not confirmed within its 45 s window/);
+    assert.match(failure.message, /rolled itself back \(transaction bond-[0-9a-f]+\) and answers on the old path 127\.0\.0\.1:\d+ with its pre-state/);
+    figures['wrong tag: arm → step failed after the self-rollback'] = secs(Date.now() - t0);
+    assert.equal(await answers(newPath(spec)), false, 'nothing answers on the new path');
+    assert.deepEqual(await netState(oldPath(spec)), pre, 'links, addresses, networkd files and the session as before');
+    const lines = await journal(oldPath(spec));
+    const id = /transaction (bond-[0-9a-f]+)/.exec(failure.message)![1]!;
+    const events = lines.filter((l) => l.includes(id)).map((l) => l.split(' ').slice(2).join(' '));
+    // Under TCG the change itself may still be running when the timer fires: the rollback stops it first.
+    assert.equal(events.filter((e) => e === 'change-start').length, 1, `applied once: ${events.join(', ')}`);
+    assert.equal(events.at(-1), 'rolled-back timer', `rolled back by the timer: ${events.join(', ')}`);
+    // Nothing left armed: no timer, no boot guard, no transaction directory.
+    const left = await onHost(oldPath(spec), (run) =>
+      run(
+        `systemctl list-units --all --no-legend 'underlay-txn-*' | grep -v 'inactive\\|dead' || true; ls /etc/systemd/system | grep underlay-txn || true; ls /var/lib/underlay/txn`,
+      ),
+    );
+    assert.equal(left.trim(), 'journal', 'no timer, no boot guard, the transaction removed once its rollback was verified');
+  });
+
+  test('worker SIGKILLed between arm and confirm: the retry on a new worker never applies again, and the result says confirmed or rolled back', async () => {
+    const input = moveInput({ windowSec: 90 });
+    const spec = specOf(input);
+    await snapshotVm('server1', 'pre-move');
+    env = await startTemporal();
+    const taskQueue = `move-kill-${Date.now()}`;
+    const { kill } = spawnDetached(process.execPath, ['--import', 'tsx', resolve(root, 'test/helpers/move-worker.ts')], {
+      cwd: root,
+      env: { ...process.env, TEMPORAL_ADDRESS: env.address, TASK_QUEUE: taskQueue },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    try {
+      const handle = await env.client.workflow.start('moveBond', { taskQueue, workflowId: `move-kill-${Date.now()}`, args: [input] });
+      // Bounded (≤ 5 min): the arm recorded in the activity's heartbeat; then the worker dies at once.
+      let mark: MoveMark | undefined;
+      for (let i = 0; i < 600 && mark?.phase !== 'armed'; i++) {
+        const d = await handle.describe().catch(() => undefined);
+        const payload = d?.raw.pendingActivities?.[0]?.heartbeatDetails?.payloads?.[0];
+        const details = payload ? (defaultPayloadConverter.fromPayload(payload as never) as { marks?: Record<string, unknown> }) : undefined;
+        mark = details?.marks?.['move:bond'] as MoveMark | undefined;
+        if (mark?.phase !== 'armed') await sleep(500);
+      }
+      assert.equal(mark?.phase, 'armed', 'the arm was recorded within 5 min');
+      kill();
+      const killedAt = Date.now();
+      const worker = await createWorker({
+        connection: env.nativeConnection,
+        namespace: 'default',
+        taskQueue,
+        workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../helpers/move-workflow'), logger: silent }),
+        activities: createActivities(sshConnector, stepSetOf('kvm')),
+        dataConverter: undefined,
+      });
+      const outcome: StepResult | Error = await worker.runUntil(
+        handle.result().then(
+          (r: StepResult) => r,
+          (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+        ),
+      );
+      figures['kill: worker killed → workflow decided'] = secs(Date.now() - killedAt);
+      let onHostSpec: ServerSpec;
+      if (outcome instanceof Error) {
+        const cause = (outcome as { cause?: unknown }).cause;
+        assert.ok(cause instanceof ApplicationFailure && cause.type === 'ManagementMoveError', String(outcome));
+        assert.match(cause.message, new RegExp(`rolled itself back \\(transaction ${mark!.id}\\)`));
+        figures['kill: outcome'] = 'rolled back';
+        onHostSpec = oldPath(spec);
+      } else {
+        assert.ok(outcome.attempt >= 2, `finished on a retry (attempt ${outcome.attempt})`);
+        assert.match(outcome.note ?? '', new RegExp(`commit-confirmed \\(window 90 s, confirmed \\d+ s after arming, transaction ${mark!.id}\\)`));
+        figures['kill: outcome'] = `confirmed on attempt ${outcome.attempt}`;
+        onHostSpec = newPath(spec);
+        assert.equal((await netState(onHostSpec)).session, '192.0.2.21');
+      }
+      const events = (await journal(onHostSpec)).map((l) => l.split(' ').slice(1).join(' '));
+      assert.equal(events.filter((e) => e.endsWith('change-start')).length, 1, `one apply in all: ${events.join(', ')}`);
+      assert.ok(events.includes(`${mark!.id} change-start`), 'the one apply is the transaction the first worker armed');
+    } finally {
+      kill();
+    }
+    // Back to the pre-move host for the straight-through scenario (QEMU loadvm: seconds, no reboot).
+    await restoreVm('server1', 'pre-move');
+  });
+
+  test('straight through: the move is confirmed over bond0.100, cable/bond/VLAN complete over the new path, and after a reboot the host answers there', async () => {
+    const input = moveInput({ windowSec: 90 });
+    const spec = specOf(input);
+    const t0 = Date.now();
+    await runOn('cable', cableStep, input);
+    const bond = await runOn('bond', bondStep, input);
+    figures['straight: bond step with the move (arm → confirm)'] = secs(Date.now() - t0);
+    assert.equal(bond.changed, true);
+    assert.match(bond.note ?? '', /management onto bond0\.100 .*: commit-confirmed \(window 90 s, confirmed \d+ s after arming, transaction bond-[0-9a-f]+\)/);
+    const vlan = await runOn('vlan', vlanStep, input);
+    assert.equal(vlan.changed, true, 'VLAN 200 added next to the management VLAN');
+    assert.equal((await netState(newPath(spec))).session, '192.0.2.21', 'managed over bond0.100');
+    assert.equal(await answers(oldPath(spec)), false, 'the old path is gone');
+    const again = await runOn('bond', bondStep, input);
+    assert.equal(again.attempt, 1);
+    assert.deepEqual(again.changes, [], 'the bond step again over the new path: nothing to change, no second move');
+    const tReboot = Date.now();
+    const waited = await rebootVm(newPath(spec));
+    figures['straight: reboot → answering on the new path'] = secs(waited);
+    const onboarded = await netState(newPath(spec));
+    assert.equal(onboarded.session, '192.0.2.21');
+    assert.match(onboarded.links, /^bond0\.100 UP/m);
+    assert.equal(await answers(oldPath(spec)), false, 'still not on the old path after the reboot');
+    const left = await onHost(newPath(spec), (run) => run('ls /etc/systemd/system | grep underlay-txn || true; ls /var/lib/underlay/txn'));
+    assert.equal(left.trim(), 'journal', 'confirmed: the timer, the boot guard and the transaction are gone');
+    figures['straight: reboot part'] = secs(Date.now() - tReboot);
+  });
+});
