@@ -39,7 +39,7 @@ const HASH_LINE = /^(\S+)\t([0-9a-f]{64}|-)$/;
 /** Hashes of the given paths (a missing path, or one that is not a regular file, is null). */
 export async function hashFiles(host: RemoteHost, paths: readonly string[]): Promise<FileHashes> {
   if (!paths.length) return {};
-  const script = sh`for p in ${[...paths]}; do if [ -f "$p" ] && [ ! -L "$p" ]; then printf '%s\t%s\n' "$p" "$(sha256sum < "$p" | cut -d' ' -f1)"; else printf '%s\t-\n' "$p"; fi; done`;
+  const script = sh`for p in ${[...paths]}; do if [ -f "$p" ] && [ ! -L "$p" ]; then printf '%s\t%s\n' "$p" "$(sha256sum "$p" | cut -d' ' -f1)"; else printf '%s\t-\n' "$p"; fi; done`;
   const out = await host.read(script, { description: `hash ${paths.length} configuration file(s)` });
   const hashes: FileHashes = {};
   for (const line of out.split('\n').filter(Boolean)) {
@@ -73,14 +73,15 @@ export async function readFiles(host: RemoteHost, paths: readonly string[]): Pro
 
 /** Keeps a file's current content in the backup store (idempotent: the store is addressed by content). */
 export function backupScript(path: string, store = BACKUP_DIR): Shell {
-  return sh`if [ -f ${path} ]; then mkdir -p -m 0700 ${store} && h=$(sha256sum < ${path} | cut -d' ' -f1) && { [ -f ${store}/"$h" ] || { cp -p ${path} ${store}/"$h.tmp" && mv -f ${store}/"$h.tmp" ${store}/"$h"; }; }; fi`;
+  // The store is root-only: for a non-root login the `[ -f ]` there is false and the copy is made again (same bytes).
+  return sh`if [ -f ${path} ]; then mkdir -p -m 0700 ${store} && h=$(sha256sum ${path} | cut -d' ' -f1) && { [ -f ${store}/"$h" ] || { cp -p ${path} ${store}/"$h.tmp" && mv -f ${store}/"$h.tmp" ${store}/"$h"; }; }; fi`;
 }
 
-/** Writes a file atomically with its mode (content spliced quoted: no shell interpretation). */
+/** Writes a file atomically with its mode (content spliced quoted: no shell interpretation; `tee` writes it). */
 export function writeScript(f: DesiredFile & { content: string }): Shell {
   const tmp = `${f.path}.underlay-tmp`;
   const dir = f.path.slice(0, f.path.lastIndexOf('/')) || '/';
-  return sh`mkdir -p ${dir} && printf '%s' ${f.content} > ${tmp} && chmod ${f.mode ?? '0644'} ${tmp} && mv -f ${tmp} ${f.path}`;
+  return sh`mkdir -p ${dir} && printf '%s' ${f.content} | tee ${tmp} >/dev/null && chmod ${f.mode ?? '0644'} ${tmp} && mv -f ${tmp} ${f.path}`;
 }
 
 /**
@@ -115,7 +116,7 @@ export function restoreFilesScript(pre: FileHashes, now: FileHashes, store = BAC
     const tmp = `${path}.underlay-tmp`;
     cmds.push(
       backupScript(path, store),
-      sh`{ [ -f ${src} ] && [ "$(sha256sum < ${src} | cut -d' ' -f1)" = ${want} ] || { echo ${`no backup of ${path} with sha256 ${want} in ${store}`} >&2; exit 4; }; }`,
+      sh`{ [ "$(sha256sum ${src} 2>/dev/null | cut -d' ' -f1)" = ${want} ] || { echo ${`no backup of ${path} with sha256 ${want} in ${store}`} >&2; exit 4; }; }`,
       sh`mkdir -p ${path.slice(0, path.lastIndexOf('/')) || '/'} && cp -p ${src} ${tmp} && mv -f ${tmp} ${path}`,
     );
   }
