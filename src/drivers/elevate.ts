@@ -4,11 +4,12 @@
  * (deploy/sudoers/underlay, `underlay sudoers`) are derived.
  *
  * A privileged script of a non-root login runs as the login user; each listed command in it is a shell alias
- * `alias ip='/usr/bin/sudo -n /usr/sbin/ip'` (defined only when the binary exists, so `command -v` still tells an
- * absent tool; an alias, not a function, because dash refuses function names with '-' such as `systemd-run`).
- * The shims come on lines of their own before the script: sh parses, and so expands aliases in, each line after
- * the lines before it ran. Everything else in the script — tests, `cat` of /sys and /proc, `printf` — runs unprivileged,
- * and writes to root-owned files go through the elevated writer `tee` (never a shell `>` redirection).
+ * `alias ip='/usr/bin/sudo -n /usr/sbin/ip'`, defined only when the file exists (`-e`, not `-x`: Debian's lldpcli
+ * is executable by group adm only), so `command -v` still tells an absent tool. An alias, not a function: dash
+ * refuses function names with '-' such as `systemd-run`. The shims come on lines of their own before the script:
+ * sh parses, and so expands aliases in, each line after the lines before it ran. Everything else in the script —
+ * tests, `cat` of /sys and /proc, `printf` — runs unprivileged, and writes to root-owned files go through the
+ * elevated writer `tee` (never a shell `>` redirection). `command <name>` runs the login's own, unelevated.
  * Observations that need no root at all run with `privileged: false` and get no shims.
  *
  * Paths are Debian 12's (merged /usr); sudo matches a command by the file it resolves to, so /sbin/ip and
@@ -94,7 +95,7 @@ const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
  * (`timeout 10 lldpctl`, `xargs`, `find -exec`) is not in command position and is not elevated.
  */
 export function elevationShims(): Shell {
-  return new Shell(ELEVATED_COMMANDS.map((c) => `if [ -x ${safe(c.path)} ]; then alias ${safe(c.name)}='${SUDO} -n ${safe(c.path)}'; fi`).join('\n') + '\n');
+  return new Shell(ELEVATED_COMMANDS.map((c) => `if [ -e ${safe(c.path)} ]; then alias ${safe(c.name)}='${SUDO} -n ${safe(c.path)}'; fi`).join('\n') + '\n');
 }
 
 function safe(word: string): string {

@@ -54,6 +54,7 @@ export interface CommandLine {
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
+const NON_ROOT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n';
 /** POSIX hosts: `timeout` exits 124 when it fires, 137 when its -k KILL was needed. */
 export const POSIX_DEADLINE: HostDeadline = { exitCodes: [124, 137], marginMs: 15_000 };
 
@@ -114,7 +115,8 @@ export class RemoteHost {
    */
   async run(script: Shell, opts: RunOptions): Promise<ExecResult> {
     const secs = Math.ceil((opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000);
-    const text = opts.privileged === false || this.isRoot ? script.text : elevationShims().text + script.text;
+    // A non-root login's PATH lacks the sbin directories (ip, ifquery, modprobe); sudo's secure_path had them.
+    const text = this.isRoot ? script.text : NON_ROOT_PATH + (opts.privileged === false ? '' : elevationShims().text) + script.text;
     return this.runLine({ text: sh`timeout -k 5 ${secs} sh -c ${text}`.text, hostDeadline: POSIX_DEADLINE }, opts);
   }
 

@@ -39,7 +39,9 @@ const NETWORKD_SETUP_STATES = new Set(['pending', 'initialized', 'configuring', 
 
 /**
  * One script printing every fact in sections (`## name`), each read tolerantly: a tool that is missing prints
- * nothing. Read-only; runs as root because `ifquery` and `networkctl status` of all links may need it.
+ * nothing. Read-only; privileged because `systemctl` needs root where the host has no D-Bus (the lab's Debian) and
+ * `networkctl status` may; `ifquery --list` only reads /etc/network, so it runs as the login (`command` skips the
+ * elevation alias of a non-root login: one sudo call less per observation, src/drivers/elevate.ts).
  */
 export function factsScript() {
   return sh`for u in systemd-networkd NetworkManager networking; do printf '## active %s\n' "$u"; systemctl is-active "$u" 2>/dev/null; printf '## enabled %s\n' "$u"; systemctl is-enabled "$u" 2>/dev/null; done
@@ -49,7 +51,7 @@ printf '## netplan\n'; ls -1 /etc/netplan/*.yaml /etc/netplan/*.yml 2>/dev/null
 printf '## nm\n'; if systemctl is-active -q NetworkManager 2>/dev/null; then nmcli -t -f DEVICE,STATE,CONNECTION device 2>/dev/null; fi
 printf '## networkd\n'; if systemctl is-active -q systemd-networkd 2>/dev/null; then for l in $(ls /sys/class/net); do printf '%s\t' "$l"; networkctl status --no-pager "$l" 2>/dev/null | sed -n 's/^ *State: .*(\\([a-z-]*\\))$/\\1/p; s/^ *Network File: //p' | tr '\n' '\t'; echo; done; fi
 printf '## ifupdown-up\n'; cat /run/network/ifstate 2>/dev/null
-printf '## ifupdown-defined\n'; command -v ifquery >/dev/null && ifquery --list --allow=auto 2>/dev/null; command -v ifquery >/dev/null && ifquery --list --allow=hotplug 2>/dev/null; true`;
+printf '## ifupdown-defined\n'; command -v ifquery >/dev/null && command ifquery --list --allow=auto 2>/dev/null; command -v ifquery >/dev/null && command ifquery --list --allow=hotplug 2>/dev/null; true`;
 }
 
 /** nmcli -t escapes `:` and `\` in values with a backslash. */
