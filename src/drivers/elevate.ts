@@ -1,6 +1,6 @@
 /**
  * Least privilege for a non-root login: the ONE list of commands underlay runs as root, from which both the
- * elevation shims (shell functions at the top of every privileged script) and the sudoers fragment
+ * elevation shims (aliases at the top of every privileged script of a non-root login) and the sudoers fragment
  * (deploy/sudoers/underlay, `underlay sudoers`) are derived.
  *
  * A privileged script of a non-root login runs as the login user; each listed command in it is a shell alias
