@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # xorriso: remastering the ESXi installer ISO (src/drivers/esxi/iso.ts)
 # prometheus (promtool + server), prometheus-node-exporter (textfile collector): the monitoring tests (issue 17);
 # iputils-ping, nftables: the health probe's gateway bursts and the loss the probe test injects in a namespace
-APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl xorriso prometheus prometheus-node-exporter iputils-ping nftables)
+# sudo (sudo, visudo): the least-privilege test — a login restricted to deploy/sudoers/underlay (issue 11 item 5)
+APT_PACKAGES=(openssh-server openssh-client chromium bsdutils systemd openssl xorriso prometheus prometheus-node-exporter iputils-ping nftables sudo)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

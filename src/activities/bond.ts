@@ -393,7 +393,7 @@ async function persistedProblems(io: Io): Promise<Problem[]> {
 
 /** Members LACP churned on (only /proc/net/bonding shows churn). */
 async function readChurn(io: Io, bond: string): Promise<string[]> {
-  return parseChurnedMembers(await io.host.read(sh`cat ${`/proc/net/bonding/${bond}`}`, { description: `read /proc/net/bonding/${bond}` }));
+  return parseChurnedMembers(await io.host.read(sh`cat ${`/proc/net/bonding/${bond}`}`, { description: `read /proc/net/bonding/${bond}`, privileged: false }));
 }
 
 async function undo(io: Io, pre: BondState, now: BondState): Promise<void> {

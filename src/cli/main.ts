@@ -11,6 +11,7 @@
  *   underlay list [--site …]            onboardings filtered by search attributes (list.ts)
  *   underlay validate <spec...>         check spec files; exit 1 listing every bad field
  *   underlay schema                     JSON Schema of the spec (for editors)
+ *   underlay sudoers [--user NAME]      the sudoers fragment of a non-root login (src/drivers/elevate.ts)
  *   underlay fleet onboard|status|pause|resume|approve|abort   many servers: canary, waves, cap, failure budget (fleet.ts)
  *   underlay drift …                    drift sweeps, their schedule, reports and approvals (drift.ts)
  *   underlay codec-server               decrypt payloads for the Web UI (payload encryption: workers/codec-*.ts)
@@ -27,6 +28,7 @@ import { devServerSearchAttributeFlags } from '../common/search-attributes';
 import { loadSpecFile, validateSpecFile } from '../spec/load';
 import type { ServerSpec } from '../spec/server';
 import { serverSpecJsonSchema } from '../spec/validate';
+import { DEFAULT_SUDO_USER, sudoersFragment } from '../drivers/elevate';
 import { lexicalScopeProblems, secretScopeFromEnv } from '../transports/secret-scope';
 import { withClient } from '../workers/connection';
 import { DEFAULT_CODEC_LISTEN, runCodecServer } from '../workers/codec-server';
@@ -168,6 +170,19 @@ program
   .description('print the JSON Schema of a server spec')
   .action(() => {
     console.log(JSON.stringify(serverSpecJsonSchema(), null, 2));
+  });
+
+program
+  .command('sudoers')
+  .description('print the sudoers fragment a non-root SSH login needs: exactly the commands underlay runs as root (deploy/sudoers/underlay)')
+  .option('--user <name>', 'the login it is for', DEFAULT_SUDO_USER)
+  .action((o: { user: string }) => {
+    try {
+      process.stdout.write(sudoersFragment(o.user));
+    } catch (e) {
+      console.error(`underlay sudoers: ${printable((e as Error).message, 300)}`);
+      process.exitCode = 2;
+    }
   });
 
 registerDriftCommands(program);

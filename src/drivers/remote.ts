@@ -1,10 +1,11 @@
 /**
- * A remote shell as drivers see it: run a script built by `sh`, as root, with errors that name the host and
- * step. Implemented over an SSH session (src/transports/ssh.ts) — drivers depend only on this small shape.
+ * A remote shell as drivers see it: run a script built by `sh`, with root where it needs it, with errors that
+ * name the host and step. Implemented over an SSH session (src/transports/ssh.ts) — drivers depend only on this small shape.
  */
 import type { StepName } from '../steps';
 import { CommandFailedError, CommandTimeoutError, UnexpectedOutputError } from '../common/errors';
 import type { ExecResult as TransportResult } from '../transports/ssh';
+import { elevationShims } from './elevate';
 import { sh, type Shell } from './shell';
 
 /** What a command answered: the transport's result (ssh.ts); stand-ins in tests fill the first three. */
@@ -27,7 +28,11 @@ export interface RunOptions {
   okExitCodes?: number[];
   /** False when a failure is deterministic (bad argument): Temporal must not retry it. */
   retryable?: boolean;
-  /** Default true: run as root (through `sudo -n` for a non-root login). False runs as the login user. */
+  /**
+   * Default true: the script may run the commands of ELEVATED_COMMANDS (src/drivers/elevate.ts) as root — for a
+   * non-root login each as `sudo -n <path>` while the rest of the script runs as the login user. False: no
+   * elevation (reads of /sys, /proc, `ip -j`). A root login runs everything as root either way.
+   */
   privileged?: boolean;
 }
 
@@ -49,6 +54,7 @@ export interface CommandLine {
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
+const NON_ROOT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n';
 /** POSIX hosts: `timeout` exits 124 when it fires, 137 when its -k KILL was needed. */
 export const POSIX_DEADLINE: HostDeadline = { exitCodes: [124, 137], marginMs: 15_000 };
 
@@ -104,12 +110,14 @@ export class RemoteHost {
 
   /**
    * Runs a POSIX script built by `sh`. The deadline is enforced on the host too: sshd does not deliver signals
-   * to root sessions, so closing the channel alone would leave a hung command running there.
+   * to root sessions, so closing the channel alone would leave a hung command running there. A privileged
+   * script of a non-root login gets the elevation shims first: only the listed commands run as root.
    */
   async run(script: Shell, opts: RunOptions): Promise<ExecResult> {
     const secs = Math.ceil((opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000);
-    const sudo = opts.privileged === false || this.isRoot ? sh`` : sh`sudo -n `;
-    return this.runLine({ text: sh`timeout -k 5 ${secs} ${sudo}sh -c ${script.text}`.text, hostDeadline: POSIX_DEADLINE }, opts);
+    // A non-root login's PATH lacks the sbin directories (ip, ifquery, modprobe); sudo's secure_path had them.
+    const text = this.isRoot ? script.text : NON_ROOT_PATH + (opts.privileged === false ? '' : elevationShims().text) + script.text;
+    return this.runLine({ text: sh`timeout -k 5 ${secs} sh -c ${text}`.text, hostDeadline: POSIX_DEADLINE }, opts);
   }
 
   /** Runs and returns stdout. */

@@ -50,9 +50,12 @@ export function join(op: '&&' | ';' | '||' | '|' | ' ', parts: ReadonlyArray<She
   return new Shell(parts.map((p) => p.text).join(op === ' ' ? ' ' : ` ${op} `));
 }
 
-/** Writes a value to a file (sysfs attributes, config files) without echo's escape pitfalls. */
+/**
+ * Writes a value to a file (sysfs attributes, config files) without echo's escape pitfalls — through `tee`, the
+ * one elevated writer (src/drivers/elevate.ts), never a shell redirection, which a non-root login cannot make.
+ */
 export function writeTo(path: string, value: string | number): Shell {
-  return sh`printf '%s\n' ${String(value)} > ${path}`;
+  return sh`printf '%s\n' ${String(value)} | tee ${path} >/dev/null`;
 }
 
 /**

@@ -2,6 +2,7 @@
  * End to end on the QEMU lab: real Debian hosts (Debian's kernel: bonding, 8021q, netdevsim, openvswitch), a
  * switch VM that is a real LACP partner with lldpd, the real workflow on a real Temporal dev server, and the
  * real SSH activities. One fresh lab per run (≈ 2 min to boot); the KVM install is real (offline apt repo).
+ * The least-privilege scenario (a non-root login restricted to deploy/sudoers/underlay) runs on server2 too.
  */
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
@@ -28,6 +29,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { spawnDetached } from '../helpers/detached';
 import { describeHealthFaults } from './health-faults';
 import { freshLab, labSpec, labVm, onHost, snapshot, stopLab } from '../helpers/lab';
+import { describeLeastPrivilege } from './least-privilege';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
 const root = resolve(__dirname, '../..');
@@ -260,6 +262,10 @@ describe('onboarding real Debian hosts in the QEMU lab', () => {
       w1.kill();
     }
   });
+
+  // server2 is back at its pre-onboarding state (the rollback above): the network steps again, as a non-root
+  // login restricted to the sudoers fragment (test/lab/least-privilege.ts).
+  describeLeastPrivilege('server2', onboard);
 
   test('resume: the worker dies during the bond step; a new worker finishes without repeating steps; macvtap attached', async () => {
     const spec = labSpec('server1');

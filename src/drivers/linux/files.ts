@@ -37,9 +37,11 @@ export function hashOf(f: DesiredFile): string | null {
 const HASH_LINE = /^(\S+)\t([0-9a-f]{64}|-)$/;
 
 /** Hashes of the given paths (a missing path, or one that is not a regular file, is null). */
+// A read runs as the login user when it may read the file (`command` skips the elevation alias), else elevated:
+// NetworkManager keyfiles and the backup store are root-only (src/drivers/elevate.ts).
 export async function hashFiles(host: RemoteHost, paths: readonly string[]): Promise<FileHashes> {
   if (!paths.length) return {};
-  const script = sh`for p in ${[...paths]}; do if [ -f "$p" ] && [ ! -L "$p" ]; then printf '%s\t%s\n' "$p" "$(sha256sum < "$p" | cut -d' ' -f1)"; else printf '%s\t-\n' "$p"; fi; done`;
+  const script = sh`for p in ${[...paths]}; do if [ -f "$p" ] && [ ! -L "$p" ]; then printf '%s\t%s\n' "$p" "$({ if [ -r "$p" ]; then command sha256sum "$p"; else sha256sum "$p"; fi; } | cut -d' ' -f1)"; else printf '%s\t-\n' "$p"; fi; done`;
   const out = await host.read(script, { description: `hash ${paths.length} configuration file(s)` });
   const hashes: FileHashes = {};
   for (const line of out.split('\n').filter(Boolean)) {
@@ -63,7 +65,10 @@ export async function listFiles(host: RemoteHost, dir: string, pattern: string):
 export async function readFiles(host: RemoteHost, paths: readonly string[]): Promise<Record<string, string | null>> {
   const out: Record<string, string | null> = {};
   for (const p of paths) {
-    const r = await host.run(sh`if [ -f ${p} ]; then head -c ${MAX_CONFIG_BYTES + 1} ${p}; else exit 3; fi`, { description: `read ${p}`, okExitCodes: [0, 3] });
+    const r = await host.run(
+      sh`if [ ! -f ${p} ]; then exit 3; elif [ -r ${p} ]; then command head -c ${MAX_CONFIG_BYTES + 1} ${p}; else head -c ${MAX_CONFIG_BYTES + 1} ${p}; fi`,
+      { description: `read ${p}`, okExitCodes: [0, 3] },
+    );
     if (r.exitCode === 3) out[p] = null;
     else if (Buffer.byteLength(r.stdout) > MAX_CONFIG_BYTES) throw host.unexpected(`read ${p}`, `larger than ${MAX_CONFIG_BYTES} bytes`);
     else out[p] = r.stdout;
@@ -73,14 +78,15 @@ export async function readFiles(host: RemoteHost, paths: readonly string[]): Pro
 
 /** Keeps a file's current content in the backup store (idempotent: the store is addressed by content). */
 export function backupScript(path: string, store = BACKUP_DIR): Shell {
-  return sh`if [ -f ${path} ]; then mkdir -p -m 0700 ${store} && h=$(sha256sum < ${path} | cut -d' ' -f1) && { [ -f ${store}/"$h" ] || { cp -p ${path} ${store}/"$h.tmp" && mv -f ${store}/"$h.tmp" ${store}/"$h"; }; }; fi`;
+  // The store is root-only: for a non-root login the `[ -f ]` there is false and the copy is made again (same bytes).
+  return sh`if [ -f ${path} ]; then mkdir -p -m 0700 ${store} && h=$({ if [ -r ${path} ]; then command sha256sum ${path}; else sha256sum ${path}; fi; } | cut -d' ' -f1) && { [ -f ${store}/"$h" ] || { cp -p ${path} ${store}/"$h.tmp" && mv -f ${store}/"$h.tmp" ${store}/"$h"; }; }; fi`;
 }
 
-/** Writes a file atomically with its mode (content spliced quoted: no shell interpretation). */
+/** Writes a file atomically with its mode (content spliced quoted: no shell interpretation; `tee` writes it). */
 export function writeScript(f: DesiredFile & { content: string }): Shell {
   const tmp = `${f.path}.underlay-tmp`;
   const dir = f.path.slice(0, f.path.lastIndexOf('/')) || '/';
-  return sh`mkdir -p ${dir} && printf '%s' ${f.content} > ${tmp} && chmod ${f.mode ?? '0644'} ${tmp} && mv -f ${tmp} ${f.path}`;
+  return sh`mkdir -p ${dir} && printf '%s' ${f.content} | tee ${tmp} >/dev/null && chmod ${f.mode ?? '0644'} ${tmp} && mv -f ${tmp} ${f.path}`;
 }
 
 /**
@@ -115,7 +121,7 @@ export function restoreFilesScript(pre: FileHashes, now: FileHashes, store = BAC
     const tmp = `${path}.underlay-tmp`;
     cmds.push(
       backupScript(path, store),
-      sh`{ [ -f ${src} ] && [ "$(sha256sum < ${src} | cut -d' ' -f1)" = ${want} ] || { echo ${`no backup of ${path} with sha256 ${want} in ${store}`} >&2; exit 4; }; }`,
+      sh`{ [ "$(sha256sum ${src} 2>/dev/null | cut -d' ' -f1)" = ${want} ] || { echo ${`no backup of ${path} with sha256 ${want} in ${store}`} >&2; exit 4; }; }`,
       sh`mkdir -p ${path.slice(0, path.lastIndexOf('/')) || '/'} && cp -p ${src} ${tmp} && mv -f ${tmp} ${path}`,
     );
   }

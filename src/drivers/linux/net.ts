@@ -11,12 +11,12 @@ import type { StepName } from '../../steps';
 const ctxOf = (host: RemoteHost) => ({ host: host.label, step: host.step });
 
 export async function listLinks(host: RemoteHost): Promise<Map<string, Link>> {
-  const out = await host.read(sh`ip -j -d link show`, { description: 'ip -j -d link show' });
+  const out = await host.read(sh`ip -j -d link show`, { description: 'ip -j -d link show', privileged: false });
   return new Map(parseIpLink(out, ctxOf(host)).map((l) => [l.name, l]));
 }
 
 export async function listAddresses(host: RemoteHost): Promise<Map<string, string[]>> {
-  const out = await host.read(sh`ip -j addr show`, { description: 'ip -j addr show' });
+  const out = await host.read(sh`ip -j addr show`, { description: 'ip -j addr show', privileged: false });
   return parseIpAddr(out, ctxOf(host));
 }
 
@@ -24,7 +24,7 @@ export async function listAddresses(host: RemoteHost): Promise<Map<string, strin
 export async function readNicSysfs(host: RemoteHost): Promise<Map<string, NicSysfs>> {
   // Reading carrier or speed of an admin-down link fails with EINVAL: print "-" for those.
   const script = sh`for d in /sys/class/net/*; do n=\${d##*/}; printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$(cat "$d/carrier" 2>/dev/null || echo -)" "$(cat "$d/speed" 2>/dev/null || echo -)" "$(cat "$d/operstate" 2>/dev/null || echo -)" "$(cat "$d/address" 2>/dev/null || echo -)"; done`;
-  const out = await host.read(script, { description: 'read /sys/class/net/*/{carrier,speed,operstate,address}' });
+  const out = await host.read(script, { description: 'read /sys/class/net/*/{carrier,speed,operstate,address}', privileged: false });
   return new Map(parseNicSysfs(out, ctxOf(host)).map((n) => [n.name, n]));
 }
 

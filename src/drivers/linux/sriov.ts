@@ -46,7 +46,7 @@ for v in "$d"/virtfn*; do
   drv=-; [ -e "$v/driver" ] && drv=$(basename "$(readlink -f "$v/driver")")
   printf 'vf\t%s\t%s\t%s\n' "$(basename "$(readlink -f "$v")")" "$drv" "$(cat "$v/driver_override" 2>/dev/null || echo -)"
 done`;
-  return parsePfState(await host.read(script, { description: `read SR-IOV state of ${pf}` }));
+  return parsePfState(await host.read(script, { description: `read SR-IOV state of ${pf}`, privileged: false }));
 }
 
 /** Sets the VF count. The kernel refuses N→M with both non-zero (EBUSY), so go through 0. */
@@ -62,9 +62,9 @@ export function bindVfs(pf: string, driver: string): Shell {
   return sh`${load}for v in ${deviceDir(pf)}/virtfn*; do
   [ -e "$v" ] || continue
   bdf=$(basename "$(readlink -f "$v")")
-  printf '%s\n' ${driver} > "$v/driver_override"
-  if [ -e "$v/driver" ]; then printf '%s\n' "$bdf" > "$v/driver/unbind"; fi
-  printf '%s\n' "$bdf" > /sys/bus/pci/drivers_probe || true
+  printf '%s\n' ${driver} | tee "$v/driver_override" >/dev/null
+  if [ -e "$v/driver" ]; then printf '%s\n' "$bdf" | tee "$v/driver/unbind" >/dev/null; fi
+  printf '%s\n' "$bdf" | tee /sys/bus/pci/drivers_probe >/dev/null || true
 done`;
 }
 

@@ -33,7 +33,7 @@ export function renderXenDropIn(dom0Option: string | null): string {
 /** Writes a file atomically (temp file in the same directory, then rename), mode 0644. */
 export function writeFileAtomically(path: string, content: string): Shell {
   const tmp = `${path}.underlay-tmp`;
-  return sh`umask 022 && printf '%s' ${content} > ${tmp} && mv -f ${tmp} ${path}`;
+  return sh`printf '%s' ${content} | tee ${tmp} >/dev/null && chmod 0644 ${tmp} && mv -f ${tmp} ${path}`;
 }
 
 /** Prints the file, or exits 3 when it does not exist. */
