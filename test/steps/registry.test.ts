@@ -65,6 +65,7 @@ describe('step definitions', () => {
       'onboardingOutcomes',
       'onboardingState',
       'planOnboarding',
+      'probeHealth',
       'resolveFleetSearch',
       'siteQueueWorkers',
     ]);
