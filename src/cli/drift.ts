@@ -13,17 +13,14 @@
 import { isAbsolute, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import {
-  ScheduleNotFoundError,
   ScheduleOverlapPolicy,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   type Client,
   type ScheduleDescription,
   type ScheduleHandle,
-  type ScheduleSpec,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
-import { msToNumber, type Duration } from '@temporalio/common';
 import type { Command } from 'commander';
 import { DRIFT_SCHEDULE_ID, driftWorkflowId, TASK_QUEUE } from '../common/config';
 import type { driftSweep, DriftSweepInput } from '../workflows/drift';
@@ -38,6 +35,7 @@ import {
 } from '../workflows/drift-messages';
 import { withClient } from '../workers/connection';
 import { siteQueuesFromEnv } from './onboarding';
+import { describeSchedule, latestCompleted, parseDuration, renderSchedule, upsertSweepSchedule } from './schedules';
 
 export interface SweepOptions {
   inventoryDir: string;
@@ -65,16 +63,6 @@ export function parseMode(mode: string): DriftMode {
 }
 
 /** A positive duration such as `30m`, `1h` or `1d` (refused here, not in a workflow). */
-export function parseDuration(v: string, what: string): Duration {
-  let n = NaN;
-  try {
-    n = msToNumber(v as Duration);
-  } catch {
-    /* not a duration */
-  }
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${what}: expected a duration such as 30m, 1h or 1d, got ${JSON.stringify(v)}`);
-  return v as Duration;
-}
 
 /** The inventory as workers will read it: an absolute path (workers need not share the CLI's cwd). */
 export function inventoryPath(dir: string | undefined): string {
@@ -106,82 +94,34 @@ export async function startSweep(client: Client, o: SweepOptions): Promise<Workf
 
 /** Creates the drift Schedule, or replaces the spec and action of the existing one. Overlap policy: SKIP. */
 export async function scheduleSweeps(client: Client, o: ScheduleOptions): Promise<{ handle: ScheduleHandle; created: boolean }> {
-  if (!o.every === !o.cron) throw new Error('give exactly one of --every <interval> and --cron <expression>');
-  const scheduleId = o.scheduleId ?? DRIFT_SCHEDULE_ID;
-  const spec: ScheduleSpec = o.every ? { intervals: [{ every: parseDuration(o.every, '--every') }] } : { cronExpressions: [o.cron!] };
-  const when = o.every ? `every ${o.every}` : `cron "${o.cron}"`;
-  const action = {
-    type: 'startWorkflow' as const,
+  return upsertSweepSchedule(client, {
+    scheduleId: o.scheduleId ?? DRIFT_SCHEDULE_ID,
     workflowType: 'driftSweep',
-    // The Schedule appends the scheduled time: underlay-drift-sweep-2025-01-01T03:00:00Z.
-    workflowId: `${scheduleId}-sweep`,
     taskQueue: o.taskQueue ?? TASK_QUEUE,
-    args: [sweepInput(o)],
+    input: sweepInput(o),
+    ...(o.every !== undefined ? { every: o.every } : {}),
+    ...(o.cron !== undefined ? { cron: o.cron } : {}),
     staticSummary: `Scheduled drift sweep (${o.mode}) of ${o.inventoryDir}`,
-    // How the operator said it (the description only has the compiled spec); shown by `drift status`.
-    staticDetails: `when: ${when}`,
-  };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '10m' as Duration, pauseOnFailure: false };
-  try {
-    const handle = await client.schedule.create({
-      scheduleId,
-      spec,
-      action,
-      policies,
-      state: { paused: o.paused ?? false, note: `created by ${userInfo().username}` },
-    });
-    return { handle, created: true };
-  } catch (err) {
-    if ((err as Error).name !== 'ScheduleAlreadyRunning') throw err;
-    const handle = client.schedule.getHandle(scheduleId);
-    await handle.update((prev) => ({ ...prev, spec, action, policies }));
-    return { handle, created: false };
-  }
+    catchupWindow: '10m',
+    ...(o.paused !== undefined ? { paused: o.paused } : {}),
+  });
 }
 
 export async function scheduleHandle(client: Client, scheduleId = DRIFT_SCHEDULE_ID): Promise<{ handle: ScheduleHandle; desc: ScheduleDescription }> {
-  const handle = client.schedule.getHandle(scheduleId);
-  try {
-    return { handle, desc: await handle.describe() };
-  } catch (err) {
-    if (err instanceof ScheduleNotFoundError)
-      throw new Error(`no drift schedule ${scheduleId}: create it with \`underlay drift schedule --every 1h --mode report\``);
-    throw err;
-  }
+  return describeSchedule(client, scheduleId, `no drift schedule ${scheduleId}: create it with \`underlay drift schedule --every 1h --mode report\``);
 }
 
 /** The Schedule for humans: state, when, what, next runs, recent sweeps and how they ended. */
 export async function renderScheduleStatus(client: Client, desc: ScheduleDescription): Promise<string> {
-  const input = (desc.action.args?.[0] ?? {}) as Partial<DriftSweepInput>;
-  const every = desc.spec.intervals?.[0]?.every;
-  const when = desc.action.staticDetails?.replace(/^when: /, '') ?? (every ? `every ${every / 1000} s` : 'calendar spec');
-  const lines = [
-    `schedule ${desc.scheduleId}: ${desc.state.paused ? 'PAUSED' : 'active'}${desc.state.note ? ` (${desc.state.note})` : ''}`,
-    `  ${when} · mode ${input.mode ?? '?'} · inventory ${input.inventoryDir ?? '?'} · overlap ${desc.policies.overlap}`,
-    `  actions: ${desc.info.numActionsTaken} taken, ${desc.info.numActionsSkippedOverlap} skipped (a sweep was still running), ${desc.info.numActionsMissedCatchupWindow} missed`,
-    `  next runs: ${
-      desc.state.paused
-        ? '(paused)'
-        : desc.info.nextActionTimes
-            .slice(0, 3)
-            .map((d) => d.toISOString())
-            .join(', ') || '(none)'
-    }`,
-  ];
-  const recent = desc.info.recentActions.slice(-10);
-  if (recent.length) lines.push('  recent sweeps:');
-  for (const a of recent) {
-    const status = await client.workflow
-      .getHandle(a.action.workflow.workflowId)
-      .describe()
-      .then(
-        (d) => d.status.name.toLowerCase(),
-        () => 'unknown',
-      );
-    lines.push(`    ${a.takenAt.toISOString()}  ${a.action.workflow.workflowId}  ${status}`);
-  }
-  for (const r of desc.info.runningActions) lines.push(`  running now: ${r.workflow.workflowId}`);
-  return lines.join('\n');
+  return renderSchedule(
+    client,
+    desc,
+    (i) => {
+      const input = i as Partial<DriftSweepInput>;
+      return `mode ${input.mode ?? '?'} · inventory ${input.inventoryDir ?? '?'}`;
+    },
+    10,
+  );
 }
 
 export interface LatestSweep {
@@ -196,15 +136,8 @@ export interface LatestSweep {
  * scanned for completed `driftSweep` runs (at most `scan` of them; namespace retention bounds the rest).
  */
 export async function latestSweep(client: Client, scan = 1000): Promise<LatestSweep | undefined> {
-  let best: { workflowId: string; runId: string; closeTime?: Date } | undefined;
-  let n = 0;
-  for await (const wf of client.workflow.list({ query: `WorkflowType = 'driftSweep' AND ExecutionStatus = 'Completed'` })) {
-    if ((wf.closeTime?.getTime() ?? 0) > (best?.closeTime?.getTime() ?? -1)) best = wf;
-    if (++n >= scan) break;
-  }
-  if (!best) return undefined;
-  const summary = (await client.workflow.getHandle<typeof driftSweep>(best.workflowId, best.runId, { followRuns: false }).result()) as DriftSweepSummary;
-  return { workflowId: best.workflowId, runId: best.runId, closedAt: best.closeTime, summary };
+  const r = await latestCompleted(client, 'driftSweep', scan);
+  return r && { workflowId: r.workflowId, runId: r.runId, closedAt: r.closedAt, summary: r.result as DriftSweepSummary };
 }
 
 /** Sweeps running now, with their progress so far (needs a worker to answer the query). */

@@ -3,23 +3,14 @@
  * (id `underlay-health`, overlap SKIP), over the same inventory directory as the drift sweep. `underlay health
  * <spec>` (main.ts) probes one host now. The functions take a Client, so tests use them without the command line.
  */
-import { userInfo } from 'node:os';
-import {
-  ScheduleNotFoundError,
-  ScheduleOverlapPolicy,
-  type Client,
-  type ScheduleDescription,
-  type ScheduleHandle,
-  type ScheduleSpec,
-  type WorkflowHandleWithFirstExecutionRunId,
-} from '@temporalio/client';
-import type { Duration } from '@temporalio/common';
+import { type Client, type ScheduleDescription, type ScheduleHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import type { Command } from 'commander';
 import { DEFAULT_PING_COUNT, DEFAULT_TEXTFILE_DIR, validTextfileDir } from '../activities/probe';
 import { HEALTH_SCHEDULE_ID, TASK_QUEUE } from '../common/config';
 import type { healthSweep, HealthSweepInput, HealthSweepSummary } from '../workflows/health';
 import { withClient } from '../workers/connection';
-import { inventoryPath, parseDuration } from './drift';
+import { inventoryPath } from './drift';
+import { describeSchedule, latestCompleted, renderSchedule, upsertSweepSchedule } from './schedules';
 import { siteQueuesFromEnv } from './onboarding';
 
 export interface HealthSweepOptions {
@@ -70,91 +61,41 @@ export async function startHealthSweep(client: Client, o: HealthSweepOptions): P
 
 /** Creates the health Schedule, or replaces the spec and action of the existing one. Overlap policy: SKIP. */
 export async function scheduleHealth(client: Client, o: HealthScheduleOptions): Promise<{ handle: ScheduleHandle; created: boolean }> {
-  if (!o.every === !o.cron) throw new Error('give exactly one of --every <interval> and --cron <expression>');
-  const scheduleId = o.scheduleId ?? HEALTH_SCHEDULE_ID;
-  const spec: ScheduleSpec = o.every ? { intervals: [{ every: parseDuration(o.every, '--every') }] } : { cronExpressions: [o.cron!] };
-  const action = {
-    type: 'startWorkflow' as const,
+  return upsertSweepSchedule(client, {
+    scheduleId: o.scheduleId ?? HEALTH_SCHEDULE_ID,
     workflowType: 'healthSweep',
-    workflowId: `${scheduleId}-sweep`,
     taskQueue: o.taskQueue ?? TASK_QUEUE,
-    args: [healthSweepInput(o)],
+    input: healthSweepInput(o),
+    ...(o.every !== undefined ? { every: o.every } : {}),
+    ...(o.cron !== undefined ? { cron: o.cron } : {}),
     staticSummary: `Scheduled health sweep of ${o.inventoryDir}`,
-    staticDetails: `when: ${o.every ? `every ${o.every}` : `cron "${o.cron}"`}`,
-  };
-  // A probe that missed its slot is worth nothing later: a short catch-up window.
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1m' as Duration, pauseOnFailure: false };
-  try {
-    const handle = await client.schedule.create({
-      scheduleId,
-      spec,
-      action,
-      policies,
-      state: { paused: o.paused ?? false, note: `created by ${userInfo().username}` },
-    });
-    return { handle, created: true };
-  } catch (err) {
-    if ((err as Error).name !== 'ScheduleAlreadyRunning') throw err;
-    const handle = client.schedule.getHandle(scheduleId);
-    await handle.update((prev) => ({ ...prev, spec, action, policies }));
-    return { handle, created: false };
-  }
+    // A probe that missed its slot is worth nothing later: a short catch-up window.
+    catchupWindow: '1m',
+    ...(o.paused !== undefined ? { paused: o.paused } : {}),
+  });
 }
 
 export async function healthScheduleHandle(client: Client, scheduleId = HEALTH_SCHEDULE_ID): Promise<{ handle: ScheduleHandle; desc: ScheduleDescription }> {
-  const handle = client.schedule.getHandle(scheduleId);
-  try {
-    return { handle, desc: await handle.describe() };
-  } catch (err) {
-    if (err instanceof ScheduleNotFoundError) throw new Error(`no health schedule ${scheduleId}: create it with \`underlay health schedule --every 5m\``);
-    throw err;
-  }
+  return describeSchedule(client, scheduleId, `no health schedule ${scheduleId}: create it with \`underlay health schedule --every 5m\``);
 }
 
 /** The Schedule for humans: state, when, what, next runs, recent sweeps and how they ended. */
 export async function renderHealthSchedule(client: Client, desc: ScheduleDescription): Promise<string> {
-  const input = (desc.action.type === 'startWorkflow' ? (desc.action.args?.[0] ?? {}) : {}) as Partial<HealthSweepInput>;
-  const when = desc.action.type === 'startWorkflow' ? (desc.action.staticDetails?.replace(/^when: /, '') ?? 'calendar spec') : '?';
-  const lines = [
-    `schedule ${desc.scheduleId}: ${desc.state.paused ? 'PAUSED' : 'active'}${desc.state.note ? ` (${desc.state.note})` : ''}`,
-    `  ${when} · inventory ${input.inventoryDir ?? '?'} · ${input.concurrency ?? 10} host(s) at once · ${input.probe?.count ?? DEFAULT_PING_COUNT} echo requests per gateway · textfile ${input.probe?.textfileDir ?? DEFAULT_TEXTFILE_DIR} · overlap ${desc.policies.overlap}`,
-    `  actions: ${desc.info.numActionsTaken} taken, ${desc.info.numActionsSkippedOverlap} skipped (a sweep was still running), ${desc.info.numActionsMissedCatchupWindow} missed`,
-    `  next runs: ${
-      desc.state.paused
-        ? '(paused)'
-        : desc.info.nextActionTimes
-            .slice(0, 3)
-            .map((d) => d.toISOString())
-            .join(', ') || '(none)'
-    }`,
-  ];
-  const recent = desc.info.recentActions.slice(-5);
-  if (recent.length) lines.push('  recent sweeps:');
-  for (const a of recent) {
-    const status = await client.workflow
-      .getHandle(a.action.workflow.workflowId)
-      .describe()
-      .then(
-        (d) => d.status.name.toLowerCase(),
-        () => 'unknown',
-      );
-    lines.push(`    ${a.takenAt.toISOString()}  ${a.action.workflow.workflowId}  ${status}`);
-  }
-  for (const r of desc.info.runningActions) lines.push(`  running now: ${r.workflow.workflowId}`);
-  return lines.join('\n');
+  return renderSchedule(
+    client,
+    desc,
+    (i) => {
+      const input = i as Partial<HealthSweepInput>;
+      return `inventory ${input.inventoryDir ?? '?'} · ${input.concurrency ?? 10} host(s) at once · ${input.probe?.count ?? DEFAULT_PING_COUNT} echo requests per gateway · textfile ${input.probe?.textfileDir ?? DEFAULT_TEXTFILE_DIR}`;
+    },
+    5,
+  );
 }
 
 /** The most recently finished health sweep (its last run holds the summary); at most `scan` runs are read. */
 export async function latestHealthSweep(client: Client, scan = 200): Promise<{ workflowId: string; summary: HealthSweepSummary } | undefined> {
-  let best: { workflowId: string; runId: string; closeTime?: Date } | undefined;
-  let n = 0;
-  for await (const wf of client.workflow.list({ query: `WorkflowType = 'healthSweep' AND ExecutionStatus = 'Completed'` })) {
-    if ((wf.closeTime?.getTime() ?? 0) > (best?.closeTime?.getTime() ?? -1)) best = wf;
-    if (++n >= scan) break;
-  }
-  if (!best) return undefined;
-  const summary = (await client.workflow.getHandle<typeof healthSweep>(best.workflowId, best.runId, { followRuns: false }).result()) as HealthSweepSummary;
-  return { workflowId: best.workflowId, summary };
+  const r = await latestCompleted(client, 'healthSweep', scan);
+  return r && { workflowId: r.workflowId, summary: r.result as HealthSweepSummary };
 }
 
 /** A sweep's summary for a terminal: counts, then each host that is not healthy, then the healthy ones. */
