@@ -237,7 +237,7 @@ describe('commit-confirmed management move on a lab host managed over its data N
     figures['straight: reboot → answering on the new path'] = secs(waited);
     const onboarded = await netState(newPath(spec));
     assert.equal(onboarded.session, '192.0.2.21');
-    assert.match(onboarded.links, /^bond0\.100 UP/m);
+    assert.match(onboarded.links, /^bond0\.100@bond0 UP/m);
     assert.equal(await answers(oldPath(spec)), false, 'still not on the old path after the reboot');
     const left = await onHost(newPath(spec), (run) => run('ls /etc/systemd/system | grep underlay-txn || true; ls /var/lib/underlay/txn'));
     assert.equal(left.trim(), 'journal', 'confirmed: the timer, the boot guard and the transaction are gone');
