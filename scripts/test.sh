@@ -2,8 +2,8 @@
 # underlay's test suite: typecheck, lint, then every test/**/*.test.ts on node's built-in runner.
 # Needs `npm run setup` first (Debian packages, npm ci, the pinned Temporal CLI). Extra args go to node --test.
 #
-# Two runners side by side: the QEMU lab files (test/lab/, one after the other: they share the lab's ports) and
-# everything else. A TCG guest keeps about one core busy while the lab test waits on it, so the rest of the suite
+# Two runners side by side: the main QEMU lab files (one after the other) and everything else, which ends with the
+# persistence lab file. A TCG guest keeps about one core busy while the lab test waits on it, so the rest of the suite
 # uses the other core instead of waiting for the lab (≈ 10 min saved on the 2-core CI machine); the VMs keep their
 # fair share of the CPU (a starved switch VM misses LACP deadlines; UNDERLAY_LAB_NICE=N lowers them). Lab lines are
 # prefixed `[lab]`. UNDERLAY_TEST_LAB=0 leaves the lab out (the closing line says so); =only runs just the lab.
@@ -13,15 +13,16 @@ cd "$(dirname "$0")/.."
 echo "== typecheck"; npx tsc --noEmit -p .
 echo "== lint"; npm run -s lint
 echo "== tests"
-# The main lab files share .lab, one after the other. The reboot lab file has a lab of its own (.lab-reboot,
-# ports 23200+, one server; the package-fault scenarios run there too) and mostly waits: it runs in the other lane.
-side=test/lab/reboot.lab.test.ts
-mapfile -t lab < <(find test/lab -name '*.test.ts' -not -path "$side" | sort)
+# The lab files run in two lanes, each lab with its own directory and ports. Lab lane: the main lab file
+# (.lab, ports 22200+) then the reboot lab file (.lab-reboot, 23200+). The other lane: everything that boots no VM,
+# then the persistence lab file (.lab-persist, 25600+) — so the two labs overlap, never three.
+side=(test/lab/persistence.lab.test.ts)
+mapfile -t lab < <(find test/lab -name '*.test.ts' -not -path "${side[0]}" | sort)
 mapfile -t rest < <(find test -name '*.test.ts' -not -path 'test/lab/*' | sort)
 case "${UNDERLAY_TEST_LAB:-1}" in
   0) lab=() ;;
-  only) rest=("$side") ;;
-  *) rest+=("$side") ;;
+  only) rest=("${side[@]}") ;;
+  *) rest+=("${side[@]}") ;;
 esac
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

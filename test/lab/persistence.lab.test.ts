@@ -12,6 +12,7 @@
  * cable are each reported as needing an operator with the right field — and nothing is re-applied.
  */
 import assert from 'node:assert/strict';
+import { resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -36,6 +37,11 @@ const MANAGERS = [
   { server: 'server2', image: 'networkd', manager: 'networkd' },
   { server: 'server3', image: 'nm', manager: 'networkmanager' },
 ] as const;
+
+// Its own lab (dir .lab-persist, ports 25600+): it runs in the suite's other lane, next to the main lab file.
+// Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
+process.env.UNDERLAY_LAB_DIR = resolve(__dirname, '../../.lab-persist');
+process.env.UNDERLAY_LAB_PORT_BASE = '25600';
 
 let env: TestWorkflowEnvironment;
 let worker: Worker;
