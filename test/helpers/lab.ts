@@ -9,6 +9,8 @@ import { labSpec, labVm, labVms, type LabDataMgmt, type LabImage, type LabSpecOp
 import { sshTarget } from '../../src/activities/connect';
 import { SshSession } from '../../src/transports/ssh';
 import { RemoteHost } from '../../src/drivers/remote';
+import { ConnectionError } from '../../src/common/errors';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerSpec } from '../../src/spec/server';
 
 const root = resolve(__dirname, '../..');
@@ -38,9 +40,24 @@ export { labSpec, labVm, labVms, type LabDataMgmt, type LabImage, type LabSpecOp
 
 export { restoreVm, snapshotVm };
 
+/**
+ * A session to a lab VM, tolerating a slow handshake: a TCG guest busy with a package install on a loaded
+ * machine can miss one 20 s connect timeout (3 attempts, 5 s apart; a host-key mismatch fails at once).
+ */
+async function connectPatiently(spec: ServerSpec): Promise<SshSession> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await SshSession.connect(sshTarget(spec));
+    } catch (err) {
+      if (!(err instanceof ConnectionError) || attempt >= 3) throw err;
+      await sleep(5_000);
+    }
+  }
+}
+
 /** Runs commands on a lab VM over one SSH session (pinned host key, lab key by reference). */
 export async function onHost<T>(spec: ServerSpec, fn: (run: (cmd: string, timeoutMs?: number) => Promise<string>) => Promise<T>): Promise<T> {
-  const s = await SshSession.connect(sshTarget(spec));
+  const s = await connectPatiently(spec);
   try {
     const host = new RemoteHost(s, spec.id, true);
     return await fn(async (cmd, timeoutMs = 60_000) => (await host.runLine({ text: cmd }, { description: cmd.slice(0, 80), timeoutMs })).stdout);
