@@ -10,7 +10,7 @@
  * must follow the gateway. Cost: ≈ 30 s (dev server, two onboardings, two 10-request bursts, Prometheus at 1 s).
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -32,6 +32,7 @@ import { metricsRuntimeOptions } from '../../src/workers/step-metrics';
 import { createWorker } from '../../src/workers/worker';
 import { FakeHost, fakeSteps, nullConnector } from '../helpers/fake-steps';
 import { capturedOutput, fx, labSpec } from '../helpers/probe-captures';
+import { startPrometheus, type PrometheusStack } from '../helpers/prometheus';
 import { freePort, sleep, startSshd, type Sshd } from '../helpers/sshd';
 import { TEMPORAL_BIN, workflowBundle } from '../helpers/temporal';
 
@@ -47,53 +48,14 @@ const gw = `198.19.${octet}.1`;
 
 let env: TestWorkflowEnvironment;
 let sshd: Sshd;
-let promUrl: string;
+let prom: PrometheusStack;
 let hostSpec: ServerSpec;
-const children: ChildProcess[] = [];
-
-function start(cmd: string, args: string[]): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
-  child.on('exit', (code) => {
-    if (code && code !== 0) process.stderr.write(`${cmd} exited ${code}: ${err}\n`);
-  });
-  children.push(child);
-  return child;
-}
-
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
 
 before(async () => {
   const workerAddress = `127.0.0.1:${await freePort()}`;
   Runtime.install({ ...metricsRuntimeOptions(workerAddress), logger: new DefaultLogger('ERROR') });
-  const nodePort = await freePort();
-  const promPort = await freePort();
-  execFileSync('mkdir', ['-p', textfileDir, join(work, 'tsdb')]);
-  writeFileSync(
-    join(work, 'prometheus.yml'),
-    [
-      'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-      `rule_files: ['${join(root, 'deploy/prometheus/underlay-rules.yml')}']`,
-      'scrape_configs:',
-      `  - { job_name: underlay-worker, static_configs: [{ targets: ['${workerAddress}'] }] }`,
-      `  - { job_name: node, static_configs: [{ targets: ['127.0.0.1:${nodePort}'] }] }`,
-      '',
-    ].join('\n'),
-  );
-  start('prometheus-node-exporter', [
-    `--web.listen-address=127.0.0.1:${nodePort}`,
-    '--collector.disable-defaults',
-    '--collector.textfile',
-    `--collector.textfile.directory=${textfileDir}`,
-  ]);
-  start('prometheus', [
-    `--config.file=${join(work, 'prometheus.yml')}`,
-    `--storage.tsdb.path=${join(work, 'tsdb')}`,
-    `--web.listen-address=127.0.0.1:${promPort}`,
-    '--log.level=warn',
-  ]);
-  promUrl = `http://127.0.0.1:${promPort}`;
+  prom = await startPrometheus({ work, textfileDir, rulesFile: join(root, 'deploy/prometheus/underlay-rules.yml'), workerAddress });
 
   ip('netns', 'add', ns);
   ip('link', 'add', nic, 'type', 'veth', 'peer', 'name', `${tag}np`);
@@ -127,21 +89,10 @@ before(async () => {
     vlans: [{ id: 100, parent: nic, name: vlanIf, gateway: gw }],
     hypervisor: { kind: 'kvm' },
   });
-  // Prometheus answers its API (bounded wait).
-  for (let i = 0; i < 120; i++) {
-    if (
-      await fetch(`${promUrl}/-/ready`).then(
-        (r) => r.ok,
-        () => false,
-      )
-    )
-      break;
-    await sleep(250);
-  }
 });
 
 after(async () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  await prom?.stop();
   await env?.teardown();
   await sshd?.stop();
   for (const args of [
@@ -159,28 +110,8 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-interface PromSeries {
-  metric: Record<string, string>;
-  value: [number, string];
-}
-
-async function query(expr: string): Promise<PromSeries[]> {
-  const res = await fetch(`${promUrl}/api/v1/query?${new URLSearchParams({ query: expr })}`);
-  const body = (await res.json()) as { status: string; error?: string; data?: { resultType: string; result: PromSeries[] } };
-  assert.equal(body.status, 'success', `${expr}: ${body.error}`);
-  return body.data!.result;
-}
-
-/** Waits (bounded) until `expr` returns a series whose value satisfies `ok`. */
-async function until(expr: string, ok: (v: number) => boolean, what: string): Promise<PromSeries[]> {
-  let last: PromSeries[] = [];
-  for (let i = 0; i < 80; i++) {
-    last = await query(expr);
-    if (last.some((s) => ok(Number(s.value[1])))) return last;
-    await sleep(250);
-  }
-  assert.fail(`${what}: ${expr} → ${JSON.stringify(last)}`);
-}
+const query = (expr: string) => prom.query(expr);
+const until = (expr: string, ok: (v: number) => boolean, what: string) => prom.until(expr, ok, what);
 
 async function probe() {
   const s = await SshSession.connect(sshd.target());
@@ -266,7 +197,7 @@ describe('dashboard and rules against a real Prometheus scraping a worker and a 
       const q = typeof v.query === 'string' ? v.query : v.query!.query;
       const m = /^label_values\((.+), (\w+)\)$/.exec(q);
       assert.ok(m, `${v.name}: ${q}`);
-      const res = await fetch(`${promUrl}/api/v1/label/${m[2]}/values?${new URLSearchParams({ 'match[]': substitute(m[1]!) })}`);
+      const res = await fetch(`${prom.url}/api/v1/label/${m[2]}/values?${new URLSearchParams({ 'match[]': substitute(m[1]!) })}`);
       const body = (await res.json()) as { data: string[] };
       assert.ok(body.data.includes(substitute(`$${m[2]}`)), `${v.name}: ${JSON.stringify(body.data)}`);
     }

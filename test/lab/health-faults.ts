@@ -13,7 +13,6 @@
  *  - the gateway 192.0.2.1 removed from the switch: loss 1 on VLAN 100, UnderlayGatewayUnreachable.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -25,7 +24,7 @@ import { DEFAULT_TEXTFILE_DIR, TEXTFILE_NAME } from '../../src/activities/probe'
 import { startHealthSweep } from '../../src/cli/health';
 import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';
-import { freePort } from '../helpers/sshd';
+import { startPrometheus, type PrometheusStack } from '../helpers/prometheus';
 import { labVm } from '../helpers/lab';
 import { sshTarget } from '../../src/activities/connect';
 import { RemoteHost } from '../../src/drivers/remote';
@@ -40,20 +39,14 @@ export interface HealthFaultsContext {
   spec: ServerSpec;
 }
 
-interface PromSeries {
-  metric: Record<string, string>;
-  value: [number, string];
-}
-
 export function describeHealthFaults(ctxOf: () => HealthFaultsContext): void {
   describe('health probes on the onboarded host: faults move their metric and fire their rule in a real Prometheus', { concurrency: 1 }, () => {
     const work = mkdtempSync(join(tmpdir(), 'underlay-lab-health-'));
     const textfileDir = join(work, 'textfile');
     const inventoryDir = join(work, 'inventory');
     const taskQueue = `lab-health-${process.pid}`;
-    const children: ChildProcess[] = [];
     let worker: BackgroundWorker | undefined;
-    let promUrl = '';
+    let prom: PrometheusStack;
     let spec: ServerSpec;
     let env: TestWorkflowEnvironment;
     const t0 = Date.now();
@@ -93,34 +86,7 @@ export function describeHealthFaults(ctxOf: () => HealthFaultsContext): void {
       const immediate = rules.replace(/^(\s+for:\s*).+$/gm, '$10s');
       assert.notEqual(immediate, rules, 'the rules file has for: clauses');
       writeFileSync(join(work, 'rules.yml'), immediate);
-      const [nodePort, promPort] = [await freePort(), await freePort()];
-      writeFileSync(
-        join(work, 'prometheus.yml'),
-        [
-          'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-          `rule_files: ['${join(work, 'rules.yml')}']`,
-          'scrape_configs:',
-          `  - { job_name: node, static_configs: [{ targets: ['127.0.0.1:${nodePort}'] }] }`,
-          '',
-        ].join('\n'),
-      );
-      const start = (cmd: string, args: string[]) => {
-        const c = spawn(cmd, args, { stdio: 'ignore' });
-        children.push(c);
-      };
-      start('prometheus-node-exporter', [
-        `--web.listen-address=127.0.0.1:${nodePort}`,
-        '--collector.disable-defaults',
-        '--collector.textfile',
-        `--collector.textfile.directory=${textfileDir}`,
-      ]);
-      start('prometheus', [
-        `--config.file=${join(work, 'prometheus.yml')}`,
-        `--storage.tsdb.path=${join(work, 'tsdb')}`,
-        `--web.listen-address=127.0.0.1:${promPort}`,
-        '--log.level=warn',
-      ]);
-      promUrl = `http://127.0.0.1:${promPort}`;
+      prom = await startPrometheus({ work, textfileDir, rulesFile: join(work, 'rules.yml') });
       worker = runInBackground(
         await createWorker({
           connection: env.nativeConnection,
@@ -130,23 +96,12 @@ export function describeHealthFaults(ctxOf: () => HealthFaultsContext): void {
           activities: createActivities(undefined, stepSetOf('kvm')),
         }),
       );
-      for (let i = 0; i < 120; i++) {
-        if (
-          await fetch(`${promUrl}/-/ready`).then(
-            (r) => r.ok,
-            () => false,
-          )
-        )
-          break;
-        await sleep(250);
-      }
     });
 
     after(async () => {
       await worker?.stop();
       for (const c of sessions.values()) c.session.close();
-      for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-      await sleep(300);
+      await prom?.stop();
       rmSync(work, { recursive: true, force: true });
       const ms = [...sweeps].sort((a, b) => a - b);
       console.log(
@@ -154,23 +109,8 @@ export function describeHealthFaults(ctxOf: () => HealthFaultsContext): void {
       );
     });
 
-    async function query(expr: string): Promise<PromSeries[]> {
-      const res = await fetch(`${promUrl}/api/v1/query?${new URLSearchParams({ query: expr })}`);
-      const body = (await res.json()) as { status: string; error?: string; data?: { result: PromSeries[] } };
-      assert.equal(body.status, 'success', `${expr}: ${body.error}`);
-      return body.data!.result;
-    }
-
-    /** Waits (bounded: 20 s) until `expr` returns a series whose value satisfies `ok`. */
-    async function until(expr: string, ok: (v: number) => boolean, what: string): Promise<PromSeries[]> {
-      let last: PromSeries[] = [];
-      for (let i = 0; i < 80; i++) {
-        last = await query(expr);
-        if (last.some((s) => ok(Number(s.value[1])))) return last;
-        await sleep(250);
-      }
-      assert.fail(`${what}: ${expr} → ${JSON.stringify(last)}`);
-    }
+    const query = (expr: string) => prom.query(expr);
+    const until = (expr: string, ok: (v: number) => boolean, what: string) => prom.until(expr, ok, what);
 
     /** The alerts firing for the host, as `name/label` (label: vlan or nic). */
     async function firing(): Promise<string[]> {
