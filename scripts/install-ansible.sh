@@ -21,28 +21,5 @@ packaging==26.4 --hash=sha256:81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee33
 pycparser==3.12 --hash=sha256:a076f3f489b39b43ed13563a1dafe42447445bec2e294154ec5c57fcdda4c85e
 pyyaml==6.0.4 --hash=sha256:622aa875fa6533f25fedcffe23079357d65a690d462200afed5d8e9d0e01ebee
 resolvelib==1.2.1 --hash=sha256:fb06b66c8da04172d9e72a21d7d06186d8919e32ae5ab5cdf5b9d920be805ac2"
-python=$(python3 -c 'import platform, sys; print(sys.version.split()[0], sys.executable, platform.machine())')
-key=$(tool_key ansible "$VERSION" "$REQUIREMENTS" "$python")
-link=.tools/ansible
-
-if tool_verified "$key" && [ -x "$TOOLS_CACHE/$key/bin/ansible-playbook" ]; then
-  [ "$(readlink "$link" 2>/dev/null)" = "$TOOLS_CACHE/$key" ] || tool_link "$key" "" "$link"
-  exit 0
-fi
-[ -L "$TOOLS_CACHE/$key" ] && tool_discard "$key"
-
-venv=$(tool_workdir "$key")
-req=$(mktemp)
-trap 'rm -f "$req"; tool_abandon "$key" "$venv"' EXIT
-printf '%s\n' "$REQUIREMENTS" >"$req"
-python3 -m venv "$venv"
-if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes -r "$req"; then
-  echo "install-ansible: pip install failed (the pinned hashes are for CPython 3.11 on x86_64; this is $("$venv/bin/python" -V))" >&2
-  exit 1
-fi
-"$venv/bin/pip" check --disable-pip-version-check >/dev/null
 # ansible writes its caches next to the venv at first use otherwise; a published entry must not change (MANIFEST).
-ANSIBLE_LOCAL_TEMP=$(mktemp -d) ANSIBLE_HOME=$(mktemp -d) "$venv/bin/ansible-playbook" --version >/dev/null
-tool_publish "$key" "$venv"
-tool_link "$key" "" "$link"
-echo "install-ansible: ansible-core $VERSION → $TOOLS_CACHE/$key, linked as $link"
+tool_pip_venv ansible "$VERSION" "$REQUIREMENTS" ansible-playbook .tools/ansible env ANSIBLE_LOCAL_TEMP="$(mktemp -d)" ANSIBLE_HOME="$(mktemp -d)" ansible-playbook --version

@@ -31,28 +31,4 @@ tenacity==9.2.1 --hash=sha256:9e56f17539296baab7beabb08b92f6ee3d7be92d8be72d7633
 urllib3==2.8.0 --hash=sha256:0cf3cae568d36aa9576b28dfb35f11328f1cb974ca7647d9475ebb86c75ac6e3
 webob==1.8.11 --hash=sha256:4addd1d38d6a7fbe0eda22d45f25a40d74c8b290f3a99c0ac3d4023cf21f2da2
 werkzeug==3.1.9 --hash=sha256:6392e50c78460ba618e5b21f08a71f59c99ce99cdc6cf6e3dd7e6ccca8754fab"
-python=$(python3 -c 'import platform, sys; print(sys.version.split()[0], sys.executable, platform.machine())')
-key=$(tool_key sushy "$VERSION" "$REQUIREMENTS" "$python")
-link=.tools/sushy
-
-if tool_verified "$key" && [ -x "$TOOLS_CACHE/$key/bin/sushy-emulator" ]; then
-  [ "$(readlink "$link" 2>/dev/null)" = "$TOOLS_CACHE/$key" ] || { [ -L "$link" ] || rm -rf "$link"; tool_link "$key" "" "$link"; }
-  exit 0
-fi
-[ -L "$TOOLS_CACHE/$key" ] && tool_discard "$key"
-
-venv=$(tool_workdir "$key")
-req=$(mktemp)
-trap 'rm -f "$req"; tool_abandon "$key" "$venv"' EXIT
-printf '%s\n' "$REQUIREMENTS" >"$req"
-python3 -m venv "$venv"
-if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes -r "$req"; then
-  echo "install-sushy: pip install failed (the pinned hashes are for CPython 3.11 on x86_64; this is $("$venv/bin/python" -V))" >&2
-  exit 1
-fi
-"$venv/bin/pip" check --disable-pip-version-check >/dev/null
-"$venv/bin/sushy-emulator" --help >/dev/null
-tool_publish "$key" "$venv"
-[ -L "$link" ] || rm -rf "$link" # the per-clone venv of earlier setups
-tool_link "$key" "" "$link"
-echo "install-sushy: sushy-tools $VERSION → $TOOLS_CACHE/$key, linked as $link"
+tool_pip_venv sushy "$VERSION" "$REQUIREMENTS" sushy-emulator .tools/sushy sushy-emulator --help

@@ -81,3 +81,35 @@ tool_link() {
 tool_abandon() {
   [ "$(readlink "$TOOLS_CACHE/$1" 2>/dev/null)" = "$(basename "$2")" ] || rm -rf "$2"
 }
+
+# tool_pip_venv <tool> <version> <requirements> <binary> <link> [smoke command args…]: a pinned Python tool as a
+# venv in the cache (pip --require-hashes, wheels only, no dependency resolution beyond the list), linked as <link>.
+# A warm run checks the cached entry (MANIFEST) and the link. The smoke command (run with the venv's bin/ first on
+# PATH) must succeed before the entry is published. The interpreter is part of the key (venvs are not relocatable).
+tool_pip_venv() {
+  local tool=$1 version=$2 requirements=$3 binary=$4 link=$5 python key venv req
+  shift 5
+  python=$(python3 -c 'import platform, sys; print(sys.version.split()[0], sys.executable, platform.machine())')
+  key=$(tool_key "$tool" "$version" "$requirements" "$python")
+  if tool_verified "$key" && [ -x "$TOOLS_CACHE/$key/bin/$binary" ]; then
+    [ "$(readlink "$link" 2>/dev/null)" = "$TOOLS_CACHE/$key" ] || { [ -L "$link" ] || rm -rf "$link"; tool_link "$key" "" "$link"; }
+    return 0
+  fi
+  [ -L "$TOOLS_CACHE/$key" ] && tool_discard "$key"
+  venv=$(tool_workdir "$key")
+  req=$(mktemp)
+  # shellcheck disable=SC2064 # expanded now: the trap runs after this function's locals are gone
+  trap "rm -f '$req'; tool_abandon '$key' '$venv'" EXIT
+  printf '%s\n' "$requirements" >"$req"
+  python3 -m venv "$venv"
+  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes -r "$req"; then
+    echo "install-$tool: pip install failed (the pinned hashes are for CPython 3.11 on x86_64; this is $("$venv/bin/python" -V))" >&2
+    return 1
+  fi
+  "$venv/bin/pip" check --disable-pip-version-check >/dev/null
+  if [ "$#" -gt 0 ]; then PATH="$venv/bin:$PATH" "$@" >/dev/null; fi
+  tool_publish "$key" "$venv"
+  [ -L "$link" ] || rm -rf "$link" # a per-clone directory of earlier setups
+  tool_link "$key" "" "$link"
+  echo "install-$tool: $tool $version → $TOOLS_CACHE/$key, linked as $link"
+}
