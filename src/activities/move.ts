@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ConnectionError, ManagementMoveError } from '../common/errors';
-import { armScript, cleanupScript, confirmScript, logScript, parseTxnStatus, statusScript, type TxnState } from '../drivers/linux/txn';
+import { abandonScript, armScript, cleanupScript, confirmScript, logScript, parseTxnStatus, statusScript, type TxnState } from '../drivers/linux/txn';
 import type { Shell } from '../drivers/shell';
 import type { RemoteHost } from '../drivers/remote';
 import { managementPaths, type PathName } from '../spec/management';
@@ -137,9 +137,14 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
   if (mark?.phase === 'confirmed') return { result: 'confirmed', id: mark.id, windowSec: mark.windowSec, confirmedAfterMs: 0, resumed };
   if (mark?.phase === 'rolled-back') throw rolledBack(io, mark, 'recorded by an earlier attempt');
   if (mark?.phase === 'arming') {
-    // Marked, then the worker died: the arm may or may not have run. The host knows.
+    // Marked, then the worker died or the arming command was cut off: the arm may have run, or half of it. The host
+    // knows. Not run, or cut off before its timer (nothing changed then): start over with a new transaction.
     const s = await txnStatus(io.host, mark.id);
-    if (s.state === 'none') {
+    const halfArmed = s.state === 'armed' && !s.timerActive && s.applied === null;
+    const abandoned =
+      halfArmed && (await io.host.read(abandonScript(mark.id), { description: `abandon half-armed network transaction ${mark.id}` })).trim() === 'abandoned';
+    if (s.state === 'none' || abandoned) {
+      if (abandoned) io.progress(`network transaction ${mark.id} was cut off before its timer was armed (nothing changed): arming afresh`);
       io.mark(key, null);
       mark = undefined;
     } else {
@@ -166,7 +171,8 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
     await io.sleep(MARK_DURABLE_MS);
     await io.host.run(armScript({ id, files: plan.files, reactivate: plan.reactivate, change: plan.change, windowSec: plan.windowSec }), {
       description: `arm network transaction ${id} (rollback in ${plan.windowSec} s unless confirmed) and start ${plan.what} detached`,
-      timeoutMs: 60_000,
+      // Two daemon-reloads and two systemd-runs: seconds on a real host, up to a minute on a loaded TCG VM.
+      timeoutMs: 180_000,
     });
     const armedAt = Date.now();
     mark = {
