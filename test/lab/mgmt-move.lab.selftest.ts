@@ -14,10 +14,13 @@
  *      only, nothing of the transaction left.
  *
  * Its own lab (dir .lab-move, ports 24600+, one server + the switch), so it runs next to the other lab files.
- * `npm run test:lab-move`. Not in `npm test` yet (a .selftest file): scenario 3's reboot did not come back within
- * 12 min on the loaded 2-core machine (systemd-networkd timed out at boot under TCG) and scenario 2 has not run
- * yet; it joins CI once the whole file passes and its cost is measured (docs/management-move.md).
- * UNDERLAY_MOVE_LAB_REUSE=1 runs it against an already booted lab (UNDERLAY_LAB_DIR / _PORT_BASE), for development.
+ * `npm run test:lab-move`. Not in `npm test` (a .selftest file): the coordinator decides its CI lane; its figures
+ * are in docs/management-move.md. Each step's progress notes are printed with their time, and an unexpected outcome
+ * of the SIGKILL scenario prints the failure chain and the workflow's activity events.
+ * UNDERLAY_MOVE_LAB_REUSE=1 runs it against an already booted lab (UNDERLAY_LAB_DIR / _PORT_BASE), for development
+ * (a confirmed SIGKILL scenario leaves the host moved: restore your own snapshot before the next run).
+ * UNDERLAY_MOVE_KILL_LATE=1 (by hand) starts the SIGKILL scenario's new worker after the window: the retry must
+ * see the host's rollback.
  */
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
