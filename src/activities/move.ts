@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ConnectionError, ManagementMoveError } from '../common/errors';
-import { armScript, cleanupScript, confirmScript, logScript, parseTxnStatus, statusScript, type TxnState } from '../drivers/linux/txn';
+import { abandonScript, armScript, cleanupScript, confirmScript, logScript, parseTxnStatus, statusScript, type TxnState } from '../drivers/linux/txn';
 import type { Shell } from '../drivers/shell';
 import type { RemoteHost } from '../drivers/remote';
 import { managementPaths, type PathName } from '../spec/management';
@@ -83,9 +83,11 @@ const MARK_DURABLE_MS = 2_500;
 const RETRY_EVERY_MS = 3_000;
 /** The confirm must be on the host this long before the timer fires (a confirm racing the timer loses cleanly). */
 const CONFIRM_MARGIN_MS = 5_000;
-/** After the window: time for restore.sh and the manager to bring the old path back. */
+/** The host's timer fires at the deadline (AccuracySec=1s); the worker's first look at the old path is this much later. */
+const TIMER_SLACK_MS = 2_000;
+/** After the window: time for restore.sh and the manager to bring the old path back (polled, not slept). */
 const ROLLBACK_GRACE_MS = 20_000;
-/** How long to keep trying the old path after the window. */
+/** With ROLLBACK_GRACE_MS: how long after the deadline the old path is polled before the step gives up. */
 const OLD_PATH_WAIT_MS = 90_000;
 
 export function moveMark(io: Pick<StepIo<unknown>, 'marks'>, purpose: string): MoveMark | undefined {
@@ -135,9 +137,14 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
   if (mark?.phase === 'confirmed') return { result: 'confirmed', id: mark.id, windowSec: mark.windowSec, confirmedAfterMs: 0, resumed };
   if (mark?.phase === 'rolled-back') throw rolledBack(io, mark, 'recorded by an earlier attempt');
   if (mark?.phase === 'arming') {
-    // Marked, then the worker died: the arm may or may not have run. The host knows.
+    // Marked, then the worker died or the arming command was cut off: the arm may have run, or half of it. The host
+    // knows. Not run, or cut off before its timer (nothing changed then): start over with a new transaction.
     const s = await txnStatus(io.host, mark.id);
-    if (s.state === 'none') {
+    const halfArmed = s.state === 'armed' && !s.timerActive && s.applied === null;
+    const abandoned =
+      halfArmed && (await io.host.read(abandonScript(mark.id), { description: `abandon half-armed network transaction ${mark.id}` })).trim() === 'abandoned';
+    if (s.state === 'none' || abandoned) {
+      if (abandoned) io.progress(`network transaction ${mark.id} was cut off before its timer was armed (nothing changed): arming afresh`);
       io.mark(key, null);
       mark = undefined;
     } else {
@@ -164,7 +171,8 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
     await io.sleep(MARK_DURABLE_MS);
     await io.host.run(armScript({ id, files: plan.files, reactivate: plan.reactivate, change: plan.change, windowSec: plan.windowSec }), {
       description: `arm network transaction ${id} (rollback in ${plan.windowSec} s unless confirmed) and start ${plan.what} detached`,
-      timeoutMs: 60_000,
+      // Two daemon-reloads and two systemd-runs: seconds on a real host, up to a minute on a loaded TCG VM.
+      timeoutMs: 180_000,
     });
     const armedAt = Date.now();
     mark = {
@@ -208,24 +216,40 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
     await io.sleep(RETRY_EVERY_MS);
   }
 
-  // 4. Not confirmed: the host undoes it by itself. Wait out the window, then look over the old path.
-  const waitMs = deadline + ROLLBACK_GRACE_MS - Date.now();
+  // 4. Not confirmed: the host undoes it by itself. Wait for its timer, then poll the old path until the host says
+  //    its rollback is done (no fixed grace: restore.sh takes seconds on a quick host and a minute under TCG).
+  const giveUp = deadline + ROLLBACK_GRACE_MS + OLD_PATH_WAIT_MS;
+  const waitMs = deadline + TIMER_SLACK_MS - Date.now();
   io.progress(
     `${plan.what} not confirmed (${lastProblems.length ? showProblems(lastProblems) : `no answer on ${pathText(io, plan.to)}`}); waiting ${Math.max(0, Math.round(waitMs / 1000))} s for the host's rollback`,
   );
   if (waitMs > 0) await io.sleep(waitMs);
-  const old = await reach(io, plan.from, Date.now() + OLD_PATH_WAIT_MS);
-  if (!old) {
+  let old: RemoteHost | undefined;
+  let s: TxnState | undefined;
+  for (let i = 0; i < 1_000; i++) {
+    old ??= await reach(io, plan.from, giveUp);
+    if (!old) break;
+    try {
+      s = await txnStatus(old, mark.id);
+      // Armed: the timer has not fired yet (clock skew) or the old path never went away; rolling back: not done yet.
+      if (s.state !== 'armed' && !(s.state === 'rolled-back' && !s.done)) break;
+    } catch (err) {
+      if (!(err instanceof ConnectionError)) throw err;
+      old = undefined; // the rollback cut this session: reconnect
+    }
+    if (Date.now() + RETRY_EVERY_MS > giveUp) break;
+    await io.sleep(RETRY_EVERY_MS);
+  }
+  if (!old || !s) {
     throw new ManagementMoveError(
-      `${plan.what} was not confirmed within its ${mark.windowSec} s window, and the host does not answer on the old path ${pathText(io, plan.from)} either (${OLD_PATH_WAIT_MS / 1000} s after the rollback was due): it needs a console`,
+      `${plan.what} was not confirmed within its ${mark.windowSec} s window, and the host does not answer on the old path ${pathText(io, plan.from)} either (${Math.round((giveUp - deadline) / 1000)} s after the rollback was due): it needs a console`,
       { ...where(io), field: 'network.management', expected: 'the host reachable on one of its paths', observed: 'no answer on either' },
     );
   }
-  const s = await txnStatus(old, mark.id);
   const log = (await old.read(logScript(mark.id), { description: `log of network transaction ${mark.id}` })).trim().split('\n').slice(-3).join(' | ');
   if (s.state !== 'rolled-back' || !s.done) {
     throw new ManagementMoveError(
-      `${plan.what} was not confirmed within its ${mark.windowSec} s window, but the host's rollback did not complete (transaction ${mark.id}: ${s.state})`,
+      `${plan.what} was not confirmed within its ${mark.windowSec} s window, but the host's rollback did not complete (transaction ${mark.id}: ${s.state}, ${Math.round((Date.now() - deadline) / 1000)} s after it was due)`,
       { ...where(io), field: 'network.management', expected: 'rolled back', observed: `${s.state}; log: ${log}`.slice(0, 500) },
     );
   }

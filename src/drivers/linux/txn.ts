@@ -19,7 +19,7 @@
 import { join, sh, type Shell } from '../shell';
 
 export const TXN_ROOT = '/var/lib/underlay/txn';
-/** One line per event of every transaction (`<epoch> <id> change-start|change-exit <rc>|rolled-back|confirmed`), kept. */
+/** One line per event of every transaction (`<epoch> <id> change-start|change-exit <rc>|rolled-back|confirmed|abandoned`), kept. */
 export const TXN_JOURNAL = `${TXN_ROOT}/journal`;
 
 /** A transaction id: step and a random token, safe as a path segment and a unit name. */
@@ -196,6 +196,27 @@ export function parseTxnStatus(text: string): TxnState | undefined {
 /** The transaction's log (tail), for error messages. */
 export function logScript(id: string): Shell {
   return sh`tail -n 20 ${`${txnDir(id)}/log`} 2>/dev/null || true`;
+}
+
+/**
+ * Gives up a transaction whose arm was cut off half-way (the arming command timed out or its session dropped): when
+ * no timer was armed, no rollback runs and the change never started, nothing on the host changed — the boot guard
+ * and the directory are removed (a journal line says so) and `abandoned` is printed, so a retry can arm afresh.
+ * Anything else prints `kept` (an armed transaction runs its course) or `none`.
+ */
+export function abandonScript(id: string): Shell {
+  const d = txnDir(id);
+  return join(';', [
+    sh`if ! [ -d ${d} ]; then echo none; exit 0; fi`,
+    sh`if systemctl is-active --quiet ${`${rollbackUnit(id)}.timer`} ${`${rollbackUnit(id)}.service`} ${`${applyUnit(id)}.service`} || [ -e ${`${d}/apply.rc`} ] || grep -q 'change: start' ${`${d}/log`} 2>/dev/null; then echo kept; exit 0; fi`,
+    sh`mkdir ${`${d}/decided`} 2>/dev/null || { echo kept; exit 0; }`,
+    sh`echo abandoned > ${`${d}/decided/which`}`,
+    sh`rm -f ${bootGuardLink(id)} ${bootGuardPath(id)}`,
+    sh`systemctl daemon-reload`,
+    sh`rm -rf ${d}`,
+    sh`echo "$(date +%s) ${id} abandoned" >> ${TXN_JOURNAL}`,
+    sh`echo abandoned`,
+  ]);
 }
 
 /** Removes a transaction the host rolled back, once the controller verified the rollback (its record stays in the journal). */

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { sh } from '../../../src/drivers/shell';
 import {
+  abandonScript,
   armScript,
   changeScript,
   cleanupScript,
@@ -129,6 +130,32 @@ describe('commit-confirmed transactions: host scripts', () => {
     execFileSync('/bin/sh', [join(d, 'restore.sh'), 'boot']);
     assert.equal(readFileSync(f, 'utf8'), 'after the move\n');
     assert.match(readFileSync(join(d, 'log'), 'utf8'), /already decided: confirmed/);
+  });
+
+  test('a half-armed transaction (no timer, the change never started) is abandoned; one whose change started, or that was decided, is kept', () => {
+    const run = (id: string) =>
+      spawnSync('/bin/sh', ['-c', local(abandonScript(id).text)], { encoding: 'utf8' })
+        .stdout.trim()
+        .split('\n')
+        .at(-1);
+    const make = (id: string, log: string) => {
+      const d = local(txnDir(id));
+      mkdirSync(join(d, 'files'), { recursive: true });
+      writeFileSync(join(d, 'log'), log);
+      return d;
+    };
+    const journal = join(scratch, 'txn', 'journal');
+    const cut = make('bond-ha1fa4med0', '');
+    assert.equal(run('bond-ha1fa4med0'), 'abandoned');
+    assert.equal(existsSync(cut), false, 'the directory is gone');
+    assert.match(readFileSync(journal, 'utf8'), /^\d+ bond-ha1fa4med0 abandoned$/m);
+    const started = make('bond-5ta4ted000', '1 change: start\n');
+    assert.equal(run('bond-5ta4ted000'), 'kept');
+    assert.equal(existsSync(started), true);
+    const decided = make('bond-dec1ded000', '');
+    mkdirSync(join(decided, 'decided'));
+    assert.equal(run('bond-dec1ded000'), 'kept');
+    assert.equal(run('bond-n0nex15ten'), 'none');
   });
 
   test('status lines parse; anything else is refused', () => {
