@@ -7,7 +7,7 @@
  * records the host's state and fails on cue, so the run stops after the network steps (a KVM install costs ≈ 6
  * min under TCG) and the saga undoes them as the same restricted login.
  * Registered by the main lab file on server1 before its other scenarios (no extra lab boot); it leaves the host as it
- * found it.
+ * found it. Opt-in, below.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -70,17 +70,18 @@ async function sudoLog(rootSpec: ServerSpec): Promise<{ ran: string[]; refused: 
 }
 
 /**
- * On by default; UNDERLAY_LAB_LEAST_PRIVILEGE=0 skips it. Every elevated command is its own sudo call, ≈ 2–3 s each
- * on the emulated guest under load, 73–90 of them: 3.2 min in one run, 8.3 min at load average 12. The main lab
- * file runs it on server1 while server2's KVM install (longer) runs, so it adds little to the suite's wall time.
+ * Opt-in (UNDERLAY_LAB_LEAST_PRIVILEGE=1): every elevated command is its own sudo call, ≈ 2–3 s each on the
+ * emulated guest under load, 73–90 of them: 3.2 min in one run, 8.3 min at load average 12 (and 8.4 and 15 min in
+ * two runs on server1 under heavier load) — more than the 60-minute CI budget has left. Skipped (and counted as
+ * skipped) otherwise.
  */
-export const LEAST_PRIVILEGE_LAB = process.env.UNDERLAY_LAB_LEAST_PRIVILEGE !== '0';
+export const LEAST_PRIVILEGE_LAB = process.env.UNDERLAY_LAB_LEAST_PRIVILEGE === '1';
 
 export function describeLeastPrivilege(server: string, onboard: LabOnboard): void {
   describe(`least privilege on ${server}: a non-root login restricted to deploy/sudoers/underlay`, () => {
     test(
       'the network steps applied, verified and compensated as a login whose sudo is the fragment; only listed commands ran as root, reads did not',
-      { skip: !LEAST_PRIVILEGE_LAB && 'UNDERLAY_LAB_LEAST_PRIVILEGE=0' },
+      { skip: !LEAST_PRIVILEGE_LAB && 'set UNDERLAY_LAB_LEAST_PRIVILEGE=1 (3–15 min)' },
       async () => {
         const input = labSpecInput(server);
         const rootSpec = parseServerSpec(input, `lab spec of ${server}`);
