@@ -38,7 +38,7 @@ const MANAGERS = [
   { server: 'server3', image: 'nm', manager: 'networkmanager' },
 ] as const;
 
-// Its own lab (dir .lab-persist, ports 25600+): it runs in the suite's other lane, next to the main lab file.
+// Its own lab (dir .lab-persist, ports 25600+), so it can run next to another lab file (scripts/test.sh decides).
 // Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
 process.env.UNDERLAY_LAB_DIR = resolve(__dirname, '../../.lab-persist');
 process.env.UNDERLAY_LAB_PORT_BASE = '25600';
