@@ -6,6 +6,7 @@
 #   lab/snapshot.sh restore <vm> <tag>    loadvm, then wait for SSH and set the guest clock from the host
 #   lab/snapshot.sh list <vm>             info snapshots
 #   lab/snapshot.sh delete <vm> <tag>     delvm
+#   lab/snapshot.sh export <vm> <tag> <file>   pause, savevm, copy the overlay (with the snapshot), resume (exit 3: not resumed)
 # What loadvm breaks and restore repairs: the guest's TCP state goes back in time, so open SSH sessions die
 # (this lab's shared connection for the VM is closed first); the guest clock goes back to the save time
 # (set from the host over SSH, bounded); LACP re-converges with the switch on its own (fast rate: seconds).
@@ -16,10 +17,11 @@ LAB=${UNDERLAY_LAB_DIR:-$(dirname "$here")/.lab}
 SSH_WAIT=${UNDERLAY_LAB_RESTORE_TIMEOUT:-120}   # seconds for the VM to answer SSH after loadvm
 log() { printf '[snapshot %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-usage() { sed -n '5,8s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '5,9s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 op=${1:-}; vm=${2:-}; tag=${3:-}
-case $op in save | restore | delete) [[ -n $tag ]] || usage ;; list) ;; *) usage ;; esac
+file=${4:-}
+case $op in save | restore | delete) [[ -n $tag ]] || usage ;; export) [[ -n $tag && -n $file ]] || usage ;; list) ;; *) usage ;; esac
 [[ $vm =~ ^(switch|server[0-9]+)$ ]] || die "'$vm' is not a lab VM (switch, serverK)"
 [[ -z $tag || $tag =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] || die "bad snapshot tag '$tag' (letters, digits, . _ -)"
 env=$LAB/lab.env
@@ -81,6 +83,19 @@ case $op in
     t=$SECONDS; ms0=$(date +%s%3N)
     hmp 600 "savevm $tag" >&2 || die "savevm $tag on $vm failed"
     log "$vm: saved '$tag' in $(( $(date +%s%3N) - ms0 )) ms"
+    ;;
+  export)
+    # Paused around the copy: a running guest writes on (and with cache=unsafe QEMU's qcow2 metadata is only
+    # written back to the file by a flush, which savevm does), so the copy is of a still overlay. Resumed always.
+    ms0=$(date +%s%3N)
+    hmp 30 stop >&2 || die "$vm: stop failed"
+    rc=0
+    { hmp 600 "savevm $tag" >&2 && cp --sparse=always "$LAB/$vm.qcow2" "$file"; } || rc=1
+    hmp 30 cont >&2 || { log "ERROR: $vm: could not resume it after savevm"; exit 3; }
+    ((rc == 0)) || die "$vm: savevm $tag or the copy to $file failed"
+    # exit 3 = leaked clusters only (harmless); anything else is a damaged copy
+    qemu-img check -q "$file" >/dev/null 2>&1 || (($? == 3)) || die "$vm: the copy $file does not check"
+    log "$vm: exported '$tag' to $file in $(( $(date +%s%3N) - ms0 )) ms (paused meanwhile)"
     ;;
   list) hmp 30 "info snapshots" ;;
   delete) hmp 120 "delvm $tag" >&2 || die "delvm $tag on $vm failed"; log "$vm: deleted '$tag'" ;;

@@ -17,7 +17,8 @@ echo "== tests"
 # other on the lab lane. The reboot lab file has a lab of its own (.lab-reboot, ports 23200+, one server; the
 # package-fault scenarios run there too) and mostly waits: it runs at the end of the other lane, after the VM-less
 # files. Measured once: overlapping more VM work (the persistence lab next to the main lab's KVM install) made the
-# whole run slower on 2 cores, not faster.
+# whole run slower on 2 cores, not faster. Each lab starts from a saved boot of its configuration (lab/up.sh's boot
+# cache, outside the clone): seconds instead of minutes of TCG boot, once a machine has booted that configuration.
 side=(test/lab/reboot.lab.test.ts)
 mapfile -t lab < <(find test/lab -name '*.test.ts' -not -path "${side[0]}" | sort)
 mapfile -t rest < <(find test -name '*.test.ts' -not -path 'test/lab/*' | sort)
