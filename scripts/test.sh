@@ -14,13 +14,15 @@ echo "== typecheck"; npx tsc --noEmit -p .
 echo "== lint"; npm run -s lint
 echo "== tests"
 # The main lab files (onboard.lab on .lab, ports 22200+; persistence.lab on .lab-persist, 25600+) run one after the
-# other on the lab lane. The reboot lab file has a lab of its own (.lab-reboot, ports 23200+, one server; the
-# package-fault scenarios run there too) and mostly waits: it runs at the end of the other lane, after the VM-less
-# files. Measured once: overlapping more VM work (the persistence lab next to the main lab's KVM install) made the
-# whole run slower on 2 cores, not faster. Each lab starts from a saved boot of its configuration (lab/up.sh's boot
-# cache, outside the clone): seconds instead of minutes of TCG boot, once a machine has booted that configuration.
-side=(test/lab/reboot.lab.test.ts)
-mapfile -t lab < <(find test/lab -name '*.test.ts' -not -path "${side[0]}" | sort)
+# other on the lab lane. The reboot lab file (.lab-reboot, ports 23200+, one server; the package-fault scenarios run
+# there too) and the management-move lab file (.lab-move, 24600+, one server managed over its data NIC) have labs of
+# their own and mostly wait: they run on the other lane, among the VM-less files (node's runner takes the files in
+# path order: after test/drivers, before test/spec). Each lab starts from a saved boot of its configuration
+# (lab/up.sh's boot cache, outside the clone): seconds instead of minutes of TCG boot once a machine has booted that
+# configuration. Measured once, before the boot cache: overlapping more VM work (the persistence lab next to the main
+# lab's KVM install) made the whole run slower on 2 cores, not faster.
+side=(test/lab/reboot.lab.test.ts test/lab/mgmt-move.lab.test.ts)
+mapfile -t lab < <(find test/lab -name '*.test.ts' | grep -vxF -f <(printf '%s\n' "${side[@]}") | sort)
 mapfile -t rest < <(find test -name '*.test.ts' -not -path 'test/lab/*' | sort)
 case "${UNDERLAY_TEST_LAB:-1}" in
   0) lab=() ;;

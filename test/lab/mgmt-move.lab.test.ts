@@ -13,9 +13,9 @@
  *      step over the new path, the bond step again (nothing to change); one reboot; the host answers on the new path
  *      only, nothing of the transaction left.
  *
- * Its own lab (dir .lab-move, ports 24600+, one server + the switch), so it runs next to the other lab files.
- * `npm run test:lab-move`. Not in `npm test` (a .selftest file): the coordinator decides its CI lane; its figures
- * are in docs/management-move.md. Each step's progress notes are printed with their time, and an unexpected outcome
+ * Its own lab (dir .lab-move, ports 24600+, one server + the switch), so it runs next to the other lab files: in
+ * `npm test` on the lane of the VM-less files (scripts/test.sh); alone: `npm run test:lab-move`. Its figures are in
+ * docs/management-move.md. Each step's progress notes are printed with their time, and an unexpected outcome
  * of the SIGKILL scenario prints the failure chain and the workflow's activity events.
  * UNDERLAY_MOVE_LAB_REUSE=1 runs it against an already booted lab (UNDERLAY_LAB_DIR / _PORT_BASE), for development
  * (a confirmed SIGKILL scenario leaves the host moved: restore your own snapshot before the next run).
