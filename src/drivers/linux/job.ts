@@ -97,6 +97,9 @@ else
       pid=$(cat "$d/pid" 2>/dev/null)
       tok=$(cat "$d/token" 2>/dev/null)
       if [ -n "$pid" ] && [ -n "$tok" ] && tr '\\000' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "underlay-job:$tok"; then echo "Running=$pid"
+      # ended between the first look for rc and the look at its process: rc is there now (the runner writes it
+      # before it exits), so this is an exit, not a lost job
+      elif [ -f "$d/rc" ]; then echo "Exit=$(cat "$d/rc")"
       elif [ -z "$pid" ] && [ -n "$(find "$d/token" -newermt '-10 seconds' 2>/dev/null)" ]; then echo "Running=starting"
       else echo Lost=1; fi
     fi
