@@ -2,8 +2,8 @@
 # underlay's test suite: typecheck, lint, then every test/**/*.test.ts on node's built-in runner.
 # Needs `npm run setup` first (Debian packages, npm ci, the pinned Temporal CLI). Extra args go to node --test.
 #
-# Two runners side by side: the main QEMU lab files (one after the other) and everything else, which ends with the
-# reboot lab file. A TCG guest keeps about one core busy while the lab test waits on it, so the rest of the suite
+# Two runners side by side: the main QEMU lab files (one after the other) and everything else, two smaller lab files
+# included. A TCG guest keeps about one core busy while the lab test waits on it, so the rest of the suite
 # uses the other core instead of waiting for the lab (≈ 10 min saved on the 2-core CI machine); the VMs keep their
 # fair share of the CPU (a starved switch VM misses LACP deadlines; UNDERLAY_LAB_NICE=N lowers them). Lab lines are
 # prefixed `[lab]`. UNDERLAY_TEST_LAB=0 leaves the lab out (the closing line says so); =only runs just the lab.
