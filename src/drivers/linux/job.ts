@@ -91,18 +91,15 @@ else
   echo mode=nohup
   d=${dir}
   if [ -d "$d" ]; then
-    echo "Token=$(cat "$d/token" 2>/dev/null)"
-    if [ -f "$d/rc" ]; then echo "Exit=$(cat "$d/rc")"
-    else
-      pid=$(cat "$d/pid" 2>/dev/null)
-      tok=$(cat "$d/token" 2>/dev/null)
-      if [ -n "$pid" ] && [ -n "$tok" ] && tr '\\000' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "underlay-job:$tok"; then echo "Running=$pid"
-      # ended between the first look for rc and the look at its process: rc is there now (the runner writes it
-      # before it exits), so this is an exit, not a lost job
-      elif [ -f "$d/rc" ]; then echo "Exit=$(cat "$d/rc")"
-      elif [ -z "$pid" ] && [ -n "$(find "$d/token" -newermt '-10 seconds' 2>/dev/null)" ]; then echo "Running=starting"
-      else echo Lost=1; fi
-    fi
+    tok=$(cat "$d/token" 2>/dev/null)
+    echo "Token=$tok"
+    pid=$(cat "$d/pid" 2>/dev/null)
+    # The process first, rc after: the runner writes rc before it exits, so a runner found gone has left its rc by
+    # then (looking for rc first, a job that ended between the two looks would seem lost).
+    if [ -n "$pid" ] && [ -n "$tok" ] && tr '\\000' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "underlay-job:$tok"; then echo "Running=$pid"
+    elif [ -f "$d/rc" ]; then echo "Exit=$(cat "$d/rc")"
+    elif [ -z "$pid" ] && [ -n "$(find "$d/token" -newermt '-10 seconds' 2>/dev/null)" ]; then echo "Running=starting"
+    else echo Lost=1; fi
     echo '--- tail'
     tail -n ${tailLines} "$d/out" 2>/dev/null | tail -c 2000
   else echo LoadState=not-found; echo '--- tail'; fi
