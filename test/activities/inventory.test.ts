@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, Worker } from '@temporalio/worker';
+import { Worker } from '@temporalio/worker';
+import { cachedWorkflowBundle } from '../helpers/bundle';
 import { loadInventoryPage } from '../../src/activities/drift';
 import { INVENTORY_HEARTBEAT_TIMEOUT_MS } from '../helpers/inventory-workflow';
 import { startTemporal } from '../helpers/temporal';
@@ -35,14 +36,10 @@ after(async () => {
 });
 
 test('heartbeats keep flowing while a page of big spec files is parsed', async () => {
-  const noop = () => undefined;
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue: 'inventory',
-    workflowBundle: await bundleWorkflowCode({
-      workflowsPath: require.resolve('../helpers/inventory-workflow'),
-      logger: { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop },
-    }),
+    workflowBundle: await cachedWorkflowBundle(require.resolve('../helpers/inventory-workflow')),
     activities: { loadInventoryPage },
     maxHeartbeatThrottleInterval: '500ms',
     defaultHeartbeatThrottleInterval: '500ms',

@@ -2,7 +2,8 @@
  * A worker process for the reboot lab test (the test kills it mid-wait with SIGKILL to its process group).
  * Env: TEMPORAL_ADDRESS, TASK_QUEUE, BOOT_BEFORE (the boot id the step must leave behind).
  */
-import { bundleWorkflowCode, NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
+import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
+import { cachedWorkflowBundle } from './bundle';
 import { createWorker } from '../../src/workers/worker';
 import { rebootActivities } from './reboot-steps';
 
@@ -11,10 +12,7 @@ async function main(): Promise<void> {
   if (!TEMPORAL_ADDRESS || !TASK_QUEUE || !BOOT_BEFORE) throw new Error('TEMPORAL_ADDRESS, TASK_QUEUE and BOOT_BEFORE are required');
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const connection = await NativeConnection.connect({ address: TEMPORAL_ADDRESS });
-  const workflowBundle = await bundleWorkflowCode({
-    workflowsPath: require.resolve('./reboot-workflow'),
-    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} },
-  });
+  const workflowBundle = await cachedWorkflowBundle(require.resolve('./reboot-workflow'));
   const worker = await createWorker({
     connection,
     namespace: 'default',

@@ -2,8 +2,9 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, DefaultLogger, Runtime, type Logger, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type Logger, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
+import { cachedWorkflowBundle } from './bundle';
 
 export const TEMPORAL_BIN = resolve(__dirname, '../../.tools/bin/temporal');
 
@@ -42,14 +43,11 @@ export async function startTemporal(opts: TemporalOptions = {}): Promise<TestWor
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
-/** The workflow bundle, built once per test process (≈1.5 s each time otherwise). */
+/** The workflow bundle: once per test process, and from test/helpers/bundle.ts's cache across processes. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: quietLogger });
+  bundle ??= cachedWorkflowBundle(require.resolve('../../src/workflows'));
   return bundle;
 }
-
-const noop = () => undefined;
-const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop };
 
 /** A worker that runs in the background of a test file; `stop()` shuts it down and waits for its run to end. */
 export interface BackgroundWorker {

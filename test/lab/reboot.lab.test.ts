@@ -13,7 +13,8 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { cachedWorkflowBundle } from '../helpers/bundle';
 import { bondStep } from '../../src/activities/bond';
 import { sshConnector } from '../../src/activities/connect';
 import type { RebootOutcome } from '../../src/activities/reboot';
@@ -48,13 +49,12 @@ let spec: ServerSpec;
 const figures: Record<string, string> = {};
 
 const noop = () => undefined;
-const quiet = { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop };
 
 before(async () => {
   freshLab(1);
   spec = labSpec('server1', { dir: LAB });
   env = await startTemporal();
-  bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../helpers/reboot-workflow'), logger: quiet });
+  bundle = await cachedWorkflowBundle(require.resolve('../helpers/reboot-workflow'));
   // A boot counter: one line "<boot_id> <epoch s>" per boot, written by systemd once the host is up.
   await onHost(spec, async (run) => {
     await run(`cat >/etc/systemd/system/underlay-boot-counter.service <<'EOF'
