@@ -4,6 +4,7 @@
  * notes printed, the spec of a lab server whose management moves onto bond0.<tag>, its two paths, and the network
  * state a rollback must restore, read without the step code.
  */
+import { connect } from 'node:net';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { sshConnector } from '../../src/activities/connect';
 import { runStep } from '../../src/activities/run-step';
@@ -82,4 +83,28 @@ export async function journal(spec: ServerSpec): Promise<string[]> {
 /** Whether a path answers SSH within a short bound (the host key is checked). */
 export async function answers(spec: ServerSpec): Promise<boolean> {
   return onHost(spec, async () => true).catch(() => false);
+}
+
+/**
+ * Whether an SSH server's banner arrives on 127.0.0.1:`port` within `ms` — for a path that must be silent, a bounded
+ * look (one connection, no retries) instead of a full SSH connect that waits out its connect timeouts and retries.
+ */
+export function sshBanner(port: number, ms = 10_000): Promise<boolean> {
+  return new Promise((done) => {
+    let text = '';
+    const socket = connect({ host: '127.0.0.1', port });
+    const finish = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      done(ok);
+    };
+    const timer = setTimeout(() => finish(false), ms);
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      if (text.startsWith('SSH-')) finish(true);
+      else if (text.length >= 4) finish(false);
+    });
+    socket.on('error', () => finish(false));
+    socket.on('close', () => finish(false));
+  });
 }
