@@ -11,7 +11,7 @@
  *      manager's files byte for byte, and the manager's own view (ifupdown's ifstate, NetworkManager's active
  *      profiles);
  *   2. from that pre-state, cable and bond with `network.management`: the move confirmed over bond0.100 in one
- *      attempt, the old path silent, nothing of the transaction left.
+ *      attempt, the old path silent, nothing of the transaction left; then the VLAN step over the new path.
  *
  * The boot guard and persistence across a reboot are the networkd file's proof (test/lab/mgmt-move.lab.test.ts);
  * the guard is the same unit here (ordered before networking.service and NetworkManager.service), not rebooted.
@@ -23,6 +23,7 @@ import { resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bondStep } from '../../src/activities/bond';
 import { cableStep } from '../../src/activities/cable';
+import { vlanStep } from '../../src/activities/vlan';
 import type { ServerSpec } from '../../src/spec/server';
 import { applicationFailureOf } from '../helpers/failures';
 import { freshLab, labVm, onHost, stopLab } from '../helpers/lab';
@@ -137,6 +138,15 @@ describe('commit-confirmed management move on ifupdown and NetworkManager lab ho
       assert.equal(await sshBanner(dm.newPort), true, 'the banner check sees the new path answer');
       assert.equal(await sshBanner(dm.oldPort), false, 'the old path is gone');
       assert.equal(await leftovers(newPath(spec)), 'journal', 'confirmed: the timer, the boot guard and the transaction are gone');
+      // The onboarding goes on over the new path: the VLAN step adds VLAN 200 next to the management VLAN without
+      // taking bond0.100 down (ifupdown / NetworkManager bring up only what they lack).
+      const t2 = Date.now();
+      const vlan = await runOn('vlan', vlanStep, good, `${label} vlan`);
+      figures[`${s.manager}: the VLAN step over the new path`] = secs(Date.now() - t2);
+      assert.equal(vlan.changed, true, 'VLAN 200 added');
+      const withVlans = await netState(newPath(spec), s.files);
+      assert.equal(withVlans.session, `192.0.2.${20 + k}`, 'still managed over bond0.100');
+      assert.match(withVlans.links, /^bond0\.200@bond0 UP/m);
     });
   }
 });
