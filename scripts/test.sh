@@ -14,7 +14,8 @@ echo "== typecheck"; npx tsc --noEmit -p .
 echo "== lint"; npm run -s lint
 echo "== tests"
 # The main lab files (onboard.lab on .lab, ports 22200+; persistence.lab on .lab-persist, 25600+) run one after the
-# other on the lab lane. The reboot lab file (.lab-reboot, ports 23200+, one server; the package-fault scenarios run
+# other on the lab lane, after the management move on ifupdown and NetworkManager (mgmt-move-managers.lab on
+# .lab-move-mgr, 29200+, two servers side by side, 4–5.3 min with its boot cached). The reboot lab file (.lab-reboot, ports 23200+, one server; the package-fault scenarios run
 # there too) and the management-move lab file (.lab-move, 24600+, one server managed over its data NIC) have labs of
 # their own and mostly wait: they run on the other lane, among the VM-less files (node's runner takes the files in
 # path order: after test/drivers, before test/spec). Each lab starts from a saved boot of its configuration

@@ -13,12 +13,15 @@ import type { NetManager } from '../drivers/linux/netmgr';
 import {
   applyBondScript,
   bondFilePaths,
+  moveReactivateScript,
+  moveUpScript,
   renderBondFiles,
   renderVlanFiles,
   undoBondScript,
   vlanFilePaths,
   vlanParentFile,
   type BondConfig,
+  type MoveActivation,
   type VlanConfig,
 } from '../drivers/linux/persist';
 import { LACP_IN_SERVICE, NO_PARTNER_MAC } from '../drivers/linux/parse/ip-link';
@@ -261,7 +264,7 @@ async function apply(io: Io, observed: BondState): Promise<void> {
     recreate: runtimeDiffers || foreignBond,
   });
   if (moving) {
-    await commitConfirmed(io, movePlan(io, observed, script));
+    await commitConfirmed(io, movePlan(io, observed, { script, written: [...own, ...takeover].map((f) => f.path) }));
     return;
   }
   io.progress(`bond ${b.name}: writing ${p.manager} configuration and applying it (${p.why})`);
@@ -272,38 +275,46 @@ async function apply(io: Io, observed: BondState): Promise<void> {
  * The bond taking the NIC that carries the session, with the management address moving onto the bond's VLAN, as
  * one commit-confirmed change (src/activities/move.ts): the bond's and the management VLAN's files, applied by the
  * manager, run detached; the host restores the files and re-applies them unless confirmed over the new path.
- * `bondScript` undefined: a retry resuming the transaction (nothing is armed then).
+ * `armWith` undefined: a retry resuming the transaction (nothing is armed then); `armWith.written`: every file its script writes.
  */
-function movePlan(io: Io, observed: BondState, bondScript?: ReturnType<typeof applyBondScript>): MovePlan {
+function movePlan(io: Io, observed: BondState, armWith?: { script: ReturnType<typeof applyBondScript>; written: readonly string[] }): MovePlan {
   const b = io.want.bond;
   const move = io.want.move!;
   const p = observed.persisted;
-  if (p.manager !== 'networkd') {
-    throw new UnsupportedPlatformError(`moving management onto the bond (commit-confirmed) is built for systemd-networkd hosts; this one runs ${p.manager}`, {
+  if (!move.vlan) {
+    // The spec refuses management on the bond itself; this guards the type.
+    throw new UnsupportedPlatformError('moving management onto the bond itself is not built: name a VLAN of the bond', {
       host: io.host.label,
       step: 'bond',
-      field: 'network.management',
-      expected: 'systemd-networkd',
-      observed: p.manager,
+      field: 'network.management.interface',
+      expected: `a VLAN on ${b.name}`,
+      observed: move.interface,
     });
   }
   const vlanFiles = moveVlanFiles(p.manager, io.want);
-  const vlanName = move.vlan ? vlanIfName(move.vlan) : undefined;
-  const change = bondScript
+  const vlanName = vlanIfName(move.vlan);
+  const previous = (prefix: string) =>
+    b.members
+      .map((m) => p.owners[m])
+      .filter((o): o is string => !!o && o.startsWith(prefix) && !o.includes('underlay-'))
+      .map((o) => o.slice(prefix.length))
+      .filter((c) => c !== '-');
+  const activation: MoveActivation = {
+    bond: bondConfig(b),
+    vlan: vlanName,
+    nmConnections: [...new Set(previous('networkmanager:'))],
+    ifupdownUp: b.members.filter((m) => p.owners[m] === 'ifupdown:up'),
+  };
+  const change = armWith
     ? join('&&', [
         ...[convergeFilesScript(vlanFiles.render(), p.files)].filter((x): x is NonNullable<typeof x> => x !== null),
-        bondScript,
-        // The manager creates the bond, then its VLAN from the drop-in: reconfigure the bond once it exists.
-        sh`for i in $(seq 1 40); do [ -e /sys/class/net/${b.name} ] && break; sleep 0.25; done; networkctl reconfigure ${b.name}`,
+        armWith.script,
+        moveUpScript(p.manager, activation),
       ])
     : sh`false`;
-  const reactivate = join(';', [
-    sh`networkctl reload`,
-    ...(vlanName ? [sh`{ ! [ -e /sys/class/net/${vlanName} ] || ip link del dev ${vlanName}; }`] : []),
-    sh`{ ! [ -e /sys/class/net/${b.name} ] || ip link del dev ${b.name}; }`,
-    sh`networkctl reconfigure ${b.members}`,
-  ]);
-  const files = [...new Set([...Object.keys(p.files), ...vlanFiles.paths])].sort();
+  const reactivate = moveReactivateScript(p.manager, activation);
+  // Every file the change writes is saved, whatever observe saw (ifupdown: the member's stanza rewritten in a foreign file).
+  const files = [...new Set([...Object.keys(p.files), ...vlanFiles.paths, ...(armWith?.written ?? [])])].sort();
   return {
     purpose: 'bond',
     files,
@@ -314,15 +325,15 @@ function movePlan(io: Io, observed: BondState, bondScript?: ReturnType<typeof ap
     from: 'initial',
     what: `management onto ${move.interface} (${b.name} ← ${b.members.join(', ')})`,
     pre: { files: p.files, bond: observed.bond === null ? null : 'present' },
-    ...(bondScript ? {} : { resumeOnly: true }),
+    ...(armWith ? {} : { resumeOnly: true }),
     verifyNew: async () => {
       const problems = await check(io);
       if (problems.length || !move.vlan) return problems;
       const addrs = await listAddresses(io.host);
       const want = move.vlan.address;
-      if (want && !(addrs.get(vlanName!) ?? []).includes(want)) return [{ field: `${vlanName}.address`, expected: want, observed: addrs.get(vlanName!) ?? [] }];
+      if (want && !(addrs.get(vlanName) ?? []).includes(want)) return [{ field: `${vlanName}.address`, expected: want, observed: addrs.get(vlanName) ?? [] }];
       if (move.vlan.gateway) {
-        const r = await io.host.run(sh`ping -c 2 -i 0.3 -W 1 -I ${vlanName!} ${move.vlan.gateway}`, {
+        const r = await io.host.run(sh`ping -c 2 -i 0.3 -W 1 -I ${vlanName} ${move.vlan.gateway}`, {
           description: `ping ${move.vlan.gateway} via ${vlanName}`,
           okExitCodes: [0, 1, 2],
           timeoutMs: 15_000,

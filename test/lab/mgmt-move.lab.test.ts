@@ -27,19 +27,14 @@ import { resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ActivityFailure, ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
-import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { bondStep } from '../../src/activities/bond';
 import { cableStep } from '../../src/activities/cable';
 import { sshConnector } from '../../src/activities/connect';
-import { runStep } from '../../src/activities/run-step';
-import type { StepChoice, StepResult } from '../../src/activities/step';
+import type { StepResult } from '../../src/activities/step';
 import { vlanStep } from '../../src/activities/vlan';
-import { atPath, movedPath } from '../../src/spec/management';
 import type { ServerSpec, ServerSpecInput } from '../../src/spec/server';
-import type { StepName } from '../../src/steps';
-import { parseServerSpec } from '../../src/spec/validate';
-import { labSpecInput, labVm } from '../../lab/spec';
 import { applicationFailureOf } from '../helpers/failures';
 import type { MoveMark } from '../../src/activities/move';
 import { createActivities, stepSetOf } from '../../src/activities';
@@ -49,6 +44,7 @@ import { spawnDetached } from '../helpers/detached';
 import { startTemporal } from '../helpers/temporal';
 import { freshLab, onHost, restoreVm, snapshotVm, stopLab } from '../helpers/lab';
 import { rebootVm } from '../helpers/lab-host';
+import { answers, journal, moveInputOf, netState, newPath, oldPath, runOn, secs, silent, specOf } from '../helpers/mgmt-move';
 
 const root = resolve(__dirname, '../..');
 // Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
@@ -64,63 +60,11 @@ const MOVE_WINDOW = 150;
 let movedBy: string | undefined;
 
 const figures: Record<string, string> = {};
-const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-const silent = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
-/** Runs a step in-process; its progress notes (arm, confirm, rollback wait) are printed with the time since its start. */
-function runOn(name: StepName, step: StepChoice, raw: unknown): Promise<StepResult> {
-  const env = new MockActivityEnvironment({}, { logger: silent });
-  const t0 = Date.now();
-  let last: string | undefined;
-  env.on('heartbeat', (d: { note?: string }) => {
-    if (d?.note && d.note !== last) console.log(`  [${name} +${secs(Date.now() - t0)}] ${(last = d.note)}`);
-  });
-  return env.run(runStep, name, step, raw, sshConnector) as Promise<StepResult>;
-}
-
 let started = 0;
 let env: TestWorkflowEnvironment | undefined;
 
 /** server1 with management moving onto bond0.<tag> (tag 100 is what the switch trunks and forwards to). */
-function moveInput(opts: { tag?: number; windowSec: number; id?: string }): ServerSpecInput {
-  const base = labSpecInput('server1', { dir: LAB });
-  const dm = labVm('server1', LAB).dataMgmt!;
-  const tag = opts.tag ?? 100;
-  return {
-    ...base,
-    id: opts.id ?? base.id,
-    vlans: [
-      { id: tag, parent: 'bond0', address: dm.newAddress, gateway: dm.gateway },
-      { id: 200, parent: 'bond0', address: '198.18.1.11/24', gateway: '198.18.1.1' },
-    ],
-    network: {
-      manager: 'auto',
-      management: { interface: `bond0.${tag}`, reachAt: { address: '127.0.0.1', port: dm.newPort }, confirmWindowSeconds: opts.windowSec },
-    },
-  };
-}
-const specOf = (input: ServerSpecInput) => parseServerSpec(input, 'mgmt-move lab spec');
-const oldPath = (spec: ServerSpec) => spec;
-const newPath = (spec: ServerSpec) => atPath(spec, movedPath(spec)!);
-
-/** The network state a rollback must restore, read without the step code. */
-async function netState(spec: ServerSpec): Promise<{ links: string; addrs: string; files: string; session: string }> {
-  return onHost(spec, async (run) => ({
-    links: (await run(`ip -br link | awk '{print $1, $2}' | grep -v '^lo ' | sort`)).trim(),
-    addrs: (await run(`ip -4 -br addr | awk '{ $2=""; print }' | sort`)).trim(),
-    files: (await run('cd /etc/systemd/network && find . -type f | sort | xargs sha256sum')).trim(),
-    session: (await run('printf "%s" "$SSH_CONNECTION" | cut -d" " -f3')).trim(),
-  }));
-}
-
-async function journal(spec: ServerSpec): Promise<string[]> {
-  const text = await onHost(spec, (run) => run('cat /var/lib/underlay/txn/journal 2>/dev/null || true'));
-  return text.trim().split('\n').filter(Boolean);
-}
-
-/** Whether a path answers SSH within a short bound (the host key is checked). */
-async function answers(spec: ServerSpec): Promise<boolean> {
-  return onHost(spec, async () => true).catch(() => false);
-}
+const moveInput = (opts: { tag?: number; windowSec: number; id?: string }): ServerSpecInput => moveInputOf(LAB, 'server1', opts);
 
 /** Prints the pending activity's attempt and progress note while the workflow runs (every 2 s, bounded by `stop`). */
 function watchNotes(handle: WorkflowHandle, t0: number): { stop(): Promise<void> } {

@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { sh } from '../../../src/drivers/shell';
+import { moveReactivateScript, moveUpScript, type MoveActivation } from '../../../src/drivers/linux/persist';
+import type { NetManager } from '../../../src/drivers/linux/netmgr';
 import {
   abandonScript,
   armScript,
@@ -165,5 +167,63 @@ describe('commit-confirmed transactions: host scripts', () => {
     assert.deepEqual(parseTxnStatus('confirmed 0 - inactive'), { state: 'confirmed' });
     assert.deepEqual(parseTxnStatus('rolled-back - - active'), { state: 'rolled-back', done: false, applied: null });
     for (const bad of ['', 'armed', 'confirmed 0 -', 'x - - active']) assert.equal(parseTxnStatus(bad), undefined, bad);
+  });
+});
+
+describe('management move: the per-manager bring-up and rollback', () => {
+  const a: MoveActivation = {
+    bond: { name: 'bond0', members: ['eth1', 'eth2'], mode: '802.3ad', miimon: 100, lacpRate: 'fast', xmitHashPolicy: 'layer3+4' },
+    vlan: 'bond0.100',
+    nmConnections: ['eth1', "Wired connection 'b'"],
+    ifupdownUp: ['eth1', 'eth2'],
+  };
+  const managers: NetManager[] = ['networkd', 'networkmanager', 'ifupdown'];
+
+  test("each manager's bring-up and reactivation parse on a real /bin/sh, inside restore.sh and change.sh too", () => {
+    for (const m of managers) {
+      const p = { ...plan(['/etc/network/interfaces']), reactivate: moveReactivateScript(m, a), change: moveUpScript(m, a) };
+      for (const [name, text] of [
+        ['up', p.change.text],
+        ['reactivate', p.reactivate.text],
+        ['restore.sh', restoreScript(p)],
+        ['change.sh', changeScript(p)],
+        ['arm', armScript(p).text],
+      ] as const) {
+        const r = spawnSync('/bin/sh', ['-n', '-c', text], { encoding: 'utf8' });
+        assert.equal(r.status, 0, `${m} ${name}: ${r.stderr}`);
+      }
+    }
+  });
+
+  test('a rollback deletes the VLAN and the bond and brings the members back through their own configuration, every command run', () => {
+    const ifupdown = moveReactivateScript('ifupdown', a).text;
+    // Links first (a bond's members are released by deleting it), then ifupdown's stale records, then the members
+    // from their restored stanzas, each cycled with --force (the state may still list one the change never took down).
+    const order = [
+      'ip link del dev bond0.100',
+      'ip link del dev bond0',
+      'ifdown --force bond0.100',
+      'ifdown --force bond0',
+      'ifdown --force eth1',
+      'ifup eth1',
+      'ifup eth2',
+    ];
+    const at = order.map((c) => ifupdown.indexOf(c));
+    assert.ok(
+      at.every((i) => i >= 0),
+      `every command present: ${ifupdown}`,
+    );
+    assert.deepEqual(
+      [...at].sort((x, y) => x - y),
+      at,
+      `in order: ${ifupdown}`,
+    );
+    assert.doesNotMatch(ifupdown, /&&/, 'joined by ; : a rollback does as much as it can');
+    const nm = moveReactivateScript('networkmanager', a).text;
+    assert.ok(nm.startsWith('nmcli connection reload'), 'the restored keyfiles are read first');
+    assert.ok(nm.endsWith(`nmcli --wait 30 connection up eth1 ; ${sh`nmcli --wait 30 connection up ${"Wired connection 'b'"}`.text}`), nm);
+    assert.equal(moveReactivateScript('networkd', a).text.split(';').at(-1)?.trim(), 'networkctl reconfigure eth1 eth2');
+    assert.equal(moveUpScript('ifupdown', a).text.includes('ifup bond0.100'), true);
+    assert.equal(moveUpScript('networkmanager', a).text, 'nmcli --wait 30 connection up underlay-vlan-bond0.100');
   });
 });

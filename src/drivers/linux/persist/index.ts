@@ -289,6 +289,61 @@ export function undoBondScript(m: NetManager, b: BondConfig, restore: Shell | nu
   return join('&&', cmds);
 }
 
+/**
+ * A commit-confirmed move of the management address onto a VLAN of the bond (src/activities/bond.ts movePlan): what
+ * the manager needs besides the bond's and the VLAN's files, and what brings the members back when the host rolls
+ * the move back (src/drivers/linux/txn.ts runs it after restore.sh has put the files back).
+ */
+export interface MoveActivation {
+  bond: BondConfig;
+  /** The VLAN that carries the management address afterwards. */
+  vlan: string;
+  /** The members' own configuration to bring back: NetworkManager connection names, or the NICs ifupdown had up. */
+  nmConnections: string[];
+  ifupdownUp: string[];
+}
+
+/** Runs after the bond's apply script, in the detached change: brings the management VLAN up through the manager. */
+export function moveUpScript(m: NetManager, a: MoveActivation): Shell {
+  switch (m) {
+    case 'networkd':
+      // networkd creates the bond, then its VLAN from the drop-in: reconfigure the bond once it exists.
+      return sh`for i in $(seq 1 40); do [ -e /sys/class/net/${a.bond.name} ] && break; sleep 0.25; done; networkctl reconfigure ${a.bond.name}`;
+    case 'networkmanager':
+      return sh`nmcli --wait 30 connection up ${`underlay-vlan-${a.vlan}`}`;
+    case 'ifupdown':
+      return ifupShell(a.vlan);
+  }
+}
+
+/**
+ * The runtime half of a rolled-back move, run with the pre-state's files back in place: the VLAN and the bond
+ * deleted, the members brought back up by their own configuration. Every command runs (`;`): a rollback does as
+ * much as it can.
+ *  - networkd: reload (the bond's files are gone), delete the links, reconfigure the members.
+ *  - NetworkManager: reload (the underlay keyfiles are gone, so are their profiles), delete the links, activate
+ *    the members' own profiles again.
+ *  - ifupdown: the stanzas of the bond and the VLAN are gone, but /run/network/ifstate may still list them (and not
+ *    the members, which the change took down): delete the links, drop those records (`ifdown --force` of a link
+ *    that no longer exists), and bring each member up from its restored stanza — `ifdown --force` first, so that a
+ *    member the state still lists (a change cut off before it took the member down) is configured afresh.
+ */
+export function moveReactivateScript(m: NetManager, a: MoveActivation): Shell {
+  const del = [a.vlan, a.bond.name].map((l) => sh`{ ! [ -e /sys/class/net/${l} ] || ip link del dev ${l}; }`);
+  switch (m) {
+    case 'networkd':
+      return join(';', [sh`networkctl reload`, ...del, sh`networkctl reconfigure ${a.bond.members}`]);
+    case 'networkmanager':
+      return join(';', [sh`nmcli connection reload`, ...del, ...a.nmConnections.map((c) => sh`nmcli --wait 30 connection up ${c}`)]);
+    case 'ifupdown':
+      return join(';', [
+        ...del,
+        ...[a.vlan, a.bond.name].map((l) => sh`{ ! ifquery --state ${l} >/dev/null 2>&1 || ifdown --force ${l} >/dev/null 2>&1 || true; }`),
+        ...a.ifupdownUp.map((p) => sh`{ ifdown --force ${p} >/dev/null 2>&1 || true; ip addr flush dev ${p} 2>/dev/null; ifup ${p}; }`),
+      ]);
+  }
+}
+
 export function applyVlansScript(m: NetManager, vlans: readonly VlanConfig[], files: Shell | null, recreate: readonly string[]): Shell {
   const cmds: Shell[] = [];
   for (const name of recreate) cmds.push(sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`);
