@@ -481,11 +481,19 @@ function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: string):
     if (!move || !move.vlan)
       throw refuse('the spec moves no management onto a VLAN of the bond, so it cannot be moved back', 'network.management on a VLAN of the bond', mgmt);
     if (mgmt !== move.interface)
-      throw refuse(`only a session over ${move.interface} (the moved path) can be moved back`, `a session over ${move.interface} or a NIC outside the bond`, mgmt);
+      throw refuse(
+        `only a session over ${move.interface} (the moved path) can be moved back`,
+        `a session over ${move.interface} or a NIC outside the bond`,
+        mgmt,
+      );
     if (now.persisted.manager !== 'networkd')
       throw refuse('moving management back off the bond (commit-confirmed) is built for systemd-networkd hosts', 'systemd-networkd', now.persisted.manager);
     if (pre.bond !== null)
-      throw refuse('the bond existed before onboarding, so there is no initial path without it to move back to', 'no bond in the pre-state', 'a bond in the pre-state');
+      throw refuse(
+        'the bond existed before onboarding, so there is no initial path without it to move back to',
+        'no bond in the pre-state',
+        'a bond in the pre-state',
+      );
   }
   const vlanName = move?.vlan ? vlanIfName(move.vlan) : undefined;
   const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);

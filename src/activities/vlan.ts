@@ -184,7 +184,7 @@ async function movedManagementVlan(io: Io): Promise<string | undefined> {
  * VLAN). In the usual order (the bond step's move made the management VLAN before this step ran) that is the
  * pre-state itself.
  */
-function keepingManagement(io: Io, keep: string, pre: VlanState, now: VlanState): { target: VlanState; write: DesiredFile[] } {
+export function keepingManagement(io: Pick<Io, 'want'>, keep: string, pre: VlanState, now: VlanState): { target: VlanState; write: DesiredFile[] } {
   const manager = pre.persisted.manager;
   const v = io.want.vlans.find((x) => vlanIfName(x) === keep)!;
   const files = { ...pre.persisted.files };

@@ -39,7 +39,8 @@ import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporal
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { bondStep } from '../../src/activities/bond';
 import { cableStep } from '../../src/activities/cable';
-import { sshConnector } from '../../src/activities/connect';
+import { sshConnector, sshTarget } from '../../src/activities/connect';
+import { SshSession } from '../../src/transports/ssh';
 import { runStep } from '../../src/activities/run-step';
 import type { StepChoice, StepResult } from '../../src/activities/step';
 import { vlanStep } from '../../src/activities/vlan';
@@ -141,9 +142,18 @@ async function journal(spec: ServerSpec): Promise<string[]> {
   return text.trim().split('\n').filter(Boolean);
 }
 
-/** Whether a path answers SSH within a short bound (the host key is checked). */
+/**
+ * Whether a path answers SSH (the host key is checked): one connection attempt with a 20 s connect timeout. Only
+ * used to assert silence, where onHost's patience (3 attempts, 5 s apart) cost ≈ 70 s per check on a dead path.
+ */
 async function answers(spec: ServerSpec): Promise<boolean> {
-  return onHost(spec, async () => true).catch(() => false);
+  return SshSession.connect(sshTarget(spec), { connectTimeoutMs: 20_000 }).then(
+    (s) => {
+      s.close();
+      return true;
+    },
+    () => false,
+  );
 }
 
 /** Prints the pending activity's attempt and progress note while the workflow runs (every 2 s, bounded by `stop`). */
@@ -397,6 +407,7 @@ describe('commit-confirmed management move on a lab host managed over its data N
   });
 
   test('rollback of the moved host: the VLAN undo leaves the management VLAN to the bond undo, which moves management back to the initial path as one commit-confirmed transaction; the pre-onboarding state answers there', async () => {
+    const tScenario = Date.now();
     assert.ok(preOnboarding && bondPre && vlanPre, 'the earlier scenarios left a moved, onboarded host and the pre-states of its steps');
     const input = moveInput({ windowSec: MOVE_WINDOW });
     const spec = specOf(input);
@@ -423,6 +434,7 @@ describe('commit-confirmed management move on a lab host managed over its data N
       dataConverter: undefined,
     });
     const t0 = Date.now();
+    figures['undo: worker set up (workflow bundle)'] = secs(t0 - tScenario);
     const handle = await startRollback(env.client, plan, { taskQueue, siteQueues: false });
     const result = await worker.runUntil(handle.result());
     figures['undo: rollback workflow (VLAN undo, reverse move confirmed)'] = secs(Date.now() - t0);
@@ -450,6 +462,7 @@ describe('commit-confirmed management move on a lab host managed over its data N
       ),
     );
     assert.equal(left.trim(), 'journal', 'no timer, no boot guard, no transaction directory');
+    figures['undo: scenario'] = secs(Date.now() - tScenario);
   });
 
   test('metrics: underlay_mgmt_move_total counts every transaction by outcome, as the scenarios saw them', async () => {
