@@ -466,7 +466,7 @@ const REVERSE_MOVE = 'bond-undo';
  * confirmed over the initial path (no bond, the session on a member), the host restores the moved state by itself.
  * `mgmt` undefined: a retry resuming the transaction. Refuses (LockoutRiskError) what it cannot do that way.
  */
-function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: string): MovePlan {
+export function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: string): MovePlan {
   const b = io.want.bond;
   const move = io.want.move;
   const refuse = (why: string, expected: string, observed: string) =>
