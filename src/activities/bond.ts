@@ -29,6 +29,7 @@ import { parseChurnedMembers } from '../drivers/linux/parse/text';
 import { join, sh, type Shell } from '../drivers/shell';
 import { vlanIfName, type BondSpec, type ServerSpec, type VlanSpec } from '../spec/server';
 import { commitConfirmed, moveMark, type MovePlan } from './move';
+import { managementPaths } from '../spec/management';
 import { diffState } from './diff';
 import { detectManager, fileChanges, ifupdownTakeover, memberOwner, observeFiles, type Detected } from './persist';
 import { pollUntilHolds, verificationFailure, type Problem } from './poll';
@@ -409,15 +410,21 @@ async function readChurn(io: Io, bond: string): Promise<string[]> {
 
 async function undo(io: Io, pre: BondState, now: BondState): Promise<void> {
   const b = io.want.bond;
-  // Management moved onto the bond (commit-confirmed): undoing the bond would cut the session it runs over. The
-  // reverse move under a dead-man is not built yet: refuse, fail closed, rather than cut the host off.
+  // A reverse move an earlier attempt armed: resume it (confirm over the initial path, or see the host roll back to
+  // the moved state), never arm or apply twice.
+  if (moveMark(io, REVERSE_MOVE)) {
+    await commitConfirmed(io, reverseMovePlan(io, pre, now));
+    await settleMembers(io, pre);
+    return;
+  }
+  // Management moved onto the bond (commit-confirmed): undoing the bond cuts the session it runs over. Then the undo
+  // is the move in reverse, under a dead-man (reverseMovePlan); what cannot be done that way is refused (fail closed).
   const mgmt = await requireManagementInterface(io.host, 'bond', 'network.management');
   const links = await listLinks(io.host);
   if (mgmt === b.name || b.members.includes(mgmt) || links.get(mgmt)?.parent === b.name) {
-    throw new LockoutRiskError(
-      `undoing ${b.name} would cut the management session, which runs over ${mgmt}; moving management back off the bond (commit-confirmed, in reverse) is not built yet`,
-      { host: io.host.label, step: 'bond', field: 'network.management', expected: 'a session over a NIC outside the bond', observed: mgmt },
-    );
+    await commitConfirmed(io, reverseMovePlan(io, pre, now, mgmt));
+    await settleMembers(io, pre);
+    return;
   }
   const cfg = bondConfig(b);
   const manager = pre.persisted.manager;
@@ -433,6 +440,12 @@ async function undo(io: Io, pre: BondState, now: BondState): Promise<void> {
     ifupdownUp: b.members.filter((m) => pre.persisted.owners[m] === 'ifupdown:up'),
   });
   await io.host.run(script, { description: `restore ${b.name}, its members and their ${manager} configuration`, timeoutMs: 180_000 });
+  await settleMembers(io, pre);
+}
+
+/** After an undo: what the manager left at runtime (admin states) towards the pre-state, then a bounded wait for it. */
+async function settleMembers(io: Io, pre: BondState): Promise<void> {
+  const b = io.want.bond;
   // What the manager left at runtime (admin states): iproute2, towards the pre-state.
   const runtime = await observeRuntime(io);
   const rest = convergeScript(b.name, runtime, pre);
@@ -450,6 +463,109 @@ async function undo(io: Io, pre: BondState, now: BondState): Promise<void> {
     // The runner's own verification names what is left; this wait only gave the manager time.
     if (!(err instanceof Error && err.name === 'VerificationError')) throw err;
   });
+}
+
+/** The purpose (transaction id prefix, mark key) of the reverse move: management back off the bond. */
+const REVERSE_MOVE = 'bond-undo';
+
+/**
+ * The undo of a host whose management moved onto the bond's VLAN, as ONE commit-confirmed transaction
+ * (src/activities/move.ts) from the moved path back to the initial one: the bond's and the management VLAN's files
+ * removed (or put back byte for byte from the backup store, for any that existed before), the VLAN and the bond
+ * deleted, the members given back to their own configuration — networkd never touched a member's own .network
+ * file (the bond's ports file only outranked it), so removing ours hands the NIC back — run detached. Unless
+ * confirmed over the initial path (no bond, the session on a member), the host restores the moved state by itself.
+ * `mgmt` undefined: a retry resuming the transaction. Refuses (LockoutRiskError) what it cannot do that way.
+ */
+export function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: string): MovePlan {
+  const b = io.want.bond;
+  const move = io.want.move;
+  const refuse = (why: string, expected: string, observed: string) =>
+    new LockoutRiskError(`undoing ${b.name} would cut the management session, which runs over ${mgmt ?? '?'}; ${why}`, {
+      host: io.host.label,
+      step: 'bond',
+      field: 'network.management',
+      expected,
+      observed,
+    });
+  if (mgmt !== undefined) {
+    if (!move || !move.vlan)
+      throw refuse('the spec moves no management onto a VLAN of the bond, so it cannot be moved back', 'network.management on a VLAN of the bond', mgmt);
+    if (mgmt !== move.interface)
+      throw refuse(
+        `only a session over ${move.interface} (the moved path) can be moved back`,
+        `a session over ${move.interface} or a NIC outside the bond`,
+        mgmt,
+      );
+    if (now.persisted.manager !== 'networkd')
+      throw refuse('moving management back off the bond (commit-confirmed) is built for systemd-networkd hosts', 'systemd-networkd', now.persisted.manager);
+    if (pre.bond !== null)
+      throw refuse(
+        'the bond existed before onboarding, so there is no initial path without it to move back to',
+        'no bond in the pre-state',
+        'a bond in the pre-state',
+      );
+  }
+  const vlanName = move?.vlan ? vlanIfName(move.vlan) : undefined;
+  const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);
+  const del = (name: string) => sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`;
+  const change =
+    mgmt === undefined
+      ? sh`false`
+      : join('&&', [
+          ...(restore ? [restore] : []),
+          sh`networkctl reload`,
+          ...(vlanName ? [del(vlanName)] : []),
+          del(b.name),
+          sh`{ networkctl reconfigure ${b.members} 2>/dev/null || true; }`,
+        ]);
+  // restore.sh has put the moved state's files back: the manager makes the bond and its VLAN again (as the move did).
+  const reactivate = join(';', [
+    sh`networkctl reload`,
+    sh`networkctl reconfigure ${b.members}`,
+    sh`for i in $(seq 1 40); do [ -e /sys/class/net/${b.name} ] && break; sleep 0.25; done; networkctl reconfigure ${b.name}`,
+  ]);
+  const files = [...new Set([...Object.keys(pre.persisted.files), ...Object.keys(now.persisted.files)])].sort();
+  const initial = managementPaths(io.want.spec).find((p) => p.which === 'initial')!;
+  const sessionOnMember = async (): Promise<Problem[]> => {
+    const m = await requireManagementInterface(io.host, 'bond', 'network.management');
+    return b.members.includes(m) ? [] : [{ field: 'management interface', expected: `one of ${b.members.join(', ')} (the pre-state)`, observed: m }];
+  };
+  return {
+    purpose: REVERSE_MOVE,
+    files,
+    reactivate,
+    change,
+    windowSec: move?.windowSec ?? 120,
+    to: 'initial',
+    from: 'moved',
+    what: `management back to ${initial.address}:${initial.port} off ${move?.interface ?? b.name} (${b.name} ← ${b.members.join(', ')} removed)`,
+    // What the host's own rollback must bring back: the moved state's files and a bond.
+    pre: { files: now.persisted.files, bond: 'present' },
+    ...(mgmt === undefined ? { resumeOnly: true } : {}),
+    // The pre-onboarding state on the initial path: the files as before onboarding, no bond, the session on a member.
+    verifyNew: async () => {
+      const [runtime, persisted] = [await observeRuntime(io), await observePersisted(io)];
+      const problems: Problem[] = diffState(
+        { files: persisted.files, bond: runtime.bond === null ? null : 'present', masters: Object.values(runtime.members).map((m) => m.master) },
+        { files: pre.persisted.files, bond: null, masters: Object.values(pre.members).map((m) => m.master) },
+      ).map((c) => ({ field: c.field, expected: c.to, observed: c.from }));
+      return [...problems, ...(await sessionOnMember())];
+    },
+    // Still moved: the moved state's files, the bond, the session on the management VLAN.
+    verifyRolledBack: async (_io, moved) => {
+      const want = moved as { files: FileHashes; bond: 'present' };
+      const [runtime, persisted] = [await observeRuntime(io), await observePersisted(io)];
+      const problems: Problem[] = diffState({ files: persisted.files, bond: runtime.bond === null ? null : 'present' }, want).map((c) => ({
+        field: c.field,
+        expected: c.to,
+        observed: c.from,
+      }));
+      const m = await requireManagementInterface(io.host, 'bond', 'network.management');
+      if (m !== (move?.interface ?? b.name)) problems.push({ field: 'management interface', expected: `${move?.interface} (the moved state)`, observed: m });
+      return problems;
+    },
+  };
 }
 
 function diffBond(a: BondState, b: BondState): Change[] {

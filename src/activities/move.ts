@@ -15,6 +15,7 @@
  * A retry (another worker after a SIGKILL) finds the mark: it never arms or applies again; it resumes at 3 or 4.
  */
 import { randomBytes } from 'node:crypto';
+import { Context } from '@temporalio/activity';
 import { ConnectionError, ManagementMoveError } from '../common/errors';
 import { abandonScript, armScript, cleanupScript, confirmScript, logScript, parseTxnStatus, statusScript, type TxnState } from '../drivers/linux/txn';
 import type { Shell } from '../drivers/shell';
@@ -24,6 +25,17 @@ import type { Problem } from './poll';
 import type { StepIo } from './step';
 
 export const MOVE_MARK = 'move';
+
+/**
+ * Prometheus (the worker's endpoint, through the activity context's metric meter): transactions by outcome —
+ * `armed` (this attempt armed one), `resumed` (a retry took over an armed one), `confirmed`, `rolled_back` (the
+ * host undid it by itself, verified), `failed` (neither: the host unreachable on both paths, or a rollback that did
+ * not restore the pre-state) — and the seconds from the arm to the confirm.
+ */
+export const MOVE_COUNT_METRIC = 'underlay_mgmt_move_total';
+export const MOVE_CONFIRM_METRIC = 'underlay_mgmt_move_confirm_seconds';
+export const MOVE_CONFIRM_BUCKETS = [5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800];
+export type MoveOutcomeLabel = 'armed' | 'resumed' | 'confirmed' | 'rolled_back' | 'failed';
 
 export interface MoveMark {
   /** The host-side transaction id (unit names, /var/lib/underlay/txn/<id>). */
@@ -92,6 +104,27 @@ const OLD_PATH_WAIT_MS = 90_000;
 
 export function moveMark(io: Pick<StepIo<unknown>, 'marks'>, purpose: string): MoveMark | undefined {
   return (io.marks[`${MOVE_MARK}:${purpose}`] as MoveMark | null | undefined) ?? undefined;
+}
+
+/** Counts a transaction event (outside an activity: nothing). Metrics never fail a step. */
+function countMove(io: StepIo<unknown>, purpose: string, outcome: MoveOutcomeLabel, confirmedAfterMs?: number): void {
+  let step = 'bond';
+  try {
+    step = io.host.step ?? step; // the getter throws when the last reconnect failed
+  } catch {
+    // keep the default
+  }
+  try {
+    const meter = Context.current().metricMeter;
+    const tags = { step, purpose, outcome };
+    meter.createCounter(MOVE_COUNT_METRIC, '1', 'Commit-confirmed network transactions (management moves) by outcome').add(1, tags);
+    if (confirmedAfterMs !== undefined)
+      meter
+        .createHistogram(MOVE_CONFIRM_METRIC, 'float', 's', 'Seconds from arming a commit-confirmed network transaction to its confirm')
+        .record(confirmedAfterMs / 1000, { step: tags.step, purpose });
+  } catch {
+    // Metrics never fail a step (no activity context, no meter, a bad label).
+  }
 }
 
 const where = (io: StepIo<unknown>) => ({ host: io.spec.id, step: io.host.step ?? 'bond' });
@@ -182,11 +215,13 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
       deadline: armedAt + plan.windowSec * 1000,
       waitUntil: armedAt + plan.windowSec * 1000 + ROLLBACK_GRACE_MS + OLD_PATH_WAIT_MS,
     };
+    countMove(io, plan.purpose, 'armed'); // counted first: a worker killed as soon as the mark is out has counted it
     io.mark(key, mark);
     io.progress(
       `armed ${plan.what}: the host rolls back by itself at ${new Date(mark.deadline!).toISOString()} (window ${plan.windowSec} s) unless confirmed over ${pathText(io, plan.to)}`,
     );
   } else {
+    countMove(io, plan.purpose, 'resumed');
     io.progress(`resuming network transaction ${mark.id} (${mark.what}) armed by an earlier attempt`);
   }
   const deadline = mark.deadline ?? mark.markedAt + mark.windowSec * 1000;
@@ -204,6 +239,7 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
         if (r.exitCode === 0) {
           const at = Date.now();
           io.mark(key, { ...mark, phase: 'confirmed', decidedAt: at });
+          countMove(io, plan.purpose, 'confirmed', at - (mark.armedAt ?? mark.markedAt));
           io.progress(`confirmed ${plan.what} over ${pathText(io, plan.to)} ${Math.round((at - (mark.armedAt ?? mark.markedAt)) / 1000)} s after arming`);
           return { result: 'confirmed', id: mark.id, windowSec: mark.windowSec, confirmedAfterMs: at - (mark.armedAt ?? mark.markedAt), resumed };
         }
@@ -241,6 +277,7 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
     await io.sleep(RETRY_EVERY_MS);
   }
   if (!old || !s) {
+    countMove(io, plan.purpose, 'failed');
     throw new ManagementMoveError(
       `${plan.what} was not confirmed within its ${mark.windowSec} s window, and the host does not answer on the old path ${pathText(io, plan.from)} either (${Math.round((giveUp - deadline) / 1000)} s after the rollback was due): it needs a console`,
       { ...where(io), field: 'network.management', expected: 'the host reachable on one of its paths', observed: 'no answer on either' },
@@ -248,6 +285,7 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
   }
   const log = (await old.read(logScript(mark.id), { description: `log of network transaction ${mark.id}` })).trim().split('\n').slice(-3).join(' | ');
   if (s.state !== 'rolled-back' || !s.done) {
+    countMove(io, plan.purpose, 'failed');
     throw new ManagementMoveError(
       `${plan.what} was not confirmed within its ${mark.windowSec} s window, but the host's rollback did not complete (transaction ${mark.id}: ${s.state}, ${Math.round((Date.now() - deadline) / 1000)} s after it was due)`,
       { ...where(io), field: 'network.management', expected: 'rolled back', observed: `${s.state}; log: ${log}`.slice(0, 500) },
@@ -255,6 +293,7 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
   }
   const pre = await plan.verifyRolledBack(io, mark.pre ?? plan.pre);
   if (pre.length) {
+    countMove(io, plan.purpose, 'failed');
     throw new ManagementMoveError(
       `${plan.what} was not confirmed within its ${mark.windowSec} s window; the host rolled back (transaction ${mark.id}) but not to its pre-state: ${showProblems(pre)}`,
       { ...where(io), field: 'network.management', expected: 'the pre-state', observed: showProblems(pre).slice(0, 500) },
@@ -262,6 +301,7 @@ export async function commitConfirmed(io: StepIo<unknown>, plan: MovePlan): Prom
   }
   mark = { ...mark, phase: 'rolled-back', decidedAt: Date.now() };
   io.mark(key, mark);
+  countMove(io, plan.purpose, 'rolled_back');
   await old.run(cleanupScript(mark.id), { description: `remove rolled-back network transaction ${mark.id}` });
   throw rolledBack(
     io,

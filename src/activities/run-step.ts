@@ -207,6 +207,11 @@ export async function runStep(name: StepName, choice: StepChoice, rawSpec: unkno
   }
 }
 
+/** Whether a commit-confirmed move of an earlier attempt is armed and undecided (marked, not confirmed or rolled back). */
+function pendingMove(marks: Record<string, unknown>): boolean {
+  return Object.entries(marks).some(([k, v]) => k.startsWith(`${MOVE_MARK}:`) && v && ['arming', 'armed'].includes((v as MoveMark).phase));
+}
+
 /** What a step's commit-confirmed management moves came to, for the step result (status, Web UI). */
 function moveNotes(marks: Record<string, unknown>): string[] {
   return Object.entries(marks)
@@ -233,7 +238,9 @@ export async function undoStep(name: StepName, choice: StepChoice, rawSpec: unkn
     return await withStepIo(step, spec, connect, { marks, beat, noted: (n) => (note = n.slice(0, 300)) }, async (io) => {
       const now = await step.observe(io);
       const changes = step.diff(now, pre);
-      if (!changes.length) return { step: step.name, changes };
+      // A reverse move an earlier attempt armed (the undo of a moved host, src/activities/bond.ts): the host may look
+      // restored while its timer still runs — the undo resumes it (confirm, or see the rollback), never skips it.
+      if (!changes.length && !pendingMove(marks)) return { step: step.name, changes };
       io.progress(`${step.name}: restoring ${changes.length} field(s) to the pre-state`);
       const outcome = await step.undo(io, pre, now);
       const target = outcome ? outcome.target : pre;

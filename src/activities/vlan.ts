@@ -4,17 +4,17 @@
  * gateway through it — the proof that the switch trunks the tag — and by the files on disk being underlay's.
  * The undo takes the VLANs down through the manager and restores its files byte for byte.
  */
-import { convergeFilesScript, restoreFilesScript } from '../drivers/linux/files';
-import { listAddresses, listLinks } from '../drivers/linux/net';
+import { convergeFilesScript, hashOf, restoreFilesScript, type DesiredFile } from '../drivers/linux/files';
+import { listAddresses, listLinks, requireManagementInterface } from '../drivers/linux/net';
 import type { NetManager } from '../drivers/linux/netmgr';
 import { applyVlansScript, bondFilePaths, renderVlanFiles, undoVlansScript, vlanFilePaths, vlanParentFile, type VlanConfig } from '../drivers/linux/persist';
 import { bondConfig } from './bond';
-import { sh } from '../drivers/shell';
+import { join, sh } from '../drivers/shell';
 import { vlanIfName, type ServerSpec, type VlanSpec } from '../spec/server';
 import { diffState } from './diff';
 import { detectManager, fileChanges, observeFiles } from './persist';
 import { pollUntilHolds, verificationFailure, type Problem } from './poll';
-import type { Change, HealthProblem, Step, StepIo } from './step';
+import type { Change, HealthProblem, Step, StepIo, UndoOutcome } from './step';
 
 export interface VlanLinkState {
   parent: string | null;
@@ -163,11 +163,57 @@ async function verify(io: Io): Promise<void> {
   if (persisted.length) throw verificationFailure(io, 'persisted VLAN configuration', persisted);
 }
 
-async function undo(io: Io, pre: VlanState, now: VlanState): Promise<void> {
+/**
+ * The management VLAN the session runs over now (spec `network.management` moved it onto the bond's VLAN), or
+ * undefined. Its link and files are the bond step's to undo — as a reverse move under a dead-man — not this step's:
+ * deleting it here would cut the session the undo runs over.
+ */
+async function movedManagementVlan(io: Io): Promise<string | undefined> {
+  const m = io.want.spec.network.management;
+  const bond = io.want.spec.bond;
+  if (!m || !bond) return undefined;
+  const v = io.want.vlans.find((x) => vlanIfName(x) === m.interface && x.parent === bond.name);
+  if (!v) return undefined;
+  const mgmt = await requireManagementInterface(io.host, 'vlan', 'network.management');
+  return mgmt === m.interface ? m.interface : undefined;
+}
+
+/**
+ * What the undo converges to on a moved host: the pre-state, except the management VLAN (as it is now: its link,
+ * its files) and, networkd, the parent's drop-in listing the VLANs that stay (the pre-state's and the management
+ * VLAN). In the usual order (the bond step's move made the management VLAN before this step ran) that is the
+ * pre-state itself.
+ */
+export function keepingManagement(io: Pick<Io, 'want'>, keep: string, pre: VlanState, now: VlanState): { target: VlanState; write: DesiredFile[] } {
+  const manager = pre.persisted.manager;
+  const v = io.want.vlans.find((x) => vlanIfName(x) === keep)!;
+  const files = { ...pre.persisted.files };
+  for (const f of vlanFilePaths(manager, configs([v])[0]!)) files[f] = now.persisted.files[f] ?? null;
+  const write: DesiredFile[] = [];
+  if (manager === 'networkd') {
+    const staying = io.want.vlans.filter((x) => x.parent === v.parent && (vlanIfName(x) === keep || pre.vlans[vlanIfName(x)]));
+    const { dropIn } = vlanParentFile(v.parent, pre.persisted.parentFiles[v.parent] ?? null);
+    const rendered = renderVlanFiles(manager, configs(staying), io.want.serverId, pre.persisted.parentFiles).find((f) => f.path === dropIn);
+    if (rendered && dropIn in files && hashOf(rendered) !== pre.persisted.files[dropIn]) {
+      write.push(rendered);
+      files[dropIn] = hashOf(rendered);
+    }
+  }
+  return { target: { vlans: { ...pre.vlans, [keep]: now.vlans[keep] ?? null }, persisted: { ...pre.persisted, files } }, write };
+}
+
+async function undo(io: Io, pre: VlanState, now: VlanState): Promise<void | UndoOutcome<VlanState>> {
   const cfgs = configs(io.want.vlans);
-  const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);
+  const keep = await movedManagementVlan(io);
+  const { target, write } = keep ? keepingManagement(io, keep, pre, now) : { target: pre, write: [] };
+  const overridden = new Set(Object.keys(target.persisted.files).filter((f) => target.persisted.files[f] !== pre.persisted.files[f]));
+  const restoreFrom = Object.fromEntries(Object.entries(pre.persisted.files).filter(([f]) => !overridden.has(f)));
+  const restoreParts = [restoreFilesScript(restoreFrom, now.persisted.files), convergeFilesScript(write, now.persisted.files)].filter(
+    (x): x is NonNullable<typeof x> => x !== null,
+  );
+  const restore = restoreParts.length ? join('&&', restoreParts) : null;
   const remove = Object.entries(pre.vlans)
-    .filter(([name, s]) => s === null && now.vlans[name] !== null)
+    .filter(([name, s]) => s === null && now.vlans[name] !== null && name !== keep)
     .map(([name]) => name);
   await io.host.run(undoVlansScript(pre.persisted.manager, cfgs, restore, remove), {
     description: `restore VLANs ${cfgs.map((c) => c.name).join(', ')} and their ${pre.persisted.manager} configuration`,
@@ -177,13 +223,15 @@ async function undo(io: Io, pre: VlanState, now: VlanState): Promise<void> {
   const after = await observeRuntime(io);
   for (const [name, want] of Object.entries(pre.vlans)) {
     const cur = after[name] ?? null;
-    if (!want || !cur) continue;
+    if (!want || !cur || name === keep) continue;
     for (const a of cur.addresses)
       if (!want.addresses.includes(a)) await io.host.run(sh`ip addr del ${a} dev ${name}`, { description: `remove ${a} from ${name}` });
     for (const a of want.addresses) if (!cur.addresses.includes(a)) await io.host.run(sh`ip addr add ${a} dev ${name}`, { description: `add ${a} to ${name}` });
     if (cur.up !== want.up)
       await io.host.run(want.up ? sh`ip link set dev ${name} up` : sh`ip link set dev ${name} down`, { description: `set ${name} admin state` });
   }
+  if (keep && vlanStep.diff(target, pre).length)
+    return { target, note: `${keep} carries the management session: left to the bond step's undo (management moved back under a dead-man)` };
 }
 
 export const vlanStep: Step<VlanState, VlanWant> = {

@@ -15,6 +15,7 @@ import { CancelledFailure, type MetricTags } from '@temporalio/common';
 import type { Context } from '@temporalio/activity';
 import { type ActivityInterceptors, type RuntimeOptions } from '@temporalio/worker';
 import { stepOfActivity } from '../steps';
+import { MOVE_CONFIRM_BUCKETS, MOVE_CONFIRM_METRIC } from '../activities/move';
 
 export const METRICS_ADDRESS_ENV = 'UNDERLAY_METRICS_ADDRESS';
 export const STEP_DURATION_METRIC = 'underlay_step_duration_seconds';
@@ -90,7 +91,7 @@ export function metricsRuntimeOptions(bindAddress: string): RuntimeOptions {
         prometheus: {
           bindAddress: parseMetricsAddress(bindAddress),
           useSecondsForDurations: true,
-          histogramBucketOverrides: { [STEP_DURATION_METRIC]: STEP_DURATION_BUCKETS },
+          histogramBucketOverrides: { [STEP_DURATION_METRIC]: STEP_DURATION_BUCKETS, [MOVE_CONFIRM_METRIC]: MOVE_CONFIRM_BUCKETS },
         },
       },
     },

@@ -5,8 +5,10 @@
  * state a rollback must restore, read without the step code.
  */
 import { connect } from 'node:net';
+import type { MetricMeter } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { sshConnector } from '../../src/activities/connect';
+import { sshConnector, sshTarget } from '../../src/activities/connect';
+import { SshSession } from '../../src/transports/ssh';
 import { runStep } from '../../src/activities/run-step';
 import type { StepChoice, StepResult } from '../../src/activities/step';
 import { atPath, movedPath } from '../../src/spec/management';
@@ -20,8 +22,8 @@ export const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 export const silent = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
 
 /** Runs a step in-process; its progress notes (arm, confirm, rollback wait) are printed with the time since its start. */
-export function runOn(name: StepName, step: StepChoice, raw: unknown, label: string = name): Promise<StepResult> {
-  const env = new MockActivityEnvironment({}, { logger: silent });
+export function runOn(name: StepName, step: StepChoice, raw: unknown, label: string = name, metricMeter?: MetricMeter): Promise<StepResult> {
+  const env = new MockActivityEnvironment({}, { logger: silent, ...(metricMeter ? { metricMeter } : {}) });
   const t0 = Date.now();
   let last: string | undefined;
   env.on('heartbeat', (d: { note?: string }) => {
@@ -80,9 +82,18 @@ export async function journal(spec: ServerSpec): Promise<string[]> {
   return text.trim().split('\n').filter(Boolean);
 }
 
-/** Whether a path answers SSH within a short bound (the host key is checked). */
+/**
+ * Whether a path answers SSH (the host key is checked): one connection attempt with a 20 s connect timeout. Used to
+ * assert silence too, where onHost's patience (3 attempts, 5 s apart) cost ≈ 70 s per check on a dead path.
+ */
 export async function answers(spec: ServerSpec): Promise<boolean> {
-  return onHost(spec, async () => true).catch(() => false);
+  return SshSession.connect(sshTarget(spec), { connectTimeoutMs: 20_000 }).then(
+    (s) => {
+      s.close();
+      return true;
+    },
+    () => false,
+  );
 }
 
 /**

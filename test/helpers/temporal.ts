@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime, type Logger, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type Logger, type RuntimeOptions, type Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
 import { cachedWorkflowBundle } from './bundle';
 
@@ -15,6 +15,16 @@ function installQuietRuntime(logger?: Logger): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   Runtime.install({ logger: logger ?? new DefaultLogger('ERROR') });
+}
+
+/**
+ * Installs the process-global Runtime with `opts` (e.g. a Prometheus exporter: metricsRuntimeOptions), before
+ * anything else touches it; startTemporal then leaves it as it is. Call it first, once per test process.
+ */
+export function installRuntime(opts: RuntimeOptions): void {
+  if (runtimeInstalled) throw new Error('the worker Runtime is installed already: installRuntime must come first');
+  runtimeInstalled = true;
+  Runtime.install({ logger: new DefaultLogger('ERROR'), ...opts });
 }
 
 export interface TemporalOptions {

@@ -11,7 +11,15 @@
  *      (QEMU loadvm); confirmed, the host stays moved for 3;
  *   3. straight through: cable and bond (the move, confirmed in one attempt) unless 2 confirmed it already; the VLAN
  *      step over the new path, the bond step again (nothing to change); one reboot; the host answers on the new path
- *      only, nothing of the transaction left.
+ *      only, nothing of the transaction left;
+ *   4. the rollback of the moved host (the production rollbackServer workflow on a worker; only its lookup of the
+ *      onboarding's result is given the pre-states of 2/3, as no onboarding workflow ran here): the VLAN step's undo
+ *      leaves the management VLAN to the bond's, which moves management back to the initial path as one
+ *      commit-confirmed transaction; the host answers on the old path with its pre-onboarding state, nothing left.
+ *
+ * Metrics: this process installs the Runtime with a Prometheus exporter first (the in-process steps and workers
+ * record on it), and the SIGKILL scenario's worker process serves its own; the last test scrapes both and checks
+ * underlay_mgmt_move_total against what the scenarios saw.
  *
  * Its own lab (dir .lab-move, ports 24600+, one server + the switch), so it runs next to the other lab files: in
  * `npm test` on the lane of the VM-less files (scripts/test.sh); alone: `npm run test:lab-move`. Its figures are in
@@ -32,19 +40,25 @@ import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { bondStep } from '../../src/activities/bond';
 import { cableStep } from '../../src/activities/cable';
 import { sshConnector } from '../../src/activities/connect';
-import type { StepResult } from '../../src/activities/step';
+import type { StepChoice, StepResult } from '../../src/activities/step';
+import type { StepName } from '../../src/steps';
 import { vlanStep } from '../../src/activities/vlan';
 import type { ServerSpec, ServerSpecInput } from '../../src/spec/server';
 import { applicationFailureOf } from '../helpers/failures';
 import type { MoveMark } from '../../src/activities/move';
 import { createActivities, stepSetOf } from '../../src/activities';
 import { createWorker } from '../../src/workers/worker';
-import { bundleWorkflowCode } from '@temporalio/worker';
+import { bundleWorkflowCode, Runtime } from '@temporalio/worker';
+import { createServer } from 'node:net';
 import { spawnDetached } from '../helpers/detached';
-import { startTemporal } from '../helpers/temporal';
+import { installRuntime, startTemporal, workflowBundle } from '../helpers/temporal';
+import { metricsRuntimeOptions } from '../../src/workers/step-metrics';
+import { MOVE_CONFIRM_METRIC, MOVE_COUNT_METRIC } from '../../src/activities/move';
+import type { RollbackPlan } from '../../src/activities/rollback';
+import { startRollback } from '../../src/cli/onboarding';
 import { freshLab, onHost, restoreVm, snapshotVm, stopLab } from '../helpers/lab';
 import { rebootVm } from '../helpers/lab-host';
-import { answers, journal, moveInputOf, netState, newPath, oldPath, runOn, secs, silent, specOf } from '../helpers/mgmt-move';
+import { answers, journal, moveInputOf, netState, newPath, oldPath, runOn as runOnHost, secs, silent, specOf } from '../helpers/mgmt-move';
 
 const root = resolve(__dirname, '../..');
 // Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
@@ -58,8 +72,21 @@ const KILL_LATE = process.env.UNDERLAY_MOVE_KILL_LATE === '1';
 const MOVE_WINDOW = 150;
 /** Set when the SIGKILL scenario's retry confirmed the move: the straight-through scenario goes on from there. */
 let movedBy: string | undefined;
+/** For the rollback scenario: the host's network state before any scenario, and the pre-states the steps observed. */
+let preOnboarding: Awaited<ReturnType<typeof netState>> | undefined;
+let bondPre: unknown;
+let vlanPre: unknown;
+/** What the metric must count (purpose → outcome → n), tallied from what the scenarios saw: this process's endpoint… */
+const counted: Record<string, Record<string, number>> = {};
+const tally = (purpose: string, outcome: string) => ((counted[purpose] ??= {})[outcome] = (counted[purpose]![outcome] ?? 0) + 1);
+/** …and what the SIGKILL scenario's worker process had counted when it was killed (scraped just before). */
+let killedWorkerMetrics: string | undefined;
+let metricsAddress = '';
 
 const figures: Record<string, string> = {};
+/** Steps run in-process count on this process's Prometheus endpoint (the Runtime's meter), as a worker's would. */
+const runOn = (name: StepName, step: StepChoice, raw: unknown): Promise<StepResult> => runOnHost(name, step, raw, name, Runtime.instance().metricMeter);
+
 let started = 0;
 let env: TestWorkflowEnvironment | undefined;
 
@@ -107,8 +134,34 @@ async function diagnosis(handle: WorkflowHandle, err: Error): Promise<string> {
   return `unexpected outcome of the SIGKILL scenario:\n${chain.map((c) => `  ${c}`).join('\n  caused by ')}\nhistory:\n${events.join('\n')}`;
 }
 
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+/** The value of one series of a Prometheus text exposition (0 when absent). */
+function sample(text: string, name: string, labels: Record<string, string>): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\} (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...m[2]!.matchAll(/([a-zA-Z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) total += Number(m[3]);
+  }
+  return total;
+}
+
 before(async () => {
   started = Date.now();
+  // First: the process-global Runtime with a Prometheus exporter (startTemporal then leaves it alone).
+  metricsAddress = `127.0.0.1:${await freePort()}`;
+  installRuntime(metricsRuntimeOptions(metricsAddress));
   if (process.env.UNDERLAY_MOVE_LAB_REUSE !== '1') freshLab(1, { images: ['networkd'], dataMgmt: [1] });
   else process.env.UNDERLAY_CREDENTIALS_DIR = LAB!;
   figures['lab boot'] = secs(Date.now() - started);
@@ -133,6 +186,7 @@ describe('commit-confirmed management move on a lab host managed over its data N
     const spec = specOf(input);
     const pre = await netState(oldPath(spec));
     assert.equal(pre.session, '198.18.10.21', 'managed over eth1 before');
+    preOnboarding = pre;
     const t0 = Date.now();
     const failure = await applicationFailureOf(runOn('bond', bondStep, input), 'the move not to be confirmed');
     assert.equal(failure.type, 'ManagementMoveError');
@@ -140,6 +194,8 @@ describe('commit-confirmed management move on a lab host managed over its data N
     assert.match(failure.message, /management onto bond0\.101 .* was not confirmed within its 30 s window/);
     assert.match(failure.message, /rolled itself back \(transaction bond-[0-9a-f]+\) and answers on the old path 127\.0\.0\.1:\d+ with its pre-state/);
     figures['wrong tag: arm → step failed after the self-rollback'] = secs(Date.now() - t0);
+    tally('bond', 'armed');
+    tally('bond', 'rolled_back');
     assert.equal(await answers(newPath(spec)), false, 'nothing answers on the new path');
     assert.deepEqual(await netState(oldPath(spec)), pre, 'links, addresses, networkd files and the session as before');
     const lines = await journal(oldPath(spec));
@@ -167,9 +223,10 @@ describe('commit-confirmed management move on a lab host managed over its data N
     const earlier = (await journal(oldPath(spec))).length;
     env = await startTemporal();
     const taskQueue = `move-kill-${Date.now()}`;
+    const childMetrics = `127.0.0.1:${await freePort()}`;
     const { kill } = spawnDetached(process.execPath, ['--import', 'tsx', resolve(root, 'test/helpers/move-worker.ts')], {
       cwd: root,
-      env: { ...process.env, TEMPORAL_ADDRESS: env.address, TASK_QUEUE: taskQueue },
+      env: { ...process.env, TEMPORAL_ADDRESS: env.address, TASK_QUEUE: taskQueue, UNDERLAY_METRICS_ADDRESS: childMetrics },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     try {
@@ -184,6 +241,10 @@ describe('commit-confirmed management move on a lab host managed over its data N
         if (mark?.phase !== 'armed') await sleep(500);
       }
       assert.equal(mark?.phase, 'armed', 'the arm was recorded within 5 min');
+      // What the doomed worker counted (its own endpoint), then it dies at once.
+      killedWorkerMetrics = await fetch(`http://${childMetrics}/metrics`, { signal: AbortSignal.timeout(5_000) })
+        .then((r) => r.text())
+        .catch((err: unknown) => `unreadable: ${String(err)}`);
       kill();
       const killedAt = Date.now();
       // Opt-in (by hand): the new worker only starts once the host's timer has fired — the rollback branch of a retry.
@@ -218,6 +279,8 @@ describe('commit-confirmed management move on a lab host managed over its data N
         assert.match(cause.message, new RegExp(`rolled itself back \\(transaction ${mark!.id}\\)`));
         figures['kill: outcome'] = `rolled back (${cause.message.slice(0, 160)}…)`;
         onHostSpec = oldPath(spec);
+        tally('bond', 'resumed');
+        tally('bond', 'rolled_back');
       } else {
         assert.ok(outcome.attempt >= 2, `finished on a retry (attempt ${outcome.attempt})`);
         assert.match(outcome.note ?? '', new RegExp(`commit-confirmed \\(window ${MOVE_WINDOW} s, confirmed \\d+ s after arming, transaction ${mark!.id}\\)`));
@@ -225,6 +288,9 @@ describe('commit-confirmed management move on a lab host managed over its data N
         onHostSpec = newPath(spec);
         assert.equal((await netState(onHostSpec)).session, '192.0.2.21');
         confirmed = true;
+        bondPre = outcome.pre;
+        tally('bond', 'resumed');
+        tally('bond', 'confirmed');
       }
       const events = (await journal(onHostSpec)).slice(earlier).map((l) => l.split(' ').slice(1).join(' '));
       assert.equal(events.filter((e) => e.endsWith('change-start')).length, 1, `one apply in all: ${events.join(', ')}`);
@@ -249,6 +315,9 @@ describe('commit-confirmed management move on a lab host managed over its data N
       const bond = await runOn('bond', bondStep, input);
       figures['straight: the move'] = `in one attempt, cable + bond step (arm → confirm) ${secs(Date.now() - t0)}`;
       assert.equal(bond.changed, true);
+      bondPre = bond.pre;
+      tally('bond', 'armed');
+      tally('bond', 'confirmed');
       assert.match(
         bond.note ?? '',
         new RegExp(`management onto bond0\\.100 .*: commit-confirmed \\(window ${MOVE_WINDOW} s, confirmed \\d+ s after arming, transaction bond-[0-9a-f]+\\)`),
@@ -256,6 +325,7 @@ describe('commit-confirmed management move on a lab host managed over its data N
     }
     const vlan = await runOn('vlan', vlanStep, input);
     assert.equal(vlan.changed, true, 'VLAN 200 added next to the management VLAN');
+    vlanPre = vlan.pre;
     assert.equal((await netState(newPath(spec))).session, '192.0.2.21', 'managed over bond0.100');
     assert.equal(await answers(oldPath(spec)), false, 'the old path is gone');
     const again = await runOn('bond', bondStep, input);
@@ -271,5 +341,82 @@ describe('commit-confirmed management move on a lab host managed over its data N
     const left = await onHost(newPath(spec), (run) => run('ls /etc/systemd/system | grep underlay-txn || true; ls /var/lib/underlay/txn'));
     assert.equal(left.trim(), 'journal', 'confirmed: the timer, the boot guard and the transaction are gone');
     figures['straight: reboot part'] = secs(Date.now() - tReboot);
+  });
+
+  test('rollback of the moved host: the VLAN undo leaves the management VLAN to the bond undo, which moves management back to the initial path as one commit-confirmed transaction; the pre-onboarding state answers there', async () => {
+    const tScenario = Date.now();
+    assert.ok(preOnboarding && bondPre && vlanPre, 'the earlier scenarios left a moved, onboarded host and the pre-states of its steps');
+    const input = moveInput({ windowSec: MOVE_WINDOW });
+    const spec = specOf(input);
+    const earlier = (await journal(newPath(spec))).length;
+    env ??= await startTemporal();
+    const taskQueue = `move-undo-${Date.now()}`;
+    // What `underlay rollback` loads from the onboarding's result (newest first); no onboarding workflow ran here.
+    const plan: RollbackPlan = {
+      serverId: spec.id,
+      spec,
+      runId: 'mgmt-move-lab',
+      completedAt: null,
+      compensations: [
+        { step: 'vlan', pre: vlanPre },
+        { step: 'bond', pre: bondPre },
+      ],
+    };
+    const worker = await createWorker({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: { ...createActivities(sshConnector, stepSetOf('kvm')), loadRollback: async () => plan },
+      dataConverter: undefined,
+    });
+    const t0 = Date.now();
+    figures['undo: worker set up (workflow bundle)'] = secs(t0 - tScenario);
+    const handle = await startRollback(env.client, plan, { taskQueue, siteQueues: false });
+    const result = await worker.runUntil(handle.result());
+    figures['undo: rollback workflow (VLAN undo, reverse move confirmed)'] = secs(Date.now() - t0);
+    const outcomes = Object.fromEntries(result.compensations.map((c) => [c.step, c]));
+    assert.equal(outcomes.vlan?.outcome, 'restored', JSON.stringify(outcomes.vlan));
+    assert.equal(outcomes.bond?.outcome, 'restored', JSON.stringify(outcomes.bond));
+    tally('bond-undo', 'armed');
+    tally('bond-undo', 'confirmed');
+    // The pre-onboarding state, on the old path; the new one silent.
+    assert.deepEqual(await netState(oldPath(spec)), preOnboarding, 'links, addresses, networkd files and the session as before onboarding');
+    assert.equal(await answers(newPath(spec)), false, 'nothing answers on the new path');
+    const events = (await journal(oldPath(spec))).slice(earlier).map((l) => l.split(' ').slice(1).join(' '));
+    const id = /^(bond-undo-[0-9a-f]+) change-start$/.exec(events.find((e) => e.startsWith('bond-undo-')) ?? '')?.[1];
+    assert.ok(id, `the undo ran as a transaction: ${events.join(', ')}`);
+    // The change's exit and the confirm may be journalled in either order (the change is detached).
+    assert.deepEqual(
+      events.filter((e) => e.startsWith(`${id} `)).sort(),
+      [`${id} change-exit 0`, `${id} change-start`, `${id} confirmed`],
+      'one change, confirmed',
+    );
+    assert.equal(events.length, 3, `no other transaction: ${events.join(', ')}`);
+    const left = await onHost(oldPath(spec), (run) =>
+      run(
+        `systemctl list-units --all --no-legend 'underlay-txn-*' | grep -v 'inactive\\|dead' || true; ls /etc/systemd/system | grep underlay-txn || true; ls /var/lib/underlay/txn`,
+      ),
+    );
+    assert.equal(left.trim(), 'journal', 'no timer, no boot guard, no transaction directory');
+    figures['undo: scenario'] = secs(Date.now() - tScenario);
+  });
+
+  test('metrics: underlay_mgmt_move_total counts every transaction by outcome, as the scenarios saw them', async () => {
+    const text = await (await fetch(`http://${metricsAddress}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+    const seen: Record<string, Record<string, number>> = {};
+    for (const purpose of ['bond', 'bond-undo'])
+      for (const outcome of ['armed', 'resumed', 'confirmed', 'rolled_back', 'failed']) {
+        const n = sample(text, MOVE_COUNT_METRIC, { step: 'bond', purpose, outcome });
+        if (n) (seen[purpose] ??= {})[outcome] = n;
+      }
+    figures['metrics: this process'] = JSON.stringify(seen);
+    assert.deepEqual(seen, counted, 'this process (in-process steps, the retry worker, the rollback worker)');
+    const confirms = Object.values(counted).reduce((n, o) => n + (o.confirmed ?? 0), 0);
+    assert.equal(sample(text, `${MOVE_CONFIRM_METRIC}_count`, { step: 'bond' }), confirms, 'one arm → confirm duration per confirm');
+    // The SIGKILL scenario's first worker (its own process and endpoint, scraped just before the kill): it armed.
+    assert.ok(killedWorkerMetrics, 'the killed worker was scraped');
+    figures['metrics: the killed worker'] = `armed ${sample(killedWorkerMetrics, MOVE_COUNT_METRIC, { purpose: 'bond', outcome: 'armed' })}`;
+    assert.equal(sample(killedWorkerMetrics, MOVE_COUNT_METRIC, { step: 'bond', purpose: 'bond', outcome: 'armed' }), 1, killedWorkerMetrics.slice(0, 300));
   });
 });
