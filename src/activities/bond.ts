@@ -13,7 +13,9 @@ import type { NetManager } from '../drivers/linux/netmgr';
 import {
   applyBondScript,
   bondFilePaths,
+  moveBackScript,
   moveReactivateScript,
+  moveReapplyScript,
   moveUpScript,
   renderBondFiles,
   renderVlanFiles,
@@ -273,6 +275,25 @@ async function apply(io: Io, observed: BondState): Promise<void> {
 }
 
 /**
+ * What the move needs from the manager besides files, and what brings the members back: from the members' owners
+ * before onboarding (their NetworkManager profiles, the NICs ifupdown had up).
+ */
+function moveActivation(b: BondSpec, vlan: string, owners: Record<string, string | null>): MoveActivation {
+  const previous = (prefix: string) =>
+    b.members
+      .map((m) => owners[m])
+      .filter((o): o is string => !!o && o.startsWith(prefix) && !o.includes('underlay-'))
+      .map((o) => o.slice(prefix.length))
+      .filter((c) => c !== '-');
+  return {
+    bond: bondConfig(b),
+    vlan,
+    nmConnections: [...new Set(previous('networkmanager:'))],
+    ifupdownUp: b.members.filter((m) => owners[m] === 'ifupdown:up'),
+  };
+}
+
+/**
  * The bond taking the NIC that carries the session, with the management address moving onto the bond's VLAN, as
  * one commit-confirmed change (src/activities/move.ts): the bond's and the management VLAN's files, applied by the
  * manager, run detached; the host restores the files and re-applies them unless confirmed over the new path.
@@ -294,18 +315,7 @@ function movePlan(io: Io, observed: BondState, armWith?: { script: ReturnType<ty
   }
   const vlanFiles = moveVlanFiles(p.manager, io.want);
   const vlanName = vlanIfName(move.vlan);
-  const previous = (prefix: string) =>
-    b.members
-      .map((m) => p.owners[m])
-      .filter((o): o is string => !!o && o.startsWith(prefix) && !o.includes('underlay-'))
-      .map((o) => o.slice(prefix.length))
-      .filter((c) => c !== '-');
-  const activation: MoveActivation = {
-    bond: bondConfig(b),
-    vlan: vlanName,
-    nmConnections: [...new Set(previous('networkmanager:'))],
-    ifupdownUp: b.members.filter((m) => p.owners[m] === 'ifupdown:up'),
-  };
+  const activation = moveActivation(b, vlanName, p.owners);
   const change = armWith
     ? join('&&', [
         ...[convergeFilesScript(vlanFiles.render(), p.files)].filter((x): x is NonNullable<typeof x> => x !== null),
@@ -429,16 +439,8 @@ async function undo(io: Io, pre: BondState, now: BondState): Promise<void> {
   const cfg = bondConfig(b);
   const manager = pre.persisted.manager;
   const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);
-  const previous = (prefix: string) =>
-    b.members
-      .map((m) => pre.persisted.owners[m])
-      .filter((o): o is string => !!o && o.startsWith(prefix) && !o.includes('underlay-'))
-      .map((o) => o.slice(prefix.length))
-      .filter((c) => c !== '-');
-  const script = undoBondScript(manager, cfg, restore, {
-    nmConnections: [...new Set(previous('networkmanager:'))],
-    ifupdownUp: b.members.filter((m) => pre.persisted.owners[m] === 'ifupdown:up'),
-  });
+  const { nmConnections, ifupdownUp } = moveActivation(b, b.name, pre.persisted.owners);
+  const script = undoBondScript(manager, cfg, restore, { nmConnections, ifupdownUp });
   await io.host.run(script, { description: `restore ${b.name}, its members and their ${manager} configuration`, timeoutMs: 180_000 });
   await settleMembers(io, pre);
 }
@@ -497,8 +499,6 @@ export function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: s
         `a session over ${move.interface} or a NIC outside the bond`,
         mgmt,
       );
-    if (now.persisted.manager !== 'networkd')
-      throw refuse('moving management back off the bond (commit-confirmed) is built for systemd-networkd hosts', 'systemd-networkd', now.persisted.manager);
     if (pre.bond !== null)
       throw refuse(
         'the bond existed before onboarding, so there is no initial path without it to move back to',
@@ -506,25 +506,12 @@ export function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: s
         'a bond in the pre-state',
       );
   }
-  const vlanName = move?.vlan ? vlanIfName(move.vlan) : undefined;
-  const restore = restoreFilesScript(pre.persisted.files, now.persisted.files);
-  const del = (name: string) => sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`;
-  const change =
-    mgmt === undefined
-      ? sh`false`
-      : join('&&', [
-          ...(restore ? [restore] : []),
-          sh`networkctl reload`,
-          ...(vlanName ? [del(vlanName)] : []),
-          del(b.name),
-          sh`{ networkctl reconfigure ${b.members} 2>/dev/null || true; }`,
-        ]);
+  const manager = now.persisted.manager;
+  // The members' own configuration comes from the pre-state (the moved state's owners are the bond's).
+  const activation = moveActivation(b, move?.vlan ? vlanIfName(move.vlan) : b.name, pre.persisted.owners);
+  const change = mgmt === undefined ? sh`false` : moveBackScript(manager, activation, restoreFilesScript(pre.persisted.files, now.persisted.files));
   // restore.sh has put the moved state's files back: the manager makes the bond and its VLAN again (as the move did).
-  const reactivate = join(';', [
-    sh`networkctl reload`,
-    sh`networkctl reconfigure ${b.members}`,
-    sh`for i in $(seq 1 40); do [ -e /sys/class/net/${b.name} ] && break; sleep 0.25; done; networkctl reconfigure ${b.name}`,
-  ]);
+  const reactivate = moveReapplyScript(manager, activation);
   const files = [...new Set([...Object.keys(pre.persisted.files), ...Object.keys(now.persisted.files)])].sort();
   const initial = managementPaths(io.want.spec).find((p) => p.which === 'initial')!;
   const sessionOnMember = async (): Promise<Problem[]> => {

@@ -215,7 +215,7 @@ async function undo(io: Io, pre: VlanState, now: VlanState): Promise<void | Undo
   const remove = Object.entries(pre.vlans)
     .filter(([name, s]) => s === null && now.vlans[name] !== null && name !== keep)
     .map(([name]) => name);
-  await io.host.run(undoVlansScript(pre.persisted.manager, cfgs, restore, remove), {
+  await io.host.run(undoVlansScript(pre.persisted.manager, cfgs, restore, remove, keep), {
     description: `restore VLANs ${cfgs.map((c) => c.name).join(', ')} and their ${pre.persisted.manager} configuration`,
     timeoutMs: 180_000,
   });

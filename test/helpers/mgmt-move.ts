@@ -9,8 +9,8 @@ import type { MetricMeter } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { sshConnector, sshTarget } from '../../src/activities/connect';
 import { SshSession } from '../../src/transports/ssh';
-import { runStep } from '../../src/activities/run-step';
-import type { StepChoice, StepResult } from '../../src/activities/step';
+import { runStep, undoStep } from '../../src/activities/run-step';
+import type { StepChoice, StepResult, UndoResult } from '../../src/activities/step';
 import { atPath, movedPath } from '../../src/spec/management';
 import type { ServerSpec, ServerSpecInput } from '../../src/spec/server';
 import type { StepName } from '../../src/steps';
@@ -21,15 +21,24 @@ import { onHost } from './lab';
 export const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 export const silent = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };
 
-/** Runs a step in-process; its progress notes (arm, confirm, rollback wait) are printed with the time since its start. */
-export function runOn(name: StepName, step: StepChoice, raw: unknown, label: string = name, metricMeter?: MetricMeter): Promise<StepResult> {
+function printingEnv(label: string, metricMeter?: MetricMeter): MockActivityEnvironment {
   const env = new MockActivityEnvironment({}, { logger: silent, ...(metricMeter ? { metricMeter } : {}) });
   const t0 = Date.now();
   let last: string | undefined;
   env.on('heartbeat', (d: { note?: string }) => {
     if (d?.note && d.note !== last) console.log(`  [${label} +${secs(Date.now() - t0)}] ${(last = d.note)}`);
   });
-  return env.run(runStep, name, step, raw, sshConnector) as Promise<StepResult>;
+  return env;
+}
+
+/** Runs a step in-process; its progress notes (arm, confirm, rollback wait) are printed with the time since its start. */
+export function runOn(name: StepName, step: StepChoice, raw: unknown, label: string = name, metricMeter?: MetricMeter): Promise<StepResult> {
+  return printingEnv(label, metricMeter).run(runStep, name, step, raw, sshConnector) as Promise<StepResult>;
+}
+
+/** Runs a step's undo in-process (the compensation's activity, as the rollback workflow runs it), back to `pre`. */
+export function undoOn(name: StepName, step: StepChoice, raw: unknown, pre: unknown, label: string = `${name} undo`): Promise<UndoResult> {
+  return printingEnv(label).run(undoStep, name, step, raw, pre, sshConnector) as Promise<UndoResult>;
 }
 
 /** A lab server managed over its data NIC, with management moving onto bond0.<tag> (100 is what the switch trunks and forwards to). */

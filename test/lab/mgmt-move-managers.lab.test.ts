@@ -27,7 +27,7 @@ import { vlanStep } from '../../src/activities/vlan';
 import type { ServerSpec } from '../../src/spec/server';
 import { applicationFailureOf } from '../helpers/failures';
 import { freshLab, labVm, onHost, stopLab } from '../helpers/lab';
-import { journal, MANAGER_FILES, moveInputOf, netState, newPath, oldPath, runOn, secs, specOf, sshBanner } from '../helpers/mgmt-move';
+import { journal, MANAGER_FILES, moveInputOf, netState, newPath, oldPath, runOn, secs, specOf, sshBanner, undoOn } from '../helpers/mgmt-move';
 
 const root = resolve(__dirname, '../..');
 // Read by lab/up.sh and lab/down.sh (through freshLab/stopLab) at call time.
@@ -55,6 +55,8 @@ const SERVERS: Server[] = [
 ];
 
 const figures: Record<string, string> = {};
+/** What the move scenario hands the undo scenario: the pre-onboarding state and the pre-states its steps observed. */
+const handed: Partial<Record<Server['name'], { pre: Record<string, string>; bondPre: unknown; vlanPre: unknown }>> = {};
 let started = 0;
 
 async function preState(s: Server, spec: ServerSpec): Promise<Record<string, string>> {
@@ -147,6 +149,47 @@ describe('commit-confirmed management move on ifupdown and NetworkManager lab ho
       const withVlans = await netState(newPath(spec), s.files);
       assert.equal(withVlans.session, `192.0.2.${20 + k}`, 'still managed over bond0.100');
       assert.match(withVlans.links, /^bond0\.200@bond0 UP/m);
+      handed[s.name] = { pre, bondPre: bond.pre, vlanPre: vlan.pre };
     });
   }
 });
+
+describe(
+  'the reverse move on those hosts: the undo of the VLAN and bond steps brings the pre-onboarding state back on the old path',
+  { concurrency: 2 },
+  () => {
+    for (const s of SERVERS) {
+      test(`${s.manager} (${s.name}): the VLAN undo leaves bond0.100 to the bond undo, which moves management back as one confirmed bond-undo transaction`, async () => {
+        const h = handed[s.name];
+        assert.ok(h, 'the move scenario left a moved, onboarded host and the pre-states of its steps');
+        const label = `${s.manager}`;
+        const dm = labVm(s.name, LAB).dataMgmt!;
+        const good = moveInputOf(LAB, s.name, { windowSec: 150 });
+        const spec = specOf(good);
+        const earlier = (await journal(newPath(spec))).length;
+        // The compensations in reverse order, in-process through the activity the rollback workflow runs (undoStep).
+        const t0 = Date.now();
+        const vlan = await undoOn('vlan', vlanStep, good, h.vlanPre, `${label} vlan undo`);
+        assert.match(vlan.note ?? '', /bond0\.100 carries the management session: left to the bond step's undo/);
+        const bond = await undoOn('bond', bondStep, good, h.bondPre, `${label} bond undo`);
+        figures[`${s.manager}: undo, VLAN + bond step (reverse move armed → confirmed)`] = secs(Date.now() - t0);
+        assert.ok(bond.changes.length > 0, 'the bond undo changed the host');
+        assert.equal(bond.note, undefined, 'nothing left different from the pre-state');
+        // The pre-onboarding state on the old path: links, addresses, the manager's files byte for byte, its own view.
+        assert.deepEqual(await preState(s, oldPath(spec)), h.pre, `links, addresses, ${s.manager} files, its own state and the session as before onboarding`);
+        assert.equal(await sshBanner(dm.newPort), false, 'nothing answers on the new path');
+        const lines = (await journal(oldPath(spec))).slice(earlier);
+        const ids = [...new Set(lines.map((l) => l.split(' ')[1]!))];
+        assert.equal(ids.length, 1, `one transaction: ${lines.join(', ')}`);
+        assert.match(ids[0]!, /^bond-undo-[0-9a-f]+$/);
+        // The change's exit and the confirm may be journalled in either order (the change is detached).
+        assert.deepEqual(
+          lines.map((l) => l.split(' ').slice(2).join(' ')).sort(),
+          ['change-exit 0', 'change-start', 'confirmed'],
+          `one change, confirmed: ${lines.join(', ')}`,
+        );
+        assert.equal(await leftovers(oldPath(spec)), 'journal', 'no timer, no boot guard, no transaction directory');
+      });
+    }
+  },
+);

@@ -344,6 +344,45 @@ export function moveReactivateScript(m: NetManager, a: MoveActivation): Shell {
   }
 }
 
+/**
+ * The reverse move's change (src/activities/bond.ts reverseMovePlan), run detached on a moved host: the
+ * pre-onboarding files put back (`restore`), then what a rolled-back move does at runtime — the VLAN and the bond
+ * deleted, the members brought back by their own configuration (moveReactivateScript; networkd: reload, delete,
+ * reconfigure the members, which networkd gives back once the bond's ports file is gone).
+ */
+export function moveBackScript(m: NetManager, a: MoveActivation, restore: Shell | null): Shell {
+  const del = (name: string) => sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`;
+  const head = restore ? [restore] : [];
+  if (m === 'networkd')
+    return join('&&', [...head, sh`networkctl reload`, del(a.vlan), del(a.bond.name), sh`{ networkctl reconfigure ${a.bond.members} 2>/dev/null || true; }`]);
+  return join('&&', [...head, sh`{ ${moveReactivateScript(m, a)}; }`]);
+}
+
+/**
+ * The reverse move's rollback (the host's own, back to the moved state), run after restore.sh has put the moved
+ * state's files back: what the forward move's change does once its files are written — the bond's apply through the
+ * manager, then the management VLAN up (moveUpScript). Every part runs (`;`).
+ *  - networkd: reload, reconfigure the members, then the bond once it exists (its VLAN comes from the drop-in).
+ *  - NetworkManager: reload (the underlay keyfiles are back), the ports up (their controller with them), the VLAN up.
+ *  - ifupdown: the members the reverse change brought up from their own stanzas (now disabled again) dropped from
+ *    /run/network/ifstate and their addresses flushed, as the forward change's `ifdown` did; then the bond and the
+ *    VLAN up from their stanzas.
+ */
+export function moveReapplyScript(m: NetManager, a: MoveActivation): Shell {
+  switch (m) {
+    case 'networkd':
+      return join(';', [sh`networkctl reload`, sh`networkctl reconfigure ${a.bond.members}`, moveUpScript(m, a)]);
+    case 'networkmanager':
+      return join(';', [applyBondScript(m, a.bond, null, { ifupdownUp: [], recreate: false }), moveUpScript(m, a)]);
+    case 'ifupdown':
+      return join(';', [
+        ...a.ifupdownUp.map((p) => sh`{ ifdown --force ${p} >/dev/null 2>&1 || true; ip addr flush dev ${p} 2>/dev/null; }`),
+        applyBondScript(m, a.bond, null, { ifupdownUp: [], recreate: false }),
+        moveUpScript(m, a),
+      ]);
+  }
+}
+
 export function applyVlansScript(m: NetManager, vlans: readonly VlanConfig[], files: Shell | null, recreate: readonly string[]): Shell {
   const cmds: Shell[] = [];
   for (const name of recreate) cmds.push(sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`);
@@ -366,11 +405,12 @@ export function applyVlansScript(m: NetManager, vlans: readonly VlanConfig[], fi
 /**
  * Undoes VLANs: down through the manager, files restored, the VLANs the pre-state did not have deleted. Only what
  * changes goes down: with the files as they were (undoing a drift remediation), just the VLANs to remove — taking
- * the others down through ifupdown or NetworkManager would delete links the pre-state has.
+ * the others down through ifupdown or NetworkManager would delete links the pre-state has. `keep`: the VLAN that
+ * carries the management session (moved onto it), never taken down here (the bond step's undo moves it back).
  */
-export function undoVlansScript(m: NetManager, all: readonly VlanConfig[], restore: Shell | null, remove: readonly string[]): Shell {
+export function undoVlansScript(m: NetManager, all: readonly VlanConfig[], restore: Shell | null, remove: readonly string[], keep?: string): Shell {
   const cmds: Shell[] = [];
-  const vlans = restore ? all : all.filter((v) => remove.includes(v.name));
+  const vlans = (restore ? all : all.filter((v) => remove.includes(v.name))).filter((v) => v.name !== keep);
   switch (m) {
     case 'networkd':
       if (restore) cmds.push(restore);
