@@ -5,7 +5,9 @@
  *   - the bond step's undo is the reverse move (reverseMovePlan): one transaction back to the initial path, and a
  *     refusal (LockoutRiskError naming field, host, step, expected and observed) for what it cannot do that way.
  * The rendered files are the production renderers'; the change and rollback scripts are parsed by the real /bin/sh.
- * The undo itself runs on the lab (test/lab/mgmt-move.lab.test.ts, the rollback scenario).
+ * Per manager (networkd, ifupdown, NetworkManager): the change and the host's rollback of the reverse move.
+ * The undo itself runs on the lab (test/lab/mgmt-move.lab.test.ts, the rollback scenario; ifupdown and NetworkManager:
+ * test/lab/mgmt-move-managers.lab.test.ts, the last scenario).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -16,7 +18,8 @@ import { LockoutRiskError } from '../../src/common/errors';
 import { restoreScript } from '../../src/drivers/linux/txn';
 import { keepingManagement, type VlanState, type VlanWant } from '../../src/activities/vlan';
 import { hashOf } from '../../src/drivers/linux/files';
-import { renderVlanFiles } from '../../src/drivers/linux/persist';
+import { sh } from '../../src/drivers/shell';
+import { renderVlanFiles, undoVlansScript } from '../../src/drivers/linux/persist';
 import { loadSpecFile } from '../../src/spec/load';
 import { parseServerSpec } from '../../src/spec/validate';
 import type { ServerSpecInput } from '../../src/spec/server';
@@ -182,7 +185,6 @@ test('an undo that would cut the session and cannot be the reverse move is refus
   const cases: Array<[string, StepIo<BondWant>, BondState, BondState, string, RegExp, string]> = [
     ['no management move in the spec', await bondIo(false), bondState(false), bondState(true), 'bond0.100', /moves no management/, 'bond0.100'],
     ['a session over the bond itself', await bondIo(), bondState(false), bondState(true), 'bond0', /only a session over bond0\.100/, 'bond0'],
-    ['another manager', await bondIo(), bondState(false, 'ifupdown'), bondState(true, 'ifupdown'), 'bond0.100', /systemd-networkd hosts/, 'ifupdown'],
     ['a bond before onboarding', await bondIo(), bondState(true), bondState(true), 'bond0.100', /existed before onboarding/, 'a bond in the pre-state'],
   ];
   for (const [name, io, pre, now, mgmt, message, observed] of cases) {
@@ -202,5 +204,100 @@ test('an undo that would cut the session and cannot be the reverse move is refus
       },
       name,
     );
+  }
+});
+
+// ---- per manager: ifupdown and NetworkManager ------------------------------------------------------------------
+
+const IFUPDOWN_FILES = ['/etc/network/interfaces', '/etc/network/interfaces.d/underlay-bond0', '/etc/network/interfaces.d/underlay-vlan-bond0-100'];
+const NM = '/etc/NetworkManager/system-connections';
+const NM_FILES = [
+  `${NM}/underlay-bond0.nmconnection`,
+  `${NM}/underlay-bond0-port-ens1f0.nmconnection`,
+  `${NM}/underlay-bond0-port-ens1f1.nmconnection`,
+  `${NM}/underlay-vlan-bond0.100.nmconnection`,
+];
+
+/** A host of `manager` before onboarding (ens1f0 carrying the session on its own configuration) or moved. */
+function managerState(manager: 'ifupdown' | 'networkmanager', moved: boolean): BondState {
+  const s = bondState(moved, manager);
+  const paths = manager === 'ifupdown' ? IFUPDOWN_FILES : NM_FILES;
+  // ifupdown: Debian's interfaces file existed before (the bond takes its member stanza over); ours did not.
+  s.persisted.files = Object.fromEntries(paths.map((p, i) => [p, moved ? String(i).repeat(64) : p === '/etc/network/interfaces' ? 'f'.repeat(64) : null]));
+  s.persisted.owners = moved
+    ? { bond0: `${manager}:underlay-bond0`, ens1f0: `${manager}:underlay-bond0-port-ens1f0`, ens1f1: `${manager}:underlay-bond0-port-ens1f1` }
+    : manager === 'ifupdown'
+      ? { bond0: null, ens1f0: 'ifupdown:up', ens1f1: null }
+      : { bond0: null, ens1f0: 'networkmanager:Wired connection 1', ens1f1: 'networkmanager:-' };
+  return s;
+}
+
+function parses(plan: ReturnType<typeof reverseMovePlan>): void {
+  execFileSync('/bin/sh', ['-n', '-c', plan.change.text]);
+  execFileSync('/bin/sh', ['-n', '-c', plan.reactivate.text]);
+  execFileSync('/bin/sh', [
+    '-n',
+    '-c',
+    restoreScript({ id: 'bond-undo-0123456789', files: plan.files, reactivate: plan.reactivate, change: plan.change, windowSec: 120 }),
+  ]);
+}
+
+test('ifupdown: the reverse move restores the files, then deletes VLAN and bond, drops their ifstate records and brings back the NIC ifupdown had up; its rollback brings the bond and VLAN up again', async () => {
+  const plan = reverseMovePlan(await bondIo(), managerState('ifupdown', false), managerState('ifupdown', true), 'bond0.100');
+  assert.equal(plan.purpose, 'bond-undo');
+  assert.deepEqual(plan.files, [...IFUPDOWN_FILES].sort());
+  const c = plan.change.text;
+  // Restored (the interfaces file byte for byte from the backup store), ours removed: before any runtime change.
+  assert.match(c, /\/var\/lib\/underlay\/backup\/f{64}/);
+  for (const p of IFUPDOWN_FILES.slice(1)) assert.ok(c.includes(`rm -f ${p}`), `removes ${p}`);
+  // The runtime part is the forward move's rollback (moveReactivateScript), grouped so it runs only once the files are back.
+  const at = c.indexOf('&& { { ! [ -e /sys/class/net/bond0.100 ]');
+  assert.ok(at > c.lastIndexOf('rm -f '), `the runtime part after the files: ${c.slice(-400)}`);
+  assert.match(
+    c.slice(at),
+    /ip link del dev bond0\.100.*ip link del dev bond0;.*ifdown --force bond0\.100.*ifdown --force bond0 .*ifdown --force ens1f0 .*ifup ens1f0; }; }$/s,
+  );
+  assert.doesNotMatch(c, /ifup ens1f1/, 'only the NIC ifupdown had up');
+  // Back to moved: the member's own record dropped and its address flushed, then the bond and the VLAN up from their stanzas.
+  const r = plan.reactivate.text;
+  assert.match(r, /ifdown --force ens1f0 .*ip addr flush dev ens1f0.*ifup bond0; } ; .*ifup bond0\.100; }$/s);
+  assert.deepEqual((plan.pre as { files: unknown }).files, managerState('ifupdown', true).persisted.files);
+  parses(plan);
+});
+
+test("NetworkManager: the reverse move restores the keyfiles, reloads, deletes VLAN and bond and re-activates the NIC's own profile; its rollback reloads and brings the ports and the VLAN up", async () => {
+  const plan = reverseMovePlan(await bondIo(), managerState('networkmanager', false), managerState('networkmanager', true), 'bond0.100');
+  assert.deepEqual(plan.files, [...NM_FILES].sort());
+  const c = plan.change.text;
+  for (const p of NM_FILES) assert.ok(c.includes(`rm -f '${p}'`) || c.includes(`rm -f ${p}`), `removes ${p}`);
+  assert.match(
+    c,
+    /&& \{ nmcli connection reload ; .*ip link del dev bond0\.100.*ip link del dev bond0; } ; nmcli --wait 30 connection up 'Wired connection 1'; }$/s,
+  );
+  assert.doesNotMatch(c, /connection up -/, 'a NIC with no profile of its own is not activated');
+  const r = plan.reactivate.text;
+  assert.match(
+    r,
+    /^nmcli connection reload && nmcli --wait 30 connection up underlay-bond0-port-ens1f0 && nmcli --wait 30 connection up underlay-bond0-port-ens1f1 ; nmcli --wait 30 connection up underlay-vlan-bond0\.100$/,
+  );
+  parses(plan);
+});
+
+test('the VLAN undo never takes the management VLAN down through ifupdown or NetworkManager (the bond undo moves it back)', () => {
+  const cfgs = [
+    { name: 'bond0.100', parent: 'bond0', id: 100, address: '198.18.100.17/24' },
+    { name: 'bond0.200', parent: 'bond0', id: 200, address: '198.18.1.11/24' },
+  ];
+  const restore = sh`rm -f /etc/network/interfaces.d/underlay-vlan-bond0-200`;
+  for (const m of ['ifupdown', 'networkmanager'] as const) {
+    const kept = undoVlansScript(m, cfgs, restore, ['bond0.200'], 'bond0.100').text;
+    assert.doesNotMatch(kept, /(ifdown|connection down) (underlay-vlan-)?bond0\.100/, m);
+    assert.match(kept, /(ifdown|connection down) (underlay-vlan-)?bond0\.200/, m);
+    assert.match(
+      undoVlansScript(m, cfgs, restore, ['bond0.200']).text,
+      /(ifdown|connection down) (underlay-vlan-)?bond0\.100/,
+      `${m}: without keep, all go down`,
+    );
+    execFileSync('/bin/sh', ['-n', '-c', kept]);
   }
 });
