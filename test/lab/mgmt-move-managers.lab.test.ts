@@ -3,7 +3,7 @@
  * (image `fresh`), server2 NetworkManager (image `nm`); each is reached at first only through eth1 (198.18.10.2K,
  * the switch forwards 127.0.0.1:BASE+2K), and the bond takes eth1 while the management address moves onto bond0.100
  * (192.0.2.2K, forwarded at 127.0.0.1:BASE+4K). One lab boot; the two servers run side by side (their wall time is
- * one server's), and on each the host's state flows through two scenarios:
+ * one server's), and on each the host's state flows through three scenarios:
  *
  *   1. a wrong VLAN tag for the new path: the host becomes unreachable, rolls itself back inside the window (files
  *      back, then the manager's own reactivation: src/drivers/linux/persist moveReactivateScript), the step fails
@@ -11,7 +11,13 @@
  *      manager's files byte for byte, and the manager's own view (ifupdown's ifstate, NetworkManager's active
  *      profiles);
  *   2. from that pre-state, cable and bond with `network.management`: the move confirmed over bond0.100 in one
- *      attempt, the old path silent, nothing of the transaction left; then the VLAN step over the new path.
+ *      attempt, the old path silent, nothing of the transaction left; then the VLAN step over the new path;
+ *   3. the undo of that host, in-process through the compensation's activity (undoStep, as the rollbackServer
+ *      workflow runs it; the workflow itself is the networkd file's proof) given the steps' pre-states: the VLAN
+ *      undo removes VLAN 200 and leaves bond0.100 to the bond undo, which moves management back as one
+ *      commit-confirmed `bond-undo` transaction (src/drivers/linux/persist moveBackScript): the old path answers with
+ *      the pre-state of scenario 1 (the same comparison), the new path is silent, the journal shows that transaction
+ *      confirmed and nothing else, nothing of it left.
  *
  * The boot guard and persistence across a reboot are the networkd file's proof (test/lab/mgmt-move.lab.test.ts);
  * the guard is the same unit here (ordered before networking.service and NetworkManager.service), not rebooted.
@@ -170,7 +176,11 @@ describe(
         // The compensations in reverse order, in-process through the activity the rollback workflow runs (undoStep).
         const t0 = Date.now();
         const vlan = await undoOn('vlan', vlanStep, good, h.vlanPre, `${label} vlan undo`);
-        assert.match(vlan.note ?? '', /bond0\.100 carries the management session: left to the bond step's undo/);
+        // In the usual order (the move made bond0.100 before the VLAN step ran) leaving it is the VLAN step's pre-state.
+        assert.equal(vlan.note, undefined, "restored to the VLAN step's pre-state");
+        const vlanUndone = await netState(newPath(spec), s.files);
+        assert.equal(vlanUndone.session, `192.0.2.${20 + Number(s.name.slice('server'.length))}`, 'still managed over bond0.100');
+        assert.doesNotMatch(vlanUndone.links, /^bond0\.200/m, 'VLAN 200 removed');
         const bond = await undoOn('bond', bondStep, good, h.bondPre, `${label} bond undo`);
         figures[`${s.manager}: undo, VLAN + bond step (reverse move armed → confirmed)`] = secs(Date.now() - t0);
         assert.ok(bond.changes.length > 0, 'the bond undo changed the host');
