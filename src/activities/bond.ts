@@ -474,9 +474,10 @@ const REVERSE_MOVE = 'bond-undo';
  * The undo of a host whose management moved onto the bond's VLAN, as ONE commit-confirmed transaction
  * (src/activities/move.ts) from the moved path back to the initial one: the bond's and the management VLAN's files
  * removed (or put back byte for byte from the backup store, for any that existed before), the VLAN and the bond
- * deleted, the members given back to their own configuration — networkd never touched a member's own .network
- * file (the bond's ports file only outranked it), so removing ours hands the NIC back — run detached. Unless
- * confirmed over the initial path (no bond, the session on a member), the host restores the moved state by itself.
+ * deleted, the members given back to their own configuration (their owners in the pre-state: the NICs ifupdown
+ * had up, their NetworkManager profiles; networkd never touched a member's own .network file) — run detached,
+ * per manager (moveBackScript: the forward move's rollback after the files). Unless confirmed over the initial
+ * path (no bond, the session on a member), the host restores the moved state by itself (moveReapplyScript).
  * `mgmt` undefined: a retry resuming the transaction. Refuses (LockoutRiskError) what it cannot do that way.
  */
 export function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: string): MovePlan {
