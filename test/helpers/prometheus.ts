@@ -1,7 +1,8 @@
 /**
  * A real Prometheus (Debian's `prometheus`) and node_exporter (`prometheus-node-exporter`, textfile collector only)
  * on 127.0.0.1 with a temporary config and storage, scraping every second: what the monitoring tests and the lab's
- * health faults query. One place starts them, waits for them and queries them.
+ * health faults query. One place starts them, waits for them and queries them. And the text exposition format a
+ * worker's metrics endpoint serves, for tests that scrape it directly (parseMetrics, find, total).
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -107,4 +108,33 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
   }
   await stack.stop();
   throw new Error(`Prometheus did not answer on ${url} within 30 s`);
+}
+
+/** The Prometheus text exposition format, as a worker's metrics endpoint serves it (scraped by tests directly). */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Parses the exposition text (enough of it: no escaped quotes in our label values). */
+export function parseMetrics(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** The samples of `name` whose labels include `labels`. */
+export function find(samples: Sample[], name: string, labels: Record<string, string>): Sample[] {
+  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+}
+
+/** The sum over the series of `name` whose labels include `labels` (0 when there are none). */
+export function total(text: string, name: string, labels: Record<string, string>): number {
+  return find(parseMetrics(text), name, labels).reduce((sum, s) => sum + s.value, 0);
 }

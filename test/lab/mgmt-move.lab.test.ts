@@ -49,7 +49,6 @@ import type { MoveMark } from '../../src/activities/move';
 import { createActivities, stepSetOf } from '../../src/activities';
 import { createWorker } from '../../src/workers/worker';
 import { bundleWorkflowCode, Runtime } from '@temporalio/worker';
-import { createServer } from 'node:net';
 import { spawnDetached } from '../helpers/detached';
 import { installRuntime, startTemporal, workflowBundle } from '../helpers/temporal';
 import { metricsRuntimeOptions } from '../../src/workers/step-metrics';
@@ -58,6 +57,8 @@ import type { RollbackPlan } from '../../src/activities/rollback';
 import { startRollback } from '../../src/cli/onboarding';
 import { freshLab, onHost, restoreVm, snapshotVm, stopLab } from '../helpers/lab';
 import { rebootVm } from '../helpers/lab-host';
+import { total } from '../helpers/prometheus';
+import { freePort } from '../helpers/sshd';
 import { answers, journal, moveInputOf, netState, newPath, oldPath, runOn as runOnHost, secs, silent, specOf } from '../helpers/mgmt-move';
 
 const root = resolve(__dirname, '../..');
@@ -132,29 +133,6 @@ async function diagnosis(handle: WorkflowHandle, err: Error): Promise<string> {
     return `  ${ev.eventId} ${when} ${attrs?.[0] ?? '?'}${a.attempt ? ` attempt ${String(a.attempt)}` : ''}${a.timeoutType ? ` timeout ${String(a.timeoutType)}` : ''}${failure ? ` — ${failure.applicationFailureInfo?.type ?? ''}: ${failure.message}` : ''}`;
   });
   return `unexpected outcome of the SIGKILL scenario:\n${chain.map((c) => `  ${c}`).join('\n  caused by ')}\nhistory:\n${events.join('\n')}`;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => ok(port));
-    });
-  });
-}
-
-/** The value of one series of a Prometheus text exposition (0 when absent). */
-function sample(text: string, name: string, labels: Record<string, string>): number {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\} (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...m[2]!.matchAll(/([a-zA-Z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) total += Number(m[3]);
-  }
-  return total;
 }
 
 before(async () => {
@@ -407,16 +385,16 @@ describe('commit-confirmed management move on a lab host managed over its data N
     const seen: Record<string, Record<string, number>> = {};
     for (const purpose of ['bond', 'bond-undo'])
       for (const outcome of ['armed', 'resumed', 'confirmed', 'rolled_back', 'failed']) {
-        const n = sample(text, MOVE_COUNT_METRIC, { step: 'bond', purpose, outcome });
+        const n = total(text, MOVE_COUNT_METRIC, { step: 'bond', purpose, outcome });
         if (n) (seen[purpose] ??= {})[outcome] = n;
       }
     figures['metrics: this process'] = JSON.stringify(seen);
     assert.deepEqual(seen, counted, 'this process (in-process steps, the retry worker, the rollback worker)');
     const confirms = Object.values(counted).reduce((n, o) => n + (o.confirmed ?? 0), 0);
-    assert.equal(sample(text, `${MOVE_CONFIRM_METRIC}_count`, { step: 'bond' }), confirms, 'one arm → confirm duration per confirm');
+    assert.equal(total(text, `${MOVE_CONFIRM_METRIC}_count`, { step: 'bond' }), confirms, 'one arm → confirm duration per confirm');
     // The SIGKILL scenario's first worker (its own process and endpoint, scraped just before the kill): it armed.
     assert.ok(killedWorkerMetrics, 'the killed worker was scraped');
-    figures['metrics: the killed worker'] = `armed ${sample(killedWorkerMetrics, MOVE_COUNT_METRIC, { purpose: 'bond', outcome: 'armed' })}`;
-    assert.equal(sample(killedWorkerMetrics, MOVE_COUNT_METRIC, { step: 'bond', purpose: 'bond', outcome: 'armed' }), 1, killedWorkerMetrics.slice(0, 300));
+    figures['metrics: the killed worker'] = `armed ${total(killedWorkerMetrics, MOVE_COUNT_METRIC, { purpose: 'bond', outcome: 'armed' })}`;
+    assert.equal(total(killedWorkerMetrics, MOVE_COUNT_METRIC, { step: 'bond', purpose: 'bond', outcome: 'armed' }), 1, killedWorkerMetrics.slice(0, 300));
   });
 });

@@ -10,7 +10,6 @@
  * which is why it starts the dev server itself instead of through startTemporal (that installs a quiet Runtime).
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -28,24 +27,14 @@ import type { ServerSpec } from '../../src/spec/server';
 import { metricsRuntimeOptions, parseMetricsAddress, STEP_COUNT_METRIC, STEP_DURATION_BUCKETS, STEP_DURATION_METRIC } from '../../src/workers/step-metrics';
 import { createWorker } from '../../src/workers/worker';
 import { FakeHost, fakeSteps, nullConnector } from '../helpers/fake-steps';
-import { startSshd, type Sshd } from '../helpers/sshd';
+import { find, parseMetrics, type Sample } from '../helpers/prometheus';
+import { freePort, startSshd, type Sshd } from '../helpers/sshd';
 import { TEMPORAL_BIN, workflowBundle } from '../helpers/temporal';
 
 let env: TestWorkflowEnvironment;
 let baseSpec: ServerSpec;
 let metricsUrl: string;
 let sshd: Sshd | undefined;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 before(async () => {
   const address = `127.0.0.1:${await freePort()}`;
@@ -69,32 +58,10 @@ after(async () => {
   await sshd?.stop();
 });
 
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** Parses the Prometheus text exposition format (enough of it: no escaped quotes in our label values). */
-function parseMetrics(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
 async function scrape(): Promise<Sample[]> {
   const res = await fetch(metricsUrl);
   assert.equal(res.status, 200);
   return parseMetrics(await res.text());
-}
-
-function find(samples: Sample[], name: string, labels: Record<string, string>): Sample[] {
-  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
 }
 
 function value(samples: Sample[], name: string, labels: Record<string, string>): number | undefined {
