@@ -39,6 +39,11 @@ export const IFUPDOWN_DIR = '/etc/network/interfaces.d';
 const header = (serverId: string, step: string) =>
   `# Written by underlay for ${serverId} (${step} step); \`underlay rollback ${serverId}\` restores what was here before.\n`;
 
+/** Deletes a link (bond, VLAN, bridge) when it exists: a no-op for one already gone. */
+function delLinkIfPresent(name: string): Shell {
+  return sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`;
+}
+
 /** A stable UUID for a NetworkManager connection underlay owns (the same on every apply: its file's hash holds). */
 export function connectionUuid(serverId: string, id: string): string {
   const h = createHash('sha256').update(`underlay:${serverId}:${id}`).digest('hex');
@@ -233,7 +238,7 @@ function ifupShell(name: string): Shell {
 
 export function applyBondScript(m: NetManager, b: BondConfig, files: Shell | null, a: BondActivation): Shell {
   const cmds: Shell[] = [];
-  const del = sh`{ ! [ -e /sys/class/net/${b.name} ] || ip link del dev ${b.name}; }`;
+  const del = delLinkIfPresent(b.name);
   switch (m) {
     case 'networkd':
       if (files) cmds.push(files);
@@ -268,7 +273,7 @@ export interface BondDeactivation {
 /** Undoes the bond through the manager: takes it down while its files still say what it is, then restores them. */
 export function undoBondScript(m: NetManager, b: BondConfig, restore: Shell | null, d: BondDeactivation): Shell {
   const cmds: Shell[] = [];
-  const del = sh`{ ! [ -e /sys/class/net/${b.name} ] || ip link del dev ${b.name}; }`;
+  const del = delLinkIfPresent(b.name);
   switch (m) {
     case 'networkd':
       if (restore) cmds.push(restore);
@@ -329,7 +334,7 @@ export function moveUpScript(m: NetManager, a: MoveActivation): Shell {
  *    member the state still lists (a change cut off before it took the member down) is configured afresh.
  */
 export function moveReactivateScript(m: NetManager, a: MoveActivation): Shell {
-  const del = [a.vlan, a.bond.name].map((l) => sh`{ ! [ -e /sys/class/net/${l} ] || ip link del dev ${l}; }`);
+  const del = [a.vlan, a.bond.name].map(delLinkIfPresent);
   switch (m) {
     case 'networkd':
       return join(';', [sh`networkctl reload`, ...del, sh`networkctl reconfigure ${a.bond.members}`]);
@@ -351,10 +356,15 @@ export function moveReactivateScript(m: NetManager, a: MoveActivation): Shell {
  * reconfigure the members, which networkd gives back once the bond's ports file is gone).
  */
 export function moveBackScript(m: NetManager, a: MoveActivation, restore: Shell | null): Shell {
-  const del = (name: string) => sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`;
   const head = restore ? [restore] : [];
   if (m === 'networkd')
-    return join('&&', [...head, sh`networkctl reload`, del(a.vlan), del(a.bond.name), sh`{ networkctl reconfigure ${a.bond.members} 2>/dev/null || true; }`]);
+    return join('&&', [
+      ...head,
+      sh`networkctl reload`,
+      delLinkIfPresent(a.vlan),
+      delLinkIfPresent(a.bond.name),
+      sh`{ networkctl reconfigure ${a.bond.members} 2>/dev/null || true; }`,
+    ]);
   return join('&&', [...head, sh`{ ${moveReactivateScript(m, a)}; }`]);
 }
 
@@ -385,7 +395,7 @@ export function moveReapplyScript(m: NetManager, a: MoveActivation): Shell {
 
 export function applyVlansScript(m: NetManager, vlans: readonly VlanConfig[], files: Shell | null, recreate: readonly string[]): Shell {
   const cmds: Shell[] = [];
-  for (const name of recreate) cmds.push(sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`);
+  for (const name of recreate) cmds.push(delLinkIfPresent(name));
   if (files) cmds.push(files);
   switch (m) {
     case 'networkd':
@@ -426,7 +436,7 @@ export function undoVlansScript(m: NetManager, all: readonly VlanConfig[], resto
       if (restore) cmds.push(restore);
       break;
   }
-  for (const name of remove) cmds.push(sh`{ ! [ -e /sys/class/net/${name} ] || ip link del dev ${name}; }`);
+  for (const name of remove) cmds.push(delLinkIfPresent(name));
   if (m === 'networkd') cmds.push(sh`{ networkctl reconfigure ${[...new Set(all.map((v) => v.parent))]} 2>/dev/null || true; }`);
   return cmds.length ? join('&&', cmds) : sh`true`;
 }
@@ -523,7 +533,7 @@ export function applyBridgeScript(m: NetManager, b: BridgeConfig, files: Shell |
 /** Undoes the bridge through the manager: down while its files still say what it is, files restored, link gone. */
 export function undoBridgeScript(m: NetManager, b: BridgeConfig, restore: Shell | null, removeBridge: boolean): Shell {
   const cmds: Shell[] = [];
-  const del = removeBridge ? [sh`{ ! [ -e /sys/class/net/${b.name} ] || ip link del dev ${b.name}; }`] : [];
+  const del = removeBridge ? [delLinkIfPresent(b.name)] : [];
   switch (m) {
     case 'networkd':
       if (restore) cmds.push(restore);
