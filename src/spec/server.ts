@@ -205,7 +205,14 @@ export const OvsDpdk = z.strictObject({
 export const Dpdk = z.strictObject({
   hugepages: Hugepages,
   devices: z
-    .array(z.union([PciAddress, IfName], { message: 'must be a PCI address (0000:03:00.0) or a NIC name of the spec' }))
+    .array(
+      z
+        .string()
+        .refine((s) => PciAddress.safeParse(s).success || IfName.safeParse(s).success, {
+          message: 'must be a PCI address (0000:03:00.0) or a NIC name of the spec',
+        })
+        .transform((s) => (PciAddress.safeParse(s).success ? s.toLowerCase() : s)),
+    )
     .min(1)
     .max(MAX_DPDK_DEVICES)
     .describe('The NICs handed to DPDK: PCI addresses, or names of the spec’s NICs'),

@@ -405,6 +405,15 @@ function dpdkIssues(
     else if (name === pf) add(['dpdk', 'devices', i], `${q(name)} is the SR-IOV PF (sriov.pf): its VFs need the PF on its kernel driver`);
     else if (name === lower) add(['dpdk', 'devices', i], `${q(name)} is the attach's lower device: it cannot be a kernel link and a DPDK port at once`);
     else if (vlanParents.has(name)) add(['dpdk', 'devices', i], `${q(name)} carries VLANs of the spec: a NIC on vfio-pci has no kernel link to tag`);
+    else {
+      const n = arr(spec.nics).findIndex((x) => str(obj(x).name) === name);
+      if (n >= 0 && obj(arr(spec.nics)[n]).cabled !== false) {
+        add(
+          ['nics', n, 'cabled'],
+          `${q(name)} goes to DPDK (dpdk.devices[${i}]): set cabled: false — on vfio-pci it has no kernel link for the cable check of a re-run or a drift check to read`,
+        );
+      }
+    }
   });
 
   const hp = obj(dpdk.hugepages);
