@@ -2,7 +2,7 @@ import { defineStep } from './define';
 
 export const dpdk = defineStep({
   name: 'dpdk',
-  title: 'DPDK host preparation',
+  title: 'DPDK host prep',
   activity: { apply: 'prepareDpdk', undo: 'rollbackDpdk' },
   section: 'dpdk',
   policy: {
