@@ -57,6 +57,12 @@ export interface DpdkState {
   hugepages: { all: number; nodes: Record<string, number> };
   devices: DpdkDeviceState[];
   driverctl: boolean;
+  /**
+   * The host boots through GRUB (/boot/grub/grub.cfg and update-grub): the drop-in is how the parameters persist.
+   * Without GRUB (a host booted by PXE or directly, its command line given by the boot server) the parameters must
+   * come from there: the step checks them and writes no drop-in.
+   */
+  grub: boolean;
   /** underlay's GRUB drop-in and device record (our own files: no secret), or null when absent. */
   dropIn: string | null;
   record: string | null;
@@ -76,7 +82,7 @@ function ctx(io: Io, field: string) {
   return { host: io.host.label, step: 'dpdk' as const, field };
 }
 
-function toState(h: DpdkHost, want: DpdkSpec, files: { dropIn: string | null; record: string | null }, io: Io): DpdkState {
+function toState(h: DpdkHost, want: DpdkSpec, files: { grub: boolean; dropIn: string | null; record: string | null }, io: Io): DpdkState {
   const kb = String(HUGEPAGE_KB[want.hugepages.size]);
   const devices = h.devices.map((d, i): DpdkDeviceState => {
     if (!d.address || d.missing) {
@@ -115,10 +121,11 @@ async function observe(io: Io): Promise<DpdkState> {
     });
   }
   const want = io.want.dpdk;
-  const [h, dropIn, record] = await Promise.all([
+  const [h, dropIn, record, grub] = await Promise.all([
     readDpdkHost(io.host, want.devices),
     readOptionalFile(io.host, DPDK_GRUB_DROP_IN),
     readOptionalFile(io.host, DPDK_DEVICE_RECORD),
+    io.host.run(sh`[ -f ${GRUB_CFG} ] && command -v update-grub >/dev/null`, { description: 'is there GRUB', okExitCodes: [0, 1], privileged: false }),
   ]);
   if (want.hugepages.size === '1G' && !h.pdpe1gb) {
     throw new UnsupportedHardwareError('the CPU has no 1 GiB pages (no pdpe1gb flag)', {
@@ -130,7 +137,7 @@ async function observe(io: Io): Promise<DpdkState> {
   if (!h.vfioModule) {
     throw new UnsupportedPlatformError('the running kernel has no vfio-pci module', { ...ctx(io, 'dpdk.driver'), expected: 'vfio-pci.ko', observed: 'absent' });
   }
-  return toState(h, want, { dropIn, record }, io);
+  return toState(h, want, { grub: grub.exitCode === 0, dropIn, record }, io);
 }
 
 function wantedParams(want: DpdkWant, o: Pick<DpdkState, 'cpuVendor'>): string[] {
@@ -154,7 +161,7 @@ function plan(want: DpdkWant, o: DpdkState): Change[] {
   const params = wantedParams(want, o);
   const changes: Change[] = [];
   if (!o.driverctl) changes.push({ field: 'package driverctl', from: 'absent', to: 'installed' });
-  const dropIn = renderDpdkDropIn(params);
+  const dropIn = o.grub ? renderDpdkDropIn(params) : o.dropIn;
   if (o.dropIn !== dropIn) changes.push({ field: DPDK_GRUB_DROP_IN, from: o.dropIn === null ? 'absent' : 'other content', to: params.join(' ') });
   const record = wantedRecord(o);
   if (o.record !== record) changes.push({ field: DPDK_DEVICE_RECORD, from: o.record === null ? 'absent' : 'other content', to: record ?? 'absent' });
@@ -207,7 +214,14 @@ async function apply(io: Io, o: DpdkState): Promise<void> {
     await installDetached(io, family, ['driverctl'], { ...DPDK_PACKAGE_JOBS, notOffered: 'the host’s package repositories do not offer driverctl' });
   }
   const params = wantedParams(io.want, o);
-  const dropIn = renderDpdkDropIn(params);
+  if (!o.grub && missingParams(o.params.join(' '), params).length) {
+    throw new UnsupportedPlatformError('the host does not boot through GRUB: its boot loader (PXE, direct boot) must pass the DPDK kernel parameters', {
+      ...ctx(io, 'kernel command line'),
+      expected: params.join(' '),
+      observed: o.params.join(' ') || '(none of them)',
+    });
+  }
+  const dropIn = o.grub ? renderDpdkDropIn(params) : o.dropIn;
   if (o.dropIn !== dropIn) {
     await writeOwnFile(io, DPDK_GRUB_DROP_IN, dropIn, `write ${DPDK_GRUB_DROP_IN}`);
     await io.host.run(updateGrub(), { description: 'update-grub', timeoutMs: 5 * 60_000 });
@@ -312,5 +326,5 @@ export const dpdkStep: Step<DpdkState, DpdkWant> = {
   verify: (io) => pollUntilHolds(io, 'DPDK host preparation', () => check(io), { timeoutMs: 60_000, intervalMs: 2_000 }),
   undo,
   diff: (a, b) => diffState(view(a), view(b)),
-  note: (o) => (o.iommuGroups > 0 ? `IOMMU on (${o.iommuGroups} groups)` : 'IOMMU off'),
+  note: (o) => `${o.iommuGroups > 0 ? `IOMMU on (${o.iommuGroups} groups)` : 'IOMMU off'}${o.grub ? '' : '; no GRUB: kernel parameters from the boot loader'}`,
 };

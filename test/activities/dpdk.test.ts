@@ -41,6 +41,7 @@ const fresh: DpdkState = {
   hugepages: { all: 0, nodes: { '0': 0 } },
   devices: [{ ref: 'enp129s0f0', address: '0000:00:05.0', driver: 'e1000e', override: null }],
   driverctl: false,
+  grub: true,
   dropIn: null,
   record: null,
 };
@@ -162,5 +163,16 @@ describe('OVS-DPDK through the KVM install and the attach', () => {
     const plain = linuxAttachWant(spec((s) => delete (s.dpdk as Record<string, unknown>).ovs));
     assert.equal(plain.dpdk, undefined);
     assert.deepEqual(attachStep.plan(plain, { network: null, bridge: { exists: true, ports: { bond0: { tag: null, type: 'system' } } } }), []);
+  });
+});
+
+describe('a host that does not boot through GRUB', () => {
+  test('with the parameters from its boot loader: no drop-in planned, only the bindings', () => {
+    const o: DpdkState = { ...prepared, grub: false, dropIn: null, devices: fresh.devices };
+    assert.deepEqual(
+      dpdkStep.plan(dpdkStep.want(small()), o).map((c) => c.field),
+      ['enp129s0f0.driver', 'enp129s0f0.override'],
+    );
+    assert.match(dpdkStep.note!(o)!, /no GRUB: kernel parameters from the boot loader/);
   });
 });
