@@ -16,7 +16,9 @@ echo "== tests"
 # The main lab files share .lab, one after the other. The reboot lab file has a lab of its own (.lab-reboot,
 # ports 23200+, one server; the package-fault scenarios run there too) and mostly waits: it runs in the other lane.
 side=test/lab/reboot.lab.test.ts
-mapfile -t lab < <(find test/lab -name '*.test.ts' -not -path "$side" | sort)
+# The DPDK lab file (own lab, own image) is run by hand for now (npm run test:lab-dpdk): not yet in the CI budget.
+dpdk=test/lab/dpdk.lab.test.ts
+mapfile -t lab < <(find test/lab -name '*.test.ts' -not -path "$side" -not -path "$dpdk" | sort)
 mapfile -t rest < <(find test -name '*.test.ts' -not -path 'test/lab/*' | sort)
 case "${UNDERLAY_TEST_LAB:-1}" in
   0) lab=() ;;
