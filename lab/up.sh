@@ -7,6 +7,11 @@
 #   UNDERLAY_LAB_DATA_MGMT="K ...": serverK is managed over its data NIC only: no SSH forward on its own
 #     eth0; the switch forwards 127.0.0.1:BASE+20+K to eth1's 198.18.10.(20+K) (native VLAN, before onboarding)
 #     and 127.0.0.1:BASE+40+K to 192.0.2.(20+K) (VLAN 100 on the bond, after onboarding).
+#   UNDERLAY_LAB_DPDK="K ...": serverK is a DPDK host: a q35 machine with an emulated IOMMU (intel-iommu,
+#     intremap=off: TCG has no split irqchip), 2 vCPUs and UNDERLAY_LAB_DPDK_MEM MiB (default 1024), an e1000e NIC
+#     eth4 that vfio-pci can take (own isolated user net), and the IOMMU and 2 MiB hugepages on its kernel command
+#     line (UNDERLAY_LAB_DPDK_PAGES, default 128) — the lab boots kernels directly, as a PXE server passing the
+#     parameters would: there is no GRUB in the image.
 # State (pid files, overlays, lab key, known_hosts, serial logs, lab.env) lives in $LAB; lab/down.sh stops it.
 # Boot cache (UNDERLAY_LAB_BOOT_CACHE=1, the default; 0 = always boot): the first boot of a lab configuration
 # (images, servers, data-NIC management, memory, this script, QEMU) saves every VM once it has booted (savevm
@@ -41,6 +46,20 @@ for k in ${UNDERLAY_LAB_DATA_MGMT:-}; do
   [[ $k =~ ^[0-9]+$ ]] && ((k >= 1 && k <= N)) || die "UNDERLAY_LAB_DATA_MGMT: '$k' is not a server 1..$N"
   DATA[$k]=1
 done
+declare -A DPDK=()   # K -> 1: serverK is a DPDK host
+for k in ${UNDERLAY_LAB_DPDK:-}; do
+  [[ $k =~ ^[0-9]+$ ]] && ((k >= 1 && k <= N)) || die "UNDERLAY_LAB_DPDK: '$k' is not a server 1..$N"
+  DPDK[$k]=1
+done
+DPDK_MEM=${UNDERLAY_LAB_DPDK_MEM:-1024}
+DPDK_PAGES=${UNDERLAY_LAB_DPDK_PAGES:-128}
+[[ $DPDK_MEM =~ ^[0-9]+$ && $DPDK_PAGES =~ ^[0-9]+$ ]] && ((DPDK_PAGES * 2 + 384 <= DPDK_MEM)) \
+  || die "UNDERLAY_LAB_DPDK_MEM ($DPDK_MEM MiB) must hold UNDERLAY_LAB_DPDK_PAGES ($DPDK_PAGES) × 2 MiB + 384 MiB for the OS"
+declare -A DATA=()   # K -> 1: serverK managed over its data NIC
+for k in ${UNDERLAY_LAB_DATA_MGMT:-}; do
+  [[ $k =~ ^[0-9]+$ ]] && ((k >= 1 && k <= N)) || die "UNDERLAY_LAB_DATA_MGMT: '$k' is not a server 1..$N"
+  DATA[$k]=1
+done
 
 img=$("$here/image/build.sh")
 for v in base "${IMAGES[@]}"; do [[ -f $img/$v.qcow2 ]] || die "no $v.qcow2 in $img"; done
@@ -69,6 +88,7 @@ boots=${UNDERLAY_CACHE:-/var/cache/underlay}/lab-boots
 ikey=$(basename "$img")
 bkey=$ikey-$({
   echo "servers=$N images=${IMAGES[*]} data=$(printf '%s\n' "${!DATA[@]}" | sort -n | tr '\n' ' ') mem=$MEM"
+  ((${#DPDK[@]})) && echo "dpdk=$(printf '%s\n' "${!DPDK[@]}" | sort -n | tr '\n' ' ') dpdk-mem=$DPDK_MEM dpdk-pages=$DPDK_PAGES"
   qemu-system-x86_64 --version | head -1
   cat "$here/up.sh"
 } | sha256sum | cut -c1-16)
@@ -103,8 +123,10 @@ fi
 : >"$LAB/known_hosts"
 
 mac() { printf '52:54:00:00:%02x:%02x' "$1" "$2"; }   # 52:54:00:00:<vm>:<nic>, vm 0 = switch
-boot() { # boot NAME ROLE VMINDEX IMAGE USERNET-OPTIONS EXTRA-QEMU-ARGS...
+boot() { # boot NAME ROLE VMINDEX IMAGE USERNET-OPTIONS EXTRA-QEMU-ARGS... (VM_MEM, VM_SMP, VM_MACHINE, VM_APPEND: per VM)
   local name=$1 role=$2 i=$3 image=$4 net=$5 from=(); shift 5
+  local machine=()
+  [[ -n ${VM_MACHINE:-} ]] && machine=(-machine "$VM_MACHINE")
   if ((warm)); then
     cp --sparse=always "$entry/$name.qcow2" "$LAB/$name.qcow2"
     from=(-loadvm booted)
@@ -112,9 +134,9 @@ boot() { # boot NAME ROLE VMINDEX IMAGE USERNET-OPTIONS EXTRA-QEMU-ARGS...
     qemu-img create -q -f qcow2 -b "$img/$image.qcow2" -F qcow2 "$LAB/$name.qcow2"
   fi
   nice -n "$NICE" qemu-system-x86_64 -name "underlay-$name" -nodefaults -display none -daemonize -pidfile "$LAB/$name.pid" \
-    -accel tcg,tb-size=128 -cpu max -m "$MEM" -smp 1 \
+    -accel tcg,tb-size=128 -cpu max -m "${VM_MEM:-$MEM}" -smp "${VM_SMP:-1}" "${machine[@]}" \
     -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
-    -append "root=/dev/vda rw console=ttyS0 quiet mitigations=off net.ifnames=0 systemd.firstboot=off" \
+    -append "root=/dev/vda rw console=ttyS0 quiet mitigations=off net.ifnames=0 systemd.firstboot=off${VM_APPEND:+ $VM_APPEND}" \
     -drive "file=$LAB/$name.qcow2,if=virtio,format=qcow2,cache=unsafe" \
     -serial "file:$LAB/$name.serial.log" -monitor "unix:$LAB/$name.monitor,server=on,wait=off" \
     -netdev "user,id=mgmt,net=198.18.0.0/24,restrict=on$net" \
@@ -122,6 +144,15 @@ boot() { # boot NAME ROLE VMINDEX IMAGE USERNET-OPTIONS EXTRA-QEMU-ARGS...
     -fw_cfg "name=opt/underlay/authorized_keys,file=$LAB/id_ed25519.pub" \
     -fw_cfg "name=opt/underlay/hostname,string=$name" -fw_cfg "name=opt/underlay/role,string=$role" \
     "${from[@]}" "$@" 2>"$LAB/$name.qemu.log" || { cat "$LAB/$name.qemu.log" >&2; die "qemu for $name failed"; }
+}
+env_boot() { # env_boot [VAR=value ...] -- boot-args...: boot with per-VM settings (local to this call)
+  local VM_MEM='' VM_SMP='' VM_MACHINE='' VM_APPEND=''
+  while [[ $1 != -- ]]; do
+    [[ ${1%%=*} =~ ^VM_(MEM|SMP|MACHINE|APPEND)$ ]] || die "env_boot: unknown setting ${1%%=*}"
+    local "${1%%=*}=${1#*=}"; shift
+  done
+  shift
+  boot "$@"
 }
 cable() { # cable VMINDEX NIC SLOT MYPORT PEERPORT -> qemu args for one data NIC
   printf '%s\n' -netdev "socket,id=d$2,udp=127.0.0.1:$5,localaddr=127.0.0.1:$4" \
@@ -151,16 +182,23 @@ echo "switch switch $BASE base eth0 -" >>"$LAB/lab.env"
 for ((k = 1; k <= N; k++)); do
   args=()
   for n in 1 2; do p=$((2 * (k - 1) + n)); mapfile -t -O ${#args[@]} args < <(cable "$k" "$n" $((3 + n)) $((BASE + 100 + 2 * p)) $((BASE + 101 + 2 * p))); done
+  vm=()
+  if [[ -n ${DPDK[$k]:-} ]]; then
+    # The IOMMU comes first on the bus (QEMU requires it before the devices it translates for).
+    args=(-device intel-iommu,intremap=off "${args[@]}" -netdev "user,id=dpdk,net=198.18.3.0/24,restrict=on"
+      -device "e1000e,netdev=dpdk,mac=$(mac "$k" 4),addr=0x8")
+    vm=(VM_MEM="$DPDK_MEM" VM_SMP=2 VM_MACHINE=q35 VM_APPEND="intel_iommu=on iommu=pt default_hugepagesz=2M hugepagesz=2M hugepages=$DPDK_PAGES")
+  fi
   if [[ -n ${DATA[$k]:-} ]]; then
     # No forward on its own management NIC (kept, unreachable, so the NIC names stay eth0..eth3).
-    boot "server$k" server "$k" "${IMAGES[k - 1]}" "" "${args[@]}" -fw_cfg "name=opt/underlay/eth1-address,string=198.18.10.$((20 + k))/24"
+    env_boot "${vm[@]}" -- "server$k" server "$k" "${IMAGES[k - 1]}" "" "${args[@]}" -fw_cfg "name=opt/underlay/eth1-address,string=198.18.10.$((20 + k))/24"
     echo "server$k server $((BASE + 20 + k)) ${IMAGES[k - 1]} eth1 $((BASE + 40 + k))" >>"$LAB/lab.env"
   else
-    boot "server$k" server "$k" "${IMAGES[k - 1]}" ",hostfwd=tcp:127.0.0.1:$((BASE + k))-:22" "${args[@]}"
+    env_boot "${vm[@]}" -- "server$k" server "$k" "${IMAGES[k - 1]}" ",hostfwd=tcp:127.0.0.1:$((BASE + k))-:22" "${args[@]}"
     echo "server$k server $((BASE + k)) ${IMAGES[k - 1]} eth0 -" >>"$LAB/lab.env"
   fi
 done
-log "$( ((warm)) && echo "restored" || echo "started") $((N + 1)) VMs (-m $MEM, TCG; switch: base, servers: ${IMAGES[*]}${UNDERLAY_LAB_DATA_MGMT:+; managed over eth1: $UNDERLAY_LAB_DATA_MGMT}); waiting for SSH (max ${TIMEOUT}s)"
+log "$( ((warm)) && echo "restored" || echo "started") $((N + 1)) VMs (-m $MEM, TCG; switch: base, servers: ${IMAGES[*]}${UNDERLAY_LAB_DATA_MGMT:+; managed over eth1: $UNDERLAY_LAB_DATA_MGMT}${UNDERLAY_LAB_DPDK:+; DPDK hosts (q35, intel-iommu, -m $DPDK_MEM): $UNDERLAY_LAB_DPDK}); waiting for SSH (max ${TIMEOUT}s)"
 
 # Wait for each VM: the host key line on its serial console, then the SSH banner on its forward.
 # The banner is read with bash's /dev/tcp (not ssh in a loop, which can hang in user-mode net).

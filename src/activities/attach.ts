@@ -2,12 +2,25 @@
  * Step 6, network attach: give guests a path onto the fabric. For KVM either a libvirt macvtap network on the
  * bond (guests get macvtap endpoints directly on it) or an Open vSwitch bridge with the bond as uplink and
  * tagged internal ports, built in one atomic ovs-vsctl transaction (optionally with a libvirt network on it).
+ * With the spec's dpdk.ovs, the bridge runs on the DPDK datapath: Debian's DPDK ovs-vswitchd, dpdk-init, a
+ * netdev bridge with a `dpdk` port per device the dpdk step bound and vhost-user ports; undo goes back to the
+ * kernel datapath (src/drivers/linux/ovs-dpdk.ts).
  */
 import { LockoutRiskError, UnsupportedPlatformError } from '../common/errors';
 import { listLinks, requireManagementInterface } from '../drivers/linux/net';
 import { defineNetwork, networkXml, readNetwork, removeNetwork, setNetworkRunning, type NetDef, type NetState } from '../drivers/linux/libvirt';
 import { convergeBridge, readBridge, type OvsBridge } from '../drivers/linux/ovs';
-import type { AttachSpec, ServerSpec } from '../spec/server';
+import { readDpdkHost } from '../drivers/linux/dpdk';
+import {
+  convergeOvsDpdkScript,
+  readOvsDpdk,
+  readPortStatus,
+  VHOST_USER_DIR,
+  VSWITCHD_DPDK,
+  wantedDpdkConfig,
+  type OvsDpdkState,
+} from '../drivers/linux/ovs-dpdk';
+import type { AttachSpec, DpdkSpec, ServerSpec } from '../spec/server';
 import { attachOfKind } from './want';
 import { diffState } from './diff';
 import { pollUntilHolds, type Problem } from './poll';
@@ -18,6 +31,9 @@ export interface AttachState {
   network: NetState | null;
   /** The OVS bridge (ovs attach only). */
   bridge?: OvsBridge;
+  /** OVS-DPDK (dpdk.ovs only): the vswitchd alternative, other_config, dpdk_initialized; the devices' PCI addresses. */
+  ovsDpdk?: OvsDpdkState;
+  dpdkAddresses?: string[];
 }
 
 type LinuxAttach = Extract<AttachSpec, { kind: 'macvtap' | 'ovs' }>;
@@ -26,9 +42,14 @@ type LinuxAttach = Extract<AttachSpec, { kind: 'macvtap' | 'ovs' }>;
 export interface LinuxAttachWant {
   attach: LinuxAttach;
   lower: string;
+  /** The dpdk section when its OVS options put the ovs attach on the DPDK datapath. */
+  dpdk?: { devices: string[]; ovs: NonNullable<DpdkSpec['ovs']> };
 }
 
 type Io = StepIo<LinuxAttachWant>;
+
+/** How long ovs-vswitchd may take to initialize DPDK after its restart (seconds on hardware, minutes under TCG). */
+const DPDK_INIT_WAIT = { timeoutMs: 5 * 60_000, intervalMs: 2_000 };
 
 export function linuxAttachWant(spec: ServerSpec): LinuxAttachWant {
   const attach = attachOfKind(spec, ['macvtap', 'ovs']);
@@ -43,7 +64,8 @@ export function linuxAttachWant(spec: ServerSpec): LinuxAttachWant {
       observed: 'neither',
     });
   }
-  return { attach, lower };
+  const ovs = spec.dpdk?.ovs;
+  return { attach, lower, ...(ovs && attach.kind === 'ovs' ? { dpdk: { devices: spec.dpdk!.devices, ovs } } : {}) };
 }
 
 function wantedNetwork({ attach: a, lower }: LinuxAttachWant): NetDef | null {
@@ -52,17 +74,48 @@ function wantedNetwork({ attach: a, lower }: LinuxAttachWant): NetDef | null {
   return null;
 }
 
-function wantedBridge(a: Extract<LinuxAttach, { kind: 'ovs' }>, lower: string): OvsBridge {
+function wantedBridge(a: Extract<LinuxAttach, { kind: 'ovs' }>, lower: string, dpdk?: LinuxAttachWant['dpdk'], addresses?: string[]): OvsBridge {
   const ports: OvsBridge['ports'] = { [lower]: { tag: null, type: 'system' } };
   for (const p of a.vlanPorts) ports[p.name] = { tag: p.vlan, type: 'internal' };
-  return { exists: true, ports };
+  if (!dpdk) return { exists: true, ports };
+  // Port dpdk<i> for dpdk.devices[i] (the validator keeps these names free), by PCI address.
+  (addresses ?? []).forEach((address, i) => (ports[`dpdk${i}`] = { tag: null, type: 'dpdk', options: { 'dpdk-devargs': address } }));
+  for (const p of dpdk.ovs.vhostUserPorts) {
+    ports[p.name] = { tag: null, type: 'dpdkvhostuserclient', options: { 'vhost-server-path': `${VHOST_USER_DIR}/${p.name}.sock` } };
+  }
+  return { exists: true, ports, datapath: 'netdev' };
+}
+
+function wantedOvsDpdk(dpdk: NonNullable<LinuxAttachWant['dpdk']>): OvsDpdkState {
+  return { alternative: { status: 'manual', value: VSWITCHD_DPDK }, config: wantedDpdkConfig(dpdk.ovs), initialized: true };
+}
+
+/** The PCI addresses of the DPDK devices (a NIC given by name is on vfio-pci by now: the dpdk step's record). */
+async function dpdkAddresses(io: Io, devices: string[]): Promise<string[]> {
+  const h = await readDpdkHost(io.host, devices);
+  return h.devices.map((d, i) => {
+    if (!d.address || d.missing) {
+      throw new UnsupportedPlatformError('a DPDK device has no PCI address on the host', {
+        host: io.host.label,
+        step: 'attach',
+        field: `dpdk.devices[${i}]`,
+        expected: 'a PCI device (bound by the dpdk step)',
+        observed: d.address ?? 'unknown name',
+      });
+    }
+    return d.address;
+  });
 }
 
 async function observe(io: Io): Promise<AttachState> {
   const a = io.want.attach;
   const name = a.network;
   const network = name ? await readNetwork(io.host, name) : null;
-  return a.kind === 'ovs' ? { network, bridge: await readBridge(io.host, a.bridge) } : { network };
+  if (a.kind !== 'ovs') return { network };
+  const bridge = await readBridge(io.host, a.bridge);
+  const d = io.want.dpdk;
+  if (!d) return { network, bridge };
+  return { network, bridge, ovsDpdk: await readOvsDpdk(io.host), dpdkAddresses: await dpdkAddresses(io, d.devices) };
 }
 
 /** The comparable view of a state: definitions and run state, not libvirt's generated XML details. */
@@ -70,6 +123,7 @@ function view(s: AttachState) {
   return {
     network: s.network && { def: s.network.def, active: s.network.active, autostart: s.network.autostart },
     ...(s.bridge ? { bridge: s.bridge } : {}),
+    ...(s.ovsDpdk ? { ovsDpdk: s.ovsDpdk } : {}),
   };
 }
 
@@ -78,7 +132,8 @@ function plan(want: LinuxAttachWant, observed: AttachState): Change[] {
   const net = wantedNetwork(want);
   const wanted = {
     network: net && { def: net, active: true, autostart: true },
-    ...(a.kind === 'ovs' ? { bridge: wantedBridge(a, want.lower) } : {}),
+    ...(a.kind === 'ovs' ? { bridge: wantedBridge(a, want.lower, want.dpdk, observed.dpdkAddresses) } : {}),
+    ...(want.dpdk ? { ovsDpdk: wantedOvsDpdk(want.dpdk) } : {}),
   };
   return diffState(view(observed), wanted);
 }
@@ -124,8 +179,20 @@ async function apply(io: Io, observed: AttachState): Promise<void> {
       observed: 'absent',
     });
   }
+  const d = io.want.dpdk;
+  if (d && observed.ovsDpdk) {
+    const script = convergeOvsDpdkScript(observed.ovsDpdk, wantedOvsDpdk(d));
+    if (script) await io.host.run(script, { description: 'Open vSwitch on the DPDK ovs-vswitchd with dpdk-init', timeoutMs: 5 * 60_000 });
+    // DPDK ports exist only once DPDK initialized: wait for OVS to say so (EAL init is slow under emulation).
+    await pollUntilHolds(
+      io,
+      'OVS DPDK initialization',
+      async () => ((await readOvsDpdk(io.host)).initialized ? [] : [{ field: 'Open_vSwitch dpdk_initialized', expected: true, observed: false }]),
+      DPDK_INIT_WAIT,
+    );
+  }
   if (a.kind === 'ovs') {
-    const script = convergeBridge(a.bridge, observed.bridge!, wantedBridge(a, lower));
+    const script = convergeBridge(a.bridge, observed.bridge!, wantedBridge(a, lower, d, observed.dpdkAddresses));
     if (script) await io.host.run(script, { description: `ovs-vsctl transaction for ${a.bridge}` });
   }
   await convergeNetwork(io, observed.network, wantedNetwork(io.want), { active: true, autostart: true });
@@ -140,6 +207,14 @@ async function check(io: Io): Promise<Problem[]> {
     const links = await listLinks(io.host);
     for (const p of a.vlanPorts)
       if (!links.get(p.name)) problems.push({ field: `${p.name}.link`, expected: 'internal port present in the kernel', observed: 'absent' });
+  }
+  if (!problems.length && io.want.dpdk) {
+    // OVS's own word on each DPDK port: no error, link up.
+    const ports = (now.dpdkAddresses ?? []).map((_, i) => `dpdk${i}`);
+    for (const s of await readPortStatus(io.host, ports)) {
+      if (s.error) problems.push({ field: `${s.name}.error`, expected: 'none', observed: s.error, final: true });
+      else if (s.linkState !== 'up') problems.push({ field: `${s.name}.link_state`, expected: 'up', observed: s.linkState ?? 'none' });
+    }
   }
   return problems;
 }
@@ -157,6 +232,11 @@ async function undo(io: Io, pre: AttachState, now: AttachState): Promise<void> {
   if (a.kind === 'ovs' && pre.bridge && now.bridge) {
     const script = convergeBridge(a.bridge, now.bridge, pre.bridge);
     if (script) await io.host.run(script, { description: `restore OVS bridge ${a.bridge}` });
+  }
+  // Back to the kernel datapath: the plain ovs-vswitchd and other_config as they were.
+  if (pre.ovsDpdk && now.ovsDpdk) {
+    const script = convergeOvsDpdkScript(now.ovsDpdk, pre.ovsDpdk);
+    if (script) await io.host.run(script, { description: 'Open vSwitch back to its datapath before', timeoutMs: 5 * 60_000 });
   }
 }
 

@@ -44,18 +44,25 @@ const OVS_PACKAGE: Record<OsFamily, string> = { debian: 'openvswitch-switch', rh
 export interface KvmWant {
   packages?: string[];
   withOvs: boolean;
+  /** dpdk.ovs: Debian's DPDK build of ovs-vswitchd as well (the attach step switches to it). */
+  withOvsDpdk?: boolean;
 }
 
 type Io = StepIo<KvmWant>;
 
 export function kvmWant(spec: ServerSpec): KvmWant {
   const h = hypervisorOfKind(spec, 'kvm');
-  return { ...(h.packages ? { packages: h.packages } : {}), withOvs: spec.attach?.kind === 'ovs' };
+  const withOvs = spec.attach?.kind === 'ovs';
+  return { ...(h.packages ? { packages: h.packages } : {}), withOvs, ...(withOvs && spec.dpdk?.ovs ? { withOvsDpdk: true } : {}) };
 }
+
+/** Debian's DPDK-enabled ovs-vswitchd (an alternative next to the plain one); DPDK hosts are Debian-only. */
+const OVS_DPDK_PACKAGE = 'openvswitch-switch-dpdk';
 
 export function kvmPackages(want: KvmWant, family: OsFamily): string[] {
   const base = want.packages ?? DEFAULT_PACKAGES[family];
-  return want.withOvs ? [...base, OVS_PACKAGE[family]] : base;
+  if (!want.withOvs) return base;
+  return [...base, OVS_PACKAGE[family], ...(want.withOvsDpdk && family === 'debian' ? [OVS_DPDK_PACKAGE] : [])];
 }
 
 async function observe(io: Io): Promise<HypervisorState> {

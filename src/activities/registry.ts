@@ -15,6 +15,7 @@ import { STEP_DEFS, STEPS, stepApplies, type StepName } from '../steps';
 import { attachStep } from './attach';
 import { bondStep } from './bond';
 import { cableStep } from './cable';
+import { dpdkStep } from './dpdk';
 import { vdsAttachStep } from './esxi/attach';
 import { redfishCableStep } from './esxi/cable';
 import { esxiInstallStep } from './esxi/install';
@@ -35,7 +36,8 @@ type AnyStep = Step<any, any>;
 export type StepSet = { [K in StepName]: StepChoice };
 
 type Def = (typeof STEP_DEFS)[number];
-type SectionsOf<K extends HypervisorKind> = (typeof PLATFORM_MATRIX)[K]['sections'][number] | 'attach';
+type SectionsOf<K extends HypervisorKind> =
+  (typeof PLATFORM_MATRIX)[K]['sections'][number] | 'attach' | ((typeof PLATFORM_MATRIX)[K]['dpdk'] extends true ? 'dpdk' : never);
 /** The steps platform K runs: those without a section, and those whose section the platform accepts. */
 export type PlatformStepName<K extends HypervisorKind> = Def extends infer D
   ? D extends { name: infer N; section: infer S }
@@ -57,7 +59,7 @@ export type PlatformImplementations = { [K in HypervisorKind]: { readonly [N in 
 const esxiAttach = (spec: ServerSpec) => (spec.attach?.kind === 'vswitch' ? esxiVswitchStep : vdsAttachStep);
 
 export const IMPLEMENTATIONS: PlatformImplementations = {
-  kvm: { cable: cableStep, bond: bondStep, vlan: vlanStep, sriov: sriovStep, hypervisor: hypervisorStep, attach: attachStep },
+  kvm: { cable: cableStep, bond: bondStep, vlan: vlanStep, sriov: sriovStep, dpdk: dpdkStep, hypervisor: hypervisorStep, attach: attachStep },
   xen: { cable: cableStep, bond: bondStep, vlan: vlanStep, sriov: sriovStep, hypervisor: xenInstallStep, attach: xenBridgeAttachStep },
   esxi: { cable: redfishCableStep, hypervisor: esxiInstallStep, attach: esxiAttach },
   hyperv: { cable: hypervCableStep, hypervisor: hypervInstallStep, attach: hypervSetAttachStep },
@@ -68,7 +70,7 @@ const TABLE = IMPLEMENTATIONS as unknown as Record<HypervisorKind, Partial<Recor
 
 /** The steps platform `kind` runs, in runbook order (derived from the matrix and the registry, as the type is). */
 export function platformSteps(kind: HypervisorKind): StepName[] {
-  const sections: readonly string[] = [...PLATFORM_MATRIX[kind].sections, 'attach'];
+  const sections: readonly string[] = [...PLATFORM_MATRIX[kind].sections, 'attach', ...(PLATFORM_MATRIX[kind].dpdk ? ['dpdk'] : [])];
   return STEP_DEFS.filter((d) => !('section' in d) || sections.includes(d.section)).map((d) => d.name);
 }
 

@@ -6,7 +6,7 @@ import { InvalidSpecError, UnsupportedPlatformError } from '../common/errors';
 import type { AttachSpec, HypervisorSpec, ServerSpec } from '../spec/server';
 import type { StepName } from '../steps';
 
-type Section = 'bond' | 'sriov' | 'attach';
+type Section = 'bond' | 'sriov' | 'dpdk' | 'attach';
 
 /** The spec's `section`, which the step's definition says it owns (the registry runs it only when present). */
 export function section<K extends Section>(spec: ServerSpec, key: K, step: StepName): NonNullable<ServerSpec[K]> {

@@ -142,6 +142,84 @@ export const Sriov = z.strictObject({
   vfioPci: z.boolean().default(false).describe('Bind every VF to vfio-pci for device assignment'),
 });
 
+/** A PCI function address as Linux names it under /sys/bus/pci/devices: domain:bus:device.function. */
+export const PciAddress = z
+  .string()
+  .regex(/^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-1][0-9A-Fa-f]\.[0-7]$/, { message: 'must be a PCI address like 0000:03:00.0 (domain:bus:device.function)' })
+  .transform((s) => s.toLowerCase());
+
+export const MAX_DPDK_DEVICES = 16;
+export const MAX_NUMA_NODES = 8;
+export const MAX_VHOST_USER_PORTS = 64;
+/** Hugepages reserved at most, in MiB (4 TiB): far above a real host's memory, low enough to keep sums exact. */
+export const MAX_HUGEPAGE_MIB = 4 * 1024 * 1024;
+const CpuMask = z
+  .string()
+  .regex(/^0x[0-9A-Fa-f]{1,64}$/, { message: 'must be a CPU mask in hex like 0x6 (up to 256 CPUs)' })
+  .transform((s) => s.toLowerCase())
+  .refine((s) => /[1-9a-f]/.test(s.slice(2)), { message: 'must name at least one CPU' });
+
+/**
+ * Hugepages for DPDK, reserved on the kernel command line (the only way 1 GiB pages are reliably had: memory
+ * fragments after boot) — a total, or a count per NUMA node.
+ */
+export const Hugepages = z
+  .strictObject({
+    size: z.enum(['2M', '1G']).default('2M').describe('Page size: 2M, or 1G (needs the pdpe1gb CPU flag)'),
+    count: z.number().int().min(1).max(1_048_576).optional().describe('Pages in all (the kernel spreads them over the nodes)'),
+    perNode: z
+      .array(
+        z.strictObject({
+          node: z
+            .number()
+            .int()
+            .min(0)
+            .max(MAX_NUMA_NODES - 1),
+          count: z.number().int().min(0).max(1_048_576),
+        }),
+      )
+      .min(1)
+      .max(MAX_NUMA_NODES)
+      .optional()
+      .describe('Pages per NUMA node instead of a total'),
+  })
+  .refine((h) => (h.count === undefined) !== (h.perNode === undefined), { message: 'give either count or perNode', path: ['count'] });
+
+/** Open vSwitch with the DPDK datapath (Debian's openvswitch-switch-dpdk) on the attach's OVS bridge. */
+export const OvsDpdk = z.strictObject({
+  pmdCpuMask: CpuMask.describe('other_config:pmd-cpu-mask: the CPUs that poll the DPDK ports'),
+  lcoreMask: CpuMask.optional().describe('other_config:dpdk-lcore-mask: the CPUs of DPDK’s non-datapath threads'),
+  socketMemoryMb: z
+    .array(z.number().int().min(0).max(MAX_HUGEPAGE_MIB))
+    .min(1)
+    .max(MAX_NUMA_NODES)
+    .describe('other_config:dpdk-socket-mem: hugepage memory (MiB) DPDK takes per NUMA node, node 0 first'),
+  vhostUserPorts: z
+    .array(z.strictObject({ name: IfName }))
+    .max(MAX_VHOST_USER_PORTS)
+    .default([])
+    .describe('vhost-user ports for guests (dpdkvhostuserclient: QEMU serves the socket, OVS connects)'),
+});
+
+/** Host preparation for DPDK (KVM on Debian): IOMMU, hugepages, devices on vfio-pci, optionally OVS-DPDK. */
+export const Dpdk = z.strictObject({
+  hugepages: Hugepages,
+  devices: z
+    .array(
+      z
+        .string()
+        .refine((s) => PciAddress.safeParse(s).success || IfName.safeParse(s).success, {
+          message: 'must be a PCI address (0000:03:00.0) or a NIC name of the spec',
+        })
+        .transform((s) => (PciAddress.safeParse(s).success ? s.toLowerCase() : s)),
+    )
+    .min(1)
+    .max(MAX_DPDK_DEVICES)
+    .describe('The NICs handed to DPDK: PCI addresses, or names of the spec’s NICs'),
+  driver: z.literal('vfio-pci').default('vfio-pci').describe('The userspace driver (vfio-pci: needs the IOMMU, which the step turns on)'),
+  ovs: OvsDpdk.optional().describe('Run the attach’s Open vSwitch bridge on the DPDK datapath with these devices as ports'),
+});
+
 const KvmHypervisor = z.strictObject({
   kind: z.literal('kvm'),
   packages: z.array(PackageName).min(1).max(MAX_PACKAGES).optional().describe('Override the package set (default per OS family)'),
@@ -327,15 +405,28 @@ export type HostNetworkSection = (typeof HOST_NETWORK_SECTIONS)[number];
  *
  * - `transport`: how underlay reaches the host for each purpose; a transport a spec may name that this build
  *   lacks is listed under `refusedTransports` (refused at validation, with the field named).
+ * - `dpdk`: whether the `dpdk` section (hugepages, IOMMU, vfio-pci, OVS-DPDK) is in the platform's runbook.
  * - `sections`: which of bond / vlans / sriov the platform's runbook configures. A spec that sets another one
  *   is refused: on ESXi the distributed switch carries LACP and the VLAN (attach.lacp, attach.vlan); on Hyper-V
  *   the SET switch is the team (attach.nics) and the host's VLAN is attach.managementVlan.
  */
 export const PLATFORM_MATRIX = {
-  kvm: { attach: ATTACH_MATRIX.kvm, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS },
-  xen: { attach: ATTACH_MATRIX.xen, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS },
-  esxi: { attach: ATTACH_MATRIX.esxi, transport: { install: 'redfish', attach: { vds: 'vcenter', vswitch: 'ssh' } }, refusedTransports: [], sections: [] },
-  hyperv: { attach: ATTACH_MATRIX.hyperv, transport: { install: 'ssh-powershell', attach: 'ssh-powershell' }, refusedTransports: ['winrm'], sections: [] },
+  kvm: { attach: ATTACH_MATRIX.kvm, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS, dpdk: true },
+  xen: { attach: ATTACH_MATRIX.xen, transport: { install: 'ssh', attach: 'ssh' }, refusedTransports: [], sections: HOST_NETWORK_SECTIONS, dpdk: false },
+  esxi: {
+    attach: ATTACH_MATRIX.esxi,
+    transport: { install: 'redfish', attach: { vds: 'vcenter', vswitch: 'ssh' } },
+    refusedTransports: [],
+    sections: [],
+    dpdk: false,
+  },
+  hyperv: {
+    attach: ATTACH_MATRIX.hyperv,
+    transport: { install: 'ssh-powershell', attach: 'ssh-powershell' },
+    refusedTransports: ['winrm'],
+    sections: [],
+    dpdk: false,
+  },
 } as const satisfies Record<
   z.infer<typeof Hypervisor>['kind'],
   {
@@ -344,6 +435,8 @@ export const PLATFORM_MATRIX = {
     transport: { install: 'ssh' | 'redfish' | 'ssh-powershell'; attach: AttachTransport | Partial<Record<z.infer<typeof Attach>['kind'], AttachTransport>> };
     refusedTransports: readonly string[];
     sections: readonly HostNetworkSection[];
+    /** Whether the runbook prepares the host for DPDK (the `dpdk` section and step). */
+    dpdk: boolean;
   }
 >;
 
@@ -358,6 +451,7 @@ export const ServerSpecShape = z.strictObject({
   vlans: z.array(Vlan).max(MAX_VLANS).default([]),
   sriov: Sriov.optional(),
   network: HostNetwork.default({ manager: 'auto' }).describe('Linux hosts: how bond, VLAN, SR-IOV and bridge configuration persist across reboots'),
+  dpdk: Dpdk.optional().describe('KVM on Debian: hugepages, IOMMU, vfio-pci devices and OVS-DPDK'),
   hypervisor: Hypervisor,
   attach: Attach.optional(),
 });
@@ -372,6 +466,7 @@ export type HostNetworkSpec = z.output<typeof HostNetwork>;
 export type ManagementMoveSpec = z.output<typeof ManagementMove>;
 export type HypervisorSpec = z.output<typeof Hypervisor>;
 export type AttachSpec = z.output<typeof Attach>;
+export type DpdkSpec = z.output<typeof Dpdk>;
 export type SshCredentialRefSpec = z.output<typeof SshCredentialRef>;
 
 /** The interface name a VLAN gets on the host. */

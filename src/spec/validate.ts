@@ -6,7 +6,16 @@
  */
 import { z } from 'zod';
 import { InvalidSpecError, printable } from '../common/errors';
-import { ATTACH_MATRIX, HOST_NETWORK_SECTIONS, PLATFORM_MATRIX, ServerSpecShape, vlanIfName, type HostNetworkSection, type ServerSpec } from './server';
+import {
+  ATTACH_MATRIX,
+  HOST_NETWORK_SECTIONS,
+  MAX_HUGEPAGE_MIB,
+  PLATFORM_MATRIX,
+  ServerSpecShape,
+  vlanIfName,
+  type HostNetworkSection,
+  type ServerSpec,
+} from './server';
 
 export interface SpecIssue {
   path: string;
@@ -339,7 +348,119 @@ function crossFieldIssues(raw: unknown): SpecIssue[] {
       });
     }
   }
+  if (spec.dpdk !== undefined) dpdkIssues(spec, { hvKind, nicNames, members, bondName, pf, attach, attachKind, linkNames }, add);
   return issues;
+}
+
+/** Why a platform has no DPDK section in this build. */
+const NO_DPDK: Record<'xen' | 'esxi' | 'hyperv', string> = {
+  xen: 'not in the Xen runbook: DPDK in a Xen dom0 needs its hugepages and IOMMU set through Xen (dom0_mem, iommu=) rather than the Linux kernel command line, which this build does not do; use hypervisor.kind kvm',
+  esxi: 'not in the ESXi runbook: ESXi’s data path is VMware’s own; there is no DPDK host preparation for it',
+  hyperv: 'not in the Hyper-V runbook: Windows has no DPDK host preparation in this build',
+};
+
+const HUGEPAGE_MIB = { '2M': 2, '1G': 1024 } as const;
+
+/**
+ * The dpdk section against the rest of the spec: its platform (KVM only), its devices (a NIC of the spec that no
+ * other step uses, or a PCI address; none twice), and the OVS-DPDK options (an ovs attach to run them on, socket
+ * memory that fits the hugepages reserved, port names that clash with nothing).
+ */
+function dpdkIssues(
+  spec: Loose,
+  ctx: {
+    hvKind: string | undefined;
+    nicNames: Set<string>;
+    members: Set<string>;
+    bondName: string | undefined;
+    pf: string | undefined;
+    attach: Loose | undefined;
+    attachKind: string | undefined;
+    linkNames: Set<string>;
+  },
+  add: (path: PropertyKey[], message: string) => void,
+): void {
+  const { hvKind, nicNames, members, bondName, pf, attach, attachKind, linkNames } = ctx;
+  if (hvKind && Object.hasOwn(PLATFORM_MATRIX, hvKind) && !PLATFORM_MATRIX[hvKind as keyof typeof PLATFORM_MATRIX].dpdk) {
+    add(['dpdk'], NO_DPDK[hvKind as keyof typeof NO_DPDK]);
+    return;
+  }
+  const dpdk = obj(spec.dpdk);
+  const lower = attach ? (str(attach.device) ?? str(attach.uplink) ?? bondName) : undefined;
+  const vlanParents = new Set(
+    arr(spec.vlans)
+      .map((v) => str(obj(v).parent))
+      .filter((x): x is string => !!x),
+  );
+  const seen = new Set<string>();
+  arr(dpdk.devices).forEach((d, i) => {
+    const name = str(d);
+    if (!name) return;
+    const key = name.toLowerCase();
+    if (seen.has(key)) add(['dpdk', 'devices', i], `${q(name)} is listed twice`);
+    seen.add(key);
+    if (/^[0-9a-fA-F]{4}:/.test(name)) return; // a PCI address: checked on the host (it must exist there)
+    if (!nicNames.has(name)) add(['dpdk', 'devices', i], `${q(name)} is not one of the spec's NICs (${listNames(nicNames, plain)}) nor a PCI address`);
+    else if (members.has(name)) add(['dpdk', 'devices', i], `${q(name)} is a member of the bond: a NIC on vfio-pci leaves the kernel and the bond with it`);
+    else if (name === pf) add(['dpdk', 'devices', i], `${q(name)} is the SR-IOV PF (sriov.pf): its VFs need the PF on its kernel driver`);
+    else if (name === lower) add(['dpdk', 'devices', i], `${q(name)} is the attach's lower device: it cannot be a kernel link and a DPDK port at once`);
+    else if (vlanParents.has(name)) add(['dpdk', 'devices', i], `${q(name)} carries VLANs of the spec: a NIC on vfio-pci has no kernel link to tag`);
+    else {
+      const n = arr(spec.nics).findIndex((x) => str(obj(x).name) === name);
+      if (n >= 0 && obj(arr(spec.nics)[n]).cabled !== false) {
+        add(
+          ['nics', n, 'cabled'],
+          `${q(name)} goes to DPDK (dpdk.devices[${i}]): set cabled: false — on vfio-pci it has no kernel link for the cable check of a re-run or a drift check to read`,
+        );
+      }
+    }
+  });
+
+  const hp = obj(dpdk.hugepages);
+  const size = str(hp.size) ?? '2M';
+  const pageMib = size === '1G' || size === '2M' ? HUGEPAGE_MIB[size] : undefined;
+  const perNodeList = arr(hp.perNode).map(obj);
+  const nodes = new Set<number>();
+  perNodeList.forEach((n, i) => {
+    if (typeof n.node !== 'number') return;
+    if (nodes.has(n.node)) add(['dpdk', 'hugepages', 'perNode', i, 'node'], `node ${n.node} is listed twice`);
+    nodes.add(n.node);
+  });
+  const total = typeof hp.count === 'number' ? hp.count : perNodeList.reduce((a, n) => a + (typeof n.count === 'number' ? n.count : 0), 0);
+  if (pageMib && total * pageMib > MAX_HUGEPAGE_MIB) add(['dpdk', 'hugepages'], `reserves ${total * pageMib} MiB: at most ${MAX_HUGEPAGE_MIB} MiB`);
+
+  if (dpdk.ovs === undefined) return;
+  const ovs = obj(dpdk.ovs);
+  if (attachKind !== 'ovs') {
+    add(['dpdk', 'ovs'], `OVS-DPDK runs on the attach's Open vSwitch bridge: set attach.kind ovs (attach is ${attachKind ? q(attachKind) : 'absent'})`);
+  }
+  // DPDK takes its socket memory from the hugepages: more than is reserved (on a node) cannot initialize.
+  const mem = arr(ovs.socketMemoryMb).map((m) => (typeof m === 'number' ? m : 0));
+  if (pageMib && mem.length) {
+    if (perNodeList.length) {
+      mem.forEach((m, node) => {
+        const pages = perNodeList.find((n) => n.node === node);
+        const have = (typeof pages?.count === 'number' ? pages.count : 0) * pageMib;
+        if (m > have) add(['dpdk', 'ovs', 'socketMemoryMb', node], `${m} MiB on node ${node} but the hugepages reserve ${have} MiB there`);
+      });
+    } else {
+      const sum = mem.reduce((a, b) => a + b, 0);
+      if (sum > total * pageMib)
+        add(['dpdk', 'ovs', 'socketMemoryMb'], `${sum} MiB in all but the hugepages reserve ${total * pageMib} MiB (${total} × ${size})`);
+    }
+  }
+  // The DPDK ports are named dpdk0, dpdk1… after the devices; those and the vhost-user ports are new OVS ports.
+  const names = new Set(linkNames);
+  arr(dpdk.devices).forEach((_, i) => {
+    const port = `dpdk${i}`;
+    if (names.has(port)) add(['dpdk', 'devices', i], `its OVS port ${q(port)} clashes with an interface of the spec`);
+    names.add(port);
+  });
+  arr(ovs.vhostUserPorts).forEach((p, i) => {
+    const name = str(obj(p).name);
+    if (name && names.has(name)) add(['dpdk', 'ovs', 'vhostUserPorts', i, 'name'], `${q(name)} clashes with an interface or port of the spec`);
+    if (name) names.add(name);
+  });
 }
 
 // Why a host-network section is not in a platform's runbook, and what to use instead (named by field).

@@ -9,7 +9,7 @@ import type { Duration } from '@temporalio/common';
 import type { ServerSpec } from '../spec/server';
 
 /** Optional spec sections a step configures; a step without one runs in every onboarding. */
-export type StepSection = 'bond' | 'vlans' | 'sriov' | 'attach';
+export type StepSection = 'bond' | 'vlans' | 'sriov' | 'dpdk' | 'attach';
 
 /** Timeouts and retries of a step's apply activity, and why they are what they are. */
 export interface StepPolicyDef {

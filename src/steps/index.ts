@@ -8,17 +8,18 @@ import type { ServerSpec } from '../spec/server';
 import { attach } from './attach';
 import { bond } from './bond';
 import { cable } from './cable';
+import { dpdk } from './dpdk';
 import { sectionPresent } from './define';
 import { hypervisor } from './hypervisor';
 import { sriov } from './sriov';
 import { vlan } from './vlan';
 
-import type { StepDef } from './define';
+import type { StepDef, StepSection } from './define';
 
 export type { StepDef, StepPolicyDef, StepSection } from './define';
 
 /** The onboarding runbook, in order. */
-export const STEP_DEFS = [cable, bond, vlan, sriov, hypervisor, attach] as const;
+export const STEP_DEFS = [cable, bond, vlan, sriov, dpdk, hypervisor, attach] as const;
 
 type Def = (typeof STEP_DEFS)[number];
 export type StepName = Def['name'];
@@ -37,12 +38,12 @@ export function stepDef(step: StepName): StepDef {
 export const STEP_TITLES: Record<StepName, string> = Object.fromEntries(STEP_DEFS.map((d) => [d.name, d.title])) as Record<StepName, string>;
 
 /** Whether a spec asks for a step at all: no bond in the spec → no bond step. */
-export function stepApplies(step: StepName, spec: Pick<ServerSpec, 'bond' | 'vlans' | 'sriov' | 'attach'>): boolean {
+export function stepApplies(step: StepName, spec: Pick<ServerSpec, StepSection>): boolean {
   return sectionPresent(spec, stepDef(step).section);
 }
 
 /** The steps a spec asks for, in runbook order. */
-export function plannedSteps(spec: Pick<ServerSpec, 'bond' | 'vlans' | 'sriov' | 'attach'>): StepName[] {
+export function plannedSteps(spec: Pick<ServerSpec, StepSection>): StepName[] {
   return STEPS.filter((s) => stepApplies(s, spec));
 }
 

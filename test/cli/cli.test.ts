@@ -116,5 +116,5 @@ test('operator commands are there, and approve --step takes only step names', ()
   assert.match(underlay('onboard', '--help').out, /--approve-before <steps>/);
   const r = underlay('approve', 'kvm-r12-07', '--step', 'reboot');
   assert.equal(r.code, 1);
-  assert.match(r.err, /--step: one of cable, bond, vlan, sriov, hypervisor, attach \(got reboot\)/);
+  assert.match(r.err, /--step: one of cable, bond, vlan, sriov, dpdk, hypervisor, attach \(got reboot\)/);
 });

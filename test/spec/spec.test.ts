@@ -1208,6 +1208,7 @@ describe('the platform matrix', () => {
       assert.deepEqual(codes(r[3]!), perKind, `${r[0]} attach transport`);
       assert.deepEqual(codes(r[4]!), [...row.sections], `${r[0]} host-network steps`);
       assert.deepEqual(codes(r[5]!), [...row.refusedTransports], `${r[0]} refused transports`);
+      assert.deepEqual(codes(r[6] ?? '').slice(0, 1), row.dpdk ? ['dpdk'] : [], `${r[0]} DPDK`);
     }
   });
 });

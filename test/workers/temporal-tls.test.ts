@@ -36,6 +36,9 @@ import { startGrpcTlsProxy, type GrpcTlsProxy } from '../helpers/grpc-tls-proxy'
 import { makePki, type Ca, type CertFiles, type Pki } from '../helpers/pki';
 import { runInBackground, startTemporal, workflowBundle, type BackgroundWorker } from '../helpers/temporal';
 
+/** The steps this file's spec (examples/kvm-macvtap.yaml) runs: every step but dpdk, whose section it does not set. */
+const RUNBOOK = STEPS.filter((s) => s !== 'dpdk');
+
 const NS = 'underlay-prod';
 const API_KEY = randomBytes(24).toString('base64url');
 const CODEC_KEY_ID = 'tls-test';
@@ -121,10 +124,10 @@ describe('through the TLS proxy', { concurrency: false, timeout: 300_000 }, () =
     spec = { ...baseSpec, id: `tls-${process.pid}` };
     const result = await (await startOnboarding(client, spec, { taskQueue })).result();
     assert.deepEqual(
-      STEPS.map((s) => result.steps[s].state),
-      STEPS.map(() => 'done'),
+      RUNBOOK.map((s) => result.steps[s].state),
+      RUNBOOK.map(() => 'done'),
     );
-    assert.deepEqual(host.applyCalls(), [...STEPS]);
+    assert.deepEqual(host.applyCalls(), [...RUNBOOK]);
 
     assert.equal(w.namespace, NS);
     assert.match(

@@ -188,6 +188,7 @@ describe('ESXi onboarding: Redfish BMC (sushy-tools) + vCenter (vcsim) on a real
       bond: 'skipped',
       vlan: 'skipped',
       sriov: 'skipped',
+      dpdk: 'skipped',
       hypervisor: 'done',
       attach: 'done',
     });

@@ -38,6 +38,9 @@ import { startSshd, type Sshd } from '../helpers/sshd';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
+/** The steps this file's spec (examples/kvm-macvtap.yaml) runs: every step but dpdk, whose section it does not set. */
+const RUNBOOK = STEPS.filter((s) => s !== 'dpdk');
+
 let env: TestWorkflowEnvironment;
 let sshd: Sshd;
 let proxy: TcpProxy;
@@ -163,8 +166,8 @@ describe('SSH faults in the middle of a step', { concurrency: false }, () => {
       });
       assert.ok(outcome.ok, String(!outcome.ok && outcome.error));
       assert.deepEqual(
-        STEPS.map((s) => outcome.result.steps[s].state),
-        STEPS.map(() => 'done'),
+        RUNBOOK.map((s) => outcome.result.steps[s].state),
+        RUNBOOK.map(() => 'done'),
       );
       assert.ok((outcome.result.steps.hypervisor.attempts ?? 0) >= 2, 'the step was retried after the connection died');
       assert.equal(runs(dir), 1, 'the job ran once: reattached, not restarted');

@@ -1,0 +1,231 @@
+/**
+ * DPDK host preparation on a Debian KVM host: the IOMMU and hugepages on the kernel command line (a GRUB drop-in,
+ * the mechanism the Xen install uses), devices on vfio-pci through driverctl, and one read-back script that
+ * reports all of it from /proc and /sys.
+ *
+ * Why the kernel command line for hugepages, not sysctl.d: pages reserved at boot come before memory fragments,
+ * the only way 1 GiB pages are reliably had; the command line has a per-NUMA-node form (`hugepages=0:N,1:M`,
+ * Linux ≥ 5.18; Debian 12 runs 6.1) that vm.nr_hugepages lacks; and the IOMMU needs the command line and a reboot
+ * anyway, so one drop-in and one reboot carry both.
+ *
+ * Why driverctl: Debian packages it, it persists an override per PCI address (/etc/driverctl.d/pci-<address>,
+ * replayed by its udev rule at boot before any other driver keeps the device), and `unset-override` reprobes the
+ * device so that its default kernel driver takes it back.
+ */
+import type { DpdkSpec } from '../../spec/server';
+import type { RemoteHost } from '../remote';
+import { sh, type Shell } from '../shell';
+
+/** Sorted before Debian's own grub.d files; read by grub-mkconfig like every *.cfg there. */
+export const DPDK_GRUB_DROP_IN = '/etc/default/grub.d/underlay-dpdk.cfg';
+/** NIC name → PCI address of the devices given by name: a NIC on vfio-pci has no name on the host any more. */
+export const DPDK_DEVICE_RECORD = '/etc/underlay/dpdk-devices';
+export const DRIVERCTL_DIR = '/etc/driverctl.d';
+
+export const HUGEPAGE_KB = { '2M': 2048, '1G': 1048576 } as const;
+export type HugepageSize = keyof typeof HUGEPAGE_KB;
+
+/** The kernel parameters the spec needs; `intel` adds intel_iommu=on (AMD's IOMMU is on by default). */
+export function kernelParams(d: Pick<DpdkSpec, 'hugepages'>, cpuVendor: string): string[] {
+  const h = d.hugepages;
+  const pages = h.count !== undefined ? String(h.count) : h.perNode!.map((n) => `${n.node}:${n.count}`).join(',');
+  return [
+    ...(cpuVendor === 'GenuineIntel' ? ['intel_iommu=on'] : []),
+    'iommu=pt',
+    `default_hugepagesz=${h.size}`,
+    `hugepagesz=${h.size}`,
+    `hugepages=${pages}`,
+  ];
+}
+
+/** The GRUB drop-in: appends the parameters to what /etc/default/grub passes to every Linux entry. */
+export function renderDpdkDropIn(params: readonly string[]): string {
+  return [
+    '# Written by underlay (dpdk step): the IOMMU on and hugepages reserved at boot, for DPDK.',
+    '# To undo: delete this file and run update-grub.',
+    `GRUB_CMDLINE_LINUX="\${GRUB_CMDLINE_LINUX:+$GRUB_CMDLINE_LINUX }${params.join(' ')}"`,
+    '',
+  ].join('\n');
+}
+
+/** The record of named devices: `name address` per line, sorted. */
+export function renderDeviceRecord(byName: Record<string, string>): string | null {
+  const names = Object.keys(byName).sort();
+  if (!names.length) return null;
+  return `# Written by underlay (dpdk step): NICs handed to DPDK, by the name they had.\n${names.map((n) => `${n} ${byName[n]}`).join('\n')}\n`;
+}
+
+/**
+ * Prints the host's DPDK-relevant state, one fact per line (read by parseDpdkHost). `root` prefixes every path,
+ * so a test runs the very script over a directory tree laid out like /proc and /sys.
+ *
+ *   vendor <cpu vendor>            pdpe1gb <0|1>             cmdline <the running kernel's command line>
+ *   iommu_groups <count>           vfio <0|1> (module known)   driverctl <0|1> (installed)
+ *   hp <node|all> <size kB> <pages>
+ *   dev <ref> <address|-> <driver|-> <vendor:device|-> <ifname|->
+ *   override <address> <driver>    (from /etc/driverctl.d)
+ */
+export function readDpdkHostScript(refs: readonly string[], root = ''): Shell {
+  const cpuinfo = `${root}/proc/cpuinfo`;
+  const cmdline = `${root}/proc/cmdline`;
+  const groups = `${root}/sys/kernel/iommu_groups`;
+  const hpAll = `${root}/sys/kernel/mm/hugepages`;
+  const nodes = `${root}/sys/devices/system/node`;
+  const pci = `${root}/sys/bus/pci/devices`;
+  const net = `${root}/sys/class/net`;
+  const record = `${root}${DPDK_DEVICE_RECORD}`;
+  const dctl = `${root}${DRIVERCTL_DIR}`;
+  const modules = `${root}/lib/modules`;
+  const sysmod = `${root}/sys/module/vfio_pci`;
+  return sh`printf 'vendor %s\n' "$(sed -n 's/^vendor_id[[:space:]]*:[[:space:]]*//p' ${cpuinfo} | head -n 1)"
+if grep -qw pdpe1gb ${cpuinfo}; then echo 'pdpe1gb 1'; else echo 'pdpe1gb 0'; fi
+printf 'cmdline %s\n' "$(head -c 4096 ${cmdline})"
+n=0; for g in ${groups}/*; do [ -e "$g" ] && n=$((n+1)); done; echo "iommu_groups $n"
+if [ -d ${sysmod} ] || find ${modules}/"$(uname -r)" -name 'vfio-pci.ko*' 2>/dev/null | grep -q .; then echo 'vfio 1'; else echo 'vfio 0'; fi
+if command -v driverctl >/dev/null 2>&1; then echo 'driverctl 1'; else echo 'driverctl 0'; fi
+for d in ${hpAll}/hugepages-*kB; do [ -r "$d/nr_hugepages" ] || continue; k=\${d##*-}; printf 'hp all %s %s\n' "\${k%kB}" "$(cat "$d/nr_hugepages")"; done
+for d in ${nodes}/node[0-9]*/hugepages/hugepages-*kB; do [ -r "$d/nr_hugepages" ] || continue; k=\${d##*-}; nd=\${d%/hugepages/*}; printf 'hp %s %s %s\n' "\${nd##*/node}" "\${k%kB}" "$(cat "$d/nr_hugepages")"; done
+for r in ${[...refs]}; do
+  a=-; ifn=-
+  case "$r" in
+    [0-9a-f][0-9a-f][0-9a-f][0-9a-f]:*) a=$r ;;
+    *) if [ -e ${net}/"$r"/device ]; then a=$(basename "$(readlink -f ${net}/"$r"/device)"); ifn=$r
+       elif [ -f ${record} ]; then a=$(awk -v n="$r" '$1 == n { print $2; exit }' ${record}); [ -n "$a" ] || a=-; fi ;;
+  esac
+  drv=-; id=-
+  if [ "$a" != - ] && [ -e ${pci}/"$a" ]; then
+    [ -L ${pci}/"$a"/driver ] && drv=$(basename "$(readlink ${pci}/"$a"/driver)")
+    id="$(sed 's/^0x//' ${pci}/"$a"/vendor):$(sed 's/^0x//' ${pci}/"$a"/device)"
+    if [ "$ifn" = - ]; then for i in ${pci}/"$a"/net/* ${pci}/"$a"/virtio*/net/*; do [ -e "$i" ] && { ifn=\${i##*/}; break; }; done; fi
+  elif [ "$a" != - ]; then a="$a?"
+  fi
+  printf 'dev %s %s %s %s %s\n' "$r" "$a" "$drv" "$id" "$ifn"
+done
+for f in ${dctl}/pci-*; do [ -s "$f" ] && printf 'override %s %s\n' "\${f##*/pci-}" "$(head -n 1 "$f")"; done
+true`;
+}
+
+export interface DpdkDevice {
+  /** As the spec gives it: a PCI address or a NIC name. */
+  ref: string;
+  /** The PCI address, or null when the name resolves to none (no such NIC, not recorded). */
+  address: string | null;
+  /** The address does not exist under /sys/bus/pci/devices. */
+  missing: boolean;
+  /** Bound driver, or null when unbound. */
+  driver: string | null;
+  /** PCI vendor:device, e.g. 8086:10d3. */
+  id: string | null;
+  /** The kernel NIC it is now (absent while on vfio-pci). */
+  ifname: string | null;
+}
+
+export interface DpdkHost {
+  cpuVendor: string;
+  pdpe1gb: boolean;
+  cmdline: string;
+  iommuGroups: number;
+  vfioModule: boolean;
+  driverctl: boolean;
+  /** Reserved pages per size (kB) in all, and per NUMA node. */
+  hugepages: { all: Record<string, number>; nodes: Record<string, Record<string, number>> };
+  devices: DpdkDevice[];
+  /** driverctl's persisted overrides: PCI address → driver. */
+  overrides: Record<string, string>;
+}
+
+const ADDRESS = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
+
+/** Parses readDpdkHostScript's output; any line it does not know is an error (the script is ours). */
+export function parseDpdkHost(text: string, unexpected: (what: string, observed: string) => Error): DpdkHost {
+  const out: DpdkHost = {
+    cpuVendor: '',
+    pdpe1gb: false,
+    cmdline: '',
+    iommuGroups: 0,
+    vfioModule: false,
+    driverctl: false,
+    hugepages: { all: {}, nodes: {} },
+    devices: [],
+    overrides: {},
+  };
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const sp = line.indexOf(' ');
+    const key = sp < 0 ? line : line.slice(0, sp);
+    const rest = sp < 0 ? '' : line.slice(sp + 1);
+    const f = rest.split(' ');
+    const num = (s: string | undefined) => {
+      if (!s || !/^\d{1,12}$/.test(s)) throw unexpected('DPDK host read-back', line);
+      return Number(s);
+    };
+    switch (key) {
+      case 'vendor':
+        out.cpuVendor = rest.trim();
+        break;
+      case 'pdpe1gb':
+        out.pdpe1gb = rest === '1';
+        break;
+      case 'cmdline':
+        out.cmdline = rest.trim();
+        break;
+      case 'iommu_groups':
+        out.iommuGroups = num(f[0]);
+        break;
+      case 'vfio':
+        out.vfioModule = rest === '1';
+        break;
+      case 'driverctl':
+        out.driverctl = rest === '1';
+        break;
+      case 'hp': {
+        const [where, kb, pages] = f;
+        if (!where || f.length !== 3) throw unexpected('DPDK host read-back', line);
+        if (where === 'all') out.hugepages.all[String(num(kb))] = num(pages);
+        else (out.hugepages.nodes[String(num(where))] ??= {})[String(num(kb))] = num(pages);
+        break;
+      }
+      case 'dev': {
+        if (f.length !== 5) throw unexpected('DPDK host read-back', line);
+        const [ref, a, drv, id, ifn] = f as [string, string, string, string, string];
+        const missing = a.endsWith('?');
+        const address = a === '-' ? null : missing ? a.slice(0, -1) : a;
+        if (address !== null && !ADDRESS.test(address)) throw unexpected('DPDK device address', line);
+        out.devices.push({ ref, address, missing, driver: drv === '-' ? null : drv, id: id === '-' ? null : id, ifname: ifn === '-' ? null : ifn });
+        break;
+      }
+      case 'override': {
+        const [a, drv] = f;
+        if (!a || !drv || !ADDRESS.test(a)) throw unexpected('driverctl override', line);
+        out.overrides[a] = drv;
+        break;
+      }
+      default:
+        throw unexpected('DPDK host read-back', line);
+    }
+  }
+  return out;
+}
+
+export async function readDpdkHost(host: RemoteHost, refs: readonly string[]): Promise<DpdkHost> {
+  const text = await host.read(readDpdkHostScript(refs), { description: 'read IOMMU, hugepages and DPDK devices' });
+  return parseDpdkHost(text, (what, observed) => host.unexpected(what, observed));
+}
+
+/** The kernel parameters of `want` missing from (or different on) a command line, by name=value. */
+export function missingParams(cmdline: string, want: readonly string[]): string[] {
+  const words = cmdline.split(/\s+/).filter(Boolean);
+  // The kernel takes the last of a repeated parameter; hugepagesz/hugepages pairs repeat legitimately, so look
+  // for each wanted word itself.
+  return want.filter((p) => !words.includes(p));
+}
+
+/** driverctl: bind now and persist (the override file), loading vfio-pci first. */
+export function setOverride(address: string, driver: string): Shell {
+  return sh`modprobe ${driver} && driverctl set-override ${address} ${driver}`;
+}
+
+/** driverctl: forget the override and reprobe, so the device's default kernel driver takes it back. */
+export function unsetOverride(address: string): Shell {
+  return sh`driverctl unset-override ${address}`;
+}
