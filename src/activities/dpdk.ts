@@ -1,18 +1,22 @@
 /**
  * The DPDK step (KVM on Debian, before the hypervisor install): the IOMMU on and hugepages reserved on the kernel
  * command line (a GRUB drop-in, one reboot waited for durably — src/activities/reboot.ts), and the spec's devices
- * bound to vfio-pci persistently with driverctl (installed when missing). Undo gives every device back to the
+ * bound to vfio-pci persistently with driverctl (installed when missing), with DPDK's user-space drivers for them
+ * (each device's poll-mode driver and the ring mempool: Debian ships them as plugin packages that `dpdk` only
+ * recommends, so nothing else installs them). Undo gives every device back to the
  * driver it had (driverctl unset-override reprobes its default driver, or the override it had), frees the
  * hugepages, restores the drop-in and the device record, reboots once to drop the kernel parameters, and purges
- * driverctl if the step installed it. The OVS-DPDK datapath is the attach step's (src/activities/ovs-dpdk.ts).
+ * driverctl and the plugin packages the step installed. The OVS-DPDK datapath is the attach step's (src/activities/ovs-dpdk.ts).
  */
 import { LockoutRiskError, UnsupportedHardwareError, UnsupportedPlatformError, VerificationError } from '../common/errors';
 import {
   DPDK_DEVICE_RECORD,
   DPDK_GRUB_DROP_IN,
+  dpdkUserspacePackages,
   HUGEPAGE_KB,
   kernelParams,
   missingParams,
+  offeredDpdkPackages,
   readDpdkHost,
   renderDeviceRecord,
   renderDpdkDropIn,
@@ -58,6 +62,13 @@ export interface DpdkState {
   devices: DpdkDeviceState[];
   driverctl: boolean;
   /**
+   * DPDK's user-space drivers for the devices (PMD plugins, ring mempool): the packages wanted, those of them
+   * installed, and the devices none is known or offered for (refused by apply, before anything changes).
+   */
+  userspace: { want: string[]; installed: string[]; unsupported: { ref: string; why: string }[] };
+  /** Every installed package: what the undo compares against to purge only what the step added. */
+  packages: string[];
+  /**
    * The host boots through GRUB (/boot/grub/grub.cfg and update-grub): the drop-in is how the parameters persist.
    * Without GRUB (a host booted by PXE or directly, its command line given by the boot server) the parameters must
    * come from there: the step checks them and writes no drop-in.
@@ -82,7 +93,15 @@ function ctx(io: Io, field: string) {
   return { host: io.host.label, step: 'dpdk' as const, field };
 }
 
-function toState(h: DpdkHost, want: DpdkSpec, files: { grub: boolean; dropIn: string | null; record: string | null }, io: Io): DpdkState {
+interface Extra {
+  grub: boolean;
+  dropIn: string | null;
+  record: string | null;
+  packages: string[];
+  offered: string[];
+}
+
+function toState(h: DpdkHost, want: DpdkSpec, extra: Extra, io: Io): DpdkState {
   const kb = String(HUGEPAGE_KB[want.hugepages.size]);
   const devices = h.devices.map((d, i): DpdkDeviceState => {
     if (!d.address || d.missing) {
@@ -97,6 +116,8 @@ function toState(h: DpdkHost, want: DpdkSpec, files: { grub: boolean; dropIn: st
     }
     return { ref: d.ref, address: d.address, driver: d.driver, override: h.overrides[d.address] ?? null };
   });
+  const userspace = dpdkUserspacePackages(h.devices, extra.offered);
+  const installed = new Set(extra.packages);
   return {
     cpuVendor: h.cpuVendor,
     params: dpdkParams(h.cmdline),
@@ -107,7 +128,11 @@ function toState(h: DpdkHost, want: DpdkSpec, files: { grub: boolean; dropIn: st
     },
     devices,
     driverctl: h.driverctl,
-    ...files,
+    userspace: { want: userspace.packages, installed: userspace.packages.filter((p) => installed.has(p)), unsupported: userspace.unsupported },
+    packages: extra.packages,
+    grub: extra.grub,
+    dropIn: extra.dropIn,
+    record: extra.record,
   };
 }
 
@@ -121,11 +146,13 @@ async function observe(io: Io): Promise<DpdkState> {
     });
   }
   const want = io.want.dpdk;
-  const [h, dropIn, record, grub] = await Promise.all([
+  const [h, dropIn, record, grub, packages, offered] = await Promise.all([
     readDpdkHost(io.host, want.devices),
     readOptionalFile(io.host, DPDK_GRUB_DROP_IN),
     readOptionalFile(io.host, DPDK_DEVICE_RECORD),
     io.host.run(sh`[ -f ${GRUB_CFG} ] && command -v update-grub >/dev/null`, { description: 'is there GRUB', okExitCodes: [0, 1], privileged: false }),
+    installedPackages(io.host, family),
+    offeredDpdkPackages(io.host),
   ]);
   if (want.hugepages.size === '1G' && !h.pdpe1gb) {
     throw new UnsupportedHardwareError('the CPU has no 1 GiB pages (no pdpe1gb flag)', {
@@ -137,7 +164,7 @@ async function observe(io: Io): Promise<DpdkState> {
   if (!h.vfioModule) {
     throw new UnsupportedPlatformError('the running kernel has no vfio-pci module', { ...ctx(io, 'dpdk.driver'), expected: 'vfio-pci.ko', observed: 'absent' });
   }
-  return toState(h, want, { grub: grub.exitCode === 0, dropIn, record }, io);
+  return toState(h, want, { grub: grub.exitCode === 0, dropIn, record, packages, offered }, io);
 }
 
 function wantedParams(want: DpdkWant, o: Pick<DpdkState, 'cpuVendor'>): string[] {
@@ -161,6 +188,7 @@ function plan(want: DpdkWant, o: DpdkState): Change[] {
   const params = wantedParams(want, o);
   const changes: Change[] = [];
   if (!o.driverctl) changes.push({ field: 'package driverctl', from: 'absent', to: 'installed' });
+  for (const p of missingUserspace(o)) changes.push({ field: `package ${p}`, from: 'absent', to: 'installed' });
   const dropIn = o.grub ? renderDpdkDropIn(params) : o.dropIn;
   if (o.dropIn !== dropIn) changes.push({ field: DPDK_GRUB_DROP_IN, from: o.dropIn === null ? 'absent' : 'other content', to: params.join(' ') });
   const record = wantedRecord(o);
@@ -173,6 +201,10 @@ function plan(want: DpdkWant, o: DpdkState): Change[] {
     if (d.override !== want.dpdk.driver) changes.push({ field: `${d.ref}.override`, from: d.override ?? 'none', to: `${want.dpdk.driver} (driverctl)` });
   }
   return changes;
+}
+
+function missingUserspace(o: DpdkState): string[] {
+  return o.userspace.want.filter((p) => !o.userspace.installed.includes(p));
 }
 
 /** The NIC that carries the session must never be taken from the kernel. */
@@ -209,9 +241,19 @@ async function writeOwnFile(io: Io, path: string, content: string | null, descri
 async function apply(io: Io, o: DpdkState): Promise<void> {
   const want = io.want.dpdk;
   await guardManagement(io);
-  if (!o.driverctl) {
+  const unsupported = o.userspace.unsupported[0];
+  if (unsupported) {
+    const i = o.devices.findIndex((d) => d.ref === unsupported.ref);
+    throw new UnsupportedPlatformError('DPDK has no user-space driver for a device on this host', {
+      ...ctx(io, i >= 0 ? `dpdk.devices[${i}]` : 'dpdk'),
+      expected: `a DPDK poll-mode driver package for ${unsupported.ref}`,
+      observed: unsupported.why,
+    });
+  }
+  const install = [...(o.driverctl ? [] : ['driverctl']), ...missingUserspace(o)];
+  if (install.length) {
     const family = await readOsFamily(io.host);
-    await installDetached(io, family, ['driverctl'], { ...DPDK_PACKAGE_JOBS, notOffered: 'the host’s package repositories do not offer driverctl' });
+    await installDetached(io, family, install, { ...DPDK_PACKAGE_JOBS, notOffered: `the host’s package repositories do not offer ${install.join(', ')}` });
   }
   const params = wantedParams(io.want, o);
   if (!o.grub && missingParams(o.params.join(' '), params).length) {
@@ -269,6 +311,8 @@ async function check(io: Io): Promise<Problem[]> {
     if (d.driver !== want.driver) problems.push({ field: `${d.ref}.driver`, expected: want.driver, observed: d.driver ?? 'none' });
     if (d.override !== want.driver) problems.push({ field: `${d.ref}.override`, expected: want.driver, observed: d.override ?? 'none' });
   }
+  if (!o.driverctl) problems.push({ field: 'package driverctl', expected: 'installed', observed: 'absent', final: true });
+  for (const p of missingUserspace(o)) problems.push({ field: `package ${p}`, expected: 'installed', observed: 'absent', final: true });
   return problems;
 }
 
@@ -292,13 +336,17 @@ async function undo(io: Io, pre: DpdkState, now: DpdkState): Promise<void> {
   if (JSON.stringify(now.params) !== JSON.stringify(pre.params)) {
     await rebootAndWait(io, LINUX_REBOOT, { reason: 'boot without the DPDK kernel parameters', ...DPDK_REBOOT });
   }
-  if (!pre.driverctl && now.driverctl) {
+  // The packages the step added: driverctl and DPDK's libraries (the plugins and what they pulled in). Anything
+  // else installed since (a later step's, if its undo did not run) is kept, and so is what it depends on.
+  const before = new Set(pre.packages);
+  const ours = (p: string) => !before.has(p) && (p === 'driverctl' || p.startsWith('librte-'));
+  if (now.packages.some(ours)) {
     const family = await readOsFamily(io.host);
     const current = await installedPackages(io.host, family);
     await restorePackageSet(
       io,
       family,
-      current.filter((p) => p !== 'driverctl'),
+      current.filter((p) => !ours(p)),
       DPDK_PACKAGE_JOBS,
     );
   }
@@ -312,6 +360,7 @@ function view(s: DpdkState) {
     hugepages: s.hugepages.all,
     devices: Object.fromEntries(s.devices.map((d) => [d.address, { driver: d.driver, override: d.override }])),
     driverctl: s.driverctl,
+    userspace: s.userspace.installed,
     dropIn: s.dropIn,
     record: s.record,
   };

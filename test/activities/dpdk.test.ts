@@ -41,6 +41,8 @@ const fresh: DpdkState = {
   hugepages: { all: 0, nodes: { '0': 0 } },
   devices: [{ ref: 'enp129s0f0', address: '0000:00:05.0', driver: 'e1000e', override: null }],
   driverctl: false,
+  userspace: { want: ['librte-mempool-ring23', 'librte-net-e1000-23'], installed: [], unsupported: [] },
+  packages: ['openssh-server'],
   grub: true,
   dropIn: null,
   record: null,
@@ -53,6 +55,8 @@ const prepared: DpdkState = {
   hugepages: { all: 64, nodes: { '0': 64 } },
   devices: [{ ref: 'enp129s0f0', address: '0000:00:05.0', driver: 'vfio-pci', override: 'vfio-pci' }],
   driverctl: true,
+  userspace: { want: ['librte-mempool-ring23', 'librte-net-e1000-23'], installed: ['librte-mempool-ring23', 'librte-net-e1000-23'], unsupported: [] },
+  packages: ['driverctl', 'librte-eal23', 'librte-mempool-ring23', 'librte-net-e1000-23', 'openssh-server'],
   dropIn: renderDpdkDropIn(params),
   record: renderDeviceRecord({ enp129s0f0: '0000:00:05.0' }),
 };
@@ -62,7 +66,17 @@ describe('dpdk step plan', () => {
     const want = dpdkStep.want(small());
     assert.deepEqual(
       dpdkStep.plan(want, fresh).map((c) => c.field),
-      ['package driverctl', DPDK_GRUB_DROP_IN, DPDK_DEVICE_RECORD, 'kernel command line', 'hugepages 2M', 'enp129s0f0.driver', 'enp129s0f0.override'],
+      [
+        'package driverctl',
+        'package librte-mempool-ring23',
+        'package librte-net-e1000-23',
+        DPDK_GRUB_DROP_IN,
+        DPDK_DEVICE_RECORD,
+        'kernel command line',
+        'hugepages 2M',
+        'enp129s0f0.driver',
+        'enp129s0f0.override',
+      ],
     );
     assert.match(
       String(dpdkStep.plan(want, fresh).find((c) => c.field === 'kernel command line')?.to),
@@ -105,7 +119,7 @@ describe('dpdk step plan', () => {
         .diff(fresh, prepared)
         .map((c) => c.field)
         .sort(),
-      ['devices.0000:00:05.0.driver', 'devices.0000:00:05.0.override', 'driverctl', 'dropIn', 'hugepages', 'iommu', 'params', 'record'],
+      ['devices.0000:00:05.0.driver', 'devices.0000:00:05.0.override', 'driverctl', 'dropIn', 'hugepages', 'iommu', 'params', 'record', 'userspace'],
     );
     assert.deepEqual(dpdkStep.diff(prepared, { ...prepared, cpuVendor: 'other' }), []);
   });

@@ -62,7 +62,7 @@ export function renderDeviceRecord(byName: Record<string, string>): string | nul
  *   vendor <cpu vendor>            pdpe1gb <0|1>             cmdline <the running kernel's command line>
  *   iommu_groups <count>           vfio <0|1> (module known)   driverctl <0|1> (installed)
  *   hp <node|all> <size kB> <pages>
- *   dev <ref> <address|-> <driver|-> <vendor:device|-> <ifname|->
+ *   dev <ref> <address|-> <driver|-> <vendor:device|-> <ifname|-> <kernel module|->
  *   override <address> <driver>    (from /etc/driverctl.d)
  */
 export function readDpdkHostScript(refs: readonly string[], root = ''): Shell {
@@ -92,14 +92,20 @@ for r in ${[...refs]}; do
     *) if [ -e ${net}/"$r"/device ]; then a=$(basename "$(readlink -f ${net}/"$r"/device)"); ifn=$r
        elif [ -f ${record} ]; then a=$(awk -v n="$r" '$1 == n { print $2; exit }' ${record}); [ -n "$a" ] || a=-; fi ;;
   esac
-  drv=-; id=-
+  drv=-; id=-; km=-
   if [ "$a" != - ] && [ -e ${pci}/"$a" ]; then
     [ -L ${pci}/"$a"/driver ] && drv=$(basename "$(readlink ${pci}/"$a"/driver)")
     id="$(sed 's/^0x//' ${pci}/"$a"/vendor):$(sed 's/^0x//' ${pci}/"$a"/device)"
     if [ "$ifn" = - ]; then for i in ${pci}/"$a"/net/* ${pci}/"$a"/virtio*/net/*; do [ -e "$i" ] && { ifn=\${i##*/}; break; }; done; fi
+    # The kernel module that drives the device when it is not handed to userspace: its bound driver, or (on
+    # vfio-pci or unbound) the module its modalias resolves to.
+    case "$drv" in
+      -|vfio-pci|uio_pci_generic|igb_uio) km=$(modprobe -R "$(cat ${pci}/"$a"/modalias 2>/dev/null)" 2>/dev/null | head -n 1) ;;
+      *) km=$drv ;;
+    esac
   elif [ "$a" != - ]; then a="$a?"
   fi
-  printf 'dev %s %s %s %s %s\n' "$r" "$a" "$drv" "$id" "$ifn"
+  printf 'dev %s %s %s %s %s %s\n' "$r" "$a" "$drv" "$id" "$ifn" "\${km:--}"
 done
 for f in ${dctl}/pci-*; do [ -s "$f" ] && printf 'override %s %s\n' "\${f##*/pci-}" "$(head -n 1 "$f")"; done
 true`;
@@ -118,6 +124,8 @@ export interface DpdkDevice {
   id: string | null;
   /** The kernel NIC it is now (absent while on vfio-pci). */
   ifname: string | null;
+  /** The kernel module that drives it outside DPDK (its driver, or its modalias's module), or null if unknown. */
+  kernelModule: string | null;
 }
 
 export interface DpdkHost {
@@ -186,12 +194,20 @@ export function parseDpdkHost(text: string, unexpected: (what: string, observed:
         break;
       }
       case 'dev': {
-        if (f.length !== 5) throw unexpected('DPDK host read-back', line);
-        const [ref, a, drv, id, ifn] = f as [string, string, string, string, string];
+        if (f.length !== 6) throw unexpected('DPDK host read-back', line);
+        const [ref, a, drv, id, ifn, km] = f as [string, string, string, string, string, string];
         const missing = a.endsWith('?');
         const address = a === '-' ? null : missing ? a.slice(0, -1) : a;
         if (address !== null && !ADDRESS.test(address)) throw unexpected('DPDK device address', line);
-        out.devices.push({ ref, address, missing, driver: drv === '-' ? null : drv, id: id === '-' ? null : id, ifname: ifn === '-' ? null : ifn });
+        out.devices.push({
+          ref,
+          address,
+          missing,
+          driver: drv === '-' ? null : drv,
+          id: id === '-' ? null : id,
+          ifname: ifn === '-' ? null : ifn,
+          kernelModule: km === '-' ? null : km,
+        });
         break;
       }
       case 'override': {
@@ -228,4 +244,96 @@ export function setOverride(address: string, driver: string): Shell {
 /** driverctl: forget the override and reprobe, so the device's default kernel driver takes it back. */
 export function unsetOverride(address: string): Shell {
   return sh`driverctl unset-override ${address}`;
+}
+
+/**
+ * DPDK's user-space side on Debian: the poll-mode driver (PMD) of each device and the ring mempool driver are
+ * plugins in packages of their own (librte-net-<pmd><abi>, librte-mempool-ring<abi>) that the dpdk package only
+ * recommends. Without them DPDK starts but cannot take the device ("failed to parse device"). Kernel module → the
+ * DPDK net driver that serves the same hardware. NVIDIA/Mellanox ConnectX (mlx4/mlx5) is absent on purpose: its PMD
+ * is bifurcated — the device stays on mlx5_core and DPDK reaches it through rdma-core — so handing it to vfio-pci,
+ * as this step does, would leave DPDK without it.
+ */
+const BIFURCATED = new Set(['mlx4_core', 'mlx5_core']);
+export const PMD_OF_KERNEL_MODULE: Readonly<Record<string, string>> = {
+  e1000: 'e1000',
+  e1000e: 'e1000',
+  igb: 'e1000',
+  igbvf: 'e1000',
+  igc: 'igc',
+  ixgbe: 'ixgbe',
+  ixgbevf: 'ixgbe',
+  i40e: 'i40e',
+  iavf: 'iavf',
+  ice: 'ice',
+  fm10k: 'fm10k',
+  bnxt_en: 'bnxt',
+  qede: 'qede',
+  ena: 'ena',
+  enic: 'enic',
+  cxgb4: 'cxgbe',
+  nfp: 'nfp',
+  sfc: 'sfc',
+  hinic: 'hinic',
+  atlantic: 'atlantic',
+  vmxnet3: 'vmxnet3',
+  virtio_pci: 'virtio',
+  'virtio-pci': 'virtio',
+  'thunder-nicvf': 'thunderx',
+};
+
+/** What the package index offers of DPDK's libraries: one name per line (`apt-cache pkgnames librte-`). */
+export function offeredDpdkPackagesScript(): Shell {
+  return sh`apt-cache pkgnames librte- 2>/dev/null | LC_ALL=C sort`;
+}
+
+/** Debian's shared-library package name: a hyphen before the ABI number when the name ends in a digit. */
+function libPackage(stem: string, abi: string): string {
+  return /\d$/.test(stem) ? `${stem}-${abi}` : `${stem}${abi}`;
+}
+
+export interface DpdkUserspace {
+  /** The packages the devices need, sorted. */
+  packages: string[];
+  /** Devices whose PMD is not known or not offered: ref and why. */
+  unsupported: { ref: string; why: string }[];
+}
+
+/**
+ * The DPDK plugin packages for these devices, from the package names the host's repositories offer: the ring
+ * mempool driver and each device's PMD, of the newest DPDK ABI offered (the one openvswitch-switch-dpdk links).
+ */
+export function dpdkUserspacePackages(devices: readonly Pick<DpdkDevice, 'ref' | 'kernelModule'>[], offered: readonly string[]): DpdkUserspace {
+  const abis = offered.map((n) => /^librte-eal(\d+)$/.exec(n)?.[1]).filter((a): a is string => !!a);
+  if (!abis.length) return { packages: [], unsupported: devices.map((d) => ({ ref: d.ref, why: 'the host’s repositories offer no DPDK (librte-eal)' })) };
+  const abi = abis.sort((a, b) => Number(b) - Number(a))[0]!;
+  const has = new Set(offered);
+  const want = new Set<string>();
+  const unsupported: DpdkUserspace['unsupported'] = [];
+  const ring = libPackage('librte-mempool-ring', abi);
+  if (has.has(ring)) want.add(ring);
+  else unsupported.push({ ref: 'mempool', why: `${ring} is not offered` });
+  for (const d of devices) {
+    const pmd = d.kernelModule ? PMD_OF_KERNEL_MODULE[d.kernelModule] : undefined;
+    if (!pmd) {
+      if (d.kernelModule && BIFURCATED.has(d.kernelModule)) {
+        unsupported.push({ ref: d.ref, why: `${d.kernelModule} devices use DPDK's bifurcated driver on their kernel driver, not vfio-pci` });
+        continue;
+      }
+      unsupported.push({
+        ref: d.ref,
+        why: d.kernelModule ? `no DPDK poll-mode driver known for kernel module ${d.kernelModule}` : 'its kernel module is unknown',
+      });
+      continue;
+    }
+    const name = libPackage(`librte-net-${pmd}`, abi);
+    if (has.has(name)) want.add(name);
+    else unsupported.push({ ref: d.ref, why: `${name} is not offered` });
+  }
+  return { packages: [...want].sort(), unsupported };
+}
+
+export async function offeredDpdkPackages(host: RemoteHost): Promise<string[]> {
+  const out = await host.read(offeredDpdkPackagesScript(), { description: 'list the DPDK packages offered', privileged: false });
+  return out.split('\n').filter((l) => /^librte-[a-z0-9.+-]{1,80}$/.test(l));
 }

@@ -12,8 +12,10 @@ import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import {
   DPDK_DEVICE_RECORD,
+  dpdkUserspacePackages,
   kernelParams,
   missingParams,
+  offeredDpdkPackagesScript,
   parseDpdkHost,
   readDpdkHostScript,
   renderDeviceRecord,
@@ -78,6 +80,10 @@ describe('the DPDK read-back script', () => {
     // e1000e NIC by name; a NIC already on vfio-pci known by the record only; a virtio NIC by address.
     pciDevice(root, '0000:00:03.0', { driver: 'e1000e', vendor: '8086', device: '10d3', net: 'eth1' });
     pciDevice(root, '0000:00:04.0', { driver: 'vfio-pci', vendor: '8086', device: '10d3' });
+    // On vfio-pci the kernel module comes from the device's modalias, resolved by this machine's real modprobe.
+    const alias = 'pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00';
+    put(root, '/sys/devices/pci0000:00/0000:00:04.0/modalias', `${alias}\n`);
+    const resolved = spawnSync('/bin/sh', ['-c', `modprobe -R '${alias}' 2>/dev/null | head -n 1`], { encoding: 'utf8' }).stdout.trim() || null;
     pciDevice(root, '0000:00:05.0', { driver: 'virtio-pci', vendor: '1af4', device: '1041', net: 'ens5', virtio: true });
     put(root, DPDK_DEVICE_RECORD, renderDeviceRecord({ eth2: '0000:00:04.0' })!);
     put(root, '/etc/driverctl.d/pci-0000:00:04.0', 'vfio-pci\n');
@@ -92,11 +98,11 @@ describe('the DPDK read-back script', () => {
     assert.equal(h.driverctl, spawnSync('/bin/sh', ['-c', 'command -v driverctl']).status === 0);
     assert.deepEqual(h.hugepages, { all: { '2048': 64, '1048576': 0 }, nodes: { '0': { '2048': 40 }, '1': { '2048': 24 } } });
     assert.deepEqual(h.devices, [
-      { ref: 'eth1', address: '0000:00:03.0', missing: false, driver: 'e1000e', id: '8086:10d3', ifname: 'eth1' },
-      { ref: 'eth2', address: '0000:00:04.0', missing: false, driver: 'vfio-pci', id: '8086:10d3', ifname: null },
-      { ref: '0000:00:05.0', address: '0000:00:05.0', missing: false, driver: 'virtio-pci', id: '1af4:1041', ifname: 'ens5' },
-      { ref: '0000:00:09.0', address: '0000:00:09.0', missing: true, driver: null, id: null, ifname: null },
-      { ref: 'eth7', address: null, missing: false, driver: null, id: null, ifname: null },
+      { ref: 'eth1', address: '0000:00:03.0', missing: false, driver: 'e1000e', id: '8086:10d3', ifname: 'eth1', kernelModule: 'e1000e' },
+      { ref: 'eth2', address: '0000:00:04.0', missing: false, driver: 'vfio-pci', id: '8086:10d3', ifname: null, kernelModule: resolved },
+      { ref: '0000:00:05.0', address: '0000:00:05.0', missing: false, driver: 'virtio-pci', id: '1af4:1041', ifname: 'ens5', kernelModule: 'virtio-pci' },
+      { ref: '0000:00:09.0', address: '0000:00:09.0', missing: true, driver: null, id: null, ifname: null, kernelModule: null },
+      { ref: 'eth7', address: null, missing: false, driver: null, id: null, ifname: null, kernelModule: null },
     ]);
     assert.deepEqual(h.overrides, { '0000:00:04.0': 'vfio-pci' });
   });
@@ -112,7 +118,7 @@ describe('the DPDK read-back script', () => {
 
   test('an unknown line is refused, not skipped', () => {
     assert.throws(() => parseDpdkHost('vendor x\nsurprise 1\n', fail), /surprise/);
-    assert.throws(() => parseDpdkHost('dev eth1 0000:zz:00.0 - - -\n', fail), /address/);
+    assert.throws(() => parseDpdkHost('dev eth1 0000:zz:00.0 - - - -\n', fail), /address/);
     assert.throws(() => parseDpdkHost('hp all 2048 many\n', fail), /many/);
   });
 });
@@ -282,5 +288,41 @@ describe('Open vSwitch on the DPDK datapath', () => {
     assert.equal(convergeBridge('br-dpdk', dpdk, dpdk), null);
     // A kernel bridge is built exactly as before (no datapath_type, no options).
     assert.equal(convergeBridge('br0', { exists: false, ports: {} }, kernel)!.text, 'ovs-vsctl --may-exist add-br br0 -- --may-exist add-port br0 bond0');
+  });
+});
+
+describe('DPDK user-space drivers (Debian plugin packages)', () => {
+  test('from this machine’s real package index: the ring mempool and the e1000 PMD of the newest ABI', () => {
+    const offered = run(offeredDpdkPackagesScript().text).split('\n').filter(Boolean);
+    assert.ok(offered.includes('librte-eal23'), 'bookworm’s DPDK 22.11 (ABI 23) is offered here');
+    const u = dpdkUserspacePackages([{ ref: 'eth4', kernelModule: 'e1000e' }], offered);
+    assert.deepEqual(u, { packages: ['librte-mempool-ring23', 'librte-net-e1000-23'], unsupported: [] });
+    // Names ending in a digit take a hyphen before the ABI (Debian's shared-library naming).
+    assert.deepEqual(dpdkUserspacePackages([{ ref: 'x', kernelModule: 'i40e' }], offered).packages, ['librte-mempool-ring23', 'librte-net-i40e23']);
+    assert.deepEqual(dpdkUserspacePackages([{ ref: 'x', kernelModule: 'virtio-pci' }], offered).packages, ['librte-mempool-ring23', 'librte-net-virtio23']);
+  });
+
+  test('refusals: unknown module, bifurcated ConnectX, nothing offered, a newer ABI preferred', () => {
+    const offered = ['librte-eal22', 'librte-eal23', 'librte-mempool-ring23', 'librte-net-e1000-23', 'librte-net-ixgbe22'];
+    const u = dpdkUserspacePackages(
+      [
+        { ref: 'a', kernelModule: 'e1000e' },
+        { ref: 'b', kernelModule: 'mlx5_core' },
+        { ref: 'c', kernelModule: null },
+        { ref: 'd', kernelModule: 'ixgbe' },
+        { ref: 'e', kernelModule: 'r8169' },
+      ],
+      offered,
+    );
+    assert.deepEqual(u.packages, ['librte-mempool-ring23', 'librte-net-e1000-23']);
+    assert.deepEqual(
+      u.unsupported.map((x) => x.ref),
+      ['b', 'c', 'd', 'e'],
+    );
+    assert.match(u.unsupported[0]!.why, /bifurcated/);
+    assert.match(u.unsupported[2]!.why, /librte-net-ixgbe23 is not offered/);
+    assert.deepEqual(dpdkUserspacePackages([{ ref: 'a', kernelModule: 'e1000e' }], []).unsupported, [
+      { ref: 'a', why: 'the host’s repositories offer no DPDK (librte-eal)' },
+    ]);
   });
 });
