@@ -8,7 +8,7 @@
 #     eth0; the switch forwards 127.0.0.1:BASE+20+K to eth1's 198.18.10.(20+K) (native VLAN, before onboarding)
 #     and 127.0.0.1:BASE+40+K to 192.0.2.(20+K) (VLAN 100 on the bond, after onboarding).
 #   UNDERLAY_LAB_DPDK="K ...": serverK is a DPDK host: a q35 machine with an emulated IOMMU (intel-iommu,
-#     intremap=off: TCG has no split irqchip), 2 vCPUs and UNDERLAY_LAB_DPDK_MEM MiB (default 1024), an e1000e NIC
+#     intremap=on: vfio's type-1 IOMMU refuses a platform without interrupt remapping), 2 vCPUs and UNDERLAY_LAB_DPDK_MEM MiB (default 1024), an e1000e NIC
 #     eth4 that vfio-pci can take (own isolated user net), and the IOMMU and 2 MiB hugepages on its kernel command
 #     line (UNDERLAY_LAB_DPDK_PAGES, default 128) — the lab boots kernels directly, as a PXE server passing the
 #     parameters would: there is no GRUB in the image.
@@ -185,7 +185,7 @@ for ((k = 1; k <= N; k++)); do
   vm=()
   if [[ -n ${DPDK[$k]:-} ]]; then
     # The IOMMU comes first on the bus (QEMU requires it before the devices it translates for).
-    args=(-device intel-iommu,intremap=off "${args[@]}" -netdev "user,id=dpdk,net=198.18.3.0/24,restrict=on"
+    args=(-device intel-iommu,intremap=on "${args[@]}" -netdev "user,id=dpdk,net=198.18.3.0/24,restrict=on"
       -device "e1000e,netdev=dpdk,mac=$(mac "$k" 4),addr=0x8")
     vm=(VM_MEM="$DPDK_MEM" VM_SMP=2 VM_MACHINE=q35 VM_APPEND="intel_iommu=on iommu=pt default_hugepagesz=2M hugepagesz=2M hugepages=$DPDK_PAGES")
   fi

@@ -57,6 +57,8 @@ export interface DpdkState {
   /** The running kernel's DPDK parameters (IOMMU, hugepages), in command-line order. */
   params: string[];
   iommuGroups: number;
+  /** vfio can use the IOMMU: interrupt remapping on, or allow_unsafe_interrupts set by the operator. */
+  vfioUsable: boolean;
   /** Reserved pages of the spec's size: in all, and per NUMA node. */
   hugepages: { all: number; nodes: Record<string, number> };
   devices: DpdkDeviceState[];
@@ -122,6 +124,7 @@ function toState(h: DpdkHost, want: DpdkSpec, extra: Extra, io: Io): DpdkState {
     cpuVendor: h.cpuVendor,
     params: dpdkParams(h.cmdline),
     iommuGroups: h.iommuGroups,
+    vfioUsable: h.irqRemap || h.unsafeInterrupts,
     hugepages: {
       all: h.hugepages.all[kb] ?? 0,
       nodes: Object.fromEntries(Object.entries(h.hugepages.nodes).map(([n, s]) => [n, s[kb] ?? 0])),
@@ -293,8 +296,17 @@ async function apply(io: Io, o: DpdkState): Promise<void> {
       observed: 'no IOMMU groups',
     });
   }
+  if (!now.vfioUsable) throw noInterruptRemapping(io);
   const bind = now.devices.filter((d) => d.driver !== want.driver || d.override !== want.driver).map((d) => setOverride(d.address, want.driver));
   if (bind.length) await io.host.run(join('&&', bind), { description: `bind ${bind.length} device(s) to ${want.driver}`, retryable: false });
+}
+
+function noInterruptRemapping(io: Io): UnsupportedHardwareError {
+  return new UnsupportedHardwareError('the IOMMU does no interrupt remapping: vfio refuses to give DPDK the devices (“failed to select IOMMU type”)', {
+    ...ctx(io, 'iommu.interruptRemapping'),
+    expected: 'interrupt remapping on (IR-* chips in /proc/interrupts): enable VT-d / AMD-Vi interrupt remapping in the firmware',
+    observed: 'off, and vfio_iommu_type1 allow_unsafe_interrupts not set',
+  });
 }
 
 async function check(io: Io): Promise<Problem[]> {
@@ -305,6 +317,7 @@ async function check(io: Io): Promise<Problem[]> {
   const missing = missingParams(o.params.join(' '), params);
   if (missing.length) problems.push({ field: 'kernel command line', expected: params.join(' '), observed: o.params.join(' ') || '(none)', final: true });
   if (o.iommuGroups === 0) problems.push({ field: 'iommu', expected: 'IOMMU groups', observed: 'none', final: true });
+  if (!o.vfioUsable) problems.push({ field: 'iommu.interruptRemapping', expected: 'on', observed: 'off', final: true });
   // The kernel reserves what memory allows at boot: fewer pages than asked will not grow by waiting.
   for (const p of hugepageProblems(want, o)) problems.push({ ...p, final: true });
   for (const d of o.devices) {

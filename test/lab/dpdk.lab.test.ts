@@ -160,7 +160,7 @@ describe('DPDK on a lab VM (q35, intel-iommu, e1000e)', { timeout: 30 * 60_000 }
       datapath: 'netdev',
       link: 'up',
       type: 'dpdk',
-      driver: '"net_e1000_em"',
+      driver: 'net_e1000_em',
       binary: '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk',
     });
     const u = await timed('attach undo', () => undoOn('attach', attachStep, raw(), r.pre));

@@ -61,6 +61,8 @@ export function renderDeviceRecord(byName: Record<string, string>): string | nul
  *
  *   vendor <cpu vendor>            pdpe1gb <0|1>             cmdline <the running kernel's command line>
  *   iommu_groups <count>           vfio <0|1> (module known)   driverctl <0|1> (installed)
+ *   irq_remap <0|1> (interrupt remapping on: IR- chips in /proc/interrupts)
+ *   unsafe_interrupts <0|1> (vfio_iommu_type1 allow_unsafe_interrupts=Y)
  *   hp <node|all> <size kB> <pages>
  *   dev <ref> <address|-> <driver|-> <vendor:device|-> <ifname|-> <kernel module|->
  *   override <address> <driver>    (from /etc/driverctl.d)
@@ -77,10 +79,14 @@ export function readDpdkHostScript(refs: readonly string[], root = ''): Shell {
   const dctl = `${root}${DRIVERCTL_DIR}`;
   const modules = `${root}/lib/modules`;
   const sysmod = `${root}/sys/module/vfio_pci`;
+  const interrupts = `${root}/proc/interrupts`;
+  const unsafe = `${root}/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts`;
   return sh`printf 'vendor %s\n' "$(sed -n 's/^vendor_id[[:space:]]*:[[:space:]]*//p' ${cpuinfo} | head -n 1)"
 if grep -qw pdpe1gb ${cpuinfo}; then echo 'pdpe1gb 1'; else echo 'pdpe1gb 0'; fi
 printf 'cmdline %s\n' "$(head -c 4096 ${cmdline})"
 n=0; for g in ${groups}/*; do [ -e "$g" ] && n=$((n+1)); done; echo "iommu_groups $n"
+if grep -q ' IR-' ${interrupts} 2>/dev/null; then echo 'irq_remap 1'; else echo 'irq_remap 0'; fi
+if [ "$(cat ${unsafe} 2>/dev/null)" = Y ]; then echo 'unsafe_interrupts 1'; else echo 'unsafe_interrupts 0'; fi
 if [ -d ${sysmod} ] || find ${modules}/"$(uname -r)" -name 'vfio-pci.ko*' 2>/dev/null | grep -q .; then echo 'vfio 1'; else echo 'vfio 0'; fi
 if command -v driverctl >/dev/null 2>&1; then echo 'driverctl 1'; else echo 'driverctl 0'; fi
 for d in ${hpAll}/hugepages-*kB; do [ -r "$d/nr_hugepages" ] || continue; k=\${d##*-}; printf 'hp all %s %s\n' "\${k%kB}" "$(cat "$d/nr_hugepages")"; done
@@ -133,6 +139,12 @@ export interface DpdkHost {
   pdpe1gb: boolean;
   cmdline: string;
   iommuGroups: number;
+  /**
+   * Interrupt remapping is on (the IOMMU's IR-* interrupt chips). vfio's type-1 IOMMU refuses a device without it
+   * (DPDK then fails with "failed to select IOMMU type") unless allow_unsafe_interrupts is set.
+   */
+  irqRemap: boolean;
+  unsafeInterrupts: boolean;
   vfioModule: boolean;
   driverctl: boolean;
   /** Reserved pages per size (kB) in all, and per NUMA node. */
@@ -151,6 +163,8 @@ export function parseDpdkHost(text: string, unexpected: (what: string, observed:
     pdpe1gb: false,
     cmdline: '',
     iommuGroups: 0,
+    irqRemap: false,
+    unsafeInterrupts: false,
     vfioModule: false,
     driverctl: false,
     hugepages: { all: {}, nodes: {} },
@@ -182,6 +196,12 @@ export function parseDpdkHost(text: string, unexpected: (what: string, observed:
         break;
       case 'vfio':
         out.vfioModule = rest === '1';
+        break;
+      case 'irq_remap':
+        out.irqRemap = rest === '1';
+        break;
+      case 'unsafe_interrupts':
+        out.unsafeInterrupts = rest === '1';
         break;
       case 'driverctl':
         out.driverctl = rest === '1';

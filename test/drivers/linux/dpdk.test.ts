@@ -77,6 +77,13 @@ describe('the DPDK read-back script', () => {
     put(root, '/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages', '40\n');
     put(root, '/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages', '24\n');
     mkdirSync(join(root, '/sys/module/vfio_pci'), { recursive: true });
+    // Interrupt remapping on: the IOMMU's IR- chips (as in the lab guest with intel-iommu,intremap=on).
+    put(
+      root,
+      '/proc/interrupts',
+      '           CPU0       CPU1\n  0:         41          0   IO-APIC   2-edge      timer\n 24:          0         12  IR-PCI-MSI 4194304-edge      eth0\n',
+    );
+    put(root, '/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts', 'N\n');
     // e1000e NIC by name; a NIC already on vfio-pci known by the record only; a virtio NIC by address.
     pciDevice(root, '0000:00:03.0', { driver: 'e1000e', vendor: '8086', device: '10d3', net: 'eth1' });
     pciDevice(root, '0000:00:04.0', { driver: 'vfio-pci', vendor: '8086', device: '10d3' });
@@ -95,6 +102,8 @@ describe('the DPDK read-back script', () => {
     assert.equal(h.cmdline, 'BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=1 ro quiet intel_iommu=on iommu=pt hugepages=64');
     assert.equal(h.iommuGroups, 3);
     assert.equal(h.vfioModule, true);
+    assert.equal(h.irqRemap, true);
+    assert.equal(h.unsafeInterrupts, false);
     assert.equal(h.driverctl, spawnSync('/bin/sh', ['-c', 'command -v driverctl']).status === 0);
     assert.deepEqual(h.hugepages, { all: { '2048': 64, '1048576': 0 }, nodes: { '0': { '2048': 40 }, '1': { '2048': 24 } } });
     assert.deepEqual(h.devices, [
