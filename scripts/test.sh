@@ -22,10 +22,10 @@ echo "== tests"
 # (lab/up.sh's boot cache, outside the clone): seconds instead of minutes of TCG boot once a machine has booted that
 # configuration. Measured once, before the boot cache: overlapping more VM work (the persistence lab next to the main
 # lab's KVM install) made the whole run slower on 2 cores, not faster.
+# The DPDK lab file (dpdk.lab on .lab-dpdk, 27200+, one q35 server with an emulated IOMMU, its own image cache)
+# opens the lab lane.
 side=(test/lab/reboot.lab.test.ts test/lab/mgmt-move.lab.test.ts)
-# The DPDK lab file (own lab, own image) is run by hand for now (npm run test:lab-dpdk): not yet in the CI budget.
-hand=(test/lab/dpdk.lab.test.ts)
-mapfile -t lab < <(find test/lab -name '*.test.ts' | grep -vxF -f <(printf '%s\n' "${side[@]}" "${hand[@]}") | sort)
+mapfile -t lab < <(find test/lab -name '*.test.ts' | grep -vxF -f <(printf '%s\n' "${side[@]}") | sort)
 mapfile -t rest < <(find test -name '*.test.ts' -not -path 'test/lab/*' | sort)
 case "${UNDERLAY_TEST_LAB:-1}" in
   0) lab=() ;;
