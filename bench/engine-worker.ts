@@ -5,7 +5,7 @@
  * this process — they are the activities' counterpart — so they count in its RSS (a few KiB per host).
  *
  * Started by bench/scenarios.ts with an IPC channel and UNDERLAY_BENCH_WORKER (JSON: address, namespace, task queue,
- * tuning). Messages: it sends `ready` once polling; asked `spans` (server ids) it answers with each host's step
+ * tuning, bundle). Messages: it sends `ready` once polling; asked `spans` (server ids) it answers with each host's step
  * spans; asked `stop` it shuts the worker down and exits. It exits too when the parent goes away.
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
@@ -21,6 +21,8 @@ const Config = z
     address: z.string().regex(/^127\.0\.0\.1:\d{1,5}$/),
     namespace: z.string().min(1).max(64),
     taskQueue: z.string().min(1).max(200),
+    /** `prebuilt`: load the bench's cached bundle; `at-start`: bundle src/workflows in this process, as `underlay worker` does. */
+    bundle: z.enum(['prebuilt', 'at-start']),
     tuning: z.object({ maxCachedWorkflows: Count, maxConcurrentActivityTaskExecutions: Count, maxConcurrentWorkflowTaskExecutions: Count }).partial().strict(),
   })
   .strict();
@@ -46,7 +48,7 @@ async function main(): Promise<void> {
     connection,
     namespace: cfg.namespace,
     taskQueue: cfg.taskQueue,
-    workflowBundle: await workflowBundle(),
+    ...(cfg.bundle === 'prebuilt' ? { workflowBundle: await workflowBundle() } : {}),
     activities: createActivities(nullConnector, fleetSteps(hosts)),
     tuning: cfg.tuning,
   });

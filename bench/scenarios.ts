@@ -91,9 +91,10 @@ function procStatusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
 }
 
 /** The engine's worker as a child process (bench/engine-worker.ts): its peak RSS is its own. */
-async function childWorker(ctx: BenchContext, queue: string, tuning: WorkerTuning, nodeFlags: string[]) {
-  await workflowBundle(); // built here (or found in the cache) before the child loads it: webpack never runs in the measured process
-  const config: EngineWorkerConfig = { address: ctx.env.address, namespace: 'default', taskQueue: queue, tuning };
+async function childWorker(ctx: BenchContext, queue: string, tuning: WorkerTuning, nodeFlags: string[], bundle: EngineWorkerConfig['bundle']) {
+  // Prebuilt: built here (or found in the cache) before the child loads it, so webpack never runs in the child.
+  if (bundle === 'prebuilt') await workflowBundle();
+  const config: EngineWorkerConfig = { address: ctx.env.address, namespace: 'default', taskQueue: queue, tuning, bundle };
   const child = fork(join(__dirname, 'engine-worker.ts'), [], {
     execArgv: ['--import', 'tsx', ...nodeFlags],
     env: { ...process.env, UNDERLAY_BENCH_WORKER: JSON.stringify(config) },
@@ -115,9 +116,11 @@ async function childWorker(ctx: BenchContext, queue: string, tuning: WorkerTunin
       child.on('message', onMessage);
       child.once('exit', onExit);
     });
-  await next('ready', 120_000);
+  await next('ready', 300_000);
   const pid = child.pid!;
   return {
+    /** The peak from the process's start until now (read before the first reset). */
+    startPeakMiB: Math.round(procStatusKiB(pid, 'VmHWM') / 1024),
     /** Starts a new peak: the kernel's high-water mark back to the current RSS (writing 5 to clear_refs). */
     resetPeak: () => writeFileSync(`/proc/${pid}/clear_refs`, '5'),
     peakMiB: () => Math.round(procStatusKiB(pid, 'VmHWM') / 1024),
@@ -141,6 +144,9 @@ const engine: Scenario = {
   needs: 'temporal',
   async run(ctx, size) {
     const n = SIZES.engine[size];
+    // As `underlay worker` does, the worker bundles its workflows at start (webpack in its process: part of its
+    // resident set); the CI smoke loads the prebuilt bundle instead (it saves 5–10 s of CPU per worker).
+    const bundle = size === 'smoke' ? 'prebuilt' : 'at-start';
     const client = ctx.env.client;
     type Worker = Awaited<ReturnType<typeof childWorker>>;
     const batch = async (worker: Worker, queue: string, prefix: string, count: number, concurrent: boolean) => {
@@ -167,17 +173,17 @@ const engine: Scenario = {
       return { count, wallMs, gaps, steps, events: events.reduce((a, b) => a + b, 0) / events.length, peak, workerPeak };
     };
     type Batch = Awaited<ReturnType<typeof batch>>;
-    const results: Array<{ label: string; tuning: WorkerTuning; nodeFlags: string[]; solo: Batch; many: Batch }> = [];
+    const results: Array<{ label: string; tuning: WorkerTuning; nodeFlags: string[]; startPeak: number; solo: Batch; many: Batch }> = [];
     for (const [i, r] of ENGINE_RUNS.entries()) {
       const queue = `bench-engine-${process.pid}-${i}`;
       ctx.log(
         `engine, ${r.label} worker ${JSON.stringify(r.tuning)} ${r.nodeFlags.join(' ') || '(node default heap)'}: 3 onboardings one at a time, then ${n} at once`,
       );
-      const worker = await childWorker(ctx, queue, r.tuning, r.nodeFlags);
+      const worker = await childWorker(ctx, queue, r.tuning, r.nodeFlags, bundle);
       try {
         const solo = await batch(worker, queue, `bs${process.pid}-${i}`, 3, false);
         const many = await batch(worker, queue, `bc${process.pid}-${i}`, n, true);
-        results.push({ ...r, solo, many });
+        results.push({ ...r, startPeak: worker.startPeakMiB, solo, many });
         ctx.log(`engine, ${r.label}: ${n} in ${many.wallMs / 1000} s, worker peak RSS ${many.workerPeak} MiB`);
       } finally {
         await worker.stop();
@@ -233,7 +239,8 @@ const engine: Scenario = {
       rows: results.flatMap((r) => [row(`${r.label}: one at a time`, r, r.solo), row(`${r.label}: all at once`, r, r.many)]),
       notes: [
         'simulator: the in-memory hosts of test/helpers/fake-steps.ts behind the real activity runner (no SSH, no host work); they live in the worker process, so its RSS includes them',
-        'worker: createWorker (src/workers/worker.ts) in a child process of its own (bench/engine-worker.ts, node with tsx as bin/underlay runs it), one per run; cache / wf tasks / activities = maxCachedWorkflows / maxConcurrentWorkflowTaskExecutions / maxConcurrentActivityTaskExecutions; heap = V8 old and semi space limits (node flags; bin/underlay gives `underlay worker` the tuned ones)',
+        `worker: createWorker (src/workers/worker.ts) in a child process of its own (bench/engine-worker.ts, node with tsx as bin/underlay runs it), one per run, ${bundle === 'at-start' ? 'bundling its workflows at start as underlay worker does' : 'loading the prebuilt workflow bundle (underlay worker bundles at start: more resident memory)'}; cache / wf tasks / activities = maxCachedWorkflows / maxConcurrentWorkflowTaskExecutions / maxConcurrentActivityTaskExecutions; heap = V8 old and semi space limits (node flags; bin/underlay gives \`underlay worker\` the tuned ones)`,
+        `worker start: peak RSS from the process's start until it polls (${results.map((r) => `${r.label} ${r.startPeak} MiB`).join(', ')}), before the batches`,
         'worker peak RSS: the kernel’s high-water mark of that process (VmHWM in /proc/<pid>/status, reset through clear_refs before each batch); bench peak RSS: the bench process (client), sampled every 200 ms; the dev server is a third process',
         'step gap: from a step’s last host action to the next step’s first, on the host — activity completion, workflow task, next activity dispatch',
       ],
