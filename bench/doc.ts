@@ -21,8 +21,9 @@ production options, node with tsx as \`bin/underlay\` runs it, the simulated hos
 the activities' counterpart), one process per row pair, and reports that process's peak RSS — the kernel's
 high-water mark (\`VmHWM\`, reset through \`/proc/<pid>/clear_refs\` before each batch) — apart from the bench
 process's (the client). It measures the options before tuning (node's own heap sizing, a cache of 500: the
-baseline) and the tuned defaults side by side in one run. The workflow bundle is built before the worker starts
-(\`bin/underlay\` bundles at start instead: see docs/deploy.md, "Memory"). The fleet and drift scenarios still run
+baseline) and the tuned defaults side by side in one run. At the medium and full sizes the worker bundles its
+workflows at start, as \`underlay worker\` does (webpack in its process: what it leaves resident counts); the CI smoke
+loads the prebuilt bundle instead, to save 5–10 s of CPU per worker. The fleet and drift scenarios still run
 their worker inside the bench process, so their peak RSS is the bench process's, cumulative over the scenarios: an
 upper bound of a worker's, not its own.
 
