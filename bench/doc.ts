@@ -12,11 +12,20 @@ test/bench/bench.test.ts, which checks that every table is complete, never a tim
 | drift sweep: servers (checks at once, files per page) | 30 (10, 10) | 1,000 (50, 100) | 10,000 (100, 100) |
 
 Every scenario runs against the pinned Temporal dev server (\`temporal server start-dev\`, in-memory SQLite) and one
-in-process worker over the **in-memory simulated hosts** of test/helpers/fake-steps.ts: the real activity runner
+worker over the **in-memory simulated hosts** of test/helpers/fake-steps.ts: the real activity runner
 (observe / plan / apply / verify, retries, heartbeats) with no SSH and no host work, so the figures are the engine's
-own cost. Each table names its baseline, measured in the same run, and gives ratios against it. Peak RSS is the
-bench process's (worker, client and simulated hosts together) and the scenarios run in order in that one process, so
-a later scenario's peak includes what the earlier ones left behind: an upper bound of a worker's, not its own.
+own cost. Each table names its baseline, measured in the same run, and gives ratios against it.
+
+The engine scenario runs its worker in a **process of its own** (bench/engine-worker.ts: \`createWorker\` with the
+production options, node with tsx as \`bin/underlay\` runs it, the simulated hosts in that process since they are
+the activities' counterpart), one process per row pair, and reports that process's peak RSS — the kernel's
+high-water mark (\`VmHWM\`, reset through \`/proc/<pid>/clear_refs\` before each batch) — apart from the bench
+process's (the client). It measures the options before tuning (node's own heap sizing, a cache of 500: the
+baseline) and the tuned defaults side by side in one run. At the medium and full sizes the worker bundles its
+workflows at start, as \`underlay worker\` does (webpack in its process: what it leaves resident counts); the CI smoke
+loads the prebuilt bundle instead, to save 5–10 s of CPU per worker. The fleet and drift scenarios still run
+their worker inside the bench process, so their peak RSS is the bench process's, cumulative over the scenarios: an
+upper bound of a worker's, not its own.
 
 ## The lab benchmark (\`--only lab\`, by hand, never in CI)
 

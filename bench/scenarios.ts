@@ -4,7 +4,8 @@
  * over the in-memory hosts of test/helpers/fake-steps.ts: the real activity runner, no SSH, no host work — what is
  * measured is the engine. Each host records when each step first and last touched it.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { fork } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { createActivities } from '../src/activities';
@@ -14,9 +15,10 @@ import { startOnboarding } from '../src/cli/onboarding';
 import { fleetWorkflowId } from '../src/common/config';
 import { loadSpecFile } from '../src/spec/load';
 import type { ServerSpec } from '../src/spec/server';
-import { createWorker } from '../src/workers/worker';
+import { createWorker, workerNodeFlags, WORKER_TUNING, WORKER_TUNING_UNTUNED, type WorkerTuning } from '../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector, type FakeHost } from '../test/helpers/fake-steps';
 import { runInBackground, workflowBundle } from '../test/helpers/temporal';
+import type { EngineWorkerConfig, EngineWorkerReply, EngineWorkerRequest } from './engine-worker';
 import { labScenario } from './lab-onboarding';
 import { percentile, ratio, rssSampler, type BenchContext, type Scenario, type Size, type Table } from './harness';
 
@@ -51,8 +53,8 @@ async function spec(id: string): Promise<ServerSpec> {
 }
 
 /** Engine overhead between steps, measured on the host: the next step's first touch minus the previous step's last. */
-function stepGaps(h: FakeHost): number[] {
-  const spans = Object.values(h.spans).sort((a, b) => a![0] - b![0]) as Array<[number, number]>;
+function stepGaps(hostSpans: FakeHost['spans']): number[] {
+  const spans = Object.values(hostSpans).sort((a, b) => a![0] - b![0]) as Array<[number, number]>;
   return spans.slice(1).map((s, i) => s[0] - spans[i]![1]);
 }
 
@@ -71,17 +73,85 @@ async function runsOf(client: Client, workflowId: string): Promise<number[]> {
   return out;
 }
 
+/**
+ * The engine scenario's workers, side by side in one run: first the options before issue 14 (node's own heap
+ * sizing, the cache of 500: the baseline), then today's (bin/underlay's heap bounds for `underlay worker`, the
+ * tuning defaults of src/workers/worker.ts).
+ */
+const ENGINE_RUNS: Array<{ label: string; tuning: WorkerTuning; nodeFlags: string[] }> = [
+  { label: 'before', tuning: WORKER_TUNING_UNTUNED, nodeFlags: [] },
+  { label: 'tuned', tuning: WORKER_TUNING, nodeFlags: workerNodeFlags() },
+];
+
+/** A line of /proc/<pid>/status in KiB (VmHWM: the kernel's peak resident set since the last reset). */
+function procStatusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`/proc/${pid}/status has no ${field}`);
+  return Number(m[1]);
+}
+
+/** The engine's worker as a child process (bench/engine-worker.ts): its peak RSS is its own. */
+async function childWorker(ctx: BenchContext, queue: string, tuning: WorkerTuning, nodeFlags: string[], bundle: EngineWorkerConfig['bundle']) {
+  // Prebuilt: built here (or found in the cache) before the child loads it, so webpack never runs in the child.
+  if (bundle === 'prebuilt') await workflowBundle();
+  const config: EngineWorkerConfig = { address: ctx.env.address, namespace: 'default', taskQueue: queue, tuning, bundle };
+  const child = fork(join(__dirname, 'engine-worker.ts'), [], {
+    execArgv: ['--import', 'tsx', ...nodeFlags],
+    env: { ...process.env, UNDERLAY_BENCH_WORKER: JSON.stringify(config) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const next = (type: EngineWorkerReply['type'], timeoutMs: number) =>
+    new Promise<EngineWorkerReply>((resolve, reject) => {
+      const t = setTimeout(() => done(new Error(`bench worker: no '${type}' within ${timeoutMs} ms`)), timeoutMs);
+      const onMessage = (m: EngineWorkerReply) => (m.type === 'error' ? done(new Error(`bench worker: ${m.message}`)) : m.type === type && done(undefined, m));
+      const onExit = (code: number | null) => done(new Error(`bench worker exited (${String(code)}) before '${type}'`));
+      const done = (err?: Error, m?: EngineWorkerReply) => {
+        clearTimeout(t);
+        child.off('message', onMessage);
+        child.off('exit', onExit);
+        if (err) reject(err);
+        else resolve(m!);
+      };
+      child.on('message', onMessage);
+      child.once('exit', onExit);
+    });
+  await next('ready', 300_000);
+  const pid = child.pid!;
+  return {
+    /** The peak from the process's start until now (read before the first reset). */
+    startPeakMiB: Math.round(procStatusKiB(pid, 'VmHWM') / 1024),
+    /** Starts a new peak: the kernel's high-water mark back to the current RSS (writing 5 to clear_refs). */
+    resetPeak: () => writeFileSync(`/proc/${pid}/clear_refs`, '5'),
+    peakMiB: () => Math.round(procStatusKiB(pid, 'VmHWM') / 1024),
+    async spans(ids: string[]): Promise<Record<string, Partial<Record<string, [number, number]>>>> {
+      const reply = next('spans', 60_000);
+      child.send({ type: 'spans', ids } satisfies EngineWorkerRequest);
+      return ((await reply) as Extract<EngineWorkerReply, { type: 'spans' }>).spans;
+    },
+    async stop(): Promise<void> {
+      if (child.exitCode === null && child.connected) child.send({ type: 'stop' } satisfies EngineWorkerRequest);
+      const t = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
 const engine: Scenario = {
   name: 'engine',
   title: 'Engine scale: concurrent onboardings on one worker',
   needs: 'temporal',
   async run(ctx, size) {
     const n = SIZES.engine[size];
-    const queue = `bench-engine-${process.pid}`;
-    const { hosts, worker } = await simulatedWorker(ctx, queue);
+    // As `underlay worker` does, the worker bundles its workflows at start (webpack in its process: part of its
+    // resident set); the CI smoke loads the prebuilt bundle instead (it saves 5–10 s of CPU per worker).
+    const bundle = size === 'smoke' ? 'prebuilt' : 'at-start';
     const client = ctx.env.client;
-    const batch = async (prefix: string, count: number, concurrent: boolean) => {
+    type Worker = Awaited<ReturnType<typeof childWorker>>;
+    const batch = async (worker: Worker, queue: string, prefix: string, count: number, concurrent: boolean) => {
       const ids = Array.from({ length: count }, (_, i) => `${prefix}-${String(i).padStart(5, '0')}`);
+      worker.resetPeak();
       const rss = rssSampler();
       const t0 = Date.now();
       if (concurrent) {
@@ -91,60 +161,91 @@ const engine: Scenario = {
         for (const id of ids) await (await startOnboarding(client, await spec(id), { taskQueue: queue, siteQueues: false })).result();
       }
       const wallMs = Date.now() - t0;
+      const workerPeak = worker.peakMiB();
       const peak = rss.stop();
-      const gaps = ids.flatMap((id) => stepGaps(hosts.host(id)));
-      const steps = ids.reduce((a, id) => a + Object.keys(hosts.host(id).spans).length, 0);
+      const spans = await worker.spans(ids);
+      const gaps = ids.flatMap((id) => stepGaps(spans[id] ?? {}));
+      const steps = ids.reduce((a, id) => a + Object.keys(spans[id] ?? {}).length, 0);
       const events = await historyLengths(
         client,
         ids.slice(0, 20).map((id) => `onboard-${id}`),
       );
-      return { count, wallMs, gaps, steps, events: events.reduce((a, b) => a + b, 0) / events.length, peak };
+      return { count, wallMs, gaps, steps, events: events.reduce((a, b) => a + b, 0) / events.length, peak, workerPeak };
     };
-    try {
-      ctx.log(`engine: 3 onboardings one at a time (baseline), then ${n} at once`);
-      const solo = await batch(`bs${process.pid}`, 3, false);
-      const many = await batch(`bc${process.pid}`, n, true);
-      const soloP50 = percentile(solo.gaps, 50);
-      const row = (label: string, r: typeof solo) => [
+    type Batch = Awaited<ReturnType<typeof batch>>;
+    const results: Array<{ label: string; tuning: WorkerTuning; nodeFlags: string[]; startPeak: number; solo: Batch; many: Batch }> = [];
+    for (const [i, r] of ENGINE_RUNS.entries()) {
+      const queue = `bench-engine-${process.pid}-${i}`;
+      ctx.log(
+        `engine, ${r.label} worker ${JSON.stringify(r.tuning)} ${r.nodeFlags.join(' ') || '(node default heap)'}: 3 onboardings one at a time, then ${n} at once`,
+      );
+      const worker = await childWorker(ctx, queue, r.tuning, r.nodeFlags, bundle);
+      try {
+        const solo = await batch(worker, queue, `bs${process.pid}-${i}`, 3, false);
+        const many = await batch(worker, queue, `bc${process.pid}-${i}`, n, true);
+        results.push({ ...r, startPeak: worker.startPeakMiB, solo, many });
+        ctx.log(`engine, ${r.label}: ${n} in ${many.wallMs / 1000} s, worker peak RSS ${many.workerPeak} MiB`);
+      } finally {
+        await worker.stop();
+      }
+    }
+    const before = results[0]!.many;
+    const heap = (flags: string[]) => (flags.length ? flags.map((f) => f.replace(/^--max-(old|semi)-space-size=(\d+)$/, '$1 $2')).join(', ') : 'node default');
+    const row = (label: string, run: (typeof results)[number], r: Batch) => {
+      const { tuning, solo } = run;
+      const perS = r.count / (r.wallMs / 1000);
+      return [
         label,
+        `${tuning.maxCachedWorkflows} / ${tuning.maxConcurrentWorkflowTaskExecutions} / ${tuning.maxConcurrentActivityTaskExecutions}`,
+        heap(run.nodeFlags),
         r.count,
         r.wallMs / 1000,
-        r.count / (r.wallMs / 1000),
+        perS,
+        r === solo ? '–' : ratio(perS, before.count / (before.wallMs / 1000)),
         r.steps / (r.wallMs / 1000),
         percentile(r.gaps, 50),
         percentile(r.gaps, 99),
-        ratio(percentile(r.gaps, 50), soloP50),
+        ratio(percentile(r.gaps, 50), percentile(solo.gaps, 50)),
         r.events,
+        r.workerPeak,
+        r === solo ? '–' : ratio(r.workerPeak, before.workerPeak),
         r.peak,
       ];
-      ctx.shared.engineThroughput = many.count / (many.wallMs / 1000);
-      const table: Table = {
-        scenario: 'engine',
-        title: this.title,
-        baseline: 'the same onboarding run one at a time on the same worker (step gap p50)',
-        columns: [
-          'run',
-          'onboardings',
-          'wall s',
-          'onboardings/s',
-          'steps/s',
-          'step gap p50 ms',
-          'step gap p99 ms',
-          'p50 vs solo',
-          'events/onboarding',
-          'peak RSS MiB',
-        ],
-        rows: [row('one at a time', solo), row('all at once', many)],
-        notes: [
-          'simulator: the in-memory hosts of test/helpers/fake-steps.ts behind the real activity runner (no SSH, no host work)',
-          'step gap: from a step’s last host action to the next step’s first, on the host — activity completion, workflow task, next activity dispatch',
-          'peak RSS: the bench process (worker + client + simulated hosts); the dev server is another process',
-        ],
-      };
-      return table;
-    } finally {
-      await worker.stop();
-    }
+    };
+    const tuned = results[results.length - 1]!;
+    ctx.shared.engineThroughput = tuned.many.count / (tuned.many.wallMs / 1000);
+    const table: Table = {
+      scenario: 'engine',
+      title: this.title,
+      baseline:
+        'step gaps: the same worker running the onboarding one at a time; throughput and worker RSS: the worker with the options before tuning (before), in the same run',
+      columns: [
+        'run',
+        'cache / wf tasks / activities',
+        'heap MiB',
+        'onboardings',
+        'wall s',
+        'onboardings/s',
+        'vs before',
+        'steps/s',
+        'step gap p50 ms',
+        'step gap p99 ms',
+        'p50 vs solo',
+        'events/onboarding',
+        'worker peak RSS MiB',
+        'RSS vs before',
+        'bench peak RSS MiB',
+      ],
+      rows: results.flatMap((r) => [row(`${r.label}: one at a time`, r, r.solo), row(`${r.label}: all at once`, r, r.many)]),
+      notes: [
+        'simulator: the in-memory hosts of test/helpers/fake-steps.ts behind the real activity runner (no SSH, no host work); they live in the worker process, so its RSS includes them',
+        `worker: createWorker (src/workers/worker.ts) in a child process of its own (bench/engine-worker.ts, node with tsx as bin/underlay runs it), one per run, ${bundle === 'at-start' ? 'bundling its workflows at start as underlay worker does' : 'loading the prebuilt workflow bundle (underlay worker bundles at start: more resident memory)'}; cache / wf tasks / activities = maxCachedWorkflows / maxConcurrentWorkflowTaskExecutions / maxConcurrentActivityTaskExecutions; heap = V8 old and semi space limits (node flags; bin/underlay gives \`underlay worker\` the tuned ones)`,
+        `worker start: peak RSS from the process's start until it polls (${results.map((r) => `${r.label} ${r.startPeak} MiB`).join(', ')}), before the batches`,
+        'worker peak RSS: the kernel’s high-water mark of that process (VmHWM in /proc/<pid>/status, reset through clear_refs before each batch); bench peak RSS: the bench process (client), sampled every 200 ms; the dev server is a third process',
+        'step gap: from a step’s last host action to the next step’s first, on the host — activity completion, workflow task, next activity dispatch',
+      ],
+    };
+    return table;
   },
 };
 

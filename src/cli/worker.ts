@@ -4,7 +4,29 @@
  */
 import type { Command } from 'commander';
 import { TASK_QUEUE } from '../common/config';
-import { DEFAULT_SHUTDOWN_GRACE, parseShutdownGrace, parseSite, runWorkerService, type WorkerServiceOptions } from '../workers/service';
+import {
+  DEFAULT_SHUTDOWN_GRACE,
+  parseShutdownGrace,
+  parseSite,
+  parseTuning,
+  runWorkerService,
+  TUNING_FLAGS,
+  type WorkerServiceOptions,
+} from '../workers/service';
+import { WORKER_TUNING, WORKER_TUNING_BOUNDS, type WorkerTuning } from '../workers/worker';
+
+interface WorkerFlags {
+  taskQueue: string;
+  metrics?: string;
+  shutdownGrace: string;
+  site?: string;
+  workflows?: boolean;
+  maxCachedWorkflows?: number;
+  maxWorkflowTasks?: number;
+  maxActivities?: number;
+}
+
+const range = (k: keyof WorkerTuning) => `${WORKER_TUNING_BOUNDS[k][0]}–${WORKER_TUNING_BOUNDS[k][1]}`;
 
 export function registerWorkerCommand(program: Command, overrides: Pick<WorkerServiceOptions, 'activities' | 'workflowBundle'> = {}): void {
   program
@@ -19,13 +41,33 @@ export function registerWorkerCommand(program: Command, overrides: Pick<WorkerSe
       'on SIGTERM/SIGINT, how long running steps may take to finish before they are cancelled and retried elsewhere (e.g. 60s, 5m)',
       DEFAULT_SHUTDOWN_GRACE,
     )
-    .action(async (opts: { taskQueue: string; metrics?: string; shutdownGrace: string; site?: string; workflows?: boolean }) => {
+    .option(
+      `${TUNING_FLAGS.maxCachedWorkflows.flag} <n>`,
+      `workflows kept in memory; others are replayed from their history on their next task (${range('maxCachedWorkflows')}; default $${TUNING_FLAGS.maxCachedWorkflows.env} or ${WORKER_TUNING.maxCachedWorkflows})`,
+      (v: string) => parseTuning('maxCachedWorkflows', v),
+    )
+    .option(
+      `${TUNING_FLAGS.maxConcurrentWorkflowTaskExecutions.flag} <n>`,
+      `workflow tasks run at once (${range('maxConcurrentWorkflowTaskExecutions')}; default $${TUNING_FLAGS.maxConcurrentWorkflowTaskExecutions.env} or ${WORKER_TUNING.maxConcurrentWorkflowTaskExecutions})`,
+      (v: string) => parseTuning('maxConcurrentWorkflowTaskExecutions', v),
+    )
+    .option(
+      `${TUNING_FLAGS.maxConcurrentActivityTaskExecutions.flag} <n>`,
+      `step activities run at once (${range('maxConcurrentActivityTaskExecutions')}; default $${TUNING_FLAGS.maxConcurrentActivityTaskExecutions.env} or ${WORKER_TUNING.maxConcurrentActivityTaskExecutions})`,
+      (v: string) => parseTuning('maxConcurrentActivityTaskExecutions', v),
+    )
+    .action(async (opts: WorkerFlags) => {
       if (opts.workflows && !opts.site) throw new Error('--workflows goes with --site (a worker without --site polls workflows anyway)');
       await runWorkerService({
         taskQueue: opts.taskQueue,
         metrics: opts.metrics,
         shutdownGraceMs: parseShutdownGrace(opts.shutdownGrace),
         ...(opts.site ? { site: opts.site, workflows: opts.workflows ?? false } : {}),
+        tuning: {
+          ...(opts.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: opts.maxCachedWorkflows } : {}),
+          ...(opts.maxWorkflowTasks !== undefined ? { maxConcurrentWorkflowTaskExecutions: opts.maxWorkflowTasks } : {}),
+          ...(opts.maxActivities !== undefined ? { maxConcurrentActivityTaskExecutions: opts.maxActivities } : {}),
+        },
         ...overrides,
       });
     });

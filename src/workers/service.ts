@@ -16,7 +16,7 @@ import { siteTaskQueue, TASK_QUEUE } from '../common/config';
 import { Label } from '../spec/identifiers';
 import { connectWorker } from './connection';
 import { metricsRuntimeOptions, METRICS_ADDRESS_ENV } from './step-metrics';
-import { createWorker } from './worker';
+import { createWorker, workerTuning, WORKER_TUNING_BOUNDS, type WorkerTuning } from './worker';
 
 export const DEFAULT_SHUTDOWN_GRACE = '60s';
 /** Beyond the grace: time for cancelled activities to report and the worker to close its pollers. */
@@ -36,6 +36,31 @@ export function formatMs(ms: number): string {
   return ms % 60_000 === 0 && ms > 0 ? `${ms / 60_000} min` : ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }
 
+/** The worker flags (and their environment defaults) for each tuning setting (worker.ts: WORKER_TUNING). */
+export const TUNING_FLAGS: Record<keyof WorkerTuning, { flag: string; env: string }> = {
+  maxCachedWorkflows: { flag: '--max-cached-workflows', env: 'UNDERLAY_WORKER_MAX_CACHED_WORKFLOWS' },
+  maxConcurrentWorkflowTaskExecutions: { flag: '--max-workflow-tasks', env: 'UNDERLAY_WORKER_MAX_WORKFLOW_TASKS' },
+  maxConcurrentActivityTaskExecutions: { flag: '--max-activities', env: 'UNDERLAY_WORKER_MAX_ACTIVITIES' },
+};
+
+/** One tuning value from a flag or its environment variable: a decimal integer within WORKER_TUNING_BOUNDS. */
+export function parseTuning(key: keyof WorkerTuning, v: string, source = TUNING_FLAGS[key].flag): number {
+  const [lo, hi] = WORKER_TUNING_BOUNDS[key];
+  const n = /^\d{1,6}$/.test(v.trim()) ? Number(v.trim()) : NaN;
+  if (!(n >= lo && n <= hi)) throw new Error(`${source}: expected an integer from ${lo} to ${hi}, got ${JSON.stringify(v.slice(0, 40))}`);
+  return n;
+}
+
+/** The tuning set in the environment (UNDERLAY_WORKER_MAX_*), each checked; flags override it. */
+export function tuningFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<WorkerTuning> {
+  const out: Partial<WorkerTuning> = {};
+  for (const [key, { env: name }] of Object.entries(TUNING_FLAGS) as Array<[keyof WorkerTuning, { env: string }]>) {
+    const v = env[name];
+    if (v !== undefined && v !== '') out[key] = parseTuning(key, v, name);
+  }
+  return out;
+}
+
 export interface WorkerServiceOptions {
   taskQueue?: string;
   shutdownGraceMs: number;
@@ -52,6 +77,8 @@ export interface WorkerServiceOptions {
    */
   site?: string;
   workflows?: boolean;
+  /** Cache and concurrency limits over the environment's (tuningFromEnv) and the defaults (worker.ts). */
+  tuning?: Partial<WorkerTuning>;
 }
 
 /** `--site` value: a site label as specs carry it. */
@@ -82,8 +109,9 @@ export async function runWorkerService(o: WorkerServiceOptions): Promise<void> {
     log(`${signal}: stopping — polling no new tasks; running steps have ${grace} to finish, then they are cancelled and retried by another worker`);
     if (worker.getState() === 'RUNNING') worker.shutdown();
   };
+  const tuning = workerTuning({ ...tuningFromEnv(), ...o.tuning });
   const all = o.activities ?? createActivities();
-  const common = { connection, namespace, shutdownGraceTime: o.shutdownGraceMs, shutdownForceTime: o.shutdownGraceMs + FORCE_MARGIN_MS };
+  const common = { connection, namespace, tuning, shutdownGraceTime: o.shutdownGraceMs, shutdownForceTime: o.shutdownGraceMs + FORCE_MARGIN_MS };
   // Central: workflows and every activity on the central queue. Site: that site's step activities only.
   const plan: Array<{ queue: string; what: string; site: boolean }> = o.site
     ? [
@@ -112,7 +140,7 @@ export async function runWorkerService(o: WorkerServiceOptions): Promise<void> {
   process.on('SIGINT', onSignal);
   for (const [i, p] of plan.entries()) {
     log(
-      `underlay worker ${workers[i]!.options.identity} polling task queue "${p.queue}"${p.what ? ` (${p.what})` : ''} in namespace ${namespace} (shutdown grace ${grace})`,
+      `underlay worker ${workers[i]!.options.identity} polling task queue "${p.queue}"${p.what ? ` (${p.what})` : ''} in namespace ${namespace} (shutdown grace ${grace}; ${p.site ? '' : `${tuning.maxCachedWorkflows} workflows cached, ${tuning.maxConcurrentWorkflowTaskExecutions} workflow tasks and `}${tuning.maxConcurrentActivityTaskExecutions} activities at once)`,
     );
   }
   try {

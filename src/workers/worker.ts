@@ -36,6 +36,63 @@ export interface UnderlayWorkerOptions {
   shutdownGraceTime?: Duration;
   /** After `shutdown()`, when to give up waiting altogether (run() throws); default: never. */
   shutdownForceTime?: Duration;
+  /** Cache and concurrency limits (default WORKER_TUNING; each within WORKER_TUNING_BOUNDS). */
+  tuning?: Partial<WorkerTuning>;
+}
+
+/** What bounds a worker's memory: how many workflows it keeps cached, how many tasks it runs at once. */
+export interface WorkerTuning {
+  /** Workflows kept in the worker's cache (sticky); one not cached is replayed from its history on its next task. */
+  maxCachedWorkflows: number;
+  /** Activities (steps) running at once in this worker. */
+  maxConcurrentActivityTaskExecutions: number;
+  /** Workflow tasks running at once in this worker. */
+  maxConcurrentWorkflowTaskExecutions: number;
+}
+
+/** The options before issue 14 (cache 500, the SDK's defaults for the rest): the engine benchmark's baseline. */
+export const WORKER_TUNING_UNTUNED: WorkerTuning = {
+  maxCachedWorkflows: 500,
+  maxConcurrentActivityTaskExecutions: 100,
+  maxConcurrentWorkflowTaskExecutions: 40,
+};
+
+/**
+ * The production defaults. With the heap bounds below, a cached workflow costs about 0.1 MiB, so the cache holds
+ * 1,000 onboardings (one worker's measured load) and none of them is replayed from its history mid-onboarding.
+ */
+export const WORKER_TUNING: WorkerTuning = { ...WORKER_TUNING_UNTUNED, maxCachedWorkflows: 1_000 };
+
+/**
+ * The V8 heap bounds bin/underlay gives `underlay worker` (its node flags; UNDERLAY_WORKER_HEAP_MIB sets the old
+ * space, WORKER_HEAP_MIB_BOUNDS): V8 applies them to each isolate, the main thread and the workflow thread alike.
+ * Without them V8 sizes its heaps from the machine's memory and grows them lazily: the engine benchmark measured
+ * the worker at 1,000 concurrent onboardings well above what it keeps alive (docs/benchmarks.md). bin/underlay
+ * repeats these values (bash cannot import them); test/workers/service.test.ts checks the two agree.
+ */
+export const WORKER_HEAP_MIB = 384;
+export const WORKER_HEAP_MIB_BOUNDS = [192, 16_384] as const;
+export const WORKER_SEMI_SPACE_MIB = 2;
+export function workerNodeFlags(heapMiB = WORKER_HEAP_MIB): string[] {
+  return [`--max-old-space-size=${heapMiB}`, `--max-semi-space-size=${WORKER_SEMI_SPACE_MIB}`];
+}
+
+/** Inclusive bounds of each setting (the SDK needs ≥ 2 workflow task slots with a cache). */
+export const WORKER_TUNING_BOUNDS: Record<keyof WorkerTuning, readonly [number, number]> = {
+  maxCachedWorkflows: [0, 10_000],
+  maxConcurrentActivityTaskExecutions: [1, 1_000],
+  maxConcurrentWorkflowTaskExecutions: [2, 200],
+};
+
+/** The defaults with `t` over them, each checked against its bounds (a typed, non-retryable error names the field). */
+export function workerTuning(t: Partial<WorkerTuning> = {}): WorkerTuning {
+  const out = { ...WORKER_TUNING, ...t };
+  for (const k of Object.keys(WORKER_TUNING_BOUNDS) as Array<keyof WorkerTuning>) {
+    const [lo, hi] = WORKER_TUNING_BOUNDS[k];
+    const v = out[k];
+    if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`worker tuning ${k}: expected an integer from ${lo} to ${hi}, got ${String(v)}`);
+  }
+  return out;
 }
 
 export async function createWorker(opts: UnderlayWorkerOptions): Promise<Worker> {
@@ -52,8 +109,7 @@ export async function createWorker(opts: UnderlayWorkerOptions): Promise<Worker>
     ...(opts.shutdownForceTime !== undefined ? { shutdownForceTime: opts.shutdownForceTime } : {}),
     // Per-step duration histograms and outcome counters, on the Runtime's Prometheus endpoint (step-metrics.ts).
     interceptors: { activity: [stepMetricsInterceptor] },
-    // Workflow state is small, but cap the cache so a large fleet cannot exhaust the worker's heap.
-    maxCachedWorkflows: 500,
+    ...workerTuning(opts.tuning),
     // Cancellation reaches an activity only with a heartbeat response; the default throttle (0.8 × the
     // heartbeat timeout) would let a cancelled step keep changing a host for ~24 s.
     maxHeartbeatThrottleInterval: '2s',

@@ -24,13 +24,27 @@ test('the smoke bench produces sane tables for the engine, the fleet and the dri
     return t.rows[row]![i] as number;
   };
   const [engine, fleet, drift] = tables as [Table, Table, Table];
-  // Engine: the baseline row is the solo run (ratio 1), both batches ran six steps per onboarding.
-  assert.equal(col(engine, 'onboardings', 0), 3);
-  assert.equal(col(engine, 'onboardings', 1), 20);
-  assert.equal(col(engine, 'p50 vs solo', 0), '1.00×');
-  for (const r of [0, 1]) assert.ok(Math.abs(col(engine, 'steps/s', r) / col(engine, 'onboardings/s', r) - 6) < 1e-9);
-  assert.ok(col(engine, 'events/onboarding') > 6 * 3, 'at least schedule/start/complete per step');
-  assert.ok(col(engine, 'step gap p99 ms', 1) >= col(engine, 'step gap p50 ms', 1));
+  // Engine: per worker (the options before tuning, then the tuned defaults), a solo batch (its own step-gap baseline,
+  // ratio 1) and a concurrent one; six steps per onboarding; the throughput and worker RSS baseline is the untuned
+  // worker's concurrent batch; each worker's peak RSS is its own process's, apart from the bench's.
+  assert.deepEqual(
+    engine.rows.map((r) => r[0]),
+    ['before: one at a time', 'before: all at once', 'tuned: one at a time', 'tuned: all at once'],
+  );
+  for (const r of [0, 2]) assert.equal(col(engine, 'onboardings', r), 3);
+  for (const r of [1, 3]) assert.equal(col(engine, 'onboardings', r), 20);
+  for (const r of [0, 2]) assert.equal(col(engine, 'p50 vs solo', r), '1.00×');
+  assert.equal(col(engine, 'vs before', 1), '1.00×');
+  assert.equal(col(engine, 'RSS vs before', 1), '1.00×');
+  assert.equal(col(engine, 'cache / wf tasks / activities', 1), '500 / 40 / 100');
+  assert.equal(col(engine, 'heap MiB', 1), 'node default');
+  assert.equal(col(engine, 'heap MiB', 3), 'old 384, semi 2');
+  for (const r of [0, 1, 2, 3]) {
+    assert.ok(Math.abs(col(engine, 'steps/s', r) / col(engine, 'onboardings/s', r) - 6) < 1e-9);
+    assert.ok(col(engine, 'events/onboarding', r) > 6 * 3, 'at least schedule/start/complete per step');
+    assert.ok(col(engine, 'worker peak RSS MiB', r) > 50 && col(engine, 'bench peak RSS MiB', r) > 50);
+  }
+  for (const r of [1, 3]) assert.ok(col(engine, 'step gap p99 ms', r) >= col(engine, 'step gap p50 ms', r));
   // Fleet: all onboarded; no run far beyond its event bound (200; the completions of the ≤ 10 running land after
   // the last check: a few events each). Continue-as-new itself is proven in test/workflows/fleet.test.ts.
   assert.equal(col(fleet, 'onboarded'), 30);

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadClientConfig } from '@temporalio/envconfig';
-import { FORCE_MARGIN_MS, parseShutdownGrace } from '../../src/workers/service';
+import { FORCE_MARGIN_MS, parseShutdownGrace, TUNING_FLAGS } from '../../src/workers/service';
 
 const execFileP = promisify(execFile);
 const root = resolve(__dirname, '../..');
@@ -89,7 +89,15 @@ test('stopping: SIGTERM to the worker only, a stop timeout above grace + force m
 
 test('the configuration examples: only variables underlay reads, no inline secret; TOML profiles parse strictly, files by path', () => {
   const env = readFileSync(join(root, 'deploy/systemd/underlay-worker.env.example'), 'utf8');
-  const known = new Set(['TEMPORAL_CONFIG_FILE', 'TEMPORAL_PROFILE', 'UNDERLAY_TEMPORAL_API_KEY_FILE', 'UNDERLAY_CODEC_KEYS_FILE', 'UNDERLAY_METRICS_ADDRESS']);
+  const known = new Set([
+    'TEMPORAL_CONFIG_FILE',
+    'TEMPORAL_PROFILE',
+    'UNDERLAY_TEMPORAL_API_KEY_FILE',
+    'UNDERLAY_CODEC_KEYS_FILE',
+    'UNDERLAY_METRICS_ADDRESS',
+    'UNDERLAY_WORKER_HEAP_MIB',
+    ...Object.values(TUNING_FLAGS).map((t) => t.env),
+  ]);
   const vars = [...env.matchAll(/^#?([A-Z_]+)=/gm)].map((m) => m[1]!);
   assert.ok(vars.length >= 4);
   for (const v of vars) assert.ok(known.has(v), `${v} is not a variable underlay reads`);

@@ -28,13 +28,15 @@ export interface WorkerProcessOptions {
   bin?: boolean;
   /** A prebuilt workflow bundle for the FileHost worker (WORKFLOW_BUNDLE). */
   bundleFile?: string;
+  /** More `underlay worker` flags. */
+  extraArgs?: string[];
   /** Where to keep the started processes, for the test's cleanup. */
   track?: DetachedProcess[];
 }
 
 /** A worker process; resolves once it polls (bounded: 90 s — bin/underlay bundles the workflows at start). */
 export async function spawnWorker(o: WorkerProcessOptions): Promise<WorkerProcess> {
-  const args = ['worker', '--task-queue', o.taskQueue, '--shutdown-grace', o.grace];
+  const args = ['worker', '--task-queue', o.taskQueue, '--shutdown-grace', o.grace, ...(o.extraArgs ?? [])];
   const p = o.bin
     ? spawnDetached(join(root, 'bin/underlay'), args, { cwd: root, env: o.env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawnDetached(process.execPath, ['--import', TSX_LOADER, join(root, 'test/helpers/service-worker.ts'), ...args.slice(1)], {

@@ -11,7 +11,8 @@
  * all of them share, so effects are counted on the host stand-in whichever process made them.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -22,7 +23,8 @@ import { startOnboarding } from '../../src/cli/onboarding';
 import { STEPS } from '../../src/steps';
 import { loadSpecFile } from '../../src/spec/load';
 import type { ServerSpec } from '../../src/spec/server';
-import { createWorker } from '../../src/workers/worker';
+import { parseTuning, tuningFromEnv } from '../../src/workers/service';
+import { createWorker, workerNodeFlags, workerTuning, WORKER_HEAP_MIB_BOUNDS, WORKER_TUNING } from '../../src/workers/worker';
 import type { DetachedProcess } from '../helpers/detached';
 import { spawnWorker as spawnWorker_, type WorkerProcess } from '../helpers/worker-process';
 import { nullConnector } from '../helpers/fake-steps';
@@ -198,10 +200,73 @@ describe('scale-out', { concurrency: false }, () => {
   });
 });
 
+describe('worker tuning', () => {
+  test(
+    'flags and environment are bounded integers, flags over environment over defaults; the FileHost worker runs with them',
+    { timeout: 120_000 },
+    async () => {
+      assert.equal(parseTuning('maxCachedWorkflows', '0'), 0);
+      assert.equal(parseTuning('maxCachedWorkflows', '10000'), 10_000);
+      for (const bad of ['10001', '-1', '1e3', '2.5', '', '0x10', '12 13'])
+        assert.throws(() => parseTuning('maxCachedWorkflows', bad), /--max-cached-workflows: expected an integer from 0 to 10000/, bad);
+      assert.throws(() => parseTuning('maxConcurrentWorkflowTaskExecutions', '1'), /--max-workflow-tasks: expected an integer from 2 to 200/);
+      assert.throws(() => parseTuning('maxConcurrentActivityTaskExecutions', '0'), /--max-activities: expected an integer from 1 to 1000/);
+      assert.deepEqual(tuningFromEnv({ UNDERLAY_WORKER_MAX_ACTIVITIES: '7', UNDERLAY_WORKER_MAX_CACHED_WORKFLOWS: '' }), {
+        maxConcurrentActivityTaskExecutions: 7,
+      });
+      assert.throws(
+        () => tuningFromEnv({ UNDERLAY_WORKER_MAX_WORKFLOW_TASKS: '999' }),
+        /UNDERLAY_WORKER_MAX_WORKFLOW_TASKS: expected an integer from 2 to 200/,
+      );
+      assert.throws(() => workerTuning({ maxCachedWorkflows: 20_000 }), /maxCachedWorkflows: expected an integer from 0 to 10000, got 20000/);
+      assert.deepEqual(workerTuning(), WORKER_TUNING);
+      // The CLI's worker command: the environment's value, overridden by a flag, is what the worker runs with.
+      const w = await spawnWorker_({
+        taskQueue: `svc-tune-${process.pid}`,
+        grace: '0s',
+        env: { ...workerEnv(), UNDERLAY_WORKER_MAX_ACTIVITIES: '9', UNDERLAY_WORKER_MAX_CACHED_WORKFLOWS: '11' },
+        bundleFile,
+        track: children,
+        extraArgs: ['--max-cached-workflows', '12'],
+      });
+      assert.match(
+        w.output(),
+        new RegExp(`12 workflows cached, ${WORKER_TUNING.maxConcurrentWorkflowTaskExecutions} workflow tasks and 9 activities at once`),
+        w.output(),
+      );
+      process.kill(w.pid, 'SIGTERM');
+      assert.equal(await w.exited(30_000), 0, w.output());
+    },
+  );
+
+  test('bin/underlay refuses a heap size out of bounds before starting node', () => {
+    for (const bad of ['abc', '100', '99999', '384 ', '-1']) {
+      const r = spawnSync(join(__dirname, '../../bin/underlay'), ['worker'], {
+        env: { ...process.env, UNDERLAY_WORKER_HEAP_MIB: bad },
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      assert.equal(r.status, 2, `${bad}: ${r.stderr}`);
+      assert.match(r.stderr, /UNDERLAY_WORKER_HEAP_MIB: expected an integer from 192 to 16384/);
+    }
+    assert.deepEqual(WORKER_HEAP_MIB_BOUNDS, [192, 16_384]);
+  });
+});
+
 describe('bin/underlay worker', () => {
   test('announces its Temporal profile on stderr, drains on SIGTERM and exits 0 well within the grace', { timeout: 180_000 }, async () => {
     const w = await spawnWorker(`svc-bin-${process.pid}`, '60s', { bin: true });
     assert.match(w.output(), /underlay: Temporal profile "default" \(no config file\): 127\.0\.0\.1:\d+, namespace default, plain text \(no TLS\)/);
+    // The heap bounds bin/underlay gives the worker are worker.ts's, and the tuning defaults are in force.
+    const argv = readFileSync(`/proc/${w.pid}/cmdline`, 'utf8').split('\0');
+    for (const f of workerNodeFlags()) assert.ok(argv.includes(f), `${f} not in ${argv.join(' ')}`);
+    const t = WORKER_TUNING;
+    assert.match(
+      w.output(),
+      new RegExp(
+        `${t.maxCachedWorkflows} workflows cached, ${t.maxConcurrentWorkflowTaskExecutions} workflow tasks and ${t.maxConcurrentActivityTaskExecutions} activities at once`,
+      ),
+    );
     const t0 = Date.now();
     process.kill(w.pid, 'SIGTERM');
     assert.equal(await w.exited(30_000), 0, w.output());
