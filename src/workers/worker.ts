@@ -84,7 +84,7 @@ export const WORKER_TUNING_BOUNDS: Record<keyof WorkerTuning, readonly [number, 
   maxConcurrentWorkflowTaskExecutions: [2, 200],
 };
 
-/** The defaults with `t` over them, each checked against its bounds (a typed, non-retryable error names the field). */
+/** The defaults with `t` over them, each checked against its bounds (the error names the setting, its bounds and the value). */
 export function workerTuning(t: Partial<WorkerTuning> = {}): WorkerTuning {
   const out = { ...WORKER_TUNING, ...t };
   for (const k of Object.keys(WORKER_TUNING_BOUNDS) as Array<keyof WorkerTuning>) {
