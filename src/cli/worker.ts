@@ -21,15 +21,22 @@ interface WorkerFlags {
   shutdownGrace: string;
   site?: string;
   workflows?: boolean;
-  maxCachedWorkflows?: number;
-  maxWorkflowTasks?: number;
-  maxActivities?: number;
+  /** The tuning flags, by commander's attribute name (attribute below); parsed by parseTuning. */
+  [tuning: string]: unknown;
 }
 
+const TUNING_KEYS = Object.keys(TUNING_FLAGS) as Array<keyof WorkerTuning>;
+const TUNING_HELP: Record<keyof WorkerTuning, string> = {
+  maxCachedWorkflows: 'workflows kept in memory; others are replayed from their history on their next task',
+  maxConcurrentWorkflowTaskExecutions: 'workflow tasks run at once',
+  maxConcurrentActivityTaskExecutions: 'step activities run at once',
+};
+/** Commander's attribute for a flag: --max-workflow-tasks → maxWorkflowTasks. */
+const attribute = (flag: string) => flag.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const range = (k: keyof WorkerTuning) => `${WORKER_TUNING_BOUNDS[k][0]}–${WORKER_TUNING_BOUNDS[k][1]}`;
 
 export function registerWorkerCommand(program: Command, overrides: Pick<WorkerServiceOptions, 'activities' | 'workflowBundle'> = {}): void {
-  program
+  const cmd = program
     .command('worker')
     .description('run a worker: onboarding workflows and step activities (SSH with pinned host keys); SIGTERM drains it')
     .option('--task-queue <name>', 'task queue to poll (with --site: the central queue the site queue is named after)', TASK_QUEUE)
@@ -40,35 +47,25 @@ export function registerWorkerCommand(program: Command, overrides: Pick<WorkerSe
       '--shutdown-grace <duration>',
       'on SIGTERM/SIGINT, how long running steps may take to finish before they are cancelled and retried elsewhere (e.g. 60s, 5m)',
       DEFAULT_SHUTDOWN_GRACE,
-    )
-    .option(
-      `${TUNING_FLAGS.maxCachedWorkflows.flag} <n>`,
-      `workflows kept in memory; others are replayed from their history on their next task (${range('maxCachedWorkflows')}; default $${TUNING_FLAGS.maxCachedWorkflows.env} or ${WORKER_TUNING.maxCachedWorkflows})`,
-      (v: string) => parseTuning('maxCachedWorkflows', v),
-    )
-    .option(
-      `${TUNING_FLAGS.maxConcurrentWorkflowTaskExecutions.flag} <n>`,
-      `workflow tasks run at once (${range('maxConcurrentWorkflowTaskExecutions')}; default $${TUNING_FLAGS.maxConcurrentWorkflowTaskExecutions.env} or ${WORKER_TUNING.maxConcurrentWorkflowTaskExecutions})`,
-      (v: string) => parseTuning('maxConcurrentWorkflowTaskExecutions', v),
-    )
-    .option(
-      `${TUNING_FLAGS.maxConcurrentActivityTaskExecutions.flag} <n>`,
-      `step activities run at once (${range('maxConcurrentActivityTaskExecutions')}; default $${TUNING_FLAGS.maxConcurrentActivityTaskExecutions.env} or ${WORKER_TUNING.maxConcurrentActivityTaskExecutions})`,
-      (v: string) => parseTuning('maxConcurrentActivityTaskExecutions', v),
-    )
-    .action(async (opts: WorkerFlags) => {
-      if (opts.workflows && !opts.site) throw new Error('--workflows goes with --site (a worker without --site polls workflows anyway)');
-      await runWorkerService({
-        taskQueue: opts.taskQueue,
-        metrics: opts.metrics,
-        shutdownGraceMs: parseShutdownGrace(opts.shutdownGrace),
-        ...(opts.site ? { site: opts.site, workflows: opts.workflows ?? false } : {}),
-        tuning: {
-          ...(opts.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: opts.maxCachedWorkflows } : {}),
-          ...(opts.maxWorkflowTasks !== undefined ? { maxConcurrentWorkflowTaskExecutions: opts.maxWorkflowTasks } : {}),
-          ...(opts.maxActivities !== undefined ? { maxConcurrentActivityTaskExecutions: opts.maxActivities } : {}),
-        },
-        ...overrides,
-      });
+    );
+  for (const k of TUNING_KEYS) {
+    const { flag, env } = TUNING_FLAGS[k];
+    cmd.option(`${flag} <n>`, `${TUNING_HELP[k]} (${range(k)}; default $${env} or ${WORKER_TUNING[k]})`, (v: string) => parseTuning(k, v));
+  }
+  cmd.action(async (opts: WorkerFlags) => {
+    if (opts.workflows && !opts.site) throw new Error('--workflows goes with --site (a worker without --site polls workflows anyway)');
+    await runWorkerService({
+      taskQueue: opts.taskQueue,
+      metrics: opts.metrics,
+      shutdownGraceMs: parseShutdownGrace(opts.shutdownGrace),
+      ...(opts.site ? { site: opts.site, workflows: opts.workflows ?? false } : {}),
+      tuning: Object.fromEntries(
+        TUNING_KEYS.flatMap((k) => {
+          const v = opts[attribute(TUNING_FLAGS[k].flag)];
+          return typeof v === 'number' ? [[k, v]] : [];
+        }),
+      ),
+      ...overrides,
     });
+  });
 }
