@@ -51,6 +51,15 @@ export interface TxnPlan {
   delaySec?: number;
 }
 
+/**
+ * Writes a marker file atomically (a temporary file, then `mv`): a status read racing the write sees the file
+ * absent or complete, never created-but-empty (`date +%s > f` truncates first — a read in between printed an
+ * empty field, and the status line did not parse; seen once in CI).
+ */
+function writeMarker(path: string, value: Shell): Shell {
+  return sh`printf '%s\n' ${value} > ${`${path}.tmp`} && mv -f ${`${path}.tmp`} ${path}`;
+}
+
 /** Writes `content` to `path` (0700, atomically). */
 function writeExecutable(path: string, content: string): Shell {
   return sh`printf '%s' ${content} > ${`${path}.tmp`} && chmod 0700 ${`${path}.tmp`} && mv -f ${`${path}.tmp`} ${path}`;
@@ -69,7 +78,7 @@ export function restoreScript(plan: TxnPlan): string {
     sh`exec >>${`${d}/log`} 2>&1`.text,
     // The confirm may have won: then this is a no-op. mkdir is the atomic decision.
     sh`mkdir ${`${d}/decided`} 2>/dev/null || { echo "$(date +%s) rollback: already decided: $(cat ${`${d}/decided/which`} 2>/dev/null)"; exit 0; }`.text,
-    sh`echo rolled-back > ${`${d}/decided/which`}`.text,
+    writeMarker(`${d}/decided/which`, sh`rolled-back`).text,
     'echo "$(date +%s) rollback (${1:-timer}): restoring files"',
     // A change still running is stopped first (it would undo the restore half-way).
     sh`[ "\${1:-}" = boot ] || systemctl stop ${`${applyUnit(plan.id)}.service`} 2>/dev/null || true`.text,
@@ -79,7 +88,7 @@ export function restoreScript(plan: TxnPlan): string {
     'fi',
     sh`rm -f ${bootGuardLink(plan.id)} ${bootGuardPath(plan.id)}`.text,
     sh`[ "\${1:-}" = boot ] || systemctl daemon-reload`.text,
-    sh`date +%s > ${`${d}/rolled-back`}`.text,
+    writeMarker(`${d}/rolled-back`, sh`"$(date +%s)"`).text,
     'echo "$(date +%s) rollback: done"',
     sh`echo "$(date +%s) ${plan.id} rolled-back \${1:-timer}" >> ${TXN_JOURNAL}`.text,
     '',
@@ -99,7 +108,7 @@ export function changeScript(plan: TxnPlan): string {
     sh`echo "$(date +%s) ${plan.id} change-start" >> ${TXN_JOURNAL}`.text,
     `( ${plan.change.text} )`,
     'rc=$?',
-    sh`echo "$rc" > ${`${d}/apply.rc`}`.text,
+    writeMarker(`${d}/apply.rc`, sh`"$rc"`).text,
     'echo "$(date +%s) change: exit $rc"',
     sh`echo "$(date +%s) ${plan.id} change-exit $rc" >> ${TXN_JOURNAL}`.text,
     'exit "$rc"',
@@ -145,7 +154,7 @@ export function armScript(plan: TxnPlan): Shell {
     writeExecutable(`${d}/change.sh`, changeScript(plan)),
     sh`printf '%s' ${bootGuard(plan)} > ${bootGuardPath(plan.id)}`,
     sh`mkdir -p /etc/systemd/system/sysinit.target.wants && ln -sf ${bootGuardPath(plan.id)} ${bootGuardLink(plan.id)} && systemctl daemon-reload`,
-    sh`date +%s > ${`${d}/armed`}`,
+    writeMarker(`${d}/armed`, sh`"$(date +%s)"`),
     sh`systemd-run --quiet --collect --unit=${rollbackUnit(plan.id)} --on-active=${`${window}s`} --timer-property=AccuracySec=1s /bin/sh ${`${d}/restore.sh`} timer`,
     sh`systemd-run --quiet --collect --unit=${applyUnit(plan.id)} /bin/sh ${`${d}/change.sh`}`,
   ]);
@@ -159,7 +168,7 @@ export function confirmScript(id: string): Shell {
   const d = txnDir(id);
   return join('&&', [
     sh`{ [ -d ${d} ] || { echo gone; exit 0; }; }`,
-    sh`{ mkdir ${`${d}/decided`} 2>/dev/null && echo confirmed > ${`${d}/decided/which`} || [ "$(cat ${`${d}/decided/which`} 2>/dev/null)" = confirmed ] || { echo rolled-back; exit 5; }; }`,
+    sh`{ mkdir ${`${d}/decided`} 2>/dev/null && ${writeMarker(`${d}/decided/which`, sh`confirmed`)} || [ "$(cat ${`${d}/decided/which`} 2>/dev/null)" = confirmed ] || { echo rolled-back; exit 5; }; }`,
     sh`{ systemctl stop ${`${rollbackUnit(id)}.timer`} 2>/dev/null || true; }`,
     sh`rm -f ${bootGuardLink(id)} ${bootGuardPath(id)} && systemctl daemon-reload`,
     sh`rm -rf ${d}`,
@@ -179,7 +188,9 @@ export type TxnState =
 /** Prints one line: `none`, or `<decided|-> <apply.rc|-> <rolled-back epoch|-> <timer active|inactive>`. */
 export function statusScript(id: string): Shell {
   const d = txnDir(id);
-  return sh`if [ -d ${d} ]; then printf '%s %s %s %s\n' "$(cat ${`${d}/decided/which`} 2>/dev/null || echo -)" "$(cat ${`${d}/apply.rc`} 2>/dev/null || echo -)" "$(cat ${`${d}/rolled-back`} 2>/dev/null || echo -)" "$(systemctl is-active ${`${rollbackUnit(id)}.timer`} 2>/dev/null || true)"; else echo none; fi`;
+  // A marker is written atomically (writeMarker); an empty read still prints `-`, never an empty field.
+  const field = (path: string): Shell => sh`"$(v=$(cat ${path} 2>/dev/null); echo "\${v:--}")"`;
+  return sh`if [ -d ${d} ]; then printf '%s %s %s %s\n' ${field(`${d}/decided/which`)} ${field(`${d}/apply.rc`)} ${field(`${d}/rolled-back`)} "$(v=$(systemctl is-active ${`${rollbackUnit(id)}.timer`} 2>/dev/null); echo "\${v:-unknown}")"; else echo none; fi`;
 }
 
 export function parseTxnStatus(text: string): TxnState | undefined {
@@ -210,7 +221,7 @@ export function abandonScript(id: string): Shell {
     sh`if ! [ -d ${d} ]; then echo none; exit 0; fi`,
     sh`if systemctl is-active --quiet ${`${rollbackUnit(id)}.timer`} ${`${rollbackUnit(id)}.service`} ${`${applyUnit(id)}.service`} || [ -e ${`${d}/apply.rc`} ] || grep -q 'change: start' ${`${d}/log`} 2>/dev/null; then echo kept; exit 0; fi`,
     sh`mkdir ${`${d}/decided`} 2>/dev/null || { echo kept; exit 0; }`,
-    sh`echo abandoned > ${`${d}/decided/which`}`,
+    writeMarker(`${d}/decided/which`, sh`abandoned`),
     sh`rm -f ${bootGuardLink(id)} ${bootGuardPath(id)}`,
     sh`systemctl daemon-reload`,
     sh`rm -rf ${d}`,

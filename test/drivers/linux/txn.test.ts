@@ -160,6 +160,25 @@ describe('commit-confirmed transactions: host scripts', () => {
     assert.equal(run('bond-n0nex15ten'), 'none');
   });
 
+  test('the status read on a real /bin/sh: a marker caught half-written (created, still empty) reads as not there yet', () => {
+    const id = 'bond-ha1fwr1tten';
+    const d = local(txnDir(id));
+    mkdirSync(join(d, 'decided'), { recursive: true });
+    writeFileSync(join(d, 'decided', 'which'), 'rolled-back\n');
+    writeFileSync(join(d, 'apply.rc'), '0\n');
+    // `date +%s > rolled-back` between its truncate and its write — what CI once caught ("rolled-back 0  active").
+    writeFileSync(join(d, 'rolled-back'), '');
+    const status = () => spawnSync('/bin/sh', ['-c', local(statusScript(id).text)], { encoding: 'utf8' }).stdout;
+    assert.match(status(), /^rolled-back 0 - \S+\n$/);
+    assert.deepEqual(parseTxnStatus(status()), { state: 'rolled-back', done: false, applied: 0 });
+    writeFileSync(join(d, 'rolled-back'), '1764576000\n');
+    assert.deepEqual(parseTxnStatus(status()), { state: 'rolled-back', done: true, applied: 0 });
+    // And the writers no longer leave such a window: every marker goes through a temporary file and mv.
+    const p = plan(['/etc/x'], id);
+    for (const text of [restoreScript(p), changeScript(p), confirmScript(id).text, armScript(p).text, abandonScript(id).text])
+      assert.doesNotMatch(text, /(?:echo|date \+%s)[^|;&]*> '?\/var\/lib\/underlay\/txn\/[^ ]*\/(?:rolled-back|apply\.rc|armed|decided\/which)'?(?:\s|$)/);
+  });
+
   test('status lines parse; anything else is refused', () => {
     assert.deepEqual(parseTxnStatus('none\n'), { state: 'none' });
     assert.deepEqual(parseTxnStatus('- - - active'), { state: 'armed', applied: null, timerActive: true });
