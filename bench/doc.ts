@@ -23,9 +23,9 @@ high-water mark (\`VmHWM\`, reset through \`/proc/<pid>/clear_refs\` before each
 process's (the client). It measures the options before tuning (node's own heap sizing, a cache of 500: the
 baseline) and the tuned defaults side by side in one run. At the medium and full sizes the worker bundles its
 workflows at start, as \`underlay worker\` does (webpack in its process: what it leaves resident counts); the CI smoke
-loads the prebuilt bundle instead, to save 5–10 s of CPU per worker. The fleet and drift scenarios still run
-their worker inside the bench process, so their peak RSS is the bench process's, cumulative over the scenarios: an
-upper bound of a worker's, not its own.
+loads the prebuilt bundle instead, to save 5–10 s of CPU per worker. The fleet and drift scenarios share one such
+worker process with the tuned production options (the sweep checks the hosts the fleet onboarded, which live in
+it), its peak reset at each scenario's start.
 
 ## The lab benchmark (\`--only lab\`, by hand, never in CI)
 

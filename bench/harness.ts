@@ -20,6 +20,8 @@ export interface BenchContext {
   log(line: string): void;
   /** Figures one scenario leaves for later ones (e.g. the engine's throughput, a baseline for the fleet). */
   shared: Record<string, number>;
+  /** Runs after the last scenario, before the dev server stops (e.g. a worker one scenario leaves to the next). */
+  atEnd(fn: () => Promise<void>): void;
 }
 
 export interface Table {

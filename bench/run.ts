@@ -13,13 +13,16 @@ export async function runBench(size: Size, opts: { only?: string[]; log?: (line:
   const env = await startTemporal();
   const shared: Record<string, number> = {};
   const tables: Table[] = [];
+  const cleanups: Array<() => Promise<void>> = [];
+  const atEnd = (fn: () => Promise<void>) => void cleanups.push(fn);
   try {
     for (const s of chosen) {
       const t0 = Date.now();
-      tables.push(await s.run({ env, tmp, log, shared }, size));
+      tables.push(await s.run({ env, tmp, log, shared, atEnd }, size));
       log(`${s.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
   } finally {
+    for (const fn of cleanups.reverse()) await fn().catch((err: unknown) => log(`cleanup: ${err instanceof Error ? err.message : String(err)}`));
     await env.teardown();
     rmSync(tmp, { recursive: true, force: true });
   }

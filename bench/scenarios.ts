@@ -1,14 +1,13 @@
 /**
- * The scenarios of `npm run bench`. All run on one in-process worker (the whole bench process: worker, client and
- * simulated hosts — so its peak RSS is an upper bound of the worker's) against the pinned Temporal dev server,
- * over the in-memory hosts of test/helpers/fake-steps.ts: the real activity runner, no SSH, no host work — what is
- * measured is the engine. Each host records when each step first and last touched it.
+ * The scenarios of `npm run bench`, against the pinned Temporal dev server, over the in-memory hosts of
+ * test/helpers/fake-steps.ts: the real activity runner, no SSH, no host work — what is measured is the engine. Every
+ * worker runs in a process of its own (bench/engine-worker.ts), so its peak RSS is its own, apart from the bench
+ * process (the client); each host records when each step first and last touched it.
  */
 import { fork } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
-import { createActivities } from '../src/activities';
 import { startSweep } from '../src/cli/drift';
 import { startFleet } from '../src/cli/fleet';
 import { startOnboarding } from '../src/cli/onboarding';
@@ -16,8 +15,8 @@ import { fleetWorkflowId } from '../src/common/config';
 import { loadSpecFile } from '../src/spec/load';
 import type { ServerSpec } from '../src/spec/server';
 import { createWorker, workerNodeFlags, WORKER_TUNING, WORKER_TUNING_UNTUNED, type WorkerTuning } from '../src/workers/worker';
-import { FakeFleet, fleetSteps, nullConnector, type FakeHost } from '../test/helpers/fake-steps';
-import { runInBackground, workflowBundle } from '../test/helpers/temporal';
+import type { FakeHost } from '../test/helpers/fake-steps';
+import { workflowBundle } from '../test/helpers/temporal';
 import type { EngineWorkerConfig, EngineWorkerReply, EngineWorkerRequest } from './engine-worker';
 import { labScenario } from './lab-onboarding';
 import { percentile, ratio, rssSampler, type BenchContext, type Scenario, type Size, type Table } from './harness';
@@ -31,20 +30,6 @@ const SIZES = {
   driftPage: { smoke: 10, medium: 100, full: 100 },
   driftConcurrency: { smoke: 10, medium: 50, full: 100 },
 } satisfies Record<string, Record<Size, number>>;
-
-/** One worker on its own queue over simulated hosts, for one scenario. */
-async function simulatedWorker(ctx: BenchContext, queue: string, hosts = new FakeFleet()) {
-  const worker = runInBackground(
-    await createWorker({
-      connection: ctx.env.nativeConnection,
-      namespace: 'default',
-      taskQueue: queue,
-      workflowBundle: await workflowBundle(),
-      activities: createActivities(nullConnector, fleetSteps(hosts)),
-    }),
-  );
-  return { hosts, worker };
-}
 
 let base: ServerSpec | undefined;
 async function spec(id: string): Promise<ServerSpec> {
@@ -258,7 +243,10 @@ const fleetScenario: Scenario = {
     const cap = SIZES.fleetCap[size];
     const maxEventsPerRun = SIZES.fleetEvents[size];
     const queue = `bench-fleet-${process.pid}`;
-    const { hosts, worker } = await simulatedWorker(ctx, queue);
+    // The production worker (the tuned options, bin/underlay's heap bounds) in its own process; the drift sweep
+    // after this scenario reuses it, since its simulated hosts are the ones this fleet onboards.
+    const worker = await childWorker(ctx, queue, WORKER_TUNING, workerNodeFlags(), size === 'smoke' ? 'prebuilt' : 'at-start');
+    ctx.atEnd(() => worker.stop());
     const dir = join(ctx.tmp, 'inventory');
     mkdirSync(dir, { recursive: true });
     for (let i = 0; i < n; i++) {
@@ -266,56 +254,69 @@ const fleetScenario: Scenario = {
       writeFileSync(join(dir, `${s.id}.json`), JSON.stringify(s));
     }
     ctx.shared.fleetInventorySize = n;
-    try {
-      ctx.log(`fleet: ${n} servers, cap ${cap}, ${maxEventsPerRun} events per run`);
-      const rss = rssSampler();
-      const t0 = Date.now();
-      const name = `bench-${process.pid}`;
-      const h = await startFleet(
-        ctx.env.client,
-        name,
-        { source: { kind: 'inventory', dir }, concurrency: cap, maxEventsPerRun, pageSize: 100 },
-        { taskQueue: queue },
-      );
-      const p = await h.result();
-      const wall = (Date.now() - t0) / 1000;
-      const peak = rss.stop();
-      const runs = await runsOf(ctx.env.client, fleetWorkflowId(name));
-      const total = runs.reduce((a, b) => a + b, 0);
-      ctx.shared.fleetThroughput = p.counts.onboarded / wall;
-      fleetRun = { dir, queue, hosts };
-      return {
-        scenario: 'fleet',
-        title: this.title,
-        baseline: 'the engine scenario’s concurrent onboardings started directly by a client (onboardings/s)',
-        columns: ['servers', 'onboarded', 'cap', 'wall s', 'servers/s', 'vs engine', 'runs', 'events max/run', 'events total', 'events/server', 'peak RSS MiB'],
-        rows: [
-          [
-            n,
-            p.counts.onboarded,
-            cap,
-            wall,
-            p.counts.onboarded / wall,
-            ratio(p.counts.onboarded / wall, ctx.shared.engineThroughput ?? NaN),
-            runs.length,
-            Math.max(...runs),
-            total,
-            total / n,
-            peak,
-          ],
+    ctx.log(`fleet: ${n} servers, cap ${cap}, ${maxEventsPerRun} events per run`);
+    worker.resetPeak();
+    const rss = rssSampler();
+    const t0 = Date.now();
+    const name = `bench-${process.pid}`;
+    const h = await startFleet(
+      ctx.env.client,
+      name,
+      { source: { kind: 'inventory', dir }, concurrency: cap, maxEventsPerRun, pageSize: 100 },
+      { taskQueue: queue },
+    );
+    const p = await h.result();
+    const wall = (Date.now() - t0) / 1000;
+    const workerPeak = worker.peakMiB();
+    const peak = rss.stop();
+    const runs = await runsOf(ctx.env.client, fleetWorkflowId(name));
+    const total = runs.reduce((a, b) => a + b, 0);
+    ctx.shared.fleetThroughput = p.counts.onboarded / wall;
+    fleetRun = { dir, queue, worker };
+    return {
+      scenario: 'fleet',
+      title: this.title,
+      baseline: 'the engine scenario’s concurrent onboardings started directly by a client (onboardings/s)',
+      columns: [
+        'servers',
+        'onboarded',
+        'cap',
+        'wall s',
+        'servers/s',
+        'vs engine',
+        'runs',
+        'events max/run',
+        'events total',
+        'events/server',
+        'worker peak RSS MiB',
+        'bench peak RSS MiB',
+      ],
+      rows: [
+        [
+          n,
+          p.counts.onboarded,
+          cap,
+          wall,
+          p.counts.onboarded / wall,
+          ratio(p.counts.onboarded / wall, ctx.shared.engineThroughput ?? NaN),
+          runs.length,
+          Math.max(...runs),
+          total,
+          total / n,
+          workerPeak,
+          peak,
         ],
-        notes: [
-          `phase ${p.phase}; continue-as-new at ${maxEventsPerRun} events; a run's history also holds the completions of onboardings started before its bound was reached`,
-        ],
-      };
-    } finally {
-      await worker.stop();
-    }
+      ],
+      notes: [
+        `phase ${p.phase}; continue-as-new at ${maxEventsPerRun} events; a run's history also holds the completions of onboardings started before its bound was reached`,
+        `worker: the tuned production options (${WORKER_TUNING.maxCachedWorkflows} cached workflows, bin/underlay's heap bounds: ${workerNodeFlags().join(' ')}) in a process of its own, the simulated hosts in it; worker peak RSS: its VmHWM over the rollout (reset at the start); bench peak RSS: the client process`,
+      ],
+    };
   },
 };
 
-/** What the fleet scenario leaves for the drift sweep: its inventory, queue and (onboarded) simulated hosts. */
-let fleetRun: { dir: string; queue: string; hosts: FakeFleet } | undefined;
+/** What the fleet scenario leaves for the drift sweep: its inventory, queue and worker (whose hosts it onboarded). */
+let fleetRun: { dir: string; queue: string; worker: Awaited<ReturnType<typeof childWorker>> } | undefined;
 
 const drift: Scenario = {
   name: 'drift',
@@ -323,54 +324,65 @@ const drift: Scenario = {
   needs: 'temporal',
   async run(ctx, size) {
     if (!fleetRun) throw new Error('the drift scenario sweeps the servers the fleet scenario onboarded: run it after fleet');
-    const { dir, queue, hosts } = fleetRun;
+    // The fleet's worker: its simulated hosts answer the observation, every server onboarded and clean.
+    const { dir, queue, worker } = fleetRun;
     const concurrency = SIZES.driftConcurrency[size];
-    // The fleet's own simulated hosts answer the observation: every server is onboarded and clean.
-    const { worker } = await simulatedWorker(ctx, queue, hosts);
-    try {
-      const n = ctx.shared.fleetInventorySize ?? 0;
-      ctx.log(`drift: sweep of ${n} servers, ${concurrency} checks at once`);
-      const rss = rssSampler();
-      const t0 = Date.now();
-      const h = await startSweep(ctx.env.client, {
-        inventoryDir: dir,
-        mode: 'report',
-        concurrency,
-        pageSize: SIZES.driftPage[size],
-        taskQueue: queue,
-        siteQueues: false,
-      });
-      const s = await h.result();
-      const wall = (Date.now() - t0) / 1000;
-      const peak = rss.stop();
-      const runs = await runsOf(ctx.env.client, h.workflowId);
-      const checked = s.counts.clean + s.counts.drifted;
-      return {
-        scenario: 'drift',
-        title: this.title,
-        baseline: 'the fleet scenario’s onboardings (servers/s)',
-        columns: ['servers', 'checked', 'drifted', 'concurrency', 'wall s', 'servers/s', 'vs fleet', 'runs', 'events max/run', 'peak RSS MiB'],
-        rows: [
-          [
-            n,
-            checked,
-            s.counts.drifted,
-            concurrency,
-            wall,
-            checked / wall,
-            ratio(checked / wall, ctx.shared.fleetThroughput ?? NaN),
-            runs.length,
-            Math.max(...runs),
-            peak,
-          ],
+    const n = ctx.shared.fleetInventorySize ?? 0;
+    ctx.log(`drift: sweep of ${n} servers, ${concurrency} checks at once`);
+    worker.resetPeak();
+    const rss = rssSampler();
+    const t0 = Date.now();
+    const h = await startSweep(ctx.env.client, {
+      inventoryDir: dir,
+      mode: 'report',
+      concurrency,
+      pageSize: SIZES.driftPage[size],
+      taskQueue: queue,
+      siteQueues: false,
+    });
+    const s = await h.result();
+    const wall = (Date.now() - t0) / 1000;
+    const workerPeak = worker.peakMiB();
+    const peak = rss.stop();
+    const runs = await runsOf(ctx.env.client, h.workflowId);
+    const checked = s.counts.clean + s.counts.drifted;
+    return {
+      scenario: 'drift',
+      title: this.title,
+      baseline: 'the fleet scenario’s onboardings (servers/s)',
+      columns: [
+        'servers',
+        'checked',
+        'drifted',
+        'concurrency',
+        'wall s',
+        'servers/s',
+        'vs fleet',
+        'runs',
+        'events max/run',
+        'worker peak RSS MiB',
+        'bench peak RSS MiB',
+      ],
+      rows: [
+        [
+          n,
+          checked,
+          s.counts.drifted,
+          concurrency,
+          wall,
+          checked / wall,
+          ratio(checked / wall, ctx.shared.fleetThroughput ?? NaN),
+          runs.length,
+          Math.max(...runs),
+          workerPeak,
+          peak,
         ],
-        notes: [
-          'every server onboarded by the fleet scenario and observed on its simulated host (all six steps each): a driftCheck child per server; the sweep continues as new per inventory page',
-        ],
-      };
-    } finally {
-      await worker.stop();
-    }
+      ],
+      notes: [
+        'every server onboarded by the fleet scenario and observed on its simulated host (all six steps each): a driftCheck child per server; the sweep continues as new per inventory page',
+        'worker: the fleet scenario’s (same process, same simulated hosts); its peak RSS reset at the sweep’s start',
+      ],
+    };
   },
 };
 

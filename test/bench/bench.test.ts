@@ -54,4 +54,6 @@ test('the smoke bench produces sane tables for the engine, the fleet and the dri
   assert.equal(col(drift, 'checked'), 30);
   assert.equal(col(drift, 'drifted'), 0);
   assert.ok(col(drift, 'runs') >= 3);
+  // Fleet and drift: one worker process of their own (the fleet's, reused by the sweep), measured apart from the bench.
+  for (const t of [fleet, drift]) assert.ok(col(t, 'worker peak RSS MiB') > 50 && col(t, 'bench peak RSS MiB') > 50, t.scenario);
 });
