@@ -14,7 +14,7 @@ import { startOnboarding } from '../src/cli/onboarding';
 import { fleetWorkflowId } from '../src/common/config';
 import { loadSpecFile } from '../src/spec/load';
 import type { ServerSpec } from '../src/spec/server';
-import { createWorker, workerNodeFlags, WORKER_TUNING, WORKER_TUNING_UNTUNED, type WorkerTuning } from '../src/workers/worker';
+import { workerNodeFlags, WORKER_TUNING, WORKER_TUNING_UNTUNED, type WorkerTuning } from '../src/workers/worker';
 import type { FakeHost } from '../test/helpers/fake-steps';
 import { workflowBundle } from '../test/helpers/temporal';
 import type { EngineWorkerConfig, EngineWorkerReply, EngineWorkerRequest } from './engine-worker';
