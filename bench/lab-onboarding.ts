@@ -27,6 +27,7 @@ import { startOnboarding } from '../src/cli/onboarding';
 import type { ServerSpec } from '../src/spec/server';
 import { createWorker } from '../src/workers/worker';
 import { workerSshPool } from '../src/activities/connect';
+import { observeCommands, type CommandRecord } from '../src/drivers/remote';
 import { downLab, labSsh, listSnapshots, restoreVm, snapshotVm, upLab } from '../lab/control';
 import { labSpec, labVms } from '../lab/spec';
 import { workflowBundle } from '../test/helpers/temporal';
@@ -241,8 +242,11 @@ async function runUnderlay(ctx: BenchContext, specs: ServerSpec[]): Promise<stri
     activities: createActivities(undefined, stepSetOf('kvm')),
   });
   const before = workerSshPool.stats();
+  // Every host command of the run, for the breakdown of where each step's time goes.
+  const commands: CommandRecord[] = [];
+  const unobserve = observeCommands((r) => commands.length < 20_000 && commands.push(r));
   const t0 = Date.now();
-  return worker.runUntil(async () => {
+  const notes = await worker.runUntil(async () => {
     const handles = await Promise.all(specs.map((s) => startOnboarding(ctx.env.client, s, { taskQueue, siteQueues: false })));
     await Promise.all(handles.map((h) => h.result()));
     const wall = Date.now() - t0;
@@ -267,6 +271,32 @@ async function runUnderlay(ctx: BenchContext, specs: ServerSpec[]): Promise<stri
     notes.push(`worker SSH pool: ${after.handshakes - before.handshakes} connections opened, ${after.reused - before.reused} leases reused`);
     return notes;
   });
+  unobserve();
+  return [...notes, ...commandBreakdown(commands, specs[0]?.id)];
+}
+
+/**
+ * Where one host's step time went: per step, its command count and their summed wire time (the rest of the step is
+ * the engine and the waits between polls), then that host's slowest commands (by summed time per description).
+ */
+export function commandBreakdown(commands: CommandRecord[], host: string | undefined): string[] {
+  const mine = commands.filter((c) => c.host === host);
+  if (!mine.length) return [];
+  const perStep = new Map<string, { n: number; ms: number }>();
+  const perCommand = new Map<string, { n: number; ms: number }>();
+  for (const c of mine) {
+    const s = perStep.get(c.step ?? '?') ?? { n: 0, ms: 0 };
+    perStep.set(c.step ?? '?', { n: s.n + 1, ms: s.ms + c.ms });
+    const key = `${c.step ?? '?'}: ${c.description.replace(/\s+/g, ' ').slice(0, 60)}`;
+    const k = perCommand.get(key) ?? { n: 0, ms: 0 };
+    perCommand.set(key, { n: k.n + 1, ms: k.ms + c.ms });
+  }
+  const s1 = (ms: number) => (ms / 1000).toFixed(1);
+  const top = [...perCommand.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 10);
+  return [
+    `${host} host commands per step (count, summed s): ${[...perStep.entries()].map(([k, v]) => `${k} ${v.n}, ${s1(v.ms)}`).join('; ')}`,
+    `${host} slowest commands (summed s × count): ${top.map(([k, v]) => `${k} ${s1(v.ms)}×${v.n}`).join('; ')}`,
+  ];
 }
 
 async function runAnsible(ctx: BenchContext, vms: string[], specs: ServerSpec[]): Promise<string[]> {

@@ -53,6 +53,26 @@ export interface CommandLine {
   cleanOutput?: (s: string) => string;
 }
 
+/** One host command as it ran: host and step, what it did, how long it took on the wire, its exit status. */
+export interface CommandRecord {
+  host: string;
+  step?: StepName;
+  description: string;
+  ms: number;
+  exitCode: number | null;
+}
+
+const commandObservers = new Set<(r: CommandRecord) => void>();
+
+/**
+ * Sees every command every RemoteHost of this process runs, once it answered (the lab benchmark's per-command
+ * breakdown of a step). Returns the unsubscribe. An observer never fails a command.
+ */
+export function observeCommands(fn: (r: CommandRecord) => void): () => void {
+  commandObservers.add(fn);
+  return () => void commandObservers.delete(fn);
+}
+
 const DEFAULT_TIMEOUT_MS = 120_000;
 const NON_ROOT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n';
 /** POSIX hosts: `timeout` exits 124 when it fires, 137 when its -k KILL was needed. */
@@ -87,12 +107,23 @@ export class RemoteHost {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const where = { host: this.label, step: this.step, command: opts.description };
     const onProgress = this.onProgress;
+    const started = Date.now();
     const r = await this.channel.exec(cmd.text, {
       timeoutMs: timeoutMs + (cmd.hostDeadline?.marginMs ?? 0),
       stdin: opts.stdin,
       description: opts.description,
       onData: onProgress ? (chunk) => onProgress(chunk) : undefined,
     });
+    if (commandObservers.size) {
+      const record: CommandRecord = { host: this.label, step: this.step, description: opts.description, ms: Date.now() - started, exitCode: r.exitCode };
+      for (const fn of commandObservers) {
+        try {
+          fn(record);
+        } catch {
+          // An observer never fails a command.
+        }
+      }
+    }
     if (r.exitCode !== null && cmd.hostDeadline?.exitCodes.includes(r.exitCode)) {
       throw new CommandTimeoutError(`${opts.description} timed out after ${Math.ceil(timeoutMs / 1000)}s`, where);
     }

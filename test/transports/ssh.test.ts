@@ -19,7 +19,7 @@ import {
   InvalidSpecError,
 } from '../../src/common/errors';
 import { MAX_CAPTURE_BYTES, SshSession, sha256Fingerprint, withSsh } from '../../src/transports/ssh';
-import { RemoteHost } from '../../src/drivers/remote';
+import { observeCommands, RemoteHost, type CommandRecord } from '../../src/drivers/remote';
 import { sh } from '../../src/drivers/shell';
 import { credentialsSubdir } from '../helpers/credentials';
 import { freePort, generateKey, keygenFingerprint, sleep, startSshd, type Sshd } from '../helpers/sshd';
@@ -158,6 +158,32 @@ describe('SshSession against a real sshd', () => {
     assert.equal(ok.exitCode, 3);
     // POSIX scripts: the host-side deadline (coreutils timeout) is a CommandTimeoutError, not a failure.
     await rejectsWith(host.run(sh`sleep 30`, { description: 'nap', timeoutMs: 1_000, privileged: false }), CommandTimeoutError);
+  });
+
+  test('a command observer sees every answered command (host, step, description, time, exit), a throwing one fails nothing', async () => {
+    const seen: CommandRecord[] = [];
+    const stop = observeCommands((r) => seen.push(r));
+    const stopBad = observeCommands(() => {
+      throw new Error('observer bug');
+    });
+    try {
+      const host = new RemoteHost(session, 'test-server', false, 'vlan');
+      await host.run(sh`sleep 0.3; echo hi`, { description: 'nap then greet', privileged: false });
+      await rejectsWith(host.runLine({ text: 'exit 2' }, { description: 'fails' }), CommandFailedError);
+    } finally {
+      stop();
+      stopBad();
+    }
+    assert.deepEqual(
+      seen.map(({ host, step, description, exitCode }) => ({ host, step, description, exitCode })),
+      [
+        { host: 'test-server', step: 'vlan', description: 'nap then greet', exitCode: 0 },
+        { host: 'test-server', step: 'vlan', description: 'fails', exitCode: 2 },
+      ],
+    );
+    assert.ok(seen[0]!.ms >= 300, `${seen[0]!.ms} ms`);
+    await new RemoteHost(session, 'test-server', false).runLine({ text: 'true' }, { description: 'after unsubscribe' });
+    assert.equal(seen.length, 2);
   });
 
   test('stdin is delivered (string and binary Buffer), and stdin is closed when none is given', async () => {
