@@ -161,15 +161,16 @@ async function convergeNetwork(io: Io, now: NetState | null, want: NetDef | null
     // A running network keeps its old definition until restarted: stop it, redefine, start again.
     if (current?.active) await setNetworkRunning(io.host, want.name, { active: false, autostart: current.autostart }, current);
     await defineNetwork(io.host, xml ?? networkXml(want), want.name);
-    current = await readNetwork(io.host, want.name);
+    // Known without asking: a (re)defined network is inactive (a running one was stopped above) and keeps its
+    // autostart flag (a new one has none). The verify reads it back.
+    current = { def: want, xml: '', active: false, autostart: current?.autostart ?? false };
   }
   await setNetworkRunning(io.host, want.name, run, current ?? { active: false, autostart: false });
 }
 
 async function apply(io: Io, observed: AttachState): Promise<void> {
   const { attach: a, lower } = io.want;
-  await guardManagement(io, lower);
-  const links = await listLinks(io.host);
+  const [, links] = await Promise.all([guardManagement(io, lower), listLinks(io.host)]);
   if (!links.has(lower)) {
     throw new UnsupportedPlatformError('the lower device for the attachment does not exist', {
       host: io.host.label,

@@ -1,9 +1,9 @@
 /** libvirt networks through virsh: macvtap pools (forward mode bridge/vepa/private/passthrough) and OVS bridges. */
 import { XMLBuilder, XMLParser } from 'fast-xml-parser';
 import { UnexpectedOutputError } from '../../common/errors';
-import { sh } from '../shell';
+import { join, sh, type Shell } from '../shell';
 import type { RemoteHost } from '../remote';
-import { lines, parseVirshNetInfo } from './parse/text';
+import { parseVirshNetInfo } from './parse/text';
 
 /** The parts of a network definition underlay manages (libvirt adds uuid/mac of its own; those are ignored). */
 export interface NetDef {
@@ -60,24 +60,35 @@ export function networkXml(def: NetDef): string {
   return builder.build({ network }) as string;
 }
 
+/** Separates net-info's answer from net-dumpxml's in readNetworkScript's output. */
+const NET_READ_SEP = '@@underlay:net-dumpxml@@';
+
+/**
+ * One command that reads a network: `absent` when virsh lists no network of that name, else net-info, a separator
+ * line and the inactive XML. Exit 127: no virsh; a failing net-list (libvirtd down) fails the command — never
+ * "absent". One SSH round trip where three were (each costs a session and a shell on the host).
+ */
+export function readNetworkScript(name: string) {
+  const virsh = sh`virsh -c qemu:///system`;
+  return sh`command -v virsh >/dev/null || exit 127; l=$(${virsh} -q net-list --all --name) || exit 3; printf '%s\n' "$l" | sed 's/^ *//; s/ *$//' | grep -qxF -- ${name} || { echo absent; exit 0; }; ${virsh} net-info ${name} && echo ${NET_READ_SEP} && ${virsh} net-dumpxml --inactive ${name}`;
+}
+
+/** readNetworkScript's answer: null when absent, else net-info's and net-dumpxml's parts; undefined when malformed. */
+export function splitNetworkRead(stdout: string): { info: string; xml: string } | null | undefined {
+  if (stdout.trim() === 'absent') return null;
+  const at = stdout.indexOf(`\n${NET_READ_SEP}\n`);
+  if (at < 0) return undefined;
+  return { info: stdout.slice(0, at + 1), xml: stdout.slice(at + NET_READ_SEP.length + 2) };
+}
+
 export async function readNetwork(host: RemoteHost, name: string): Promise<NetState | null> {
-  const list = await host.run(sh`command -v virsh >/dev/null || exit 127; virsh -q -c qemu:///system net-list --all --name`, {
-    description: 'virsh net-list',
-    okExitCodes: [0, 127],
-  });
-  if (
-    list.exitCode === 127 ||
-    !lines(list.stdout)
-      .map((l) => l.trim())
-      .includes(name)
-  )
-    return null;
-  const [xml, info] = await Promise.all([
-    host.read(sh`virsh -c qemu:///system net-dumpxml --inactive ${name}`, { description: `virsh net-dumpxml ${name}` }),
-    host.read(sh`virsh -c qemu:///system net-info ${name}`, { description: `virsh net-info ${name}` }),
-  ]);
-  const i = parseVirshNetInfo(info, { host: host.label, step: host.step });
-  return { def: parseNetworkXml(xml), xml, active: i.active, autostart: i.autostart };
+  const r = await host.run(readNetworkScript(name), { description: `virsh net-info and net-dumpxml ${name}`, okExitCodes: [0, 127] });
+  if (r.exitCode === 127) return null;
+  const parts = splitNetworkRead(r.stdout);
+  if (parts === null) return null;
+  if (!parts) throw host.unexpected(`virsh net-info and net-dumpxml ${name}`, r.stdout);
+  const i = parseVirshNetInfo(parts.info, { host: host.label, step: host.step });
+  return { def: parseNetworkXml(parts.xml), xml: parts.xml, active: i.active, autostart: i.autostart };
 }
 
 /** Defines (or redefines) a persistent network from XML passed on stdin — no temp file content in argv. */
@@ -95,13 +106,26 @@ export async function setNetworkRunning(
   want: { active: boolean; autostart: boolean },
   now: { active: boolean; autostart: boolean },
 ): Promise<void> {
-  if (want.active && !now.active) await host.run(sh`virsh -c qemu:///system net-start ${name}`, { description: `virsh net-start ${name}` });
-  if (!want.active && now.active) await host.run(sh`virsh -c qemu:///system net-destroy ${name}`, { description: `virsh net-destroy ${name}` });
-  if (want.autostart !== now.autostart) {
-    await host.run(want.autostart ? sh`virsh -c qemu:///system net-autostart ${name}` : sh`virsh -c qemu:///system net-autostart --disable ${name}`, {
-      description: `virsh net-autostart ${name}`,
-    });
-  }
+  const verbs: Array<[string, Shell]> = [
+    ...(want.active && !now.active ? [['net-start', sh`net-start`] as [string, Shell]] : []),
+    ...(!want.active && now.active ? [['net-destroy', sh`net-destroy`] as [string, Shell]] : []),
+    ...(want.autostart !== now.autostart
+      ? [
+          want.autostart
+            ? (['net-autostart', sh`net-autostart`] as [string, Shell])
+            : (['net-autostart --disable', sh`net-autostart --disable`] as [string, Shell]),
+        ]
+      : []),
+  ];
+  if (!verbs.length) return;
+  // One round trip: start (or stop) and the autostart flag together, the second only once the first succeeded.
+  await host.run(
+    join(
+      '&&',
+      verbs.map(([, v]) => sh`virsh -c qemu:///system ${v} ${name}`),
+    ),
+    { description: `virsh ${verbs.map(([l]) => l).join(', ')} ${name}` },
+  );
 }
 
 export async function removeNetwork(host: RemoteHost, net: NetState): Promise<void> {
