@@ -66,6 +66,9 @@ export function kvmPackages(want: KvmWant, family: OsFamily): string[] {
 }
 
 async function observe(io: Io): Promise<HypervisorState> {
+  // Side by side (one round trip, not two); the CPU's answer is looked at first.
+  const familyRead = readOsFamily(io.host);
+  familyRead.catch(() => undefined); // awaited below, unless the CPU check throws first
   const flags = Number(
     (await io.host.read(sh`grep -Ec '(vmx|svm)' /proc/cpuinfo || true`, { description: 'count vmx/svm CPU flags', privileged: false })).trim(),
   );
@@ -77,7 +80,7 @@ async function observe(io: Io): Promise<HypervisorState> {
       observed: 'neither',
     });
   }
-  const family = await readOsFamily(io.host);
+  const family = await familyRead;
   const unit = unitFor(io, 'install');
   const [packages, service, socket, job] = await Promise.all([
     installedPackages(io.host, family),
@@ -112,9 +115,12 @@ async function apply(io: Io, observed: HypervisorState): Promise<void> {
 
 async function check(io: Io): Promise<Problem[]> {
   const problems: Problem[] = [];
-  const kvm = await io.host.run(sh`test -c /dev/kvm`, { description: 'test -c /dev/kvm', okExitCodes: [0, 1], privileged: false });
+  const [kvm, libvirtd, socket] = await Promise.all([
+    io.host.run(sh`test -c /dev/kvm`, { description: 'test -c /dev/kvm', okExitCodes: [0, 1], privileged: false }),
+    unitState(io.host, 'libvirtd'),
+    unitState(io.host, 'libvirtd.socket'),
+  ]);
   if (kvm.exitCode !== 0) problems.push({ field: '/dev/kvm', expected: 'character device', observed: 'absent', final: true });
-  const [libvirtd, socket] = await Promise.all([unitState(io.host, 'libvirtd'), unitState(io.host, 'libvirtd.socket')]);
   if (libvirtd !== 'active' && socket !== 'active')
     problems.push({ field: 'libvirtd', expected: 'active (or its socket listening)', observed: `${libvirtd}, socket ${socket}` });
   else {
