@@ -174,7 +174,7 @@ async function observePersisted(io: Io, detected?: Detected): Promise<BondState[
 }
 
 async function observe(io: Io): Promise<BondState> {
-  const [runtime, persisted] = [await observeRuntime(io), await observePersisted(io)];
+  const [runtime, persisted] = await Promise.all([observeRuntime(io), observePersisted(io)]);
   return { ...runtime, persisted };
 }
 
@@ -355,7 +355,7 @@ function movePlan(io: Io, observed: BondState, armWith?: { script: ReturnType<ty
     },
     verifyRolledBack: async (_io, pre) => {
       const want = pre as { files: FileHashes; bond: 'present' | null };
-      const [runtime, persisted] = [await observeRuntime(io), await observePersisted(io)];
+      const [runtime, persisted] = await Promise.all([observeRuntime(io), observePersisted(io)]);
       const problems = diffState({ files: persisted.files, bond: runtime.bond === null ? null : 'present' }, want).map((c) => ({
         field: c.field,
         expected: c.to,
@@ -533,7 +533,7 @@ export function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: s
     ...(mgmt === undefined ? { resumeOnly: true } : {}),
     // The pre-onboarding state on the initial path: the files as before onboarding, no bond, the session on a member.
     verifyNew: async () => {
-      const [runtime, persisted] = [await observeRuntime(io), await observePersisted(io)];
+      const [runtime, persisted] = await Promise.all([observeRuntime(io), observePersisted(io)]);
       const problems: Problem[] = diffState(
         { files: persisted.files, bond: runtime.bond === null ? null : 'present', masters: Object.values(runtime.members).map((m) => m.master) },
         { files: pre.persisted.files, bond: null, masters: Object.values(pre.members).map((m) => m.master) },
@@ -543,7 +543,7 @@ export function reverseMovePlan(io: Io, pre: BondState, now: BondState, mgmt?: s
     // Still moved: the moved state's files, the bond, the session on the management VLAN.
     verifyRolledBack: async (_io, moved) => {
       const want = moved as { files: FileHashes; bond: 'present' };
-      const [runtime, persisted] = [await observeRuntime(io), await observePersisted(io)];
+      const [runtime, persisted] = await Promise.all([observeRuntime(io), observePersisted(io)]);
       const problems: Problem[] = diffState({ files: persisted.files, bond: runtime.bond === null ? null : 'present' }, want).map((c) => ({
         field: c.field,
         expected: c.to,
@@ -568,8 +568,11 @@ async function verify(io: Io): Promise<void> {
   // the timer still running — confirm it over the new path, or see it roll back.
   const mark = moveMark(io, 'bond');
   if (mark && mark.phase !== 'confirmed') await commitConfirmed(io, movePlan(io, await observe(io)));
+  // The files are read while LACP converges (they are written by now): the wait hides their round trips.
+  const persistedRead = persistedProblems(io);
+  persistedRead.catch(() => undefined); // awaited below, unless the LACP wait throws first
   await pollUntilHolds(io, `bond ${io.want.bond.name}`, () => check(io), LACP_VERIFY[io.want.bond.lacpRate]);
-  const persisted = await persistedProblems(io);
+  const persisted = await persistedRead;
   if (persisted.length) throw verificationFailure(io, `persisted configuration of ${io.want.bond.name}`, persisted);
 }
 

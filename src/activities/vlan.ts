@@ -94,7 +94,8 @@ async function observePersisted(io: Io): Promise<VlanState['persisted']> {
 }
 
 async function observe(io: Io): Promise<VlanState> {
-  return { vlans: await observeRuntime(io), persisted: await observePersisted(io) };
+  const [vlans, persisted] = await Promise.all([observeRuntime(io), observePersisted(io)]);
+  return { vlans, persisted };
 }
 
 function desired(v: VlanSpec): VlanLinkState {
@@ -133,6 +134,7 @@ async function apply(io: Io, observed: VlanState): Promise<void> {
 async function check(io: Io): Promise<Problem[]> {
   const state = await observeRuntime(io);
   const problems: Problem[] = [];
+  const pings: Array<Promise<Problem[]>> = [];
   for (const v of io.want.vlans) {
     const name = vlanIfName(v);
     const s = state[name];
@@ -141,9 +143,15 @@ async function check(io: Io): Promise<Problem[]> {
       problems.push({ field: name, expected: `VLAN ${v.id} on ${v.parent}`, observed: s ? `VLAN ${s.id} on ${s.parent}` : 'absent', final: !!s });
       continue;
     }
-    if (v.address && !s.addresses.includes(v.address)) problems.push({ field: `${name}.address`, expected: v.address, observed: s.addresses });
-    if (v.gateway) problems.push(...(await gatewayProblems(io, name, v.gateway)));
+    if (v.address && !s.addresses.includes(v.address)) {
+      // No address yet: its gateway cannot answer either — the next round pings it.
+      problems.push({ field: `${name}.address`, expected: v.address, observed: s.addresses });
+      continue;
+    }
+    // The gateways of all VLANs side by side: each ping waits for its replies.
+    if (v.gateway) pings.push(gatewayProblems(io, name, v.gateway));
   }
+  for (const p of await Promise.all(pings)) problems.push(...p);
   return problems;
 }
 
@@ -158,8 +166,11 @@ async function gatewayProblems(io: Io, name: string, gateway: string): Promise<P
 }
 
 async function verify(io: Io): Promise<void> {
+  // The files are read while the addresses and gateways come up (they are written by now).
+  const persistedRead = observePersisted(io);
+  persistedRead.catch(() => undefined); // awaited below, unless the wait throws first
   await pollUntilHolds(io, 'VLANs', () => check(io), VERIFY);
-  const persisted = persistedChanges(io.want, await observePersisted(io)).map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
+  const persisted = persistedChanges(io.want, await persistedRead).map((c) => ({ field: c.field, expected: c.to, observed: c.from, final: true }));
   if (persisted.length) throw verificationFailure(io, 'persisted VLAN configuration', persisted);
 }
 
