@@ -39,6 +39,11 @@ const VERIFY = { timeoutMs: 30_000, intervalMs: 1_000 };
 
 async function observe(io: Io): Promise<SriovState> {
   const { pf, numVfs } = io.want.sriov;
+  // The three reads side by side (one round trip, not three); the PF's answer is looked at first: a PF that is
+  // not there or not capable fails as such, whatever the other two reads made of it.
+  const deviceRead = readPfDevice(io.host, pf);
+  const filesRead = observeFiles(io, [sriovRulePath(pf), SRIOV_VFIO_HELPER]);
+  for (const p of [deviceRead, filesRead]) p.catch(() => undefined); // awaited below, unless the PF check throws first
   const st = await readPf(io.host, pf);
   if (!st.capable) {
     throw new UnsupportedHardwareError('the PF has no SR-IOV support (no sriov_numvfs)', {
@@ -58,8 +63,7 @@ async function observe(io: Io): Promise<SriovState> {
       observed: `at most ${st.totalVfs}`,
     });
   }
-  const device = await readPfDevice(io.host, pf);
-  const files = await observeFiles(io, [sriovRulePath(pf), SRIOV_VFIO_HELPER]);
+  const [device, files] = await Promise.all([deviceRead, filesRead]);
   return { pf, numVfs: st.numVfs, vfDrivers: st.vfs.map((v) => v.driver), persisted: { device, files } };
 }
 
