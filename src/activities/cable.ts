@@ -66,9 +66,9 @@ async function apply(io: StepIo<NicSpec[]>, _observed: CableState, changes: Chan
 }
 
 async function check(io: StepIo<NicSpec[]>): Promise<Problem[]> {
-  const sysfs = await readNicSysfs(io.host);
   const wantLldp = io.want.some((n) => n.cabled && n.lldp);
-  const neighbours = wantLldp ? await readLldpNeighbours(io.host) : new Map();
+  // Link state and LLDP neighbours side by side: one round trip, not two.
+  const [sysfs, neighbours] = await Promise.all([readNicSysfs(io.host), wantLldp ? readLldpNeighbours(io.host) : new Map()]);
   const problems: Problem[] = [];
   for (const nic of io.want.filter((n) => n.cabled)) {
     const s = sysfs.get(nic.name);
