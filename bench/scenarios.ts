@@ -63,9 +63,22 @@ async function runsOf(client: Client, workflowId: string): Promise<number[]> {
  * sizing, the cache of 500: the baseline), then today's (bin/underlay's heap bounds for `underlay worker`, the
  * tuning defaults of src/workers/worker.ts).
  */
+/**
+ * The tuned worker's node flags: bin/underlay's, with its UNDERLAY_WORKER_HEAP_MIB honoured the same way (an
+ * integer from 192 to 16384), so a heap bound can be measured before it is deployed.
+ */
+function tunedNodeFlags(): string[] {
+  const raw = process.env.UNDERLAY_WORKER_HEAP_MIB;
+  if (raw === undefined || raw === '') return workerNodeFlags();
+  const heap = Number(raw);
+  if (!/^\d{3,5}$/.test(raw) || heap < 192 || heap > 16_384)
+    throw new Error(`UNDERLAY_WORKER_HEAP_MIB: expected an integer from 192 to 16384 (MiB), got ${JSON.stringify(raw.slice(0, 40))}`);
+  return workerNodeFlags(heap);
+}
+
 const ENGINE_RUNS: Array<{ label: string; tuning: WorkerTuning; nodeFlags: string[] }> = [
   { label: 'before', tuning: WORKER_TUNING_UNTUNED, nodeFlags: [] },
-  { label: 'tuned', tuning: WORKER_TUNING, nodeFlags: workerNodeFlags() },
+  { label: 'tuned', tuning: WORKER_TUNING, nodeFlags: tunedNodeFlags() },
 ];
 
 /** A line of /proc/<pid>/status in KiB (VmHWM: the kernel's peak resident set since the last reset). */
@@ -245,7 +258,7 @@ const fleetScenario: Scenario = {
     const queue = `bench-fleet-${process.pid}`;
     // The production worker (the tuned options, bin/underlay's heap bounds) in its own process; the drift sweep
     // after this scenario reuses it, since its simulated hosts are the ones this fleet onboards.
-    const worker = await childWorker(ctx, queue, WORKER_TUNING, workerNodeFlags(), size === 'smoke' ? 'prebuilt' : 'at-start');
+    const worker = await childWorker(ctx, queue, WORKER_TUNING, tunedNodeFlags(), size === 'smoke' ? 'prebuilt' : 'at-start');
     ctx.atEnd(() => worker.stop());
     const dir = join(ctx.tmp, 'inventory');
     mkdirSync(dir, { recursive: true });
@@ -309,7 +322,7 @@ const fleetScenario: Scenario = {
       ],
       notes: [
         `phase ${p.phase}; continue-as-new at ${maxEventsPerRun} events; a run's history also holds the completions of onboardings started before its bound was reached`,
-        `worker: the tuned production options (${WORKER_TUNING.maxCachedWorkflows} cached workflows, bin/underlay's heap bounds: ${workerNodeFlags().join(' ')}) in a process of its own, the simulated hosts in it; worker peak RSS: its VmHWM over the rollout (reset at the start); bench peak RSS: the client process`,
+        `worker: the tuned production options (${WORKER_TUNING.maxCachedWorkflows} cached workflows, heap bounds ${tunedNodeFlags().join(' ')}) in a process of its own, the simulated hosts in it; worker peak RSS: its VmHWM over the rollout (reset at the start); bench peak RSS: the client process`,
       ],
     };
   },
