@@ -239,21 +239,21 @@ async function apply(io: Io, observed: BondState): Promise<void> {
     await commitConfirmed(io, movePlan(io, observed));
     return;
   }
-  const moving = await cutsManagement(io);
   const b = io.want.bond;
   const p = observed.persisted;
   const cfg = bondConfig(b);
   const own = renderBondFiles(p.manager, cfg, io.want.serverId);
-  const takeover =
+  // The lockout guard and the member stanzas to take over, read side by side.
+  const [moving, takeover] = await Promise.all([
+    cutsManagement(io),
     p.manager === 'ifupdown'
-      ? (
-          await ifupdownTakeover(
-            io,
-            b.members,
-            own.map((f) => f.path),
-          )
-        ).rewritten
-      : [];
+      ? ifupdownTakeover(
+          io,
+          b.members,
+          own.map((f) => f.path),
+        ).then((t) => t.rewritten)
+      : [],
+  ]);
   const files = convergeFilesScript([...own, ...takeover], p.files);
   const want = wantedParams(b);
   const runtimeDiffers = observed.bond !== null && JSON.stringify({ ...observed.bond, up: 0 }) !== JSON.stringify({ ...want, up: 0 });

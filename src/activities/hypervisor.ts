@@ -9,7 +9,7 @@
 import { UnsupportedHardwareError, VerificationError } from '../common/errors';
 import { join, sh } from '../drivers/shell';
 import { jobStatus } from '../drivers/linux/job';
-import { installedPackages, readOsFamily, unitState } from '../drivers/linux/packages';
+import { installedPackages, readOsFamily, unitStates } from '../drivers/linux/packages';
 import type { OsFamily } from '../drivers/linux/parse/text';
 import type { ServerSpec } from '../spec/server';
 import { hypervisorOfKind } from './want';
@@ -65,6 +65,9 @@ export function kvmPackages(want: KvmWant, family: OsFamily): string[] {
   return [...base, OVS_PACKAGE[family], ...(want.withOvsDpdk && family === 'debian' ? [OVS_DPDK_PACKAGE] : [])];
 }
 
+/** libvirtd and its socket (Debian's libvirtd is socket-activated): either answering is enough. */
+const LIBVIRTD_UNITS = ['libvirtd', 'libvirtd.socket'] as const;
+
 async function observe(io: Io): Promise<HypervisorState> {
   // Side by side (one round trip, not two); the CPU's answer is looked at first.
   const familyRead = readOsFamily(io.host);
@@ -82,13 +85,13 @@ async function observe(io: Io): Promise<HypervisorState> {
   }
   const family = await familyRead;
   const unit = unitFor(io, 'install');
-  const [packages, service, socket, job] = await Promise.all([
-    installedPackages(io.host, family),
-    unitState(io.host, 'libvirtd'),
-    unitState(io.host, 'libvirtd.socket'),
-    jobStatus(io.host, unit),
-  ]);
-  return { family, packages, libvirtdActive: service === 'active' || socket === 'active', ...(job.state === 'running' ? { installJob: unit } : {}) };
+  const [packages, units, job] = await Promise.all([installedPackages(io.host, family), unitStates(io.host, LIBVIRTD_UNITS), jobStatus(io.host, unit)]);
+  return {
+    family,
+    packages,
+    libvirtdActive: units.libvirtd === 'active' || units['libvirtd.socket'] === 'active',
+    ...(job.state === 'running' ? { installJob: unit } : {}),
+  };
 }
 
 function plan(want: KvmWant, observed: HypervisorState): Change[] {
@@ -115,10 +118,9 @@ async function apply(io: Io, observed: HypervisorState): Promise<void> {
 
 async function check(io: Io): Promise<Problem[]> {
   const problems: Problem[] = [];
-  const [kvm, libvirtd, socket] = await Promise.all([
+  const [kvm, { libvirtd, 'libvirtd.socket': socket }] = await Promise.all([
     io.host.run(sh`test -c /dev/kvm`, { description: 'test -c /dev/kvm', okExitCodes: [0, 1], privileged: false }),
-    unitState(io.host, 'libvirtd'),
-    unitState(io.host, 'libvirtd.socket'),
+    unitStates(io.host, LIBVIRTD_UNITS),
   ]);
   if (kvm.exitCode !== 0) problems.push({ field: '/dev/kvm', expected: 'character device', observed: 'absent', final: true });
   if (libvirtd !== 'active' && socket !== 'active')

@@ -45,14 +45,17 @@ const NETWORKD_SETUP_STATES = new Set(['pending', 'initialized', 'configuring', 
  */
 export function factsScript() {
   // One systemctl call for the three units (blocks in argument order, separated by an empty line): a non-root
-  // login pays one sudo call per command, ≈ 1–3 s each on the lab's emulated guests.
+  // login pays one sudo call per command, ≈ 1–3 s each on the lab's emulated guests. One awk reads the three
+  // blocks (first line: networkd's and NetworkManager's ActiveState, for the sections below; then the facts):
+  // every process costs tens of milliseconds on an emulated guest, and this runs in each network step's observe.
   return sh`st=$(systemctl show -p ActiveState -p UnitFileState systemd-networkd.service NetworkManager.service networking.service 2>/dev/null)
-i=0; nma=; nda=
-for u in systemd-networkd NetworkManager networking; do i=$((i+1)); b=$(printf '%s\n' "$st" | awk -v n="$i" 'BEGIN { RS = "" } NR == n')
-  a=$(printf '%s\n' "$b" | sed -n 's/^ActiveState=//p'); e=$(printf '%s\n' "$b" | sed -n 's/^UnitFileState=//p')
-  printf '## active %s\n' "$u"; [ -n "$a" ] && printf '%s\n' "$a"; printf '## enabled %s\n' "$u"; [ -n "$e" ] && printf '%s\n' "$e"
-  case $u in NetworkManager) nma=$a ;; systemd-networkd) nda=$a ;; esac
-done
+units=$(printf '%s\n' "$st" | awk 'BEGIN { RS = ""; FS = "\\n"; n = split("systemd-networkd NetworkManager networking", u, " ") }
+  { for (k = 1; k <= NF; k++) { if ($k ~ /^ActiveState=/) a[NR] = substr($k, 13); else if ($k ~ /^UnitFileState=/) e[NR] = substr($k, 15) } }
+  END { print a[1] " " a[2]; for (i = 1; i <= n; i++) { printf "## active %s\\n", u[i]; if (a[i] != "") print a[i]; printf "## enabled %s\\n", u[i]; if (e[i] != "") print e[i] } }')
+nl='
+'
+first=\${units%%"$nl"*}; nda=\${first%% *}; nma=\${first#* }
+printf '%s\n' "\${units#*"$nl"}"
 printf '## ifupdown\n'; command -v ifup >/dev/null && echo installed; [ -x /etc/network/if-pre-up.d/ifenslave ] && echo ifenslave; [ -x /etc/network/if-pre-up.d/bridge ] && echo bridge-utils
 grep -Eqs '^[[:space:]]*(source|source-directory)[[:space:]]+/etc/network/interfaces\\.d' /etc/network/interfaces && echo sources-interfaces-d
 printf '## netplan\n'; ls -1 /etc/netplan/*.yaml /etc/netplan/*.yml 2>/dev/null
