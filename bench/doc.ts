@@ -42,7 +42,9 @@ installed, so the hypervisor step only verifies (packages, \`/dev/kvm\`, libvirt
    both gateways answer, VF count, libvirtd, the network active), piped to \`bash -s\` over **one** plain \`ssh\`
    session per host, hosts in parallel. No observation beyond the waits, no backups, no record: nothing to undo with.
 2. **underlay**: the real \`onboardServer\` workflow on the bench's Temporal dev server and a real in-process worker
-   (the pooled SSH connector), as test/lab/onboard.lab.test.ts runs it.
+   (the pooled SSH connector), as test/lab/onboard.lab.test.ts runs it. Its notes break server1's time down by
+   host command (every command's wire time through \`observeCommands\`, src/drivers/remote.ts): per step the count
+   and summed time, and the slowest commands.
 3. **ansible-playbook**: ansible-core 2.19.14 (pinned, from PyPI by scripts/install-ansible.sh into the tool
    cache; the scenario runs it, \`npm run setup\` does not), one play over all hosts (default linear strategy, forks
    ≥ hosts), \`ansible.builtin\` modules only (\`copy\`, \`command\`, \`shell\` with \`until\` for the waits, \`file\`),
