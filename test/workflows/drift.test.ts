@@ -226,7 +226,12 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const table = renderSweepReport(s);
     assert.match(table, new RegExp(`${drifted.id}\\s+drifted\\s+vlan,sriov\\s+vlan: vlan "drifted" → "applied"`));
     assert.match(table, /broken\.yaml: /);
-    const latest = await latestSweep(env.client);
+    // Visibility (the list of closed sweeps) trails the sweep's completion by a moment: bounded wait, 10 s.
+    let latest = await latestSweep(env.client);
+    for (let i = 0; i < 20 && latest?.workflowId !== sweep.workflowId; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      latest = await latestSweep(env.client);
+    }
     assert.equal(latest?.workflowId, sweep.workflowId);
   });
 
