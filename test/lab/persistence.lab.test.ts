@@ -7,12 +7,16 @@
  *   → `underlay rollback` → the manager's files byte for byte as before, the NICs given back → reboot again →
  *   the pre-onboarding network.
  *
- * The three run side by side (one worker, three onboardings). On the networkd host, before its rollback, drift
+ * The three are onboarded as one fleet (`onboardFleet` over their spec files, one worker): the ifupdown host as the
+ * canary, the fleet waiting for an operator's approval, then the other two as one wave — a fleet of the lab's real
+ * servers end to end; the rest of each host's life runs side by side. On the networkd host, before its rollback, drift
  * health: a switch leg taken out of the LACP bond, a gateway dropped, and the switch announcing another port on a
  * cable are each reported as needing an operator with the right field — and nothing is re-applied.
  */
 import assert from 'node:assert/strict';
-import { resolve } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -22,12 +26,14 @@ import { sshConnector } from '../../src/activities/connect';
 import { planOnboarding, renderPlan } from '../../src/activities/plan';
 import { PLATFORM_STEP_SET } from '../../src/activities/registry';
 import { loadRollback } from '../../src/activities/rollback';
-import { startOnboarding, startRollback } from '../../src/cli/onboarding';
-import { driftWorkflowId } from '../../src/common/config';
+import { controlFleet, queryFleet, startFleet } from '../../src/cli/fleet';
+import { startRollback } from '../../src/cli/onboarding';
+import { driftWorkflowId, onboardingWorkflowId } from '../../src/common/config';
 import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';
 import type { driftCheck } from '../../src/workflows/drift';
 import type { DriftCheckResult } from '../../src/workflows/drift-messages';
+import type { onboardServer } from '../../src/workflows/onboard';
 import { freshLab, labSpec, snapshot, stopLab } from '../helpers/lab';
 import { assertOnboarded, managerFiles, onSwitch, rebootVm, switchPorts } from '../helpers/lab-host';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
@@ -141,22 +147,68 @@ async function driftHealth(spec: ServerSpec): Promise<void> {
   figures['drift health (3 faults, each seen and cleared)'] = secs(Date.now() - t0);
 }
 
-async function lifecycle(m: (typeof MANAGERS)[number]): Promise<void> {
-  const spec = labSpec(m.server);
-  const files0 = await managerFiles(spec);
-  const host0 = await snapshot(spec);
+/** What each host was before onboarding: its manager's files and its runtime network. */
+type Before = { files0: Awaited<ReturnType<typeof managerFiles>>; host0: Awaited<ReturnType<typeof snapshot>> };
 
-  let t = Date.now();
-  const handle = await startOnboarding(env.client, spec, { taskQueue });
-  const result = await handle.result();
-  figures[`${m.manager}: onboard`] = secs(Date.now() - t);
+/**
+ * The three onboarded as one fleet over their spec files: the ifupdown host alone first (the canary), the fleet
+ * waiting for approval, then the networkd and NetworkManager hosts as one wave (cap 2). Each host's onboarding is the
+ * fleet's child `onboard-<id>`, whose result is checked as a single onboarding's would be.
+ */
+async function onboardAsFleet(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'underlay-persist-fleet-'));
+  try {
+    const files = MANAGERS.map((m) => {
+      const spec = labSpec(m.server);
+      const file = join(dir, `${spec.id}.json`);
+      writeFileSync(file, JSON.stringify(spec));
+      return file;
+    });
+    const name = `persist-${process.pid}`;
+    const t = Date.now();
+    const h = await startFleet(env.client, name, { source: { kind: 'files', files }, canary: { size: 1, approval: 'wait' }, concurrency: 2 }, { taskQueue });
+    // The canary onboards alone; the fleet then waits for an operator (bounded: 10 min under TCG).
+    let p = await queryFleet(env.client, name);
+    for (let i = 0; i < 300 && p.phase !== 'awaiting-approval' && p.phase !== 'stopped'; i++) {
+      await sleep(2_000);
+      p = await queryFleet(env.client, name);
+    }
+    assert.equal(p.phase, 'awaiting-approval', JSON.stringify(p.failures));
+    assert.deepEqual(
+      { onboarded: p.counts.onboarded, started: p.counts.started, canary: p.waves[0]?.canary },
+      { onboarded: 1, started: 1, canary: true },
+      'the canary (the ifupdown host) onboarded alone, nothing else started',
+    );
+    figures['fleet: canary (ifupdown) onboarded, awaiting approval'] = secs(Date.now() - t);
+    await controlFleet(env.client, name, 'approve', { by: 'lab' });
+    const done = await h.result();
+    figures['fleet: the other two (one wave) onboarded'] = secs(Date.now() - t);
+    assert.equal(done.phase, 'completed');
+    assert.equal(done.canary?.approvedBy, 'lab');
+    assert.deepEqual(done.counts, { ...done.counts, seen: 3, started: 3, onboarded: 3, failed: 0 });
+    assert.deepEqual(
+      done.waves.map((w) => [w.canary, w.onboarded]),
+      [
+        [true, 1],
+        [false, 2],
+      ],
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function lifecycle(m: (typeof MANAGERS)[number], { files0, host0 }: Before): Promise<void> {
+  const spec = labSpec(m.server);
+  // The fleet's child onboarding of this host: its result as a single onboarding's.
+  const result = await env.client.workflow.getHandle<typeof onboardServer>(onboardingWorkflowId(spec.id)).result();
   for (const s of ['bond', 'vlan', 'sriov', 'attach'] as const) assert.equal(result.steps[s].state, 'done', `${m.manager}: ${s}`);
   assert.equal(result.steps.hypervisor.state, 'unchanged', `${m.manager}: KVM is in the image`);
   assert.match(result.steps.bond.summary ?? '', new RegExp(`persisted through ${m.manager}`));
   const files1 = await managerFiles(spec);
   assert.notDeepEqual(files1, files0, `${m.manager}: the manager's files changed`);
 
-  t = Date.now();
+  let t = Date.now();
   figures[`${m.manager}: reboot after onboarding`] = secs(await rebootVm(spec));
   await assertOnboarded(spec);
   figures[`${m.manager}: back and verified after the reboot`] = secs(Date.now() - t);
@@ -194,8 +246,12 @@ async function lifecycle(m: (typeof MANAGERS)[number]): Promise<void> {
 }
 
 describe('persistence through the host’s network manager (ifupdown, networkd, NetworkManager)', () => {
-  test('onboard, reboot, drift health, rollback byte for byte, reboot: each manager, side by side', async () => {
-    const outcomes = await Promise.allSettled(MANAGERS.map((m) => lifecycle(m)));
+  test('onboard as one fleet (canary, approval, a wave), reboot, drift health, rollback byte for byte, reboot: each manager', async () => {
+    const before = await Promise.all(
+      MANAGERS.map(async (m): Promise<Before> => ({ files0: await managerFiles(labSpec(m.server)), host0: await snapshot(labSpec(m.server)) })),
+    );
+    await onboardAsFleet();
+    const outcomes = await Promise.allSettled(MANAGERS.map((m, i) => lifecycle(m, before[i]!)));
     const failed = outcomes.map((o, i) => (o.status === 'rejected' ? `${MANAGERS[i]!.manager}: ${String(o.reason?.stack ?? o.reason)}` : '')).filter(Boolean);
     assert.deepEqual(failed, []);
   });
