@@ -109,7 +109,13 @@ describe('the drift Schedule on a real Temporal dev server', () => {
     assert.match(wfId, new RegExp(`^${DRIFT_SCHEDULE_ID}-sweep-`));
     const summary = await env.client.workflow.getHandle(wfId).result();
     assert.equal(summary.counts.drifted, 2);
-    assert.equal((await latestSweep(env.client))?.workflowId, wfId);
+    // Visibility (the list of closed sweeps) trails the completion by a moment: bounded wait, 10 s.
+    let latest = await latestSweep(env.client);
+    for (let i = 0; i < 20 && latest?.workflowId !== wfId; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      latest = await latestSweep(env.client);
+    }
+    assert.equal(latest?.workflowId, wfId);
 
     const status = await renderScheduleStatus(env.client, await handle.describe());
     assert.match(status, /schedule underlay-drift: active/);
