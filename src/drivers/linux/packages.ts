@@ -47,17 +47,13 @@ export async function unitStates<U extends string>(host: RemoteHost, units: read
     okExitCodes: [0, 1, 3, 4],
     privileged: false,
   });
-  // As unitState: no answer (no systemd to ask) reads as inactive; an answer that is not states is refused.
+  // No answer (no systemd to ask) reads as inactive; an answer that is not states is refused.
   const states = r.stdout
     .split('\n')
     .map((l) => l.trim())
     .filter(Boolean);
-  if (states.length > units.length || states.some((s) => !/^[a-z-]{1,32}$/.test(s))) throw host.unexpected(`systemctl is-active ${units.join(' ')}`, r.stdout);
-  if (states.length && states.length !== units.length) throw host.unexpected(`systemctl is-active ${units.join(' ')}`, r.stdout);
+  if ((states.length && states.length !== units.length) || states.some((s) => !/^[a-z-]{1,32}$/.test(s))) {
+    throw host.unexpected(`systemctl is-active ${units.join(' ')}`, r.stdout);
+  }
   return Object.fromEntries(units.map((u, i) => [u, states[i] ?? 'inactive'])) as Record<U, string>;
-}
-
-export async function unitState(host: RemoteHost, unit: string): Promise<string> {
-  const r = await host.run(sh`systemctl is-active ${unit}`, { description: `systemctl is-active ${unit}`, okExitCodes: [0, 1, 3, 4], privileged: false });
-  return r.stdout.trim() || 'inactive';
 }
