@@ -30,6 +30,7 @@ import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
 import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
 import { rejectionOf } from '../helpers/failures';
+import { eventually as until } from '../helpers/eventually';
 
 /** The steps this file's spec (examples/kvm-macvtap.yaml) runs: every step but dpdk, whose section it does not set. */
 const RUNBOOK = STEPS.filter((s) => s !== 'dpdk');
@@ -104,21 +105,6 @@ after(async () => {
 
 function nextSpec(over: Partial<ServerSpec> = {}): ServerSpec {
   return { ...baseSpec, id: `c${process.pid}-${++seq}`, ...over };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 const status = (h: WorkflowHandle) => h.query(statusQuery);

@@ -27,6 +27,7 @@ import { driftProgressQuery, type DriftCheckProgress, type DriftMode } from '../
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
 import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 /** The steps this file's spec (examples/kvm-macvtap.yaml) runs: every step but dpdk, whose section it does not set. */
 const RUNBOOK = STEPS.filter((s) => s !== 'dpdk');
@@ -226,12 +227,15 @@ describe('drift detection and remediation on a real Temporal dev server', () => 
     const table = renderSweepReport(s);
     assert.match(table, new RegExp(`${drifted.id}\\s+drifted\\s+vlan,sriov\\s+vlan: vlan "drifted" → "applied"`));
     assert.match(table, /broken\.yaml: /);
-    // Visibility (the list of closed sweeps) trails the sweep's completion by a moment: bounded wait, 10 s.
-    let latest = await latestSweep(env.client);
-    for (let i = 0; i < 20 && latest?.workflowId !== sweep.workflowId; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      latest = await latestSweep(env.client);
-    }
+    // Visibility (the list of closed sweeps) trails the sweep's completion by a moment.
+    const latest = await eventually(
+      'the sweep listed as the latest',
+      async () => {
+        const l = await latestSweep(env.client);
+        return l?.workflowId === sweep.workflowId && l;
+      },
+      10_000,
+    );
     assert.equal(latest?.workflowId, sweep.workflowId);
   });
 

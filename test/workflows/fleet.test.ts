@@ -25,6 +25,7 @@ import { renderFleetDetails } from '../../src/workflows/fleet-status';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector, type FakeHost } from '../helpers/fake-steps';
 import { runInBackground, startTemporal, workflowBundle, type BackgroundWorker } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 let env: TestWorkflowEnvironment;
 let baseSpec: ServerSpec;
@@ -260,17 +261,19 @@ describe('onboardFleet', () => {
     assert.ok(p.runs >= 2, `runs: ${p.runs}`);
     // Every run of the fleet stayed near the bound (a run checks before each start; completions of the running
     // onboardings land meanwhile: at most a few events each).
-    // Visibility lists the runs a moment after they close: re-list until it holds them all (bounded, 10 s).
-    let runs: number[] = [];
-    for (let attempt = 0; attempt < 20; attempt++) {
-      runs = [];
-      for await (const wf of env.client.workflow.list({ query: `WorkflowId = '${fleetWorkflowId(name)}'` })) {
-        const hist = await env.client.workflow.getHandle(wf.workflowId, wf.runId).fetchHistory();
-        runs.push(hist.events?.length ?? 0);
-      }
-      if (runs.length === p.runs) break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    // Visibility lists the runs a moment after they close: re-list until it holds them all.
+    const runs = await eventually(
+      `all ${p.runs} runs of the fleet listed`,
+      async () => {
+        const seen: number[] = [];
+        for await (const wf of env.client.workflow.list({ query: `WorkflowId = '${fleetWorkflowId(name)}'` })) {
+          const hist = await env.client.workflow.getHandle(wf.workflowId, wf.runId).fetchHistory();
+          seen.push(hist.events?.length ?? 0);
+        }
+        return seen.length === p.runs && seen;
+      },
+      10_000,
+    );
     assert.equal(runs.length, p.runs);
     assert.ok(Math.max(...runs) <= 200 + 5 * 10, `events per run: ${runs.join(', ')}`);
     console.log(`# fleet of 60, cap 5, maxEventsPerRun 200: ${p.runs} runs, events per run ${runs.join(', ')}`);

@@ -20,6 +20,7 @@ import type { ServerSpec } from '../../src/spec/server';
 import { createWorker } from '../../src/workers/worker';
 import { FakeFleet, fleetSteps, nullConnector } from '../helpers/fake-steps';
 import { startTemporal, workflowBundle, runInBackground, type BackgroundWorker } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 /** The steps this file's spec (examples/kvm-macvtap.yaml) runs: every step but dpdk, whose section it does not set. */
 const RUNBOOK = STEPS.filter((s) => s !== 'dpdk');
@@ -109,12 +110,15 @@ describe('the drift Schedule on a real Temporal dev server', () => {
     assert.match(wfId, new RegExp(`^${DRIFT_SCHEDULE_ID}-sweep-`));
     const summary = await env.client.workflow.getHandle(wfId).result();
     assert.equal(summary.counts.drifted, 2);
-    // Visibility (the list of closed sweeps) trails the completion by a moment: bounded wait, 10 s.
-    let latest = await latestSweep(env.client);
-    for (let i = 0; i < 20 && latest?.workflowId !== wfId; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      latest = await latestSweep(env.client);
-    }
+    // Visibility (the list of closed sweeps) trails the completion by a moment.
+    const latest = await eventually(
+      'the triggered sweep listed as the latest',
+      async () => {
+        const l = await latestSweep(env.client);
+        return l?.workflowId === wfId && l;
+      },
+      10_000,
+    );
     assert.equal(latest?.workflowId, wfId);
 
     const status = await renderScheduleStatus(env.client, await handle.describe());
