@@ -37,6 +37,7 @@ import type { onboardServer } from '../../src/workflows/onboard';
 import { freshLab, labSpec, snapshot, stopLab } from '../helpers/lab';
 import { assertOnboarded, managerFiles, onSwitch, rebootVm, switchPorts } from '../helpers/lab-host';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 const MANAGERS = [
   { server: 'server1', image: 'ifupdown', manager: 'ifupdown' },
@@ -168,11 +169,15 @@ async function onboardAsFleet(): Promise<void> {
     const t = Date.now();
     const h = await startFleet(env.client, name, { source: { kind: 'files', files }, canary: { size: 1, approval: 'wait' }, concurrency: 2 }, { taskQueue });
     // The canary onboards alone; the fleet then waits for an operator (bounded: 10 min under TCG).
-    let p = await queryFleet(env.client, name);
-    for (let i = 0; i < 300 && p.phase !== 'awaiting-approval' && p.phase !== 'stopped'; i++) {
-      await sleep(2_000);
-      p = await queryFleet(env.client, name);
-    }
+    const p = await eventually(
+      'the canary onboarded and the fleet awaiting approval (or stopped)',
+      async () => {
+        const q = await queryFleet(env.client, name);
+        return (q.phase === 'awaiting-approval' || q.phase === 'stopped') && q;
+      },
+      600_000,
+      2_000,
+    );
     assert.equal(p.phase, 'awaiting-approval', JSON.stringify(p.failures));
     assert.deepEqual(
       { onboarded: p.counts.onboarded, started: p.counts.started, canary: p.waves[0]?.canary },
